@@ -1,0 +1,177 @@
+//! One function per remote command: call the node, shape the answer into
+//! an [`Output`]. Fan-out and rendering live elsewhere.
+
+use crate::client::{NodeClient, describe_status};
+use crate::output::{Output, cell};
+use bronze_api::v1 as pb;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// Deadline of one unary call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+async fn call<T, F>(fut: F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(describe_status(&status)),
+        Err(_) => Err(format!("no answer within {}s", CALL_TIMEOUT.as_secs())),
+    }
+}
+
+pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch"];
+
+pub async fn version(mut c: NodeClient) -> Result<Output, String> {
+    let v = call(c.machine.version(pb::VersionRequest {})).await?;
+    let fields = obj(json!({
+        "tag": v.tag, "commit": v.commit, "mode": v.mode, "maintenance": v.maintenance, "arch": v.arch, "os": v.os,
+    }));
+    Ok(Output::single(fields, VERSION_COLUMNS))
+}
+
+pub const APPLY_COLUMNS: &[&str] = &["mode", "message"];
+
+pub async fn apply_config(
+    mut c: NodeClient,
+    data: Vec<u8>,
+    mode: pb::ApplyMode,
+    try_timeout: Option<Duration>,
+    dry_run: bool,
+) -> Result<Output, String> {
+    let req = pb::ApplyConfigurationRequest {
+        data,
+        mode: mode as i32,
+        dry_run,
+        try_timeout_ms: try_timeout.map_or(0, |d| d.as_millis() as u64),
+    };
+    let r = call(c.machine.apply_configuration(req)).await?;
+    let fields = obj(json!({ "mode": r.mode, "message": r.message, "warnings": r.warnings, "diff": r.diff }));
+    let mut out = Output::single(fields, APPLY_COLUMNS);
+    for w in &r.warnings {
+        out.rows.push(vec![String::new(), format!("warning: {w}")]);
+    }
+    if dry_run {
+        for line in r.diff.lines() {
+            out.rows.push(vec![String::new(), line.to_string()]);
+        }
+    }
+    Ok(out)
+}
+
+pub const MESSAGE_COLUMNS: &[&str] = &["message"];
+
+pub async fn reboot(mut c: NodeClient) -> Result<Output, String> {
+    let r = call(c.machine.reboot(pb::RebootRequest {})).await?;
+    Ok(Output::single(obj(json!({ "message": r.message })), MESSAGE_COLUMNS))
+}
+
+pub async fn shutdown(mut c: NodeClient) -> Result<Output, String> {
+    let r = call(c.machine.shutdown(pb::ShutdownRequest {})).await?;
+    Ok(Output::single(obj(json!({ "message": r.message })), MESSAGE_COLUMNS))
+}
+
+pub const HEALTH_COLUMNS: &[&str] = &["status"];
+
+pub async fn health(c: NodeClient) -> Result<Output, String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut client = HealthClient::new(c.channel.clone());
+    let r = call(client.check(HealthCheckRequest { service: String::new() })).await?;
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(r.status)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("UNKNOWN({})", r.status));
+    let serving = status == "SERVING";
+    let out = Output::single(obj(json!({ "status": status })), HEALTH_COLUMNS);
+    if serving { Ok(out) } else { Err(format!("not serving: {status}")) }
+}
+
+pub const RESOURCE_COLUMNS: &[&str] = &["namespace", "type", "id", "version", "spec"];
+
+/// A resource as JSON: `{metadata, spec}` with the spec decoded.
+pub fn resource_json(r: &pb::Resource) -> Value {
+    let m = r.metadata.clone().unwrap_or_default();
+    let spec: Value = serde_json::from_str(&r.spec_json).unwrap_or(Value::String(r.spec_json.clone()));
+    json!({
+        "metadata": { "namespace": m.namespace, "type": m.r#type, "id": m.id, "version": m.version,
+                      "created": m.created, "updated": m.updated },
+        "spec": spec,
+    })
+}
+
+/// The table row of a resource; the spec is compact JSON.
+pub fn resource_row(r: &pb::Resource) -> Vec<String> {
+    let m = r.metadata.clone().unwrap_or_default();
+    vec![m.namespace, m.r#type, m.id, m.version.to_string(), r.spec_json.clone()]
+}
+
+pub async fn get(mut c: NodeClient, type_name: String, id: Option<String>) -> Result<Output, String> {
+    match id {
+        Some(id) => {
+            let r = call(c.resources.get(pb::GetRequest { namespace: String::new(), r#type: type_name, id })).await?;
+            let res = r.resource.unwrap_or_default();
+            Ok(Output { fields: obj(resource_json(&res)), rows: vec![resource_row(&res)] })
+        }
+        None => {
+            let r = call(c.resources.list(pb::ListRequest { namespace: String::new(), r#type: type_name })).await?;
+            let items: Vec<Value> = r.resources.iter().map(resource_json).collect();
+            Ok(Output { fields: obj(json!({ "resources": items })), rows: r.resources.iter().map(resource_row).collect() })
+        }
+    }
+}
+
+pub const EVENT_COLUMNS: &[&str] = &["id", "time", "subject", "method", "result", "message"];
+
+/// One event as JSON and as a table row.
+pub fn event_output(e: &pb::Event) -> (Value, Vec<String>) {
+    let a = e.audit.clone().unwrap_or_default();
+    let value = json!({
+        "id": e.id, "time": e.time, "kind": e.kind, "subject": a.subject, "roles": a.roles,
+        "method": a.method, "result": a.result, "message": a.message, "peer": a.peer,
+    });
+    let row = EVENT_COLUMNS.iter().map(|c| cell(value.get(*c))).collect();
+    (value, row)
+}
+
+/// The last `tail` events (all kept when negative), without following.
+pub async fn events(mut c: NodeClient, tail: i32) -> Result<Output, String> {
+    let mut stream = call(c.machine.events(pb::EventsRequest { tail_events: tail, follow: false })).await?;
+    let mut values = Vec::new();
+    let mut rows = Vec::new();
+    loop {
+        match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(e))) => {
+                let (v, row) = event_output(&e);
+                values.push(v);
+                rows.push(row);
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => return Err(describe_status(&status)),
+            Err(_) => return Err("event stream stalled".into()),
+        }
+    }
+    Ok(Output { fields: obj(json!({ "events": values })), rows })
+}
+
+pub const CLIENT_CONFIG_COLUMNS: &[&str] = &["roles", "path"];
+
+/// Asks the node for a client certificate with `roles`.
+pub async fn generate_client(
+    mut c: NodeClient,
+    roles: Vec<String>,
+    ttl: Option<Duration>,
+) -> Result<pb::GenerateClientConfigurationResponse, String> {
+    call(c.machine.generate_client_configuration(pb::GenerateClientConfigurationRequest {
+        roles,
+        ttl_seconds: ttl.map_or(0, |d| d.as_secs().max(1)),
+    }))
+    .await
+}

@@ -1,0 +1,297 @@
+//! `bronzectl`: parse flags, resolve nodes and credentials, run a command
+//! against every node in parallel, print, and exit 0 only if all succeeded.
+
+use anyhow::{Context as _, bail};
+use bronze_api::v1 as pb;
+use bronzectl::client::{NodeClient, fan_out};
+use bronzectl::clientconfig::{self, ClientConfig};
+use bronzectl::commands;
+use bronzectl::connect::{self, Auth};
+use bronzectl::output::{self, Format, NodeResult, Output};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Manage Bronze nodes through their API.
+#[derive(Debug, Parser)]
+#[command(name = "bronzectl", version)]
+struct Cli {
+    /// Client config file.
+    #[arg(long, global = true, env = "BRONZECONFIG")]
+    bronzeconfig: Option<PathBuf>,
+    /// Context to use instead of the config's current one.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Nodes to talk to, host[:port], comma-separated (default port 50000).
+    #[arg(short = 'n', long = "nodes", global = true, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
+    output: Format,
+    /// Maintenance mode: no client certificate; pin the server with --cert-fingerprint.
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// SHA-256 SPKI fingerprint the server certificate must have (with --insecure).
+    #[arg(long, global = true)]
+    cert_fingerprint: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate configs.
+    Gen {
+        #[command(subcommand)]
+        what: GenCommand,
+    },
+    /// Client config: new credentials, contexts.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+    /// Apply a machine config.
+    ApplyConfig {
+        /// The machine config file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: ApplyModeArg,
+        /// Rollback delay for --mode try, e.g. 30s or 2m.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Validate and show the diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Read resources: `get TYPE [ID] [-w]`.
+    Get {
+        /// Resource type, e.g. machinestatus, machineconfig, auditevents.
+        #[arg(value_name = "TYPE")]
+        type_name: String,
+        id: Option<String>,
+        /// Keep watching and print changes.
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// Show bronzed's version.
+    Version,
+    /// Show audit events.
+    Events {
+        /// How many of the latest events to show.
+        #[arg(long, default_value_t = 20)]
+        tail: i32,
+        /// Keep the stream open and print new events.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Reboot the nodes.
+    Reboot,
+    /// Power the nodes off.
+    Shutdown,
+    /// gRPC health of each node.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+enum GenCommand {
+    /// A CA, a node config and an admin client config.
+    Config {
+        /// Cluster/context name (also the node's hostname).
+        name: String,
+        /// Address clients use to reach the node, host[:port].
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Ask a node to mint a client config with the given roles.
+    New {
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// Certificate lifetime, e.g. 24h or 30d.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Where to write the new client config.
+        #[arg(long = "output", short = 'O')]
+        output: PathBuf,
+    },
+    /// List contexts.
+    Contexts,
+    /// Make a context the current one.
+    UseContext { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ApplyModeArg {
+    Auto,
+    NoReboot,
+    Staged,
+    Try,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}: expected a duration like 30s, 5m or 24h"))
+}
+
+/// Nodes and credentials for a remote command.
+struct Target {
+    nodes: Vec<String>,
+    auth: Auth,
+    context_name: String,
+}
+
+impl Cli {
+    fn config_path(&self) -> PathBuf {
+        self.bronzeconfig.clone().unwrap_or_else(clientconfig::default_path)
+    }
+
+    fn target(&self) -> anyhow::Result<Target> {
+        if self.cert_fingerprint.is_some() && !self.insecure {
+            bail!("--cert-fingerprint only applies with --insecure");
+        }
+        let nodes = self.nodes.iter().map(|n| connect::normalize(n)).collect::<Result<Vec<_>, _>>()?;
+        if self.insecure {
+            if nodes.is_empty() {
+                bail!("--insecure needs the nodes: pass -n host[:port]");
+            }
+            let fingerprint = self.cert_fingerprint.as_deref().map(bronze_pki::parse_fingerprint).transpose()?;
+            return Ok(Target { nodes, auth: Auth::Insecure { fingerprint }, context_name: String::new() });
+        }
+        let path = self.config_path();
+        let config = ClientConfig::load(&path)?;
+        let (name, ctx) = config.context(self.context.as_deref(), &path)?;
+        let nodes = if nodes.is_empty() { ctx.nodes.clone() } else { nodes };
+        if nodes.is_empty() {
+            bail!("no nodes: pass -n or add nodes to context {name:?}");
+        }
+        let auth = Auth::Mtls { ca: ctx.ca.clone(), crt: ctx.crt.clone(), key: ctx.key.clone() };
+        Ok(Target { nodes, auth, context_name: name.to_string() })
+    }
+}
+
+fn print(format: Format, columns: &[&str], results: &[NodeResult]) -> ExitCode {
+    print!("{}", output::render(format, columns, results));
+    for r in results {
+        if let Err(e) = &r.outcome {
+            eprintln!("node {}: {e}", r.node);
+        }
+    }
+    if output::all_ok(results) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let format = cli.output;
+    match &cli.command {
+        Command::Gen { what: GenCommand::Config { name, endpoint, output_dir, force } } => {
+            let generated = bronzectl::genconfig::generate(name, endpoint, output_dir, *force)?;
+            println!("wrote {}", generated.node_config.display());
+            println!("wrote {}", generated.client_config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { what: ConfigCommand::Contexts } => {
+            let path = cli.config_path();
+            let config = ClientConfig::load(&path)?;
+            println!("CURRENT   NAME   NODES");
+            for (name, ctx) in &config.contexts {
+                let mark = if *name == config.context { "*" } else { "" };
+                println!("{mark:<9} {name}   {}", ctx.nodes.join(","));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { what: ConfigCommand::UseContext { name } } => {
+            let path = cli.config_path();
+            let mut config = ClientConfig::load(&path)?;
+            config.context(Some(name), &path)?;
+            config.context = name.clone();
+            config.save(&path)?;
+            println!("current context is now {name:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { what: ConfigCommand::New { roles, ttl, output } } => {
+            let target = cli.target()?;
+            let node = &target.nodes[0];
+            let client = NodeClient::connect(node, &target.auth).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
+            let minted = commands::generate_client(client, roles.clone(), *ttl)
+                .await
+                .map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
+            let name = if target.context_name.is_empty() { "bronze".to_string() } else { target.context_name.clone() };
+            let ctx = clientconfig::Context { nodes: target.nodes.clone(), ca: minted.ca, crt: minted.crt, key: minted.key };
+            let config = ClientConfig { context: name.clone(), contexts: [(name, ctx)].into() };
+            config.save(output)?;
+            let fields = serde_json::json!({ "roles": roles, "path": output.display().to_string() });
+            let out = Output::single(fields.as_object().cloned().unwrap_or_default(), commands::CLIENT_CONFIG_COLUMNS);
+            Ok(print(format, commands::CLIENT_CONFIG_COLUMNS, &[NodeResult { node: node.clone(), outcome: Ok(out) }]))
+        }
+        Command::ApplyConfig { file, mode, timeout, dry_run } => {
+            let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mode = match mode {
+                ApplyModeArg::Auto => pb::ApplyMode::Auto,
+                ApplyModeArg::NoReboot => pb::ApplyMode::NoReboot,
+                ApplyModeArg::Staged => pb::ApplyMode::Staged,
+                ApplyModeArg::Try => pb::ApplyMode::Try,
+            };
+            if timeout.is_some() && mode != pb::ApplyMode::Try {
+                bail!("--timeout only applies with --mode try");
+            }
+            let target = cli.target()?;
+            let results = fan_out(&target.nodes, &target.auth, |c| {
+                commands::apply_config(c, data.clone(), mode, *timeout, *dry_run)
+            })
+            .await;
+            Ok(print(format, commands::APPLY_COLUMNS, &results))
+        }
+        Command::Get { type_name, id, watch } => {
+            let target = cli.target()?;
+            if *watch {
+                return bronzectl::stream::watch(&target.nodes, &target.auth, type_name, id.clone(), format).await;
+            }
+            let results = fan_out(&target.nodes, &target.auth, |c| commands::get(c, type_name.clone(), id.clone())).await;
+            Ok(print(format, commands::RESOURCE_COLUMNS, &results))
+        }
+        Command::Version => {
+            let target = cli.target()?;
+            Ok(print(format, commands::VERSION_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::version).await))
+        }
+        Command::Events { tail, follow } => {
+            let target = cli.target()?;
+            if *follow {
+                return bronzectl::stream::follow_events(&target.nodes, &target.auth, *tail, format).await;
+            }
+            let results = fan_out(&target.nodes, &target.auth, |c| commands::events(c, *tail)).await;
+            Ok(print(format, commands::EVENT_COLUMNS, &results))
+        }
+        Command::Reboot => {
+            let target = cli.target()?;
+            Ok(print(format, commands::MESSAGE_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::reboot).await))
+        }
+        Command::Shutdown => {
+            let target = cli.target()?;
+            Ok(print(format, commands::MESSAGE_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::shutdown).await))
+        }
+        Command::Health => {
+            let target = cli.target()?;
+            Ok(print(format, commands::HEALTH_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::health).await))
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The audit trail: one `AuditEvent` resource per mutating call (and per
+//! denied call), kept as a bounded ring in the resource store.
+
+use super::authz::{Caller, short_name};
+use crate::state::types::AuditEventSpec;
+use crate::state::{Writer, now_rfc3339};
+use std::sync::Mutex;
+use tonic::{Code, Status};
+
+/// Events kept; older ones are dropped from the store.
+pub const AUDIT_RING: u64 = 1000;
+
+pub struct AuditLog {
+    writer: Writer<AuditEventSpec>,
+    next: Mutex<u64>,
+    keep: u64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+/// Zero-padded so ids sort in time order.
+pub fn event_id(seq: u64) -> String {
+    format!("{seq:012}")
+}
+
+/// "permission-denied" from `Code::PermissionDenied`.
+pub fn code_name(code: Code) -> String {
+    let debug = format!("{code:?}");
+    let mut out = String::new();
+    for (i, ch) in debug.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
+
+impl AuditLog {
+    pub fn new(writer: Writer<AuditEventSpec>, keep: u64) -> Self {
+        Self { writer, next: Mutex::new(1), keep }
+    }
+
+    pub fn record(&self, caller: &Caller, method: &str, status: &Status) {
+        let result = if status.code() == Code::Ok { "ok".to_string() } else { code_name(status.code()) };
+        let spec = AuditEventSpec {
+            time: now_rfc3339(),
+            subject: caller.subject.clone(),
+            roles: caller.role_names(),
+            method: method.to_string(),
+            result: result.clone(),
+            message: status.message().to_string(),
+            peer: caller.peer.clone(),
+        };
+        tracing::info!(target: "audit", subject = %spec.subject, method = short_name(method), %result, "api call");
+        // The lock orders ids with store writes.
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = *next;
+        *next += 1;
+        if let Err(e) = self.writer.put(&event_id(seq), &spec) {
+            tracing::error!(error = %e, "cannot record audit event");
+        }
+        if seq > self.keep {
+            self.writer.remove(&event_id(seq - self.keep));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Store;
+    use crate::state::types::AUDIT_EVENT;
+
+    #[test]
+    fn ring_keeps_the_newest() {
+        let store = Store::new();
+        let log = AuditLog::new(store.writer().unwrap(), 3);
+        let caller = Caller { subject: "CN=a".into(), roles: vec![], peer: "p".into(), maintenance: false };
+        for _ in 0..5 {
+            log.record(&caller, "/x.Y/Z", &Status::permission_denied("no"));
+        }
+        let ids: Vec<_> = store.list(&AUDIT_EVENT).iter().map(|r| r.metadata.id.clone()).collect();
+        assert_eq!(ids, [event_id(3), event_id(4), event_id(5)]);
+        assert_eq!(store.list(&AUDIT_EVENT)[0].spec["result"], "permission-denied");
+    }
+}

@@ -1,0 +1,270 @@
+//! Who may call what: the one authorization table, the decision for a
+//! request, and the tower layer that applies it (and records audit events)
+//! in front of every gRPC service.
+//!
+//! Every RPC the server exposes must be in [`TABLE`]; one that is missing is
+//! admin-only and treated as mutating. Tests enumerate the table and the
+//! descriptor set, so a new RPC cannot be forgotten.
+
+use super::audit::AuditLog;
+use super::security::{Gate, Security};
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// A role from the Organization of a client certificate. Roles nest: admin
+/// may do what operator may, operator what reader may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Admin,
+    Operator,
+    Reader,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Reader];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "os:admin",
+            Role::Operator => "os:operator",
+            Role::Reader => "os:reader",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The authorization of one RPC.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Full gRPC path, `/package.Service/Method`.
+    pub method: &'static str,
+    /// Roles that may call it.
+    pub roles: &'static [Role],
+    /// Mutating calls are audited.
+    pub mutating: bool,
+    /// Allowed in maintenance mode (no client certificate).
+    pub maintenance: bool,
+}
+
+const ALL: &[Role] = &[Role::Admin, Role::Operator, Role::Reader];
+const OPERATOR: &[Role] = &[Role::Admin, Role::Operator];
+const ADMIN: &[Role] = &[Role::Admin];
+
+const fn read(method: &'static str) -> Rule {
+    Rule { method, roles: ALL, mutating: false, maintenance: false }
+}
+
+/// Every RPC the API serves, with the roles that may call it.
+pub static TABLE: &[Rule] = &[
+    Rule { method: "/bronze.v1.MachineService/Version", roles: ALL, mutating: false, maintenance: true },
+    read("/bronze.v1.MachineService/Hostname"),
+    Rule { method: "/bronze.v1.MachineService/ApplyConfiguration", roles: ADMIN, mutating: true, maintenance: true },
+    Rule { method: "/bronze.v1.MachineService/GetConfiguration", roles: ADMIN, mutating: false, maintenance: false },
+    Rule {
+        method: "/bronze.v1.MachineService/GenerateClientConfiguration",
+        roles: ADMIN,
+        mutating: true,
+        maintenance: false,
+    },
+    Rule { method: "/bronze.v1.MachineService/Reboot", roles: OPERATOR, mutating: true, maintenance: false },
+    Rule { method: "/bronze.v1.MachineService/Shutdown", roles: OPERATOR, mutating: true, maintenance: false },
+    read("/bronze.v1.MachineService/Events"),
+    read("/bronze.v1.MachineService/Memory"),
+    read("/bronze.v1.MachineService/LoadAvg"),
+    // Sensitive resource types are further limited to admin by the service.
+    read("/bronze.v1.ResourceService/Get"),
+    read("/bronze.v1.ResourceService/List"),
+    read("/bronze.v1.ResourceService/Watch"),
+    read("/grpc.health.v1.Health/Check"),
+    read("/grpc.health.v1.Health/Watch"),
+    read("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+    read("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+];
+
+/// The rule for `path`; unknown methods are admin-only and audited.
+pub fn rule_for(path: &str) -> Rule {
+    TABLE.iter().find(|r| r.method == path).copied().unwrap_or(Rule {
+        method: "",
+        roles: ADMIN,
+        mutating: true,
+        maintenance: false,
+    })
+}
+
+/// `/bronze.v1.MachineService/Reboot` → `Reboot`.
+pub fn short_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The authenticated caller, put into request extensions for services.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: String,
+    pub roles: Vec<Role>,
+    pub peer: String,
+    /// Anonymous maintenance-mode caller.
+    pub maintenance: bool,
+}
+
+impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Roles as strings, for audit and messages.
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.as_str().to_string()).collect()
+    }
+
+    /// "os:reader" or "os:reader+os:operator" for messages.
+    pub fn role_label(&self) -> String {
+        if self.roles.is_empty() { "(no role)".into() } else { self.role_names().join("+") }
+    }
+}
+
+/// Decides one request. Pure apart from the verification cache.
+pub fn authorize(
+    security: &Security,
+    path: &str,
+    certs: Option<&[CertificateDer<'static>]>,
+    peer: String,
+) -> Result<Caller, Status> {
+    let rule = rule_for(path);
+    let gate = security.gate();
+    match &*gate {
+        Gate::Maintenance => {
+            if rule.maintenance {
+                Ok(Caller { subject: "anonymous (maintenance mode)".into(), roles: vec![], peer, maintenance: true })
+            } else {
+                Err(Status::permission_denied(format!(
+                    "maintenance mode: {} is not available until a machine config is applied (only Version and ApplyConfiguration are)",
+                    short_name(path)
+                )))
+            }
+        }
+        Gate::Secure(_) => {
+            let certs = certs.filter(|c| !c.is_empty()).ok_or_else(|| {
+                Status::unauthenticated("client certificate required: the node has a config, use mTLS")
+            })?;
+            let identity = security.verify_client(&gate, certs)?;
+            let caller = Caller { subject: identity.subject, roles: identity.roles, peer, maintenance: false };
+            if caller.roles.is_empty() {
+                return Err(Status::permission_denied(
+                    "client certificate carries no role (expected O=os:admin, os:operator or os:reader)",
+                ));
+            }
+            if !rule.roles.iter().any(|r| caller.has(*r)) {
+                return Err(Status::permission_denied(format!(
+                    "{} may not call {}",
+                    caller.role_label(),
+                    short_name(path)
+                )));
+            }
+            Ok(caller)
+        }
+    }
+}
+
+/// Tower layer applying [`authorize`] and auditing mutating calls.
+#[derive(Clone)]
+pub struct AuthzLayer {
+    pub security: Arc<Security>,
+    pub audit: Arc<AuditLog>,
+}
+
+impl<S> tower::Layer<S> for AuthzLayer {
+    type Service = AuthzService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthzService { inner, security: self.security.clone(), audit: self.audit.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthzService<S> {
+    inner: S,
+    security: Arc<Security>,
+    audit: Arc<AuditLog>,
+}
+
+impl<S, B> tower::Service<Request<B>> for AuthzService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        let peer = info.and_then(|i| i.get_ref().remote_addr()).map(|a| a.to_string()).unwrap_or_default();
+        let certs = info.and_then(|i| i.peer_certs());
+        let rule = rule_for(&path);
+        let decision = authorize(&self.security, &path, certs.as_deref().map(|v| v.as_slice()), peer.clone());
+        // Take the service that was driven to readiness; leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let audit = self.audit.clone();
+        Box::pin(async move {
+            let caller = match decision {
+                Ok(caller) => caller,
+                Err(status) => {
+                    let anonymous = Caller { subject: "unauthenticated".into(), roles: vec![], peer, maintenance: false };
+                    audit.record(&anonymous, &path, &status);
+                    return Ok(status.into_http());
+                }
+            };
+            req.extensions_mut().insert(caller.clone());
+            let response = inner.call(req).await?;
+            if rule.mutating {
+                // Unary errors come back trailers-only: the status is in the
+                // headers. No status header means the call succeeded.
+                let status = Status::from_header_map(response.headers()).unwrap_or_else(|| Status::ok(""));
+                audit.record(&caller, &path, &status);
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_no_duplicates_and_full_paths() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in TABLE {
+            assert!(seen.insert(rule.method), "{} twice", rule.method);
+            assert!(rule.method.starts_with('/') && rule.method.matches('/').count() == 2, "{}", rule.method);
+            assert!(!rule.roles.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_methods_are_admin_only() {
+        let rule = rule_for("/bronze.v1.NewService/Thing");
+        assert_eq!(rule.roles, &[Role::Admin]);
+        assert!(rule.mutating && !rule.maintenance);
+    }
+
+    #[test]
+    fn only_version_and_apply_in_maintenance() {
+        let names: Vec<_> = TABLE.iter().filter(|r| r.maintenance).map(|r| short_name(r.method)).collect();
+        assert_eq!(names, ["Version", "ApplyConfiguration"]);
+    }
+}

@@ -1,0 +1,254 @@
+//! `MachineService`: turns requests into actions on the node's owners
+//! (config manager, power channel, store) and answers.
+
+use super::audit::AUDIT_RING;
+use super::authz::Caller;
+use crate::config::{ApplyError, ApplyMode, DEFAULT_TRY_TIMEOUT};
+use crate::node::{Node, PowerAction};
+use crate::state::types::{AUDIT_EVENT, AuditEventSpec};
+use crate::state::{Resource, WatchEvent};
+use bronze_api::v1 as pb;
+use bronze_api::v1::machine_service_server::MachineService;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Largest ApplyConfiguration message accepted at the gRPC layer. Bigger
+/// than the config limit on purpose: the config decoder then gives the
+/// precise "N bytes; the limit is M" error.
+pub const MAX_APPLY_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Delay before a power action, so the RPC's answer reaches the client.
+const POWER_GRACE: Duration = Duration::from_millis(100);
+
+pub struct MachineApi {
+    pub node: Arc<Node>,
+}
+
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions().get::<Caller>().cloned().ok_or_else(|| Status::internal("request bypassed authorization"))
+}
+
+pub fn to_pb_resource(r: &Resource) -> pb::Resource {
+    let m = &r.metadata;
+    pb::Resource {
+        metadata: Some(pb::ResourceMetadata {
+            namespace: m.namespace.clone(),
+            r#type: m.type_name.clone(),
+            id: m.id.clone(),
+            version: m.version,
+            created: m.created.clone(),
+            updated: m.updated.clone(),
+        }),
+        spec_json: r.spec.to_string(),
+    }
+}
+
+fn audit_event(r: &Resource) -> pb::Event {
+    let spec: Option<AuditEventSpec> = serde_json::from_value(r.spec.clone()).ok();
+    pb::Event {
+        id: r.metadata.id.clone(),
+        time: spec.as_ref().map(|s| s.time.clone()).unwrap_or_else(|| r.metadata.created.clone()),
+        kind: "audit".into(),
+        audit: spec.map(|s| pb::AuditEvent {
+            subject: s.subject,
+            roles: s.roles,
+            method: s.method,
+            result: s.result,
+            message: s.message,
+            peer: s.peer,
+        }),
+        resource: Some(to_pb_resource(r)),
+    }
+}
+
+impl MachineApi {
+    fn request_power(&self, action: PowerAction) {
+        let tx = self.node.power.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(POWER_GRACE).await;
+            let _ = tx.send(action);
+        });
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MachineService for MachineApi {
+    async fn version(&self, _req: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(pb::VersionResponse {
+            tag: concat!("v", env!("CARGO_PKG_VERSION")).into(),
+            commit: option_env!("BRONZE_COMMIT").unwrap_or("unknown").into(),
+            mode: self.node.mode.as_str().into(),
+            maintenance: self.node.security.is_maintenance(),
+            arch: std::env::consts::ARCH.into(),
+            os: std::env::consts::OS.into(),
+        }))
+    }
+
+    async fn hostname(&self, _req: Request<pb::HostnameRequest>) -> Result<Response<pb::HostnameResponse>, Status> {
+        Ok(Response::new(pb::HostnameResponse { hostname: self.node.hostname() }))
+    }
+
+    async fn apply_configuration(
+        &self,
+        req: Request<pb::ApplyConfigurationRequest>,
+    ) -> Result<Response<pb::ApplyConfigurationResponse>, Status> {
+        let req = req.into_inner();
+        let mode = match pb::ApplyMode::try_from(req.mode) {
+            Ok(pb::ApplyMode::Auto) => ApplyMode::Auto,
+            Ok(pb::ApplyMode::NoReboot) => ApplyMode::NoReboot,
+            Ok(pb::ApplyMode::Staged) => ApplyMode::Staged,
+            Ok(pb::ApplyMode::Try) => ApplyMode::Try(match req.try_timeout_ms {
+                0 => DEFAULT_TRY_TIMEOUT,
+                ms => Duration::from_millis(ms),
+            }),
+            Err(_) => return Err(Status::invalid_argument(format!("mode: unknown apply mode {}", req.mode))),
+        };
+        let outcome = self.node.config.apply(&req.data, mode, req.dry_run).await.map_err(|e| match e {
+            ApplyError::Invalid(e) => Status::invalid_argument(format!("invalid config: {e}")),
+            ApplyError::NeedsReboot(msg) => Status::failed_precondition(msg),
+            ApplyError::Unusable(msg) => Status::invalid_argument(format!("invalid config: {msg}")),
+            ApplyError::Persist(e) => Status::internal(e.to_string()),
+        })?;
+        if outcome.reboot {
+            self.request_power(PowerAction::Reboot);
+        }
+        Ok(Response::new(pb::ApplyConfigurationResponse {
+            mode: outcome.mode.into(),
+            warnings: outcome.warnings,
+            diff: outcome.diff,
+            message: outcome.message,
+        }))
+    }
+
+    async fn get_configuration(
+        &self,
+        _req: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        let live = self.node.config.live().ok_or_else(|| Status::failed_precondition("the node has no config"))?;
+        let staged_pending = self
+            .node
+            .store
+            .get_typed::<crate::state::types::MachineConfigSpec>(crate::config::CONFIG_ID)
+            .is_some_and(|(_, s)| s.staged_pending);
+        Ok(Response::new(pb::GetConfigurationResponse {
+            data: live.text.as_bytes().to_vec(),
+            staged_pending,
+            try_pending: self.node.config.try_pending().await,
+        }))
+    }
+
+    async fn generate_client_configuration(
+        &self,
+        req: Request<pb::GenerateClientConfigurationRequest>,
+    ) -> Result<Response<pb::GenerateClientConfigurationResponse>, Status> {
+        let caller = caller(&req)?;
+        let req = req.into_inner();
+        if req.roles.is_empty() {
+            return Err(Status::invalid_argument("roles: at least one role is required (os:admin, os:operator, os:reader)"));
+        }
+        bronze_pki::check_roles(&req.roles).map_err(|e| Status::invalid_argument(format!("roles: {e}")))?;
+        let ttl = match req.ttl_seconds {
+            0 => bronze_pki::DEFAULT_CLIENT_TTL,
+            s => Duration::from_secs(s),
+        };
+        let live = self.node.config.live().ok_or_else(|| Status::failed_precondition("the node has no config"))?;
+        let api = &live.config.machine.api;
+        let ca_key = api.ca.key.as_ref().ok_or_else(|| {
+            Status::failed_precondition("machine.api.ca.key is not set: this node cannot sign client certificates")
+        })?;
+        let ca = bronze_pki::CertificateAuthority::from_pem(api.ca.crt.as_str(), ca_key.as_str())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let name = format!("client of {}", caller.subject);
+        let spec = bronze_pki::ClientCertSpec::new(&name, &req.roles, ttl);
+        let minted = ca.issue_client(&spec).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::GenerateClientConfigurationResponse {
+            ca: ca.cert_pem().to_string(),
+            crt: minted.cert_pem,
+            key: minted.key_pem,
+        }))
+    }
+
+    async fn reboot(&self, _req: Request<pb::RebootRequest>) -> Result<Response<pb::RebootResponse>, Status> {
+        self.request_power(PowerAction::Reboot);
+        Ok(Response::new(pb::RebootResponse { message: "rebooting".into() }))
+    }
+
+    async fn shutdown(&self, _req: Request<pb::ShutdownRequest>) -> Result<Response<pb::ShutdownResponse>, Status> {
+        self.request_power(PowerAction::Shutdown);
+        Ok(Response::new(pb::ShutdownResponse { message: "shutting down".into() }))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(&self, req: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let req = req.into_inner();
+        let mut watch = self.node.store.watch(&AUDIT_EVENT, None);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut replay = Vec::new();
+            loop {
+                match watch.next().await {
+                    Ok(WatchEvent::Change(c)) => replay.push(c.resource),
+                    Ok(WatchEvent::Bootstrapped) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::aborted(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            let tail = match req.tail_events {
+                n if n < 0 => AUDIT_RING as usize,
+                n => n as usize,
+            };
+            let skip = replay.len().saturating_sub(tail);
+            for r in &replay[skip..] {
+                if tx.send(Ok(audit_event(r))).await.is_err() {
+                    return;
+                }
+            }
+            if !req.follow {
+                return;
+            }
+            loop {
+                let event = match watch.next().await {
+                    Ok(WatchEvent::Change(c)) if c.kind == crate::state::ChangeKind::Created => audit_event(&c.resource),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::aborted(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn memory(&self, _req: Request<pb::MemoryRequest>) -> Result<Response<pb::MemoryResponse>, Status> {
+        let m = crate::sysinfo::memory(&self.node.paths.proc).map_err(|e| Status::unavailable(format!("meminfo: {e}")))?;
+        Ok(Response::new(pb::MemoryResponse {
+            total_bytes: m.total,
+            free_bytes: m.free,
+            available_bytes: m.available,
+            buffers_bytes: m.buffers,
+            cached_bytes: m.cached,
+            swap_total_bytes: m.swap_total,
+            swap_free_bytes: m.swap_free,
+        }))
+    }
+
+    async fn load_avg(&self, _req: Request<pb::LoadAvgRequest>) -> Result<Response<pb::LoadAvgResponse>, Status> {
+        let (load1, load5, load15) =
+            crate::sysinfo::loadavg(&self.node.paths.proc).map_err(|e| Status::unavailable(format!("loadavg: {e}")))?;
+        Ok(Response::new(pb::LoadAvgResponse { load1, load5, load15 }))
+    }
+}
+

@@ -1,0 +1,54 @@
+//! Computes `MachineStatus` (stage, ready, unmet conditions) from the node's
+//! lifecycle stage and the presence of a machine config.
+
+use super::{Controller, ControllerError};
+use crate::state::types::{MACHINE_CONFIG, MachineStatusSpec, Stage, UnmetCondition};
+use crate::state::{Store, WatchEvent, Writer};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Id of the one `MachineStatus` resource.
+pub const MACHINE_ID: &str = "machine";
+
+pub struct MachineStatusController {
+    pub writer: Writer<MachineStatusSpec>,
+    pub stage: watch::Receiver<Stage>,
+    pub mode: &'static str,
+}
+
+impl MachineStatusController {
+    fn compute(&self, store: &Store) -> MachineStatusSpec {
+        let stage = *self.stage.borrow();
+        let mut unmet = Vec::new();
+        if store.get(&MACHINE_CONFIG, crate::config::CONFIG_ID).is_none() {
+            unmet.push(UnmetCondition { name: "config".into(), reason: "no machine config: apply one".into() });
+        }
+        if stage != Stage::Running {
+            unmet.push(UnmetCondition { name: "stage".into(), reason: format!("machine is {}", stage.as_str()) });
+        }
+        MachineStatusSpec { stage, ready: unmet.is_empty(), unmet_conditions: unmet, mode: self.mode.to_string() }
+    }
+}
+
+impl Controller for MachineStatusController {
+    fn name(&self) -> &'static str {
+        "machine-status"
+    }
+
+    fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> BoxFuture<'static, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let store = self.writer.store().clone();
+            let mut config_watch = store.watch(&MACHINE_CONFIG, None);
+            let mut stage = self.stage.clone();
+            loop {
+                self.writer.put(MACHINE_ID, &self.compute(&store))?;
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    changed = stage.changed() => if changed.is_err() { return Ok(()) },
+                    event = config_watch.next() => { let _: WatchEvent = event?; }
+                }
+            }
+        })
+    }
+}

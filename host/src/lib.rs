@@ -1,0 +1,14 @@
+//! bronzed: the Bronze node host. One program that runs as PID 1 on a node
+//! (or as an ordinary process for development and tests), serves the gRPC
+//! API, owns the machine config and runs the controllers.
+//!
+//! `main.rs` only parses flags and calls [`node::run`]; everything else is
+//! a module tests call directly.
+
+pub mod api;
+pub mod config;
+pub mod controllers;
+pub mod node;
+pub mod state;
+pub mod statedir;
+pub mod sysinfo;

@@ -1,0 +1,74 @@
+//! `bronzed`: parse flags, set up logging, run the node.
+
+use bronze_host::node::{self, Mode, NodeOptions};
+use bronze_host::sysinfo::SystemPaths;
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Pid1,
+    Process,
+}
+
+/// The Bronze node host.
+#[derive(Debug, Parser)]
+#[command(name = "bronzed", version)]
+struct Args {
+    /// How to run; defaults to pid1 when this process is PID 1, else process.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Directory for the stored config, keys and caches.
+    #[arg(long, default_value = "/var/lib/bronze")]
+    state_dir: PathBuf,
+    /// Address of the gRPC API.
+    #[arg(long, default_value = "0.0.0.0:50000")]
+    listen: SocketAddr,
+    /// Machine config to start from when the state dir holds none.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let mode = match args.mode {
+        Some(ModeArg::Pid1) => Mode::Pid1,
+        Some(ModeArg::Process) => Mode::Process,
+        None if std::process::id() == 1 => Mode::Pid1,
+        None => Mode::Process,
+    };
+    if mode == Mode::Pid1 {
+        tracing::warn!("pid1 init duties (mounts, reaper, reboot(2)) are not implemented yet; running the process-mode lifecycle");
+    }
+    let opts = NodeOptions { mode, state_dir: args.state_dir, listen: args.listen, config: args.config, paths: SystemPaths::default() };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bronzed: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(node::run(opts)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("bronzed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

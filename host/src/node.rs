@@ -1,0 +1,247 @@
+//! Wiring and lifecycle of a node: open the state dir, build the store,
+//! config manager, API security and controllers, serve the API at once,
+//! then boot, run, and handle reboot/shutdown requests.
+//!
+//! The API starts before anything else and never waits on the network or a
+//! plugin. In process mode a reboot restarts the subsystems in-process and
+//! a shutdown returns from [`run`] (the process exits 0).
+
+use crate::api::audit::{AUDIT_RING, AuditLog};
+use crate::api::security::{Gate, Security};
+use crate::api::tls;
+use crate::config::{ConfigManager, LiveConfig};
+use crate::controllers::Runtime;
+use crate::controllers::machine_status::MachineStatusController;
+use crate::state::Store;
+use crate::state::types::Stage;
+use crate::statedir::StateDir;
+use crate::sysinfo::SystemPaths;
+use anyhow::Context;
+use bronze_pki::CertAndKey;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// How bronzed runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The node's init: owns the machine.
+    Pid1,
+    /// An unprivileged process: no mounts, no clock changes, no reboot(2).
+    Process,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pid1 => "pid1",
+            Mode::Process => "process",
+        }
+    }
+}
+
+/// A request to change the machine's power state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    Reboot,
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub mode: Mode,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Initial config, used when the state dir holds none.
+    pub config: Option<PathBuf>,
+    pub paths: SystemPaths,
+}
+
+/// What the API services and controllers share.
+pub struct Node {
+    pub mode: Mode,
+    pub store: Store,
+    pub config: Arc<ConfigManager>,
+    pub security: Arc<Security>,
+    pub audit: Arc<AuditLog>,
+    pub power: mpsc::UnboundedSender<PowerAction>,
+    pub paths: SystemPaths,
+    pub listen: SocketAddr,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("mode", &self.mode).field("listen", &self.listen).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// The configured hostname, else the kernel's.
+    pub fn hostname(&self) -> String {
+        self.config
+            .live()
+            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
+            .or_else(|| nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    }
+}
+
+/// Files of the maintenance certificate, kept so its fingerprint is stable
+/// across restarts.
+const MAINTENANCE_CRT: &str = "maintenance.crt";
+const MAINTENANCE_KEY: &str = "maintenance.key";
+
+fn maintenance_cert(dir: &StateDir, listen: SocketAddr) -> anyhow::Result<CertAndKey> {
+    if let (Some(crt), Some(key)) = (dir.read(MAINTENANCE_CRT)?, dir.read(MAINTENANCE_KEY)?) {
+        let cert = CertAndKey { cert_pem: String::from_utf8_lossy(&crt).into(), key_pem: String::from_utf8_lossy(&key).into() };
+        if tls::maintenance_server_config(&cert).is_ok() {
+            return Ok(cert);
+        }
+        tracing::warn!("stored maintenance certificate is unusable; making a new one");
+    }
+    let sans = tls::server_sans(&[], "bronze-maintenance", listen);
+    let cert = bronze_pki::self_signed_server(&sans)?;
+    dir.write_atomic(MAINTENANCE_KEY, cert.key_pem.as_bytes())?;
+    dir.write_atomic(MAINTENANCE_CRT, cert.cert_pem.as_bytes())?;
+    Ok(cert)
+}
+
+/// Keeps the API's TLS and gate in step with the live config.
+async fn follow_config(
+    mut live: watch::Receiver<Option<LiveConfig>>,
+    security: Arc<Security>,
+    maintenance: Arc<rustls::ServerConfig>,
+    fingerprint: String,
+    listen: SocketAddr,
+) {
+    loop {
+        let current = live.borrow_and_update().clone();
+        match current {
+            None => {
+                security.switch(maintenance.clone(), Gate::Maintenance);
+                tracing::info!(%listen, %fingerprint,
+                    "maintenance mode: no machine config; the API uses a self-signed certificate with this SPKI sha256 fingerprint; apply a config with `bronzectl --insecure --cert-fingerprint {fingerprint} apply-config`");
+            }
+            Some(cfg) => match tls::secure_server_config(&cfg.config, listen) {
+                Ok(secure) => {
+                    security.switch(secure.server_config, Gate::Secure(secure.client_verifier));
+                    tracing::info!(%listen, "API serving mTLS with the machine config's CA");
+                }
+                // The precheck refuses such configs before they go live; a
+                // stored one that fails here leaves the previous TLS in place.
+                Err(e) => tracing::error!(error = %e, "cannot build API TLS from the live config"),
+            },
+        }
+        if live.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a node until it is shut down.
+pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
+    let dir = Arc::new(StateDir::open(&opts.state_dir)?);
+    let store = Store::new();
+    let listen = opts.listen;
+    let precheck = Box::new(move |cfg: &bronze_config::MachineConfig| {
+        tls::secure_server_config(cfg, listen).map(|_| ()).map_err(|e| e.to_string())
+    });
+    let config = ConfigManager::new(dir.clone(), store.writer()?, precheck);
+
+    let maintenance = maintenance_cert(&dir, listen)?;
+    let fingerprint = bronze_pki::spki_fingerprint(&bronze_pki::certs_from_pem(&maintenance.cert_pem)?[0])?;
+    let maintenance_tls = tls::maintenance_server_config(&maintenance)?;
+    let security = Arc::new(Security::new(maintenance_tls.clone(), Gate::Maintenance));
+    let audit = Arc::new(AuditLog::new(store.writer()?, AUDIT_RING));
+
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let (power, mut power_rx) = mpsc::unbounded_channel();
+    let node = Arc::new(Node {
+        mode: opts.mode,
+        store: store.clone(),
+        config: config.clone(),
+        security: security.clone(),
+        audit,
+        power,
+        paths: opts.paths.clone(),
+        listen: bound,
+    });
+
+    let initial = match &opts.config {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read --config {}", path.display()))?),
+        None => None,
+    };
+    config.boot(initial.as_deref()).await.with_context(|| match &opts.config {
+        Some(path) => format!("--config {}", path.display()),
+        None => "stored config".into(),
+    })?;
+    tokio::spawn(follow_config(config.subscribe(), security.clone(), maintenance_tls, fingerprint, bound));
+
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let api = tokio::spawn(crate::api::serve(listener, node.clone(), async move {
+        let mut rx = api_stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    tracing::info!(listen = %bound, mode = opts.mode.as_str(), "API listening");
+
+    let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
+    let machine_status =
+        Arc::new(MachineStatusController { writer: store.writer()?, stage: stage_rx, mode: opts.mode.as_str() });
+
+    let mut signals = Signals::new()?;
+    loop {
+        stage_tx.send_replace(Stage::Booting);
+        let mut runtime = Runtime::default();
+        runtime.spawn(machine_status.clone());
+        stage_tx.send_replace(Stage::Running);
+
+        let action = tokio::select! {
+            Some(action) = power_rx.recv() => action,
+            signal = signals.next() => {
+                tracing::info!(signal, "signal received");
+                PowerAction::Shutdown
+            }
+        };
+        match action {
+            PowerAction::Reboot => {
+                tracing::info!("reboot: restarting subsystems in-process");
+                stage_tx.send_replace(Stage::Rebooting);
+                runtime.stop().await;
+                config.boot(None).await.context("reloading stored config")?;
+            }
+            PowerAction::Shutdown => {
+                tracing::info!("shutting down");
+                stage_tx.send_replace(Stage::ShuttingDown);
+                runtime.stop().await;
+                let _ = api_stop_tx.send(true);
+                // Open watch streams would hold a graceful stop forever.
+                let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

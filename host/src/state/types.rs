@@ -1,0 +1,131 @@
+//! The resource types bronzed publishes, and the one list of them the API
+//! resolves user-typed names against.
+
+use super::{ResourceDefinition, ResourceSpec};
+use serde::{Deserialize, Serialize};
+
+/// Namespace of configuration-derived resources.
+pub const NS_CONFIG: &str = "config";
+/// Namespace of runtime state.
+pub const NS_RUNTIME: &str = "runtime";
+
+macro_rules! resource {
+    ($spec:ty, $def:ident, $name:literal, $ns:expr, sensitive = $sens:literal, aliases = [$($alias:literal),*]) => {
+        pub static $def: ResourceDefinition = ResourceDefinition {
+            type_name: $name,
+            aliases: &[$($alias),*],
+            namespace: $ns,
+            sensitive: $sens,
+        };
+        impl ResourceSpec for $spec {
+            const DEFINITION: &'static ResourceDefinition = &$def;
+        }
+    };
+}
+
+/// The live machine config (contains the CA key: sensitive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineConfigSpec {
+    /// The document as applied.
+    pub document: String,
+    /// Whether this live config is an unconfirmed `try`.
+    pub try_pending: bool,
+    /// Whether a different config is staged for the next boot.
+    pub staged_pending: bool,
+}
+resource!(MachineConfigSpec, MACHINE_CONFIG, "MachineConfigs.bronze.dev", NS_CONFIG, sensitive = true,
+    aliases = ["machineconfig", "machineconfigs", "mc"]);
+
+/// Where the machine is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Maintenance,
+    Booting,
+    Running,
+    Rebooting,
+    ShuttingDown,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Maintenance => "maintenance",
+            Stage::Booting => "booting",
+            Stage::Running => "running",
+            Stage::Rebooting => "rebooting",
+            Stage::ShuttingDown => "shutting-down",
+        }
+    }
+}
+
+/// A condition the machine waits on before it is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmetCondition {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The machine's stage and readiness; id `machine`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineStatusSpec {
+    pub stage: Stage,
+    pub ready: bool,
+    pub unmet_conditions: Vec<UnmetCondition>,
+    /// "pid1" or "process".
+    pub mode: String,
+}
+resource!(MachineStatusSpec, MACHINE_STATUS, "MachineStatuses.bronze.dev", NS_RUNTIME, sensitive = false,
+    aliases = ["machinestatus", "machinestatuses", "ms"]);
+
+/// One audited API call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventSpec {
+    pub time: String,
+    pub subject: String,
+    pub roles: Vec<String>,
+    pub method: String,
+    /// "ok" or the gRPC code name, e.g. "permission-denied".
+    pub result: String,
+    pub message: String,
+    pub peer: String,
+}
+resource!(AuditEventSpec, AUDIT_EVENT, "AuditEvents.bronze.dev", NS_RUNTIME, sensitive = false,
+    aliases = ["auditevent", "auditevents", "audit"]);
+
+/// Every resource type the API serves.
+pub static ALL: &[&ResourceDefinition] = &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT];
+
+/// Resolves a user-typed name (alias or canonical, any case).
+pub fn lookup(name: &str) -> Option<&'static ResourceDefinition> {
+    let lower = name.to_ascii_lowercase();
+    ALL.iter()
+        .copied()
+        .find(|d| d.type_name.eq_ignore_ascii_case(&lower) || d.aliases.iter().any(|a| *a == lower))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_case_insensitively() {
+        assert_eq!(lookup("MachineStatus").unwrap().type_name, "MachineStatuses.bronze.dev");
+        assert_eq!(lookup("machinestatuses.bronze.dev").unwrap().type_name, "MachineStatuses.bronze.dev");
+        assert_eq!(lookup("auditevents").unwrap().type_name, "AuditEvents.bronze.dev");
+        assert!(lookup("nope").is_none());
+    }
+
+    #[test]
+    fn aliases_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for def in ALL {
+            for a in def.aliases {
+                assert!(seen.insert(*a), "alias {a} used twice");
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The node's state directory: an exclusive lock so two bronzed processes
+//! never share one, and atomic file writes (temp file, fsync, rename, fsync
+//! directory) so a crash leaves either the old or the new content.
+
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("cannot create state dir {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("state dir {path} is in use by another bronzed{holder}")]
+    Locked { path: PathBuf, holder: String },
+    #[error("cannot lock state dir {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+/// Prefix of temp files; anything with it is a leftover of a crash.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// A locked state directory.
+pub struct StateDir {
+    root: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl std::fmt::Debug for StateDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDir").field("root", &self.root).finish()
+    }
+}
+
+impl StateDir {
+    /// Creates (mode 0700) and locks `root`, and removes temp files a crash
+    /// may have left.
+    pub fn open(root: &Path) -> Result<Self, StateDirError> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|source| StateDirError::Create { path: root.into(), source })?;
+        let lock_path = root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StateDirError::Lock { path: lock_path.clone(), source })?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|pid| pid.trim().to_string())
+                    .filter(|pid| !pid.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(StateDirError::Locked { path: root.into(), holder });
+            }
+            Err((_, errno)) => return Err(StateDirError::Lock { path: lock_path, source: errno.into() }),
+        };
+        // Record the holder for the error message above; best effort.
+        let _ = lock.set_len(0).and_then(|_| writeln!(&mut *lock, "{}", std::process::id()));
+        let dir = Self { root: root.to_path_buf(), _lock: lock };
+        dir.remove_temps();
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Reads `name`; `Ok(None)` when it does not exist.
+    pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StateDirError> {
+        let path = self.path(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateDirError::Read { path, source }),
+        }
+    }
+
+    /// Replaces `name` atomically with `bytes` (mode 0600: files here hold keys).
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateDirError> {
+        let path = self.path(name);
+        let temp = self.path(&format!("{TEMP_PREFIX}{name}"));
+        let err = |source| StateDirError::Write { path: path.clone(), source };
+        write_synced(&temp, bytes).map_err(err)?;
+        fs::rename(&temp, &path).map_err(err)?;
+        File::open(&self.root).and_then(|d| d.sync_all()).map_err(err)
+    }
+
+    fn remove_temps(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                tracing::info!(file = %entry.path().display(), "removing leftover temp file");
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_is_refused_with_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = StateDir::open(tmp.path()).unwrap();
+        let err = StateDir::open(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("is in use by another bronzed"), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_cleans_temps() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(".tmp-config.yaml"), b"half").unwrap();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        assert!(!tmp.path().join(".tmp-config.yaml").exists());
+        dir.write_atomic("config.yaml", b"one").unwrap();
+        dir.write_atomic("config.yaml", b"two").unwrap();
+        assert_eq!(dir.read("config.yaml").unwrap().unwrap(), b"two");
+        assert_eq!(dir.read("missing").unwrap(), None);
+    }
+}
