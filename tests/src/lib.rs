@@ -1,1 +1,321 @@
-//! placeholder
+//! Shared helpers for Bronze's end-to-end tests: start real `bronzed`
+//! processes on free loopback ports with temp state dirs, make a fresh PKI
+//! per test, mint clients with roles, and run the real `bronzectl`.
+//!
+//! The binaries are built by `cargo xtask test` (or `cargo build --bins`)
+//! before the tests run; [`bin`] says so plainly when they are missing.
+
+use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
+use bronzectl::client::NodeClient;
+use bronzectl::clientconfig::{ClientConfig, Context};
+use bronzectl::connect::Auth;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to answer its first RPC.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir layout");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (cargo xtask test does)", path.display());
+    path
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A fresh CA for one test; keys never leave the temp dirs.
+pub struct Pki {
+    pub ca: CertAndKey,
+    pub authority: CertificateAuthority,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let ca = bronze_pki::generate_ca("bronze test CA").expect("ca");
+        let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).expect("ca loads");
+        Self { ca, authority }
+    }
+
+    /// A complete node config from the embedded template.
+    pub fn node_config(&self, hostname: &str) -> String {
+        bronze_config::render_default(&self.ca.cert_pem, &self.ca.key_pem, hostname, &["127.0.0.1".to_string()])
+    }
+
+    /// A client certificate for `roles`.
+    pub fn client(&self, roles: &[&str]) -> CertAndKey {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        self.client_with(&ClientCertSpec::new("test-client", &roles, Duration::from_secs(3600)))
+    }
+
+    pub fn client_with(&self, spec: &ClientCertSpec) -> CertAndKey {
+        self.authority.issue_client(spec).expect("client cert")
+    }
+
+    /// mTLS credentials for `roles`.
+    pub fn auth(&self, roles: &[&str]) -> Auth {
+        self.auth_for(&self.client(roles))
+    }
+
+    pub fn auth_for(&self, cert: &CertAndKey) -> Auth {
+        Auth::Mtls { ca: self.ca.cert_pem.clone(), crt: cert.cert_pem.clone(), key: cert.key_pem.clone() }
+    }
+
+    /// Writes a bronzeconfig for `nodes` with a client of `roles`.
+    pub fn write_bronzeconfig(&self, path: &Path, nodes: &[String], roles: &[&str]) {
+        let cert = self.client(roles);
+        let ctx = Context { nodes: nodes.to_vec(), ca: self.ca.cert_pem.clone(), crt: cert.cert_pem, key: cert.key_pem };
+        ClientConfig { context: "test".into(), contexts: [("test".to_string(), ctx)].into() }.save(path).expect("save");
+    }
+}
+
+/// A running `bronzed --mode process`.
+pub struct Node {
+    pub addr: String,
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Options for [`Node::start_with`].
+#[derive(Default)]
+pub struct NodeOptions {
+    /// Initial config file contents (`--config`).
+    pub config: Option<String>,
+    /// Reuse this state dir instead of a fresh temp one.
+    pub state_dir: Option<PathBuf>,
+    /// Fixed port instead of a free one.
+    pub port: Option<u16>,
+}
+
+impl Node {
+    /// A node in maintenance mode.
+    pub async fn start() -> Node {
+        Self::start_with(NodeOptions::default()).await
+    }
+
+    /// A node started with `config`.
+    pub async fn start_configured(config: &str) -> Node {
+        Self::start_with(NodeOptions { config: Some(config.to_string()), ..Default::default() }).await
+    }
+
+    pub async fn start_with(opts: NodeOptions) -> Node {
+        let mut node = Self::spawn(opts);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts the process without waiting for the API.
+    pub fn spawn(opts: NodeOptions) -> Node {
+        let (tmp, state_dir) = match opts.state_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let dir = tmp.path().join("state");
+                (Some(tmp), dir)
+            }
+        };
+        let port = opts.port.unwrap_or_else(free_port);
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(bin("bronzed"));
+        cmd.args(["--mode", "process", "--listen", &addr, "--state-dir"]).arg(&state_dir);
+        if let Some(config) = opts.config {
+            let path = state_dir.with_extension("initial.yaml");
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, config).expect("write initial config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn bronzed");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Node { addr, state_dir, child: Some(child), log, _tmp: tmp }
+    }
+
+    /// Waits until the API answers a real RPC (any gRPC status counts:
+    /// Unauthenticated also proves the server is up).
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("bronzed exited early with {status}:\n{}", self.log());
+            }
+            if let Ok(mut c) = NodeClient::connect(&self.addr, &Auth::Insecure { fingerprint: None }).await {
+                let answered = match c.machine.version(bronze_api::v1::VersionRequest {}).await {
+                    Ok(_) => true,
+                    Err(status) => status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown,
+                };
+                if answered {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "bronzed at {} did not answer within {START_DEADLINE:?}:\n{}", self.addr, self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything bronzed logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The maintenance certificate's SPKI fingerprint, from the log.
+    pub fn fingerprint(&self) -> String {
+        let log = self.log();
+        let start = log.find("fingerprint=").unwrap_or_else(|| panic!("no fingerprint in log:\n{log}")) + "fingerprint=".len();
+        log[start..start + 64].to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The stored config bytes, if any.
+    pub fn stored_config(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.state_dir.join("config.yaml")).ok()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit status.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).expect("signal");
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "bronzed did not exit within {timeout:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A gRPC client with `auth`.
+    pub async fn client(&self, auth: &Auth) -> NodeClient {
+        NodeClient::connect(&self.addr, auth).await.expect("connect")
+    }
+
+    /// Applies `config` in maintenance mode, pinning the fingerprint.
+    pub async fn apply_maintenance(&self, config: &str) {
+        let auth = Auth::Insecure { fingerprint: Some(self.fingerprint()) };
+        let mut c = self.client(&auth).await;
+        c.machine
+            .apply_configuration(bronze_api::v1::ApplyConfigurationRequest {
+                data: config.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("apply in maintenance mode");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Result of running `bronzectl`.
+#[derive(Debug)]
+pub struct CtlRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `bronzectl` with `args`, using `bronzeconfig` if given.
+pub async fn bronzectl(bronzeconfig: Option<&Path>, args: &[&str]) -> CtlRun {
+    let mut cmd = tokio::process::Command::new(bin("bronzectl"));
+    cmd.args(args).env_remove("BRONZECONFIG").stdin(Stdio::null());
+    if let Some(path) = bronzeconfig {
+        cmd.env("BRONZECONFIG", path);
+    }
+    let Output { status, stdout, stderr } = cmd.output().await.expect("run bronzectl");
+    CtlRun {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Calls any RPC by path with an empty message and returns its status
+/// (Ok when the call was admitted and its first answer was not an error).
+/// Works for unary and streaming methods alike: on the wire a unary call is
+/// a stream of one message.
+pub async fn call_raw(channel: tonic::transport::Channel, path: &'static str) -> Result<(), tonic::Status> {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let request = tonic::Request::new(futures::stream::iter(vec![()]));
+    let response = grpc.streaming(request, PathAndQuery::from_static(path), codec).await?;
+    let mut stream = response.into_inner();
+    // Long-lived streams (Watch, Events follow) may never end: the first
+    // message or a short wait is enough to know the call was admitted.
+    match tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        Ok(Err(status)) => Err(status),
+        _ => Ok(()),
+    }
+}
+
+/// Every RPC path the server exposes, read from the descriptor sets.
+pub fn all_rpc_paths() -> Vec<String> {
+    use prost::Message;
+    let sets = [
+        bronze_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut paths = Vec::new();
+    for bytes in sets {
+        let set = prost_types::FileDescriptorSet::decode(bytes).expect("descriptor set");
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+    }
+    paths
+}

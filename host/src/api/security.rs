@@ -120,7 +120,10 @@ fn describe(error: &rustls::Error) -> String {
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "client certificate lacks the ClientAuth extended key usage".into()
             }
-            CertificateError::BadSignature => "client certificate has a bad signature".into(),
+            // Same issuer name, different key: another CA of the same name.
+            CertificateError::BadSignature => {
+                "client certificate is not signed by this node's CA (its signature does not verify)".into()
+            }
             other => format!("client certificate rejected: {other:?}"),
         },
         other => format!("client certificate rejected: {other}"),
