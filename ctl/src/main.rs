@@ -26,9 +26,9 @@ struct Cli {
     /// Nodes to talk to, host[:port], comma-separated (default port 50000).
     #[arg(short = 'n', long = "nodes", global = true, value_delimiter = ',')]
     nodes: Vec<String>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
-    output: Format,
+    /// Output format: table, json or yaml (for `config new`: the file to write).
+    #[arg(short = 'o', long = "output", global = true, value_name = "FORMAT")]
+    output: Option<String>,
     /// Maintenance mode: no client certificate; pin the server with --cert-fingerprint.
     #[arg(long, global = true)]
     insecure: bool,
@@ -120,9 +120,7 @@ enum ConfigCommand {
         /// Certificate lifetime, e.g. 24h or 30d.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
-        /// Where to write the new client config.
-        #[arg(long = "output", short = 'O')]
-        output: PathBuf,
+        // The file to write comes from the global --output.
     },
     /// List contexts.
     Contexts,
@@ -200,8 +198,21 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The global `--output` as a format.
+fn format(cli: &Cli) -> anyhow::Result<Format> {
+    if matches!(cli.command, Command::Config { what: ConfigCommand::New { .. } }) {
+        return Ok(Format::Table);
+    }
+    match cli.output.as_deref() {
+        None | Some("table") => Ok(Format::Table),
+        Some("json") => Ok(Format::Json),
+        Some("yaml") => Ok(Format::Yaml),
+        Some(other) => bail!("invalid --output {other:?}: expected table, json or yaml"),
+    }
+}
+
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let format = cli.output;
+    let format = format(cli)?;
     match &cli.command {
         Command::Gen { what: GenCommand::Config { name, endpoint, output_dir, force } } => {
             let generated = bronzectl::genconfig::generate(name, endpoint, output_dir, *force)?;
@@ -228,20 +239,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             println!("current context is now {name:?}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { what: ConfigCommand::New { roles, ttl, output } } => {
-            let target = cli.target()?;
-            let node = &target.nodes[0];
-            let client = NodeClient::connect(node, &target.auth).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
-            let minted = commands::generate_client(client, roles.clone(), *ttl)
-                .await
-                .map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
-            let name = if target.context_name.is_empty() { "bronze".to_string() } else { target.context_name.clone() };
-            let ctx = clientconfig::Context { nodes: target.nodes.clone(), ca: minted.ca, crt: minted.crt, key: minted.key };
-            let config = ClientConfig { context: name.clone(), contexts: [(name, ctx)].into() };
-            config.save(output)?;
-            let fields = serde_json::json!({ "roles": roles, "path": output.display().to_string() });
-            let out = Output::single(fields.as_object().cloned().unwrap_or_default(), commands::CLIENT_CONFIG_COLUMNS);
-            Ok(print(format, commands::CLIENT_CONFIG_COLUMNS, &[NodeResult { node: node.clone(), outcome: Ok(out) }]))
+        Command::Config { what: ConfigCommand::New { roles, ttl } } => {
+            let output = cli.output.as_deref().map(PathBuf::from);
+            let output = output.ok_or_else(|| anyhow::anyhow!("config new needs --output PATH"))?;
+            config_new(cli, roles, *ttl, &output).await
         }
         Command::ApplyConfig { file, mode, timeout, dry_run } => {
             let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -294,4 +295,22 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(print(format, commands::HEALTH_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::health).await))
         }
     }
+}
+
+/// `config new`: ask the first node for a client certificate and write a
+/// client config around it.
+async fn config_new(cli: &Cli, roles: &[String], ttl: Option<Duration>, output: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let target = cli.target()?;
+    let node = &target.nodes[0];
+    let client = NodeClient::connect(node, &target.auth).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
+    let minted = commands::generate_client(client, roles.to_vec(), ttl)
+        .await
+        .map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
+    let name = if target.context_name.is_empty() { "bronze".to_string() } else { target.context_name.clone() };
+    let ctx = clientconfig::Context { nodes: target.nodes.clone(), ca: minted.ca, crt: minted.crt, key: minted.key };
+    let config = ClientConfig { context: name.clone(), contexts: [(name, ctx)].into() };
+    config.save(output)?;
+    let fields = serde_json::json!({ "roles": roles, "path": output.display().to_string() });
+    let out = Output::single(fields.as_object().cloned().unwrap_or_default(), commands::CLIENT_CONFIG_COLUMNS);
+    Ok(print(Format::Table, commands::CLIENT_CONFIG_COLUMNS, &[NodeResult { node: node.clone(), outcome: Ok(out) }]))
 }
