@@ -2,7 +2,7 @@
 //!
 //! - `dev`: generate a PKI and node config into `.bronze-dev/` (once), start
 //!   bronzed in process mode on 127.0.0.1:50000 and say how to use bronzectl.
-//! - `test`: build the binaries and run the whole test suite.
+//! - `test`: format and lint checks, build the binaries, run the whole test suite.
 //! - `bench`: build in release and run the API benchmarks.
 
 use anyhow::{Context, bail};
@@ -69,6 +69,8 @@ fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the real binaries: build them first.
     run(cargo().args(["build", "--bins"]))?;
     run(cargo().args(["test", "--workspace"]).args(args))

@@ -348,11 +348,8 @@ mod tests {
         w.put("a", &Thing { n: 1 }).unwrap();
         let mut watch = store.watch(&THING, None);
         let mut ids = vec![];
-        loop {
-            match watch.next().await.unwrap() {
-                WatchEvent::Change(c) => ids.push(c.resource.metadata.id.clone()),
-                WatchEvent::Bootstrapped => break,
-            }
+        while let WatchEvent::Change(c) = watch.next().await.unwrap() {
+            ids.push(c.resource.metadata.id.clone());
         }
         assert_eq!(ids, ["a", "b"]);
         w.put("a", &Thing { n: 5 }).unwrap();
