@@ -1,0 +1,41 @@
+//! Rules for `machine.plugins`: unique instance ids and HTTP grants that
+//! are plain http(s) prefixes.
+
+use std::collections::HashSet;
+
+use crate::schema::Plugins;
+use crate::validate::Validation;
+
+pub(super) fn check(plugins: &Plugins, out: &mut Validation) {
+    if plugins.allow_unsigned {
+        out.warn("machine.plugins.allowUnsigned", "unsigned plugins are accepted");
+    }
+    let mut ids = HashSet::new();
+    for (i, instance) in plugins.instances.iter().enumerate() {
+        let at = format!("machine.plugins.instances[{i}]");
+        if !ids.insert(instance.id.as_str()) {
+            out.error(
+                format!("{at}.id"),
+                format!("plugin instance {:?} is defined more than once", instance.id.as_str()),
+            );
+        }
+        for (j, grant) in instance.grants.http.iter().enumerate() {
+            let url_at = format!("{at}.grants.http[{j}].url");
+            let url = &grant.url;
+            if !matches!(url.scheme(), "http" | "https") {
+                out.error(url_at.clone(), format!("scheme {:?} is not allowed; expected http or https", url.scheme()));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                out.error(url_at, "a grant is a URL prefix and cannot have a query or fragment");
+            }
+            if grant.methods.is_empty() {
+                out.error(format!("{at}.grants.http[{j}].methods"), "must list at least one method");
+            }
+        }
+        if let Some(schedule) = &instance.schedule
+            && schedule.interval.is_zero()
+        {
+            out.error(format!("{at}.schedule.interval"), "must be greater than zero");
+        }
+    }
+}
