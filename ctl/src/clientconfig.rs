@@ -49,8 +49,8 @@ pub fn default_path() -> PathBuf {
 
 impl ClientConfig {
     pub fn load(path: &Path) -> Result<Self, ClientConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ClientConfigError::Read { path: path.into(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ClientConfigError::Read { path: path.into(), source })?;
         serde_yaml::from_str(&text).map_err(|e| ClientConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
@@ -98,7 +98,8 @@ mod tests {
     use super::*;
 
     fn sample() -> ClientConfig {
-        let ctx = Context { nodes: vec!["127.0.0.1:50000".into()], ca: "ca".into(), crt: "crt".into(), key: "key".into() };
+        let ctx =
+            Context { nodes: vec!["127.0.0.1:50000".into()], ca: "ca".into(), crt: "crt".into(), key: "key".into() };
         ClientConfig { context: "dev".into(), contexts: BTreeMap::from([("dev".into(), ctx)]) }
     }
 

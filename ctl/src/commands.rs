@@ -123,7 +123,10 @@ pub async fn get(mut c: NodeClient, type_name: String, id: Option<String>) -> Re
         None => {
             let r = call(c.resources.list(pb::ListRequest { namespace: String::new(), r#type: type_name })).await?;
             let items: Vec<Value> = r.resources.iter().map(resource_json).collect();
-            Ok(Output { fields: obj(json!({ "resources": items })), rows: r.resources.iter().map(resource_row).collect() })
+            Ok(Output {
+                fields: obj(json!({ "resources": items })),
+                rows: r.resources.iter().map(resource_row).collect(),
+            })
         }
     }
 }

@@ -88,7 +88,10 @@ pub fn tls_config(auth: &Auth) -> Result<Arc<ClientConfig>, ConnectError> {
         }
         Auth::Insecure { fingerprint } => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier { fingerprint: fingerprint.clone(), provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                fingerprint: fingerprint.clone(),
+                provider: provider(),
+            }))
             .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];

@@ -42,7 +42,8 @@ pub fn generate(name: &str, endpoint: &str, dir: &Path, force: bool) -> anyhow::
             Context { nodes: vec![node_endpoint], ca: ca.cert_pem, crt: admin.cert_pem, key: admin.key_pem },
         )]),
     };
-    write_private(&node_config, document.as_bytes()).with_context(|| format!("cannot write {}", node_config.display()))?;
+    write_private(&node_config, document.as_bytes())
+        .with_context(|| format!("cannot write {}", node_config.display()))?;
     client.save(&client_config)?;
     Ok(Generated { node_config, client_config })
 }

@@ -267,7 +267,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             if *watch {
                 return bronzectl::stream::watch(&target.nodes, &target.auth, type_name, id.clone(), format).await;
             }
-            let results = fan_out(&target.nodes, &target.auth, |c| commands::get(c, type_name.clone(), id.clone())).await;
+            let results =
+                fan_out(&target.nodes, &target.auth, |c| commands::get(c, type_name.clone(), id.clone())).await;
             Ok(print(format, commands::RESOURCE_COLUMNS, &results))
         }
         Command::Version => {
@@ -288,7 +289,11 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Shutdown => {
             let target = cli.target()?;
-            Ok(print(format, commands::MESSAGE_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::shutdown).await))
+            Ok(print(
+                format,
+                commands::MESSAGE_COLUMNS,
+                &fan_out(&target.nodes, &target.auth, commands::shutdown).await,
+            ))
         }
         Command::Health => {
             let target = cli.target()?;
@@ -299,7 +304,12 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// `config new`: ask the first node for a client certificate and write a
 /// client config around it.
-async fn config_new(cli: &Cli, roles: &[String], ttl: Option<Duration>, output: &std::path::Path) -> anyhow::Result<ExitCode> {
+async fn config_new(
+    cli: &Cli,
+    roles: &[String],
+    ttl: Option<Duration>,
+    output: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let target = cli.target()?;
     let node = &target.nodes[0];
     let client = NodeClient::connect(node, &target.auth).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;

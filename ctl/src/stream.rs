@@ -3,12 +3,12 @@
 
 use crate::client::{NodeClient, describe_status};
 use crate::commands;
+use crate::commands::{RESOURCE_COLUMNS, event_output, resource_json, resource_row};
 use crate::connect::Auth;
 use crate::output::{self, Format, NodeResult, Output};
 use bronze_api::v1 as pb;
-use std::process::ExitCode;
-use crate::commands::{RESOURCE_COLUMNS, event_output, resource_json, resource_row};
 use serde_json::Value;
+use std::process::ExitCode;
 use tokio::sync::mpsc;
 
 enum Line {
@@ -56,7 +56,8 @@ pub async fn watch(
 ) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::channel(64);
     for node in nodes {
-        let (tx, node, auth, type_name, id) = (tx.clone(), node.clone(), auth.clone(), type_name.to_string(), id.clone());
+        let (tx, node, auth, type_name, id) =
+            (tx.clone(), node.clone(), auth.clone(), type_name.to_string(), id.clone());
         tokio::spawn(async move {
             let result = async {
                 let mut c = NodeClient::connect(&node, &auth).await?;

@@ -35,11 +35,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+    let filter = args.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -53,9 +49,17 @@ fn main() -> std::process::ExitCode {
         None => Mode::Process,
     };
     if mode == Mode::Pid1 {
-        tracing::warn!("pid1 init duties (mounts, reaper, reboot(2)) are not implemented yet; running the process-mode lifecycle");
+        tracing::warn!(
+            "pid1 init duties (mounts, reaper, reboot(2)) are not implemented yet; running the process-mode lifecycle"
+        );
     }
-    let opts = NodeOptions { mode, state_dir: args.state_dir, listen: args.listen, config: args.config, paths: SystemPaths::default() };
+    let opts = NodeOptions {
+        mode,
+        state_dir: args.state_dir,
+        listen: args.listen,
+        config: args.config,
+        paths: SystemPaths::default(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -96,7 +96,10 @@ const MAINTENANCE_KEY: &str = "maintenance.key";
 
 fn maintenance_cert(dir: &StateDir, listen: SocketAddr) -> anyhow::Result<CertAndKey> {
     if let (Some(crt), Some(key)) = (dir.read(MAINTENANCE_CRT)?, dir.read(MAINTENANCE_KEY)?) {
-        let cert = CertAndKey { cert_pem: String::from_utf8_lossy(&crt).into(), key_pem: String::from_utf8_lossy(&key).into() };
+        let cert = CertAndKey {
+            cert_pem: String::from_utf8_lossy(&crt).into(),
+            key_pem: String::from_utf8_lossy(&key).into(),
+        };
         if tls::maintenance_server_config(&cert).is_ok() {
             return Ok(cert);
         }

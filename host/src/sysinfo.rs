@@ -65,7 +65,8 @@ pub fn parse_loadavg(text: &str) -> Option<(f64, f64, f64)> {
 
 pub fn loadavg(proc_root: &Path) -> io::Result<(f64, f64, f64)> {
     let text = std::fs::read_to_string(proc_root.join("loadavg"))?;
-    parse_loadavg(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unexpected loadavg {text:?}")))
+    parse_loadavg(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unexpected loadavg {text:?}")))
 }
 
 #[cfg(test)]

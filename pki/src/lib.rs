@@ -9,8 +9,8 @@
 #![forbid(unsafe_code)]
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ED25519,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ED25519,
 };
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -244,11 +244,8 @@ pub struct PeerIdentity {
 /// Reads subject, organizations and EKU from a DER certificate.
 pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
     let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| PkiError::Der(e.to_string()))?;
-    let organizations = cert
-        .subject()
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
+    let organizations =
+        cert.subject().iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     let client_auth = matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
     let not_after_unix = cert.validity().not_after.timestamp();
     Ok(PeerIdentity { subject: cert.subject().to_string(), organizations, client_auth, not_after_unix })
@@ -288,7 +285,12 @@ mod tests {
     fn fingerprint_parsing_accepts_common_forms() {
         let fp = "ab".repeat(32);
         assert_eq!(parse_fingerprint(&fp).unwrap(), fp);
-        let colons = fp.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap().to_uppercase()).collect::<Vec<_>>().join(":");
+        let colons = fp
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
         assert_eq!(parse_fingerprint(&format!("sha256:{colons}")).unwrap(), fp);
         assert!(parse_fingerprint("abc").is_err());
         assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
@@ -306,6 +308,9 @@ mod tests {
     #[test]
     fn unknown_roles_are_refused() {
         assert!(check_roles(&["os:admin".into()]).is_ok());
-        assert_eq!(check_roles(&["root".into()]).unwrap_err().to_string(), "unknown role \"root\": expected one of os:admin, os:operator, os:reader");
+        assert_eq!(
+            check_roles(&["root".into()]).unwrap_err().to_string(),
+            "unknown role \"root\": expected one of os:admin, os:operator, os:reader"
+        );
     }
 }

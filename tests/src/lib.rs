@@ -80,7 +80,8 @@ impl Pki {
     /// Writes a bronzeconfig for `nodes` with a client of `roles`.
     pub fn write_bronzeconfig(&self, path: &Path, nodes: &[String], roles: &[&str]) {
         let cert = self.client(roles);
-        let ctx = Context { nodes: nodes.to_vec(), ca: self.ca.cert_pem.clone(), crt: cert.cert_pem, key: cert.key_pem };
+        let ctx =
+            Context { nodes: nodes.to_vec(), ca: self.ca.cert_pem.clone(), crt: cert.cert_pem, key: cert.key_pem };
         ClientConfig { context: "test".into(), contexts: [("test".to_string(), ctx)].into() }.save(path).expect("save");
     }
 }
@@ -174,7 +175,12 @@ impl Node {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "bronzed at {} did not answer within {START_DEADLINE:?}:\n{}", self.addr, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "bronzed at {} did not answer within {START_DEADLINE:?}:\n{}",
+                self.addr,
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -187,7 +193,8 @@ impl Node {
     /// The maintenance certificate's SPKI fingerprint, from the log.
     pub fn fingerprint(&self) -> String {
         let log = self.log();
-        let start = log.find("fingerprint=").unwrap_or_else(|| panic!("no fingerprint in log:\n{log}")) + "fingerprint=".len();
+        let start =
+            log.find("fingerprint=").unwrap_or_else(|| panic!("no fingerprint in log:\n{log}")) + "fingerprint=".len();
         log[start..start + 64].to_string()
     }
 

@@ -49,15 +49,21 @@ async fn gen_config_then_contexts_and_minted_clients() {
     let port = free_port();
     let endpoint = format!("127.0.0.1:{port}");
     let out = dir.path().join("gen");
-    let run = bronzectl(None, &["gen", "config", "lab", "--endpoint", &endpoint, "--output-dir", out.to_str().unwrap()]).await;
+    let run =
+        bronzectl(None, &["gen", "config", "lab", "--endpoint", &endpoint, "--output-dir", out.to_str().unwrap()])
+            .await;
     assert_eq!(run.code, 0, "{run:?}");
-    let again = bronzectl(None, &["gen", "config", "lab", "--endpoint", &endpoint, "--output-dir", out.to_str().unwrap()]).await;
+    let again =
+        bronzectl(None, &["gen", "config", "lab", "--endpoint", &endpoint, "--output-dir", out.to_str().unwrap()])
+            .await;
     assert_ne!(again.code, 0, "refuses to overwrite");
     assert!(again.stderr.contains("already exists; pass --force"), "{again:?}");
 
     let node_yaml = std::fs::read_to_string(out.join("node.yaml")).unwrap();
     assert!(!node_yaml.contains("pool.ntp.org"), "no public time servers in generated configs");
-    let node = Node::start_with(bronze_tests::NodeOptions { config: Some(node_yaml), port: Some(port), ..Default::default() }).await;
+    let node =
+        Node::start_with(bronze_tests::NodeOptions { config: Some(node_yaml), port: Some(port), ..Default::default() })
+            .await;
     let bc = out.join("bronzeconfig");
 
     let run = bronzectl(Some(&bc), &["-o", "json", "version"]).await;
@@ -68,7 +74,11 @@ async fn gen_config_then_contexts_and_minted_clients() {
 
     // Mint a reader config through the node and use it.
     let reader = dir.path().join("reader");
-    let run = bronzectl(Some(&bc), &["config", "new", "--roles", "os:reader", "--ttl", "1h", "--output", reader.to_str().unwrap()]).await;
+    let run = bronzectl(
+        Some(&bc),
+        &["config", "new", "--roles", "os:reader", "--ttl", "1h", "--output", reader.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
     let run = bronzectl(Some(&reader), &["get", "machinestatus"]).await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -88,11 +98,22 @@ async fn gen_config_then_contexts_and_minted_clients() {
     // Events: the config new call above was audited.
     let run = bronzectl(Some(&bc), &["-o", "json", "events", "--tail", "5"]).await;
     let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert!(v["events"].as_array().unwrap().iter().any(|e| e["method"] == "/bronze.v1.MachineService/GenerateClientConfiguration" && e["result"] == "ok"), "{v}");
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["method"] == "/bronze.v1.MachineService/GenerateClientConfiguration" && e["result"] == "ok"),
+        "{v}"
+    );
 
     // Dry run shows a diff and changes nothing.
     let edited = dir.path().join("edited.yaml");
-    std::fs::write(&edited, std::fs::read_to_string(out.join("node.yaml")).unwrap().replace("hostname: lab", "hostname: lab2")).unwrap();
+    std::fs::write(
+        &edited,
+        std::fs::read_to_string(out.join("node.yaml")).unwrap().replace("hostname: lab", "hostname: lab2"),
+    )
+    .unwrap();
     let run = bronzectl(Some(&bc), &["apply-config", "-f", edited.to_str().unwrap(), "--dry-run"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("+  hostname: lab2"), "{run:?}");

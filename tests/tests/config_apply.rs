@@ -7,7 +7,13 @@ use bronzectl::client::NodeClient;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-async fn apply(c: &mut NodeClient, data: &[u8], mode: pb::ApplyMode, dry_run: bool, try_ms: u64) -> Result<pb::ApplyConfigurationResponse, tonic::Status> {
+async fn apply(
+    c: &mut NodeClient,
+    data: &[u8],
+    mode: pb::ApplyMode,
+    dry_run: bool,
+    try_ms: u64,
+) -> Result<pb::ApplyConfigurationResponse, tonic::Status> {
     let req = pb::ApplyConfigurationRequest { data: data.to_vec(), mode: mode as i32, dry_run, try_timeout_ms: try_ms };
     c.machine.apply_configuration(req).await.map(|r| r.into_inner())
 }
@@ -47,17 +53,29 @@ async fn bad_configs_are_refused_and_change_nothing() {
         ("wrong version", edit(&good, "version: v1alpha1", "version: v2"), "unsupported version \"v2\""),
         ("missing version", edit(&good, "version: v1alpha1", ""), "version"),
         ("bad CIDR", with_network(&good, "addresses: [10.0.0.300/24]"), "machine.network.interfaces[0].addresses[0]"),
-        ("prefix too long", with_network(&good, "addresses: [10.0.0.1/33]"), "machine.network.interfaces[0].addresses[0]"),
+        (
+            "prefix too long",
+            with_network(&good, "addresses: [10.0.0.1/33]"),
+            "machine.network.interfaces[0].addresses[0]",
+        ),
         ("missing prefix", with_network(&good, "addresses: [10.0.0.1]"), "prefix length"),
         ("long link name", with_link(&good, "averyveryverylonglinkname"), "machine.network.interfaces[0].name"),
         ("bad duration", with_time(&good, "bootTimeout: 2x"), "machine.time.bootTimeout"),
         ("negative duration", with_time(&good, "bootTimeout: -5s"), "negative"),
         ("minPoll above maxPoll", edit(&good, "    minPoll: 64s", "    minPoll: 2048s"), "minPoll"),
-        ("bad server port", edit(&good, "    servers: []", "    servers: [\"127.0.0.1:99999\"]"), "machine.time.servers[0]"),
+        (
+            "bad server port",
+            edit(&good, "    servers: []", "    servers: [\"127.0.0.1:99999\"]"),
+            "machine.time.servers[0]",
+        ),
         ("bad sysctl value type", edit(&good, "  sysctls: {}", "  sysctls: [1, 2]"), "machine.sysctls"),
         ("bad restart policy", with_service(&good, "restart: sometimes"), "restart"),
         ("unknown dependency", with_service(&good, "dependsOn: [ghost]"), "ghost"),
-        ("bad trusted key", edit(&good, "    trustedKeys: []", "    trustedKeys: [abc]"), "machine.plugins.trustedKeys[0]"),
+        (
+            "bad trusted key",
+            edit(&good, "    trustedKeys: []", "    trustedKeys: [abc]"),
+            "machine.plugins.trustedKeys[0]",
+        ),
     ];
     assert!(cases.len() >= 20);
     for (name, doc, want) in &cases {

@@ -10,8 +10,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_dir_is_locked() {
     let first = Node::start().await;
-    let mut second =
-        Node::spawn(NodeOptions { state_dir: Some(first.state_dir.clone()), ..Default::default() });
+    let mut second = Node::spawn(NodeOptions { state_dir: Some(first.state_dir.clone()), ..Default::default() });
     let status = second.wait_exit(Duration::from_secs(10));
     assert!(!status.success());
     let want = format!("state dir {} is in use by another bronzed (pid {})", first.state_dir.display(), first.pid());
@@ -58,7 +57,10 @@ async fn reboot_restarts_subsystems_in_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_initial_config_is_refused() {
-    let mut node = Node::spawn(NodeOptions { config: Some("version: v1alpha1\nmachine: {bogus: 1}\n".into()), ..Default::default() });
+    let mut node = Node::spawn(NodeOptions {
+        config: Some("version: v1alpha1\nmachine: {bogus: 1}\n".into()),
+        ..Default::default()
+    });
     let status = node.wait_exit(Duration::from_secs(10));
     assert!(!status.success());
     assert!(node.log().contains("unknown field `bogus`"), "{}", node.log());

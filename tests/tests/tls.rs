@@ -20,7 +20,10 @@ async fn bad_client_certificates_are_rejected() {
 
     // No client certificate at all (the server cert still verifies by CA).
     let s = version_status(&node, &Auth::Insecure { fingerprint: None }).await;
-    assert_eq!((s.code(), s.message()), (Code::Unauthenticated, "client certificate required: the node has a config, use mTLS"));
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::Unauthenticated, "client certificate required: the node has a config, use mTLS")
+    );
 
     // Signed by another CA with a different name, and by one with the same
     // name (two clusters generated with the same name).
@@ -46,7 +49,10 @@ async fn bad_client_certificates_are_rejected() {
     let mut spec = ClientCertSpec::new("no-eku", &["os:admin".into()], Duration::from_secs(3600));
     spec.client_auth_eku = false;
     let s = version_status(&node, &pki.auth_for(&pki.client_with(&spec))).await;
-    assert_eq!((s.code(), s.message()), (Code::Unauthenticated, "client certificate lacks the ClientAuth extended key usage"));
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::Unauthenticated, "client certificate lacks the ClientAuth extended key usage")
+    );
 
     // No role.
     let s = version_status(&node, &pki.auth(&[])).await;
@@ -93,7 +99,10 @@ async fn maintenance_to_mtls_through_the_cli() {
     let wrong = "0".repeat(64);
     let run = bronzectl(None, &["-n", n, "--insecure", "--cert-fingerprint", &wrong, "apply-config", "-f", file]).await;
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains(&format!("server certificate fingerprint {fp} does not match --cert-fingerprint {wrong}")), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("server certificate fingerprint {fp} does not match --cert-fingerprint {wrong}")),
+        "{run:?}"
+    );
     assert!(node.stored_config().is_none(), "nothing applied");
 
     // Version works in maintenance mode and says so.

@@ -50,7 +50,9 @@ fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let dir = root.join(".bronze-dev");
     let bin = root.join("target/debug");
     if !dir.join("node.yaml").exists() {
-        run(Command::new(bin.join("bronzectl")).args(["gen", "config", "dev", "--endpoint", &listen, "--output-dir"]).arg(&dir))?;
+        run(Command::new(bin.join("bronzectl"))
+            .args(["gen", "config", "dev", "--endpoint", &listen, "--output-dir"])
+            .arg(&dir))?;
     }
     let bronzeconfig = dir.join("bronzeconfig");
     println!();

@@ -223,7 +223,8 @@ where
             let caller = match decision {
                 Ok(caller) => caller,
                 Err(status) => {
-                    let anonymous = Caller { subject: "unauthenticated".into(), roles: vec![], peer, maintenance: false };
+                    let anonymous =
+                        Caller { subject: "unauthenticated".into(), roles: vec![], peer, maintenance: false };
                     audit.record(&anonymous, &path, &status);
                     return Ok(status.into_http());
                 }

@@ -150,7 +150,9 @@ impl MachineService for MachineApi {
         let caller = caller(&req)?;
         let req = req.into_inner();
         if req.roles.is_empty() {
-            return Err(Status::invalid_argument("roles: at least one role is required (os:admin, os:operator, os:reader)"));
+            return Err(Status::invalid_argument(
+                "roles: at least one role is required (os:admin, os:operator, os:reader)",
+            ));
         }
         bronze_pki::check_roles(&req.roles).map_err(|e| Status::invalid_argument(format!("roles: {e}")))?;
         let ttl = match req.ttl_seconds {
@@ -217,7 +219,9 @@ impl MachineService for MachineApi {
             }
             loop {
                 let event = match watch.next().await {
-                    Ok(WatchEvent::Change(c)) if c.kind == crate::state::ChangeKind::Created => audit_event(&c.resource),
+                    Ok(WatchEvent::Change(c)) if c.kind == crate::state::ChangeKind::Created => {
+                        audit_event(&c.resource)
+                    }
                     Ok(_) => continue,
                     Err(e) => {
                         let _ = tx.send(Err(Status::aborted(e.to_string()))).await;
@@ -233,7 +237,8 @@ impl MachineService for MachineApi {
     }
 
     async fn memory(&self, _req: Request<pb::MemoryRequest>) -> Result<Response<pb::MemoryResponse>, Status> {
-        let m = crate::sysinfo::memory(&self.node.paths.proc).map_err(|e| Status::unavailable(format!("meminfo: {e}")))?;
+        let m =
+            crate::sysinfo::memory(&self.node.paths.proc).map_err(|e| Status::unavailable(format!("meminfo: {e}")))?;
         Ok(Response::new(pb::MemoryResponse {
             total_bytes: m.total,
             free_bytes: m.free,
@@ -251,4 +256,3 @@ impl MachineService for MachineApi {
         Ok(Response::new(pb::LoadAvgResponse { load1, load5, load15 }))
     }
 }
-

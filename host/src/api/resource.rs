@@ -45,10 +45,8 @@ impl ResourceService for ResourceApi {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let def = resolve(&req, &req.get_ref().r#type, &req.get_ref().namespace)?;
         let id = &req.get_ref().id;
-        let resource = self
-            .store
-            .get(def, id)
-            .ok_or_else(|| Status::not_found(format!("{} {id:?} not found", def.type_name)))?;
+        let resource =
+            self.store.get(def, id).ok_or_else(|| Status::not_found(format!("{} {id:?} not found", def.type_name)))?;
         Ok(Response::new(pb::GetResponse { resource: Some(to_pb_resource(&resource)) }))
     }
 

@@ -91,9 +91,7 @@ impl Security {
         let peer = bronze_pki::peer_identity(leaf)
             .map_err(|e| Status::unauthenticated(format!("client certificate does not parse: {e}")))?;
         if !peer.client_auth {
-            return Err(Status::unauthenticated(
-                "client certificate lacks the ClientAuth extended key usage",
-            ));
+            return Err(Status::unauthenticated("client certificate lacks the ClientAuth extended key usage"));
         }
         let roles = peer.organizations.iter().filter_map(|o| Role::parse(o)).collect();
         let identity = Identity { subject: peer.subject, roles, not_after_unix: peer.not_after_unix };

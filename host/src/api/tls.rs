@@ -14,8 +14,8 @@ use bronze_config::MachineConfig;
 use bronze_pki::{CertAndKey, CertificateAuthority};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -86,7 +86,8 @@ pub fn secure_server_config(config: &MachineConfig, listen: SocketAddr) -> Resul
         (Some(crt), Some(key)) => CertAndKey { cert_pem: crt.as_str().to_string(), key_pem: key.as_str().to_string() },
         _ => {
             let ca_key = api.ca.key.as_ref().ok_or_else(|| TlsError::Mint("not set".into()))?;
-            let ca = CertificateAuthority::from_pem(ca_pem, ca_key.as_str()).map_err(|e| TlsError::Mint(e.to_string()))?;
+            let ca =
+                CertificateAuthority::from_pem(ca_pem, ca_key.as_str()).map_err(|e| TlsError::Mint(e.to_string()))?;
             let hostname = config.machine.hostname.as_ref().map(|h| h.as_str()).unwrap_or("bronze");
             let configured: Vec<String> = api.cert_sans.iter().map(|s| s.to_string()).collect();
             let sans = server_sans(&configured, hostname, listen);

@@ -191,7 +191,11 @@ impl ConfigManager {
                 (_, Some(why)) => format!("need a reboot: {why}"),
                 _ => "apply it live".to_string(),
             };
-            return Ok(outcome("dry-run", format!("dry run: nothing changed; the config is valid and would {would}"), false));
+            return Ok(outcome(
+                "dry-run",
+                format!("dry run: nothing changed; the config is valid and would {would}"),
+                false,
+            ));
         }
         match mode {
             ApplyMode::Staged => {
@@ -216,7 +220,10 @@ impl ConfigManager {
                 self.publish(&state, Some(new));
                 Ok(outcome(
                     "try",
-                    format!("config applied for {}; it rolls back unless confirmed by another apply", humanize(timeout)),
+                    format!(
+                        "config applied for {}; it rolls back unless confirmed by another apply",
+                        humanize(timeout)
+                    ),
                     false,
                 ))
             }

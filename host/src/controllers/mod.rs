@@ -174,7 +174,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stop_ends_a_controller_in_backoff() {
-        let flaky = Arc::new(Flaky { runs: AtomicU32::new(0), fail_times: 100, panic: false, starts: Mutex::new(vec![]) });
+        let flaky =
+            Arc::new(Flaky { runs: AtomicU32::new(0), fail_times: 100, panic: false, starts: Mutex::new(vec![]) });
         let mut rt = Runtime::new(Backoff { initial: Duration::from_secs(3600), ..Backoff::default() });
         rt.spawn(flaky.clone());
         tokio::time::sleep(Duration::from_millis(10)).await;

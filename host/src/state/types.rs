@@ -34,8 +34,14 @@ pub struct MachineConfigSpec {
     /// Whether a different config is staged for the next boot.
     pub staged_pending: bool,
 }
-resource!(MachineConfigSpec, MACHINE_CONFIG, "MachineConfigs.bronze.dev", NS_CONFIG, sensitive = true,
-    aliases = ["machineconfig", "machineconfigs", "mc"]);
+resource!(
+    MachineConfigSpec,
+    MACHINE_CONFIG,
+    "MachineConfigs.bronze.dev",
+    NS_CONFIG,
+    sensitive = true,
+    aliases = ["machineconfig", "machineconfigs", "mc"]
+);
 
 /// Where the machine is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +83,14 @@ pub struct MachineStatusSpec {
     /// "pid1" or "process".
     pub mode: String,
 }
-resource!(MachineStatusSpec, MACHINE_STATUS, "MachineStatuses.bronze.dev", NS_RUNTIME, sensitive = false,
-    aliases = ["machinestatus", "machinestatuses", "ms"]);
+resource!(
+    MachineStatusSpec,
+    MACHINE_STATUS,
+    "MachineStatuses.bronze.dev",
+    NS_RUNTIME,
+    sensitive = false,
+    aliases = ["machinestatus", "machinestatuses", "ms"]
+);
 
 /// One audited API call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,8 +105,14 @@ pub struct AuditEventSpec {
     pub message: String,
     pub peer: String,
 }
-resource!(AuditEventSpec, AUDIT_EVENT, "AuditEvents.bronze.dev", NS_RUNTIME, sensitive = false,
-    aliases = ["auditevent", "auditevents", "audit"]);
+resource!(
+    AuditEventSpec,
+    AUDIT_EVENT,
+    "AuditEvents.bronze.dev",
+    NS_RUNTIME,
+    sensitive = false,
+    aliases = ["auditevent", "auditevents", "audit"]
+);
 
 /// Every resource type the API serves.
 pub static ALL: &[&ResourceDefinition] = &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT];
@@ -102,9 +120,7 @@ pub static ALL: &[&ResourceDefinition] = &[&MACHINE_CONFIG, &MACHINE_STATUS, &AU
 /// Resolves a user-typed name (alias or canonical, any case).
 pub fn lookup(name: &str) -> Option<&'static ResourceDefinition> {
     let lower = name.to_ascii_lowercase();
-    ALL.iter()
-        .copied()
-        .find(|d| d.type_name.eq_ignore_ascii_case(&lower) || d.aliases.iter().any(|a| *a == lower))
+    ALL.iter().copied().find(|d| d.type_name.eq_ignore_ascii_case(&lower) || d.aliases.iter().any(|a| *a == lower))
 }
 
 #[cfg(test)]
