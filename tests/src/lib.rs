@@ -22,8 +22,11 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Path of a workspace binary next to the running test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir layout");
+    // Tests live in target/<profile>/deps/, bench binaries in target/<profile>/.
+    let mut dir = exe.parent().expect("target dir layout");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir layout");
+    }
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --bins` first (cargo xtask test does)", path.display());
     path

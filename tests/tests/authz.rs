@@ -119,5 +119,7 @@ async fn reader_through_the_cli() {
     assert!(reboot["subject"].as_str().unwrap().contains("CN=test-client"), "{reboot}");
     assert!(events.iter().any(|e| e["method"] == "/bronze.v1.MachineService/ApplyConfiguration"
         && e["result"] == "permission-denied"
-        && e["message"] == "os:operator may not call ApplyConfiguration"));
+        && e["message"] == "os:operator may not call ApplyConfiguration"
+        && e["roles"] == serde_json::json!(["os:operator"])
+        && e["subject"].as_str().unwrap_or("").contains("CN=test-client")));
 }

@@ -66,3 +66,54 @@ async fn invalid_initial_config_is_refused() {
     assert!(node.log().contains("unknown field `bogus`"), "{}", node.log());
     assert!(node.stored_config().is_none(), "nothing stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_hostname_and_reflection() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let pki = Pki::new();
+    let node = Node::start_configured(&pki.node_config("stats-node")).await;
+    let mut c = node.client(&pki.auth(&["os:reader"])).await;
+    let mem = c.machine.memory(pb::MemoryRequest {}).await.unwrap().into_inner();
+    assert!(mem.total_bytes > 0 && mem.available_bytes <= mem.total_bytes, "{mem:?}");
+    let load = c.machine.load_avg(pb::LoadAvgRequest {}).await.unwrap().into_inner();
+    assert!(load.load1 >= 0.0 && load.load15 >= 0.0);
+    let host = c.machine.hostname(pb::HostnameRequest {}).await.unwrap().into_inner();
+    assert_eq!(host.hostname, "stats-node");
+
+    // Reflection: standard tools can discover the services.
+    let mut reflection = ServerReflectionClient::new(c.channel.clone());
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = reflection.server_reflection_info(futures::stream::iter(vec![request])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in ["bronze.v1.MachineService", "bronze.v1.ResourceService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_context_switches_the_current_context() {
+    let pki = Pki::new();
+    let node = Node::start_configured(&pki.node_config("ctx")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bc");
+    pki.write_bronzeconfig(&path, std::slice::from_ref(&node.addr), &["os:admin"]);
+    // Add a second context pointing nowhere, make it current, then switch back.
+    let mut config = bronzectl::clientconfig::ClientConfig::load(&path).unwrap();
+    let mut other = config.contexts["test"].clone();
+    other.nodes = vec![format!("127.0.0.1:{}", bronze_tests::free_port())];
+    config.contexts.insert("other".into(), other);
+    config.context = "other".into();
+    config.save(&path).unwrap();
+    assert_ne!(bronze_tests::bronzectl(Some(&path), &["version"]).await.code, 0);
+    let run = bronze_tests::bronzectl(Some(&path), &["config", "use-context", "test"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(bronze_tests::bronzectl(Some(&path), &["version"]).await.code, 0);
+    assert_eq!(bronzectl::clientconfig::ClientConfig::load(&path).unwrap().context, "test");
+}

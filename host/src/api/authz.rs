@@ -130,43 +130,46 @@ impl Caller {
     }
 }
 
-/// Decides one request. Pure apart from the verification cache.
+/// Decides one request. Pure apart from the verification cache. A denial
+/// still names the caller as far as it is known, for the audit trail.
 pub fn authorize(
     security: &Security,
     path: &str,
     certs: Option<&[CertificateDer<'static>]>,
     peer: String,
-) -> Result<Caller, Status> {
+) -> Result<Caller, (Status, Caller)> {
     let rule = rule_for(path);
     let gate = security.gate();
+    let anonymous = |subject: &str| Caller { subject: subject.into(), roles: vec![], peer: peer.clone(), maintenance: false };
     match &*gate {
         Gate::Maintenance => {
+            let caller = Caller { maintenance: true, ..anonymous("anonymous (maintenance mode)") };
             if rule.maintenance {
-                Ok(Caller { subject: "anonymous (maintenance mode)".into(), roles: vec![], peer, maintenance: true })
-            } else {
-                Err(Status::permission_denied(format!(
-                    "maintenance mode: {} is not available until a machine config is applied (only Version and ApplyConfiguration are)",
-                    short_name(path)
-                )))
+                return Ok(caller);
             }
+            let status = Status::permission_denied(format!(
+                "maintenance mode: {} is not available until a machine config is applied (only Version and ApplyConfiguration are)",
+                short_name(path)
+            ));
+            Err((status, caller))
         }
         Gate::Secure(_) => {
-            let certs = certs.filter(|c| !c.is_empty()).ok_or_else(|| {
-                Status::unauthenticated("client certificate required: the node has a config, use mTLS")
-            })?;
-            let identity = security.verify_client(&gate, certs)?;
+            let Some(certs) = certs.filter(|c| !c.is_empty()) else {
+                let status = Status::unauthenticated("client certificate required: the node has a config, use mTLS");
+                return Err((status, anonymous("anonymous")));
+            };
+            let identity = security.verify_client(&gate, certs).map_err(|s| (s, anonymous("unverified certificate")))?;
             let caller = Caller { subject: identity.subject, roles: identity.roles, peer, maintenance: false };
             if caller.roles.is_empty() {
-                return Err(Status::permission_denied(
+                let status = Status::permission_denied(
                     "client certificate carries no role (expected O=os:admin, os:operator or os:reader)",
-                ));
+                );
+                return Err((status, caller));
             }
             if !rule.roles.iter().any(|r| caller.has(*r)) {
-                return Err(Status::permission_denied(format!(
-                    "{} may not call {}",
-                    caller.role_label(),
-                    short_name(path)
-                )));
+                let status =
+                    Status::permission_denied(format!("{} may not call {}", caller.role_label(), short_name(path)));
+                return Err((status, caller));
             }
             Ok(caller)
         }
@@ -214,7 +217,7 @@ where
         let peer = info.and_then(|i| i.get_ref().remote_addr()).map(|a| a.to_string()).unwrap_or_default();
         let certs = info.and_then(|i| i.peer_certs());
         let rule = rule_for(&path);
-        let decision = authorize(&self.security, &path, certs.as_deref().map(|v| v.as_slice()), peer.clone());
+        let decision = authorize(&self.security, &path, certs.as_deref().map(|v| v.as_slice()), peer);
         // Take the service that was driven to readiness; leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -222,10 +225,8 @@ where
         Box::pin(async move {
             let caller = match decision {
                 Ok(caller) => caller,
-                Err(status) => {
-                    let anonymous =
-                        Caller { subject: "unauthenticated".into(), roles: vec![], peer, maintenance: false };
-                    audit.record(&anonymous, &path, &status);
+                Err((status, caller)) => {
+                    audit.record(&caller, &path, &status);
                     return Ok(status.into_http());
                 }
             };
