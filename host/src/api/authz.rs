@@ -140,7 +140,8 @@ pub fn authorize(
 ) -> Result<Caller, (Status, Caller)> {
     let rule = rule_for(path);
     let gate = security.gate();
-    let anonymous = |subject: &str| Caller { subject: subject.into(), roles: vec![], peer: peer.clone(), maintenance: false };
+    let anonymous =
+        |subject: &str| Caller { subject: subject.into(), roles: vec![], peer: peer.clone(), maintenance: false };
     match &*gate {
         Gate::Maintenance => {
             let caller = Caller { maintenance: true, ..anonymous("anonymous (maintenance mode)") };
@@ -158,7 +159,8 @@ pub fn authorize(
                 let status = Status::unauthenticated("client certificate required: the node has a config, use mTLS");
                 return Err((status, anonymous("anonymous")));
             };
-            let identity = security.verify_client(&gate, certs).map_err(|s| (s, anonymous("unverified certificate")))?;
+            let identity =
+                security.verify_client(&gate, certs).map_err(|s| (s, anonymous("unverified certificate")))?;
             let caller = Caller { subject: identity.subject, roles: identity.roles, peer, maintenance: false };
             if caller.roles.is_empty() {
                 let status = Status::permission_denied(
