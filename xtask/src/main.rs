@@ -75,7 +75,47 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the real binaries: build them first.
     run(cargo().args(["build", "--bins"]))?;
-    run(cargo().args(["test", "--workspace"]).args(args))
+    let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
+    // One closing line for the whole suite (cargo's last line is a doc-test
+    // binary's, often "0 passed").
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} tests failed");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and adds up its "test result" lines.
+fn run_counting(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
+    use std::io::BufRead;
+    eprintln!("+ {cmd:?}");
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("no stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok((passed, failed))
+}
+
+/// The number before `label` in "ok. 18 passed; 0 failed; ...".
+fn count(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| {
+            part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label.trim_start())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
