@@ -30,12 +30,12 @@ pub struct Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientConfigError {
-    #[error("cannot read client config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read client config {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("client config {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("cannot write client config {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write client config {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("context {name:?} is not in {path} (contexts: {known})")]
     UnknownContext { name: String, path: PathBuf, known: String },
     #[error("{path} names no current context; pass --context")]
@@ -50,7 +50,7 @@ pub fn default_path() -> PathBuf {
 impl ClientConfig {
     pub fn load(path: &Path) -> Result<Self, ClientConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ClientConfigError::Read { path: path.into(), source })?;
+            std::fs::read_to_string(path).map_err(|error| ClientConfigError::Read { path: path.into(), error })?;
         serde_yaml::from_str(&text).map_err(|e| ClientConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
@@ -72,7 +72,7 @@ impl ClientConfig {
     /// Writes the file atomically, mode 0600, creating its directory.
     pub fn save(&self, path: &Path) -> Result<(), ClientConfigError> {
         let text = serde_yaml::to_string(self).expect("client config always encodes");
-        write_private(path, text.as_bytes()).map_err(|source| ClientConfigError::Write { path: path.into(), source })
+        write_private(path, text.as_bytes()).map_err(|error| ClientConfigError::Write { path: path.into(), error })
     }
 }
 

@@ -9,16 +9,16 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
-    #[error("cannot create state dir {path}: {source}")]
-    Create { path: PathBuf, source: io::Error },
+    #[error("cannot create state dir {path}: {error}")]
+    Create { path: PathBuf, error: io::Error },
     #[error("state dir {path} is in use by another bronzed{holder}")]
     Locked { path: PathBuf, holder: String },
-    #[error("cannot lock state dir {path}: {source}")]
-    Lock { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot lock state dir {path}: {error}")]
+    Lock { path: PathBuf, error: io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
 }
 
 /// Prefix of temp files; anything with it is a leftover of a crash.
@@ -45,7 +45,7 @@ impl StateDir {
             .recursive(true)
             .mode(0o700)
             .create(root)
-            .map_err(|source| StateDirError::Create { path: root.into(), source })?;
+            .map_err(|error| StateDirError::Create { path: root.into(), error })?;
         let lock_path = root.join("lock");
         let file = OpenOptions::new()
             .create(true)
@@ -53,7 +53,7 @@ impl StateDir {
             .read(true)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| StateDirError::Lock { path: lock_path.clone(), source })?;
+            .map_err(|error| StateDirError::Lock { path: lock_path.clone(), error })?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -65,7 +65,7 @@ impl StateDir {
                     .unwrap_or_default();
                 return Err(StateDirError::Locked { path: root.into(), holder });
             }
-            Err((_, errno)) => return Err(StateDirError::Lock { path: lock_path, source: errno.into() }),
+            Err((_, errno)) => return Err(StateDirError::Lock { path: lock_path, error: errno.into() }),
         };
         // Record the holder for the error message above; best effort.
         let _ = lock.set_len(0).and_then(|_| writeln!(&mut *lock, "{}", std::process::id()));
@@ -88,7 +88,7 @@ impl StateDir {
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateDirError::Read { path, source }),
+            Err(error) => Err(StateDirError::Read { path, error }),
         }
     }
 
@@ -96,7 +96,7 @@ impl StateDir {
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateDirError> {
         let path = self.path(name);
         let temp = self.path(&format!("{TEMP_PREFIX}{name}"));
-        let err = |source| StateDirError::Write { path: path.clone(), source };
+        let err = |error| StateDirError::Write { path: path.clone(), error };
         write_synced(&temp, bytes).map_err(err)?;
         fs::rename(&temp, &path).map_err(err)?;
         File::open(&self.root).and_then(|d| d.sync_all()).map_err(err)
