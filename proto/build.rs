@@ -5,7 +5,12 @@ use prost::Message;
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/bronze/v1/common.proto", "proto/bronze/v1/machine.proto", "proto/bronze/v1/resource.proto"];
+    let files = [
+        "proto/bronze/v1/common.proto",
+        "proto/bronze/v1/machine.proto",
+        "proto/bronze/v1/resource.proto",
+        "proto/bronze/v1/time.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

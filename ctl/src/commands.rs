@@ -178,3 +178,49 @@ pub async fn generate_client(
     }))
     .await
 }
+
+pub const TIME_COLUMNS: &[&str] = &["server", "synced", "offset", "rtt", "poll", "decision", "mode"];
+
+pub async fn time(c: NodeClient) -> Result<Output, String> {
+    let mut client = bronze_api::v1::time_service_client::TimeServiceClient::new(c.channel.clone());
+    let t = call(client.time(pb::TimeRequest {})).await?;
+    let fields = obj(json!({
+        "enabled": t.enabled, "synced": t.synced, "syncedByTimeout": t.synced_by_timeout, "epoch": t.epoch,
+        "mode": t.mode, "server": t.server, "address": t.address, "offsetSeconds": t.offset_seconds,
+        "rttSeconds": t.rtt_seconds, "jitterSeconds": t.jitter_seconds, "pollSeconds": t.poll_seconds,
+        "lastSync": t.last_sync, "lastError": t.last_error, "lastDecision": t.last_decision,
+        "spikes": t.spikes, "steps": t.steps, "servers": t.servers,
+    }));
+    let server = if t.enabled { t.server.clone() } else { "(disabled)".into() };
+    let row = vec![
+        server,
+        if t.synced_by_timeout { "by-timeout".into() } else { t.synced.to_string() },
+        format!("{:+.6}s", t.offset_seconds),
+        format!("{:.6}s", t.rtt_seconds),
+        format!("{}s", t.poll_seconds),
+        t.last_decision.clone(),
+        t.mode.clone(),
+    ];
+    Ok(Output { fields, rows: vec![row] })
+}
+
+pub const TIME_CHECK_COLUMNS: &[&str] = &["server", "address", "offset", "rtt", "stratum", "local", "remote"];
+
+pub async fn time_check(c: NodeClient, server: String) -> Result<Output, String> {
+    let mut client = bronze_api::v1::time_service_client::TimeServiceClient::new(c.channel.clone());
+    let t = call(client.time_check(pb::TimeCheckRequest { server })).await?;
+    let fields = obj(json!({
+        "server": t.server, "address": t.address, "localTime": t.local_time, "remoteTime": t.remote_time,
+        "offsetSeconds": t.offset_seconds, "rttSeconds": t.rtt_seconds, "stratum": t.stratum, "leap": t.leap,
+    }));
+    let row = vec![
+        t.server.clone(),
+        t.address.clone(),
+        format!("{:+.6}s", t.offset_seconds),
+        format!("{:.6}s", t.rtt_seconds),
+        t.stratum.to_string(),
+        t.local_time.clone(),
+        t.remote_time.clone(),
+    ];
+    Ok(Output { fields, rows: vec![row] })
+}

@@ -92,6 +92,12 @@ enum Command {
     Shutdown,
     /// gRPC health of each node.
     Health,
+    /// Time sync status, or a one-shot check against a server.
+    Time {
+        /// Query this NTP server (host[:port]) once from the node; changes nothing.
+        #[arg(long, value_name = "SERVER")]
+        check: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +300,15 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 commands::MESSAGE_COLUMNS,
                 &fan_out(&target.nodes, &target.auth, commands::shutdown).await,
             ))
+        }
+        Command::Time { check } => {
+            let target = cli.target()?;
+            let results = match check {
+                Some(server) => fan_out(&target.nodes, &target.auth, |c| commands::time_check(c, server.clone())).await,
+                None => fan_out(&target.nodes, &target.auth, commands::time).await,
+            };
+            let columns = if check.is_some() { commands::TIME_CHECK_COLUMNS } else { commands::TIME_COLUMNS };
+            Ok(print(format, columns, &results))
         }
         Command::Health => {
             let target = cli.target()?;

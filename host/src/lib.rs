@@ -12,3 +12,4 @@ pub mod node;
 pub mod state;
 pub mod statedir;
 pub mod sysinfo;
+pub mod time;

@@ -28,6 +28,10 @@ struct Args {
     /// Machine config to start from when the state dir holds none.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Time servers (host[:port], comma-separated) to use until the config
+    /// names some. Process mode contacts no server unless given one.
+    #[arg(long, value_delimiter = ',')]
+    time_servers: Vec<String>,
     /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
     #[arg(long)]
     log: Option<String>,
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
         state_dir: args.state_dir,
         listen: args.listen,
         config: args.config,
+        time_servers: args.time_servers,
         paths: SystemPaths::default(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

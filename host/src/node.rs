@@ -16,6 +16,7 @@ use crate::state::Store;
 use crate::state::types::Stage;
 use crate::statedir::StateDir;
 use crate::sysinfo::SystemPaths;
+use crate::time::controller::TimeController;
 use anyhow::Context;
 use bronze_pki::CertAndKey;
 use std::net::SocketAddr;
@@ -57,6 +58,9 @@ pub struct NodeOptions {
     pub listen: SocketAddr,
     /// Initial config, used when the state dir holds none.
     pub config: Option<PathBuf>,
+    /// Time servers to use until a config names some (process mode has no
+    /// default: without these and without config servers, sync is disabled).
+    pub time_servers: Vec<String>,
     pub paths: SystemPaths,
 }
 
@@ -144,6 +148,24 @@ async fn follow_config(
     }
 }
 
+/// The time controller for the mode: pid1 syncs with the default (or the
+/// kernel command line's) server before any config and disciplines the
+/// clock when it may; process mode only observes, and only servers given
+/// explicitly.
+fn time_controller(opts: &NodeOptions, store: &Store, config: &ConfigManager) -> anyhow::Result<TimeController> {
+    let (boot_servers, discipline) = match opts.mode {
+        Mode::Pid1 => {
+            let mut servers = crate::time::parse_servers(&opts.time_servers);
+            if servers.is_empty() {
+                servers = crate::time::pid1_boot_servers(&opts.paths.proc);
+            }
+            (servers, crate::time::kernel::can_set_time())
+        }
+        Mode::Process => (crate::time::parse_servers(&opts.time_servers), false),
+    };
+    Ok(TimeController::new(store.writer()?, store.writer()?, config.subscribe(), boot_servers, discipline))
+}
+
 /// Runs a node until it is shut down.
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let dir = Arc::new(StateDir::open(&opts.state_dir)?);
@@ -194,12 +216,14 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
     let machine_status =
         Arc::new(MachineStatusController { writer: store.writer()?, stage: stage_rx, mode: opts.mode.as_str() });
+    let time = Arc::new(time_controller(&opts, &store, &config)?);
 
     let mut signals = Signals::new()?;
     loop {
         stage_tx.send_replace(Stage::Booting);
         let mut runtime = Runtime::default();
         runtime.spawn(machine_status.clone());
+        runtime.spawn(time.clone());
         stage_tx.send_replace(Stage::Running);
 
         let action = tokio::select! {

@@ -83,6 +83,9 @@ pub static TABLE: &[Rule] = &[
     read("/bronze.v1.ResourceService/Get"),
     read("/bronze.v1.ResourceService/List"),
     read("/bronze.v1.ResourceService/Watch"),
+    read("/bronze.v1.TimeService/Time"),
+    // Makes the node send NTP packets to a server of the caller's choice.
+    Rule { method: "/bronze.v1.TimeService/TimeCheck", roles: OPERATOR, mutating: false, maintenance: false },
     read("/grpc.health.v1.Health/Check"),
     read("/grpc.health.v1.Health/Watch"),
     read("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),

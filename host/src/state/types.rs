@@ -114,8 +114,70 @@ resource!(
     aliases = ["auditevent", "auditevents", "audit"]
 );
 
+/// The node's time sync; id `node`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeStatusSpec {
+    /// False when disabled or without servers.
+    pub enabled: bool,
+    pub synced: bool,
+    pub synced_by_timeout: bool,
+    pub epoch: u64,
+    /// "discipline" or "observe-only".
+    pub mode: String,
+    pub servers: Vec<String>,
+    pub current_server: String,
+    pub current_address: String,
+    pub last_offset_seconds: f64,
+    pub last_rtt_seconds: f64,
+    pub jitter_seconds: f64,
+    pub poll_interval_seconds: f64,
+    pub last_sync: String,
+    pub last_error: String,
+    /// "step", "slew" or "refused" (in observe-only mode: what would have been done).
+    pub last_decision: String,
+    pub spikes: u64,
+    pub steps: u64,
+    /// The kernel's view, from a read-only adjtimex.
+    pub kernel: crate::time::kernel::KernelClockState,
+}
+resource!(
+    TimeStatusSpec,
+    TIME_STATUS,
+    "TimeStatuses.bronze.dev",
+    NS_RUNTIME,
+    sensitive = false,
+    aliases = ["timestatus", "timestatuses", "ts"]
+);
+
+/// One configured time server; id = the server as configured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeServerStatusSpec {
+    pub server: String,
+    pub addresses: Vec<String>,
+    /// NTP-style reach register: one bit per exchange, newest lowest.
+    pub reach: u8,
+    pub last_offset_seconds: f64,
+    pub last_rtt_seconds: f64,
+    pub stratum: u8,
+    /// Last kiss-o'-death code received, if any.
+    pub kiss_code: String,
+    pub last_error: String,
+    pub last_sample: String,
+}
+resource!(
+    TimeServerStatusSpec,
+    TIME_SERVER_STATUS,
+    "TimeServerStatuses.bronze.dev",
+    NS_RUNTIME,
+    sensitive = false,
+    aliases = ["timeserverstatus", "timeserverstatuses", "timeservers"]
+);
+
 /// Every resource type the API serves.
-pub static ALL: &[&ResourceDefinition] = &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT];
+pub static ALL: &[&ResourceDefinition] =
+    &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT, &TIME_STATUS, &TIME_SERVER_STATUS];
 
 /// Resolves a user-typed name (alias or canonical, any case).
 pub fn lookup(name: &str) -> Option<&'static ResourceDefinition> {
