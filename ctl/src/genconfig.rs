@@ -18,7 +18,15 @@ pub struct Generated {
 
 /// Writes `DIR/node.yaml` and `DIR/bronzeconfig` for a node reachable at
 /// `endpoint`. Existing files are kept unless `force`.
-pub fn generate(name: &str, endpoint: &str, dir: &Path, force: bool) -> anyhow::Result<Generated> {
+/// `time_servers` go into `machine.time.servers`; none are written unless
+/// asked, so a generated node never contacts a public server by default.
+pub fn generate(
+    name: &str,
+    endpoint: &str,
+    time_servers: &[String],
+    dir: &Path,
+    force: bool,
+) -> anyhow::Result<Generated> {
     let (host, _) = connect::split_host_port(endpoint)?;
     let node_endpoint = connect::normalize(endpoint)?;
     let node_config = dir.join("node.yaml");
@@ -29,7 +37,12 @@ pub fn generate(name: &str, endpoint: &str, dir: &Path, force: bool) -> anyhow::
         }
     }
     let ca = bronze_pki::generate_ca(&format!("bronze {name} CA"))?;
-    let document = bronze_config::render_default(&ca.cert_pem, &ca.key_pem, name, &[host]);
+    let mut document = bronze_config::render_default(&ca.cert_pem, &ca.key_pem, name, &[host]);
+    if !time_servers.is_empty() {
+        let list = time_servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        anyhow::ensure!(document.contains("    servers: []\n"), "the default template has no time.servers line");
+        document = document.replacen("    servers: []\n", &format!("    servers: [{list}]\n"), 1);
+    }
     // The template and our inputs must make a valid config; check before writing.
     bronze_config::load(document.as_bytes()).context("generated node config does not validate")?;
 

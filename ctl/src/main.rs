@@ -111,6 +111,9 @@ enum GenCommand {
         endpoint: String,
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
+        /// NTP server for the node (host[:port]); repeat for more. None by default.
+        #[arg(long = "time-server")]
+        time_servers: Vec<String>,
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
@@ -220,8 +223,8 @@ fn format(cli: &Cli) -> anyhow::Result<Format> {
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let format = format(cli)?;
     match &cli.command {
-        Command::Gen { what: GenCommand::Config { name, endpoint, output_dir, force } } => {
-            let generated = bronzectl::genconfig::generate(name, endpoint, output_dir, *force)?;
+        Command::Gen { what: GenCommand::Config { name, endpoint, output_dir, time_servers, force } } => {
+            let generated = bronzectl::genconfig::generate(name, endpoint, time_servers, output_dir, *force)?;
             println!("wrote {}", generated.node_config.display());
             println!("wrote {}", generated.client_config.display());
             Ok(ExitCode::SUCCESS)

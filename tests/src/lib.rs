@@ -5,6 +5,8 @@
 //! The binaries are built by `cargo xtask test` (or `cargo build --bins`)
 //! before the tests run; [`bin`] says so plainly when they are missing.
 
+pub mod ntp;
+
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
 use bronzectl::client::NodeClient;
 use bronzectl::clientconfig::{ClientConfig, Context};
@@ -61,6 +63,15 @@ impl Pki {
         bronze_config::render_default(&self.ca.cert_pem, &self.ca.key_pem, hostname, &["127.0.0.1".to_string()])
     }
 
+    /// A node config whose `machine.time` section is replaced by `time_yaml`
+    /// (indented four spaces, e.g. "servers: [\"127.0.0.1:123\"]\n    minPoll: 1s").
+    pub fn node_config_with_time(&self, hostname: &str, time_yaml: &str) -> String {
+        let config = self.node_config(hostname);
+        let start = config.find("  time:\n").expect("template has a time section");
+        let end = start + config[start..].find("\n  kernel:").expect("kernel follows time");
+        format!("{}  time:\n    {time_yaml}{}", &config[..start], &config[end..])
+    }
+
     /// A client certificate for `roles`.
     pub fn client(&self, roles: &[&str]) -> CertAndKey {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
@@ -107,6 +118,8 @@ pub struct NodeOptions {
     pub state_dir: Option<PathBuf>,
     /// Fixed port instead of a free one.
     pub port: Option<u16>,
+    /// Extra bronzed arguments.
+    pub args: Vec<String>,
 }
 
 impl Node {
@@ -139,7 +152,7 @@ impl Node {
         let port = opts.port.unwrap_or_else(free_port);
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(bin("bronzed"));
-        cmd.args(["--mode", "process", "--listen", &addr, "--state-dir"]).arg(&state_dir);
+        cmd.args(["--mode", "process", "--listen", &addr, "--state-dir"]).arg(&state_dir).args(&opts.args);
         if let Some(config) = opts.config {
             let path = state_dir.with_extension("initial.yaml");
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");

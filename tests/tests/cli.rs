@@ -60,7 +60,29 @@ async fn gen_config_then_contexts_and_minted_clients() {
     assert!(again.stderr.contains("already exists; pass --force"), "{again:?}");
 
     let node_yaml = std::fs::read_to_string(out.join("node.yaml")).unwrap();
-    assert!(!node_yaml.contains("pool.ntp.org"), "no public time servers in generated configs");
+    assert!(node_yaml.contains("    servers: []\n"), "no time servers in generated configs unless asked");
+    let with_time = dir.path().join("with-time");
+    let run = bronzectl(
+        None,
+        &[
+            "gen",
+            "config",
+            "lab",
+            "--endpoint",
+            &endpoint,
+            "--time-server",
+            "127.0.0.1:123",
+            "--time-server",
+            "ntp.lan",
+            "--output-dir",
+            with_time.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let timed = std::fs::read_to_string(with_time.join("node.yaml")).unwrap();
+    assert!(timed.contains("    servers: [\"127.0.0.1:123\", \"ntp.lan\"]\n"), "{timed}");
+    assert!(bronze_config::load(timed.as_bytes()).is_ok());
     let node =
         Node::start_with(bronze_tests::NodeOptions { config: Some(node_yaml), port: Some(port), ..Default::default() })
             .await;

@@ -13,7 +13,8 @@ async fn sigkill_during_applies_leaves_old_or_new() {
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = tmp.path().join("state");
     let docs: Vec<String> = (0..220).map(|i| pki.node_config(&format!("host-{i}"))).collect();
-    let start = |config: Option<String>| NodeOptions { config, state_dir: Some(state_dir.clone()), port: None };
+    let start =
+        |config: Option<String>| NodeOptions { config, state_dir: Some(state_dir.clone()), ..Default::default() };
     let mut node = Node::start_with(start(Some(docs[0].clone()))).await;
     let auth = pki.auth(&["os:admin"]);
     let mut acked = docs[0].clone().into_bytes();

@@ -4,6 +4,7 @@
 //!   bronzed in process mode on 127.0.0.1:50000 and say how to use bronzectl.
 //! - `test`: format and lint checks, build the binaries, run the whole test suite.
 //! - `bench`: build in release and run the API benchmarks.
+//! - `bench-time [SOAK_SECS]`: time sync accuracy and soak benchmarks.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -16,12 +17,14 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("dev") => dev(&root, &args[1..]),
         Some("test") => test(&args[1..]),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench("bench-api", &args[1..]),
+        Some("bench-time") => bench("bench-time", &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <dev|test|bench> [args]");
+            eprintln!("usage: cargo xtask <dev|test|bench|bench-time> [args]");
             eprintln!("  dev     start a development node (process mode) on 127.0.0.1:50000");
             eprintln!("  test    build and run the whole test suite");
-            eprintln!("  bench   run the benchmarks (release build) and print figures");
+            eprintln!("  bench   run the API benchmarks (release build) and print figures");
+            eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
             bail!("unknown command")
         }
     }
@@ -71,6 +74,7 @@ fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
+    ensure_packages()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the real binaries: build them first.
@@ -83,6 +87,37 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         bail!("{failed} tests failed");
     }
     Ok(())
+}
+
+/// Installs the system packages the tests need: chrony, for real NTP servers
+/// on loopback (the tests only ever run `chronyd -x` with their own configs).
+/// The test and CI machines run as root with apt.
+fn ensure_packages() -> anyhow::Result<()> {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("chronyd").is_file()));
+    if on_path || Path::new("/usr/sbin/chronyd").is_file() {
+        return Ok(());
+    }
+    eprintln!("chronyd not found: installing chrony (the NTP tests need it)");
+    // The package must not start its own daemon: its config points at public
+    // pools, and tests only ever talk to chronyds they start on loopback.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(policy, "#!/bin/sh\n# installed by cargo xtask: no service starts during install\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = run(Command::new("apt-get").arg("update")).and_then(|_| {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "chrony"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    // Belt and braces on machines whose init ignores policy-rc.d.
+    let _ = Command::new("systemctl").args(["disable", "--now", "chrony"]).status();
+    installed
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its "test result" lines.
@@ -118,7 +153,7 @@ fn count(text: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn bench(args: &[String]) -> anyhow::Result<()> {
+fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "--bins"]))?;
-    run(cargo().args(["run", "--release", "-p", "bronze-tests", "--bin", "bench-api", "--"]).args(args))
+    run(cargo().args(["run", "--release", "-p", "bronze-tests", "--bin", which, "--"]).args(args))
 }

@@ -47,6 +47,8 @@ fn zeroed_timex() -> libc::timex {
 }
 
 /// Reads the kernel clock state without changing anything.
+// `c_long` is not i64 on every target.
+#[allow(clippy::unnecessary_cast)]
 pub fn read_state() -> io::Result<KernelClockState> {
     let mut tx = zeroed_timex();
     let code = adjtimex(&mut tx)?;
