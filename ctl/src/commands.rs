@@ -131,15 +131,17 @@ pub async fn get(mut c: NodeClient, type_name: String, id: Option<String>) -> Re
     }
 }
 
-pub const EVENT_COLUMNS: &[&str] = &["id", "time", "subject", "method", "result", "message"];
+pub const EVENT_COLUMNS: &[&str] = &["time", "kind", "subject", "method", "result", "message"];
 
 /// One event as JSON and as a table row.
 pub fn event_output(e: &pb::Event) -> (Value, Vec<String>) {
-    let a = e.audit.clone().unwrap_or_default();
-    let value = json!({
-        "id": e.id, "time": e.time, "kind": e.kind, "subject": a.subject, "roles": a.roles,
-        "method": a.method, "result": a.result, "message": a.message, "peer": a.peer,
-    });
+    let value = match &e.audit {
+        Some(a) => json!({
+            "id": e.id, "time": e.time, "kind": e.kind, "subject": a.subject, "roles": a.roles,
+            "method": a.method, "result": a.result, "message": a.message, "peer": a.peer,
+        }),
+        None => json!({ "id": e.id, "time": e.time, "kind": e.kind, "severity": e.severity, "message": e.message }),
+    };
     let row = EVENT_COLUMNS.iter().map(|c| cell(value.get(*c))).collect();
     (value, row)
 }

@@ -13,7 +13,8 @@ use crate::config::{ConfigManager, LiveConfig};
 use crate::controllers::Runtime;
 use crate::controllers::machine_status::MachineStatusController;
 use crate::state::Store;
-use crate::state::types::Stage;
+use crate::state::ring::Ring;
+use crate::state::types::{MachineEventSpec, Stage};
 use crate::statedir::StateDir;
 use crate::sysinfo::SystemPaths;
 use crate::time::controller::TimeController;
@@ -71,6 +72,8 @@ pub struct Node {
     pub config: Arc<ConfigManager>,
     pub security: Arc<Security>,
     pub audit: Arc<AuditLog>,
+    /// Machine events (time corrections, refusals, ...).
+    pub events: Arc<Ring<MachineEventSpec>>,
     pub power: mpsc::UnboundedSender<PowerAction>,
     pub paths: SystemPaths,
     pub listen: SocketAddr,
@@ -92,6 +95,9 @@ impl Node {
             .unwrap_or_default()
     }
 }
+
+/// Machine events kept.
+const EVENT_RING: u64 = 1000;
 
 /// Files of the maintenance certificate, kept so its fingerprint is stable
 /// across restarts.
@@ -152,7 +158,12 @@ async fn follow_config(
 /// kernel command line's) server before any config and disciplines the
 /// clock when it may; process mode only observes, and only servers given
 /// explicitly.
-fn time_controller(opts: &NodeOptions, store: &Store, config: &ConfigManager) -> anyhow::Result<TimeController> {
+fn time_controller(
+    opts: &NodeOptions,
+    store: &Store,
+    config: &ConfigManager,
+    events: Arc<Ring<MachineEventSpec>>,
+) -> anyhow::Result<TimeController> {
     let (boot_servers, discipline) = match opts.mode {
         Mode::Pid1 => {
             let mut servers = crate::time::parse_servers(&opts.time_servers);
@@ -163,7 +174,7 @@ fn time_controller(opts: &NodeOptions, store: &Store, config: &ConfigManager) ->
         }
         Mode::Process => (crate::time::parse_servers(&opts.time_servers), false),
     };
-    Ok(TimeController::new(store.writer()?, store.writer()?, config.subscribe(), boot_servers, discipline))
+    Ok(TimeController::new(store.writer()?, store.writer()?, events, config.subscribe(), boot_servers, discipline))
 }
 
 /// Runs a node until it is shut down.
@@ -181,6 +192,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let maintenance_tls = tls::maintenance_server_config(&maintenance)?;
     let security = Arc::new(Security::new(maintenance_tls.clone(), Gate::Maintenance));
     let audit = Arc::new(AuditLog::new(store.writer()?, AUDIT_RING));
+    let events = Arc::new(Ring::new(store.writer()?, EVENT_RING));
 
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
@@ -191,6 +203,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         config: config.clone(),
         security: security.clone(),
         audit,
+        events: events.clone(),
         power,
         paths: opts.paths.clone(),
         listen: bound,
@@ -216,7 +229,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
     let machine_status =
         Arc::new(MachineStatusController { writer: store.writer()?, stage: stage_rx, mode: opts.mode.as_str() });
-    let time = Arc::new(time_controller(&opts, &store, &config)?);
+    let time = Arc::new(time_controller(&opts, &store, &config, events)?);
 
     let mut signals = Signals::new()?;
     loop {

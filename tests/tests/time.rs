@@ -273,6 +273,17 @@ async fn kiss_codes_and_absurd_offsets_through_the_controller() {
     let t = wait_for(&mut c, Duration::from_secs(10), "refusal", |t| t.last_decision == "refused").await;
     assert!(t.last_error.contains("refused"), "{t:?}");
     assert_eq!(t.steps, 0, "{t:?}");
+    // ... and raised as a machine event.
+    let mut stream = c.machine.events(pb::EventsRequest { tail_events: 50, follow: false }).await.unwrap().into_inner();
+    let mut refused = None;
+    while let Some(e) = stream.message().await.unwrap() {
+        if e.kind == "time" && e.message.contains("refused") {
+            refused = Some(e);
+        }
+    }
+    let refused = refused.expect("a time event for the refused step");
+    assert_eq!(refused.severity, "warning");
+    assert!(refused.audit.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

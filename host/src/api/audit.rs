@@ -2,29 +2,22 @@
 //! denied call), kept as a bounded ring in the resource store.
 
 use super::authz::{Caller, short_name};
+use crate::state::ring::Ring;
 use crate::state::types::AuditEventSpec;
 use crate::state::{Writer, now_rfc3339};
-use std::sync::Mutex;
 use tonic::{Code, Status};
 
 /// Events kept; older ones are dropped from the store.
 pub const AUDIT_RING: u64 = 1000;
 
 pub struct AuditLog {
-    writer: Writer<AuditEventSpec>,
-    next: Mutex<u64>,
-    keep: u64,
+    ring: Ring<AuditEventSpec>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog").finish_non_exhaustive()
     }
-}
-
-/// Zero-padded so ids sort in time order.
-pub fn event_id(seq: u64) -> String {
-    format!("{seq:012}")
 }
 
 /// "permission-denied" from `Code::PermissionDenied`.
@@ -42,7 +35,7 @@ pub fn code_name(code: Code) -> String {
 
 impl AuditLog {
     pub fn new(writer: Writer<AuditEventSpec>, keep: u64) -> Self {
-        Self { writer, next: Mutex::new(1), keep }
+        Self { ring: Ring::new(writer, keep) }
     }
 
     pub fn record(&self, caller: &Caller, method: &str, status: &Status) {
@@ -57,16 +50,7 @@ impl AuditLog {
             peer: caller.peer.clone(),
         };
         tracing::info!(target: "audit", subject = %spec.subject, method = short_name(method), %result, "api call");
-        // The lock orders ids with store writes.
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = *next;
-        *next += 1;
-        if let Err(e) = self.writer.put(&event_id(seq), &spec) {
-            tracing::error!(error = %e, "cannot record audit event");
-        }
-        if seq > self.keep {
-            self.writer.remove(&event_id(seq - self.keep));
-        }
+        self.ring.push(&spec);
     }
 }
 
@@ -74,6 +58,7 @@ impl AuditLog {
 mod tests {
     use super::*;
     use crate::state::Store;
+    use crate::state::ring::ring_id as event_id;
     use crate::state::types::AUDIT_EVENT;
 
     #[test]

@@ -1,11 +1,10 @@
 //! `MachineService`: turns requests into actions on the node's owners
 //! (config manager, power channel, store) and answers.
 
-use super::audit::AUDIT_RING;
 use super::authz::Caller;
 use crate::config::{ApplyError, ApplyMode, DEFAULT_TRY_TIMEOUT};
 use crate::node::{Node, PowerAction};
-use crate::state::types::{AUDIT_EVENT, AuditEventSpec};
+use crate::state::types::{AUDIT_EVENT, AuditEventSpec, MACHINE_EVENT, MachineEventSpec};
 use crate::state::{Resource, WatchEvent};
 use bronze_api::v1 as pb;
 use bronze_api::v1::machine_service_server::MachineService;
@@ -47,22 +46,41 @@ pub fn to_pb_resource(r: &Resource) -> pb::Resource {
     }
 }
 
-fn audit_event(r: &Resource) -> pb::Event {
-    let spec: Option<AuditEventSpec> = serde_json::from_value(r.spec.clone()).ok();
-    pb::Event {
+/// When a resource was created, for ordering events of both rings.
+fn created(r: &Resource) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(&r.metadata.created, &time::format_description::well_known::Rfc3339)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// An audit record or a machine event as an API event.
+fn to_event(r: &Resource) -> pb::Event {
+    let mut event = pb::Event {
         id: r.metadata.id.clone(),
-        time: spec.as_ref().map(|s| s.time.clone()).unwrap_or_else(|| r.metadata.created.clone()),
-        kind: "audit".into(),
-        audit: spec.map(|s| pb::AuditEvent {
-            subject: s.subject,
-            roles: s.roles,
-            method: s.method,
-            result: s.result,
-            message: s.message,
-            peer: s.peer,
-        }),
+        time: r.metadata.created.clone(),
         resource: Some(to_pb_resource(r)),
+        ..Default::default()
+    };
+    if r.metadata.type_name == AUDIT_EVENT.type_name {
+        if let Ok(s) = serde_json::from_value::<AuditEventSpec>(r.spec.clone()) {
+            event.kind = "audit".into();
+            event.time = s.time;
+            event.message = format!("{} {}: {}", s.subject, s.method, s.result);
+            event.audit = Some(pb::AuditEvent {
+                subject: s.subject,
+                roles: s.roles,
+                method: s.method,
+                result: s.result,
+                message: s.message,
+                peer: s.peer,
+            });
+        }
+    } else if let Ok(s) = serde_json::from_value::<MachineEventSpec>(r.spec.clone()) {
+        event.kind = s.kind;
+        event.time = s.time;
+        event.message = s.message;
+        event.severity = s.severity;
     }
+    event
 }
 
 impl MachineApi {
@@ -190,27 +208,32 @@ impl MachineService for MachineApi {
 
     async fn events(&self, req: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
         let req = req.into_inner();
-        let mut watch = self.node.store.watch(&AUDIT_EVENT, None);
+        // Both rings, watched from the same moment; replayed oldest first.
+        let mut audit = self.node.store.watch(&AUDIT_EVENT, None);
+        let mut machine = self.node.store.watch(&MACHINE_EVENT, None);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let mut replay = Vec::new();
-            loop {
-                match watch.next().await {
-                    Ok(WatchEvent::Change(c)) => replay.push(c.resource),
-                    Ok(WatchEvent::Bootstrapped) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::aborted(e.to_string()))).await;
-                        return;
+            for watch in [&mut audit, &mut machine] {
+                loop {
+                    match watch.next().await {
+                        Ok(WatchEvent::Change(c)) => replay.push(c.resource),
+                        Ok(WatchEvent::Bootstrapped) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::aborted(e.to_string()))).await;
+                            return;
+                        }
                     }
                 }
             }
+            replay.sort_by_key(|r| created(r));
             let tail = match req.tail_events {
-                n if n < 0 => AUDIT_RING as usize,
+                n if n < 0 => replay.len(),
                 n => n as usize,
             };
             let skip = replay.len().saturating_sub(tail);
             for r in &replay[skip..] {
-                if tx.send(Ok(audit_event(r))).await.is_err() {
+                if tx.send(Ok(to_event(r))).await.is_err() {
                     return;
                 }
             }
@@ -218,10 +241,12 @@ impl MachineService for MachineApi {
                 return;
             }
             loop {
-                let event = match watch.next().await {
-                    Ok(WatchEvent::Change(c)) if c.kind == crate::state::ChangeKind::Created => {
-                        audit_event(&c.resource)
-                    }
+                let next = tokio::select! {
+                    e = audit.next() => e,
+                    e = machine.next() => e,
+                };
+                let event = match next {
+                    Ok(WatchEvent::Change(c)) if c.kind == crate::state::ChangeKind::Created => to_event(&c.resource),
                     Ok(_) => continue,
                     Err(e) => {
                         let _ = tx.send(Err(Status::aborted(e.to_string()))).await;

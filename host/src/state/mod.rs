@@ -9,6 +9,7 @@
 //! The store holds specs as JSON values so the API can serve any type
 //! without knowing it; typed access goes through [`ResourceSpec`].
 
+pub mod ring;
 pub mod types;
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -114,6 +114,26 @@ resource!(
     aliases = ["auditevent", "auditevents", "audit"]
 );
 
+/// Something the machine wants an operator to know (not an API call).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineEventSpec {
+    pub time: String,
+    /// The subsystem, e.g. "time".
+    pub kind: String,
+    /// "info" or "warning".
+    pub severity: String,
+    pub message: String,
+}
+resource!(
+    MachineEventSpec,
+    MACHINE_EVENT,
+    "MachineEvents.bronze.dev",
+    NS_RUNTIME,
+    sensitive = false,
+    aliases = ["machineevent", "machineevents"]
+);
+
 /// The node's time sync; id `node`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -177,7 +197,7 @@ resource!(
 
 /// Every resource type the API serves.
 pub static ALL: &[&ResourceDefinition] =
-    &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT, &TIME_STATUS, &TIME_SERVER_STATUS];
+    &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT, &MACHINE_EVENT, &TIME_STATUS, &TIME_SERVER_STATUS];
 
 /// Resolves a user-typed name (alias or canonical, any case).
 pub fn lookup(name: &str) -> Option<&'static ResourceDefinition> {

@@ -16,7 +16,8 @@ use super::servers::{DEFAULT_DENY_HOLD_OFF, ServerSet};
 use super::types::Sample;
 use crate::config::LiveConfig;
 use crate::controllers::{Controller, ControllerError};
-use crate::state::types::{TimeServerStatusSpec, TimeStatusSpec};
+use crate::state::ring::Ring;
+use crate::state::types::{MachineEventSpec, TimeServerStatusSpec, TimeStatusSpec};
 use crate::state::{Writer, now_rfc3339};
 use bronze_config::{Host, HostPort};
 use futures::future::BoxFuture;
@@ -79,6 +80,7 @@ struct Persistent {
 pub struct TimeController {
     pub status: Writer<TimeStatusSpec>,
     pub server_status: Writer<TimeServerStatusSpec>,
+    pub events: Arc<Ring<MachineEventSpec>>,
     pub config: watch::Receiver<Option<LiveConfig>>,
     pub boot_servers: Vec<HostPort>,
     /// Adjust the kernel clock (pid1 with CAP_SYS_TIME); otherwise observe only.
@@ -92,6 +94,7 @@ impl TimeController {
     pub fn new(
         status: Writer<TimeStatusSpec>,
         server_status: Writer<TimeServerStatusSpec>,
+        events: Arc<Ring<MachineEventSpec>>,
         config: watch::Receiver<Option<LiveConfig>>,
         boot_servers: Vec<HostPort>,
         discipline_clock: bool,
@@ -103,6 +106,7 @@ impl TimeController {
         Self {
             status,
             server_status,
+            events,
             config,
             boot_servers,
             discipline_clock,
@@ -118,6 +122,15 @@ impl TimeController {
         if let Err(e) = self.status.put(TIME_STATUS_ID, &p.status) {
             tracing::error!(error = %e, "cannot publish TimeStatus");
         }
+    }
+
+    fn event(&self, severity: &str, message: String) {
+        self.events.push(&MachineEventSpec {
+            time: now_rfc3339(),
+            kind: "time".into(),
+            severity: severity.into(),
+            message,
+        });
     }
 
     fn synced(&self) -> bool {
@@ -318,6 +331,7 @@ impl TimeController {
             Decision::Slew { offset } => ("slew", *offset),
             Decision::Refuse { offset, reason } => {
                 tracing::warn!(%reason, "time correction refused");
+                self.event("warning", reason.clone());
                 self.update(|s| {
                     s.last_decision = "refused".into();
                     s.last_error = reason.clone();
@@ -359,6 +373,9 @@ impl TimeController {
         }
         if epoch_changed {
             tracing::warn!(offset, "time correction beyond 15 minutes: epoch bumped");
+            self.event("warning", format!("time corrected by {offset:+.3} s (beyond 15 minutes): epoch bumped"));
+        } else if stepped {
+            self.event("info", format!("time stepped by {offset:+.6} s"));
         }
         tracing::debug!(offset, rtt = sample.rtt, decision = label, "time sample");
         let epoch = self.discipline().epoch();
