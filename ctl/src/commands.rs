@@ -226,3 +226,67 @@ pub async fn time_check(c: NodeClient, server: String) -> Result<Output, String>
     ];
     Ok(Output { fields, rows: vec![row] })
 }
+
+pub const SERVICE_COLUMNS: &[&str] = &["service", "state", "health", "pid", "restarts", "last exit", "message"];
+
+pub async fn services(mut c: NodeClient) -> Result<Output, String> {
+    let r = call(c.machine.service_list(pb::ServiceListRequest {})).await?;
+    let mut values = Vec::new();
+    let mut rows = Vec::new();
+    for s in r.services {
+        rows.push(vec![
+            s.name.clone(),
+            s.state.clone(),
+            s.health.clone(),
+            if s.pid > 0 { s.pid.to_string() } else { String::new() },
+            s.restarts.to_string(),
+            s.last_exit.clone(),
+            s.message.clone(),
+        ]);
+        values.push(json!({
+            "name": s.name, "state": s.state, "health": s.health, "healthMessage": s.health_message, "pid": s.pid,
+            "restarts": s.restarts, "lastExit": s.last_exit, "message": s.message, "since": s.since,
+        }));
+    }
+    Ok(Output { fields: obj(json!({ "services": values })), rows })
+}
+
+/// `service NAME start|stop|restart`.
+pub async fn service_action(mut c: NodeClient, name: String, action: &str) -> Result<Output, String> {
+    let req = pb::ServiceRequest { name };
+    let r = match action {
+        "start" => call(c.machine.service_start(req)).await?,
+        "stop" => call(c.machine.service_stop(req)).await?,
+        "restart" => call(c.machine.service_restart(req)).await?,
+        other => return Err(format!("unknown action {other:?}: expected start, stop or restart")),
+    };
+    Ok(Output::single(obj(json!({ "message": r.message })), MESSAGE_COLUMNS))
+}
+
+pub const LOG_COLUMNS: &[&str] = &["time", "line"];
+
+/// The last `tail` lines of a service's output (all kept when negative).
+pub async fn logs(mut c: NodeClient, service: String, tail: i32) -> Result<Output, String> {
+    let mut stream = call(c.machine.logs(pb::LogsRequest { service, tail_lines: tail, follow: false })).await?;
+    let mut rows = Vec::new();
+    let mut values = Vec::new();
+    while let Some(l) = stream.message().await.map_err(|s| describe_status(&s))? {
+        rows.push(vec![l.time.clone(), l.line.clone()]);
+        values.push(json!({ "time": l.time, "line": l.line }));
+    }
+    Ok(Output { fields: obj(json!({ "lines": values })), rows })
+}
+
+pub const DMESG_COLUMNS: &[&str] = &["uptime", "priority", "message"];
+
+/// The kernel log buffer.
+pub async fn dmesg(mut c: NodeClient) -> Result<Output, String> {
+    let mut stream = call(c.machine.dmesg(pb::DmesgRequest { follow: false })).await?;
+    let mut rows = Vec::new();
+    let mut values = Vec::new();
+    while let Some(d) = stream.message().await.map_err(|s| describe_status(&s))? {
+        rows.push(vec![format!("{:.6}", d.uptime_seconds), d.priority.to_string(), d.message.clone()]);
+        values.push(json!({ "uptimeSeconds": d.uptime_seconds, "priority": d.priority, "facility": d.facility, "message": d.message }));
+    }
+    Ok(Output { fields: obj(json!({ "entries": values })), rows })
+}

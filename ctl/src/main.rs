@@ -92,6 +92,30 @@ enum Command {
     Shutdown,
     /// gRPC health of each node.
     Health,
+    /// Supervised services.
+    Services,
+    /// Start, stop or restart a service.
+    Service {
+        name: String,
+        #[arg(value_parser = ["start", "stop", "restart"])]
+        action: String,
+    },
+    /// A service's output.
+    Logs {
+        service: String,
+        /// Keep printing new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the latest lines to show (all by default).
+        #[arg(long)]
+        tail: Option<i32>,
+    },
+    /// The kernel log.
+    Dmesg {
+        /// Keep printing new records.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Time sync status, or a one-shot check against a server.
     Time {
         /// Query this NTP server (host[:port]) once from the node; changes nothing.
@@ -303,6 +327,36 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 commands::MESSAGE_COLUMNS,
                 &fan_out(&target.nodes, &target.auth, commands::shutdown).await,
             ))
+        }
+        Command::Services => {
+            let target = cli.target()?;
+            Ok(print(
+                format,
+                commands::SERVICE_COLUMNS,
+                &fan_out(&target.nodes, &target.auth, commands::services).await,
+            ))
+        }
+        Command::Service { name, action } => {
+            let target = cli.target()?;
+            let results =
+                fan_out(&target.nodes, &target.auth, |c| commands::service_action(c, name.clone(), action)).await;
+            Ok(print(format, commands::MESSAGE_COLUMNS, &results))
+        }
+        Command::Logs { service, follow, tail } => {
+            let target = cli.target()?;
+            let tail = tail.unwrap_or(-1);
+            if *follow {
+                return bronzectl::stream::follow_logs(&target.nodes, &target.auth, service, tail, format).await;
+            }
+            let results = fan_out(&target.nodes, &target.auth, |c| commands::logs(c, service.clone(), tail)).await;
+            Ok(print(format, commands::LOG_COLUMNS, &results))
+        }
+        Command::Dmesg { follow } => {
+            let target = cli.target()?;
+            if *follow {
+                return bronzectl::stream::follow_dmesg(&target.nodes, &target.auth, format).await;
+            }
+            Ok(print(format, commands::DMESG_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::dmesg).await))
         }
         Command::Time { check } => {
             let target = cli.target()?;

@@ -115,3 +115,66 @@ pub async fn follow_events(nodes: &[String], auth: &Auth, tail: i32, format: For
     drop(tx);
     Ok(drain(rx, format, commands::EVENT_COLUMNS).await)
 }
+
+/// `logs NAME -f`: the tail, then every new line, from every node.
+pub async fn follow_logs(
+    nodes: &[String],
+    auth: &Auth,
+    service: &str,
+    tail: i32,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let (tx, rx) = mpsc::channel(256);
+    for node in nodes {
+        let (tx, node, auth, service) = (tx.clone(), node.clone(), auth.clone(), service.to_string());
+        tokio::spawn(async move {
+            let result = async {
+                let mut c = NodeClient::connect(&node, &auth).await?;
+                let req = pb::LogsRequest { service, tail_lines: tail, follow: true };
+                let mut stream = c.machine.logs(req).await.map_err(|s| describe_status(&s))?.into_inner();
+                while let Some(l) = stream.message().await.map_err(|s| describe_status(&s))? {
+                    let fields = serde_json::json!({ "time": l.time, "line": l.line });
+                    if tx.send(Line::Item { node: node.clone(), fields, row: vec![l.time, l.line] }).await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(error) = result {
+                let _ = tx.send(Line::Failed { node, error }).await;
+            }
+        });
+    }
+    drop(tx);
+    Ok(drain(rx, format, commands::LOG_COLUMNS).await)
+}
+
+/// `dmesg -f`.
+pub async fn follow_dmesg(nodes: &[String], auth: &Auth, format: Format) -> anyhow::Result<ExitCode> {
+    let (tx, rx) = mpsc::channel(256);
+    for node in nodes {
+        let (tx, node, auth) = (tx.clone(), node.clone(), auth.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let mut c = NodeClient::connect(&node, &auth).await?;
+                let mut stream =
+                    c.machine.dmesg(pb::DmesgRequest { follow: true }).await.map_err(|s| describe_status(&s))?.into_inner();
+                while let Some(d) = stream.message().await.map_err(|s| describe_status(&s))? {
+                    let fields = serde_json::json!({ "uptimeSeconds": d.uptime_seconds, "priority": d.priority, "message": d.message });
+                    let row = vec![format!("{:.6}", d.uptime_seconds), d.priority.to_string(), d.message];
+                    if tx.send(Line::Item { node: node.clone(), fields, row }).await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(error) = result {
+                let _ = tx.send(Line::Failed { node, error }).await;
+            }
+        });
+    }
+    drop(tx);
+    Ok(drain(rx, format, commands::DMESG_COLUMNS).await)
+}

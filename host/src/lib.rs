@@ -8,7 +8,9 @@
 pub mod api;
 pub mod config;
 pub mod controllers;
+pub mod logs;
 pub mod node;
+pub mod services;
 pub mod state;
 pub mod statedir;
 pub mod sysinfo;

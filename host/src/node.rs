@@ -12,6 +12,8 @@ use crate::api::tls;
 use crate::config::{ConfigManager, LiveConfig};
 use crate::controllers::Runtime;
 use crate::controllers::machine_status::MachineStatusController;
+use crate::services::reaper::Reaper;
+use crate::services::{ServicesController, Supervisor};
 use crate::state::Store;
 use crate::state::ring::Ring;
 use crate::state::types::{MachineEventSpec, Stage};
@@ -74,6 +76,7 @@ pub struct Node {
     pub audit: Arc<AuditLog>,
     /// Machine events (time corrections, refusals, ...).
     pub events: Arc<Ring<MachineEventSpec>>,
+    pub services: Arc<Supervisor>,
     pub power: mpsc::UnboundedSender<PowerAction>,
     pub paths: SystemPaths,
     pub listen: SocketAddr,
@@ -194,6 +197,12 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let audit = Arc::new(AuditLog::new(store.writer()?, AUDIT_RING));
     let events = Arc::new(Ring::new(store.writer()?, EVENT_RING));
 
+    // The reaper first: nothing may spawn before it owns exit statuses.
+    let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
+    // Process mode has no network to bring up; pid1 sets this after its network.
+    let (_network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
+    let services = Arc::new(Supervisor::new(reaper, store.clone(), store.writer()?, network_ready));
+
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     let (power, mut power_rx) = mpsc::unbounded_channel();
@@ -204,6 +213,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         security: security.clone(),
         audit,
         events: events.clone(),
+        services: services.clone(),
         power,
         paths: opts.paths.clone(),
         listen: bound,
@@ -230,6 +240,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let machine_status =
         Arc::new(MachineStatusController { writer: store.writer()?, stage: stage_rx, mode: opts.mode.as_str() });
     let time = Arc::new(time_controller(&opts, &store, &config, events)?);
+    let services_controller = Arc::new(ServicesController { supervisor: services.clone(), config: config.subscribe() });
 
     let mut signals = Signals::new()?;
     loop {
@@ -237,6 +248,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         let mut runtime = Runtime::default();
         runtime.spawn(machine_status.clone());
         runtime.spawn(time.clone());
+        runtime.spawn(services_controller.clone());
         stage_tx.send_replace(Stage::Running);
 
         let action = tokio::select! {
@@ -251,12 +263,14 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                 tracing::info!("reboot: restarting subsystems in-process");
                 stage_tx.send_replace(Stage::Rebooting);
                 runtime.stop().await;
+                services.stop_all().await;
                 config.boot(None).await.context("reloading stored config")?;
             }
             PowerAction::Shutdown => {
                 tracing::info!("shutting down");
                 stage_tx.send_replace(Stage::ShuttingDown);
                 runtime.stop().await;
+                services.stop_all().await;
                 let _ = api_stop_tx.send(true);
                 // Open watch streams would hold a graceful stop forever.
                 let _ = tokio::time::timeout(Duration::from_secs(2), api).await;

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct SystemPaths {
     pub proc: PathBuf,
+    pub dev: PathBuf,
 }
 
 impl Default for SystemPaths {
     fn default() -> Self {
-        Self { proc: PathBuf::from("/proc") }
+        Self { proc: PathBuf::from("/proc"), dev: PathBuf::from("/dev") }
     }
 }
 

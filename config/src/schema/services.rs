@@ -30,6 +30,12 @@ pub struct Service {
     pub restart: RestartPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// How long a stop waits after SIGTERM before SIGKILL.
+    #[serde(
+        default = "Service::default_stop_grace_period",
+        skip_serializing_if = "Service::is_default_stop_grace_period"
+    )]
+    pub stop_grace_period: Duration,
     /// How much recent output is kept in memory for `logs`.
     #[serde(default = "Service::default_log_buffer_size", skip_serializing_if = "Service::is_default_log_buffer_size")]
     pub log_buffer_size: ByteSize,
@@ -39,6 +45,7 @@ impl Service {
     /// Milestones a service may depend on besides other services.
     pub const MILESTONES: [&'static str; 2] = ["time-synced", "network-ready"];
     pub const DEFAULT_LOG_BUFFER_SIZE: ByteSize = ByteSize::mib(1);
+    pub const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
     pub fn new(name: ServiceName, command: AbsPath) -> Self {
         Service {
@@ -52,8 +59,17 @@ impl Service {
             depends_on: Vec::new(),
             restart: RestartPolicy::default(),
             health: None,
+            stop_grace_period: Self::DEFAULT_STOP_GRACE_PERIOD,
             log_buffer_size: Self::DEFAULT_LOG_BUFFER_SIZE,
         }
+    }
+
+    fn default_stop_grace_period() -> Duration {
+        Self::DEFAULT_STOP_GRACE_PERIOD
+    }
+
+    fn is_default_stop_grace_period(d: &Duration) -> bool {
+        *d == Self::DEFAULT_STOP_GRACE_PERIOD
     }
 
     fn default_log_buffer_size() -> ByteSize {

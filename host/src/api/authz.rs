@@ -78,6 +78,12 @@ pub static TABLE: &[Rule] = &[
     Rule { method: "/bronze.v1.MachineService/Shutdown", roles: OPERATOR, mutating: true, maintenance: false },
     read("/bronze.v1.MachineService/Events"),
     read("/bronze.v1.MachineService/Memory"),
+    read("/bronze.v1.MachineService/ServiceList"),
+    Rule { method: "/bronze.v1.MachineService/ServiceStart", roles: OPERATOR, mutating: true, maintenance: false },
+    Rule { method: "/bronze.v1.MachineService/ServiceStop", roles: OPERATOR, mutating: true, maintenance: false },
+    Rule { method: "/bronze.v1.MachineService/ServiceRestart", roles: OPERATOR, mutating: true, maintenance: false },
+    read("/bronze.v1.MachineService/Logs"),
+    read("/bronze.v1.MachineService/Dmesg"),
     read("/bronze.v1.MachineService/LoadAvg"),
     // Sensitive resource types are further limited to admin by the service.
     read("/bronze.v1.ResourceService/Get"),

@@ -4,6 +4,8 @@
 use super::authz::Caller;
 use crate::config::{ApplyError, ApplyMode, DEFAULT_TRY_TIMEOUT};
 use crate::node::{Node, PowerAction};
+use crate::services::ServiceError;
+use crate::services::status::{SERVICE_STATUS, ServiceStatusSpec};
 use crate::state::types::{AUDIT_EVENT, AuditEventSpec, MACHINE_EVENT, MachineEventSpec};
 use crate::state::{Resource, WatchEvent};
 use bronze_api::v1 as pb;
@@ -44,6 +46,18 @@ pub fn to_pb_resource(r: &Resource) -> pb::Resource {
         }),
         spec_json: r.spec.to_string(),
     }
+}
+
+fn service_status(e: ServiceError) -> Status {
+    match e {
+        ServiceError::Unknown(_) => Status::not_found(e.to_string()),
+        ServiceError::Gone(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// A serde enum's kebab-case name.
+fn to_kebab<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// When a resource was created, for ordering events of both rings.
@@ -273,6 +287,109 @@ impl MachineService for MachineApi {
             swap_total_bytes: m.swap_total,
             swap_free_bytes: m.swap_free,
         }))
+    }
+
+    async fn service_list(
+        &self,
+        _req: Request<pb::ServiceListRequest>,
+    ) -> Result<Response<pb::ServiceListResponse>, Status> {
+        let services = self
+            .node
+            .store
+            .list(&SERVICE_STATUS)
+            .iter()
+            .filter_map(|r| serde_json::from_value::<ServiceStatusSpec>(r.spec.clone()).ok())
+            .map(|s| pb::ServiceInfo {
+                name: s.name,
+                state: to_kebab(&s.state),
+                message: s.message,
+                pid: s.pid,
+                restarts: s.restarts,
+                last_exit: s.last_exit,
+                health: to_kebab(&s.health),
+                health_message: s.health_message,
+                since: s.since,
+            })
+            .collect();
+        Ok(Response::new(pb::ServiceListResponse { services }))
+    }
+
+    async fn service_start(&self, req: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceResponse>, Status> {
+        let name = req.into_inner().name;
+        self.node.services.start(&name).await.map_err(service_status)?;
+        Ok(Response::new(pb::ServiceResponse { message: format!("service {name} starting") }))
+    }
+
+    async fn service_stop(&self, req: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceResponse>, Status> {
+        let name = req.into_inner().name;
+        self.node.services.stop(&name).await.map_err(service_status)?;
+        Ok(Response::new(pb::ServiceResponse { message: format!("service {name} stopped") }))
+    }
+
+    async fn service_restart(&self, req: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceResponse>, Status> {
+        let name = req.into_inner().name;
+        self.node.services.restart(&name).await.map_err(service_status)?;
+        Ok(Response::new(pb::ServiceResponse { message: format!("service {name} restarted") }))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Send>>;
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let buffer = self.node.services.logs(&req.service).map_err(service_status)?;
+        let tail = usize::try_from(req.tail_lines).ok();
+        let (lines, mut follow) = buffer.tail_and_follow(tail);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            for l in lines {
+                if tx.send(Ok(pb::LogEntry { time: l.time, line: l.text })).await.is_err() {
+                    return;
+                }
+            }
+            if !req.follow {
+                return;
+            }
+            loop {
+                let item = match follow.recv().await {
+                    Ok(l) => Ok(pb::LogEntry { time: l.time, line: l.text }),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Ok(pb::LogEntry {
+                        time: crate::state::now_rfc3339(),
+                        line: format!("[bronzed] {n} lines skipped"),
+                    }),
+                    // The service was removed.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DmesgStream = Pin<Box<dyn Stream<Item = Result<pb::DmesgEntry, Status>> + Send>>;
+
+    async fn dmesg(&self, req: Request<pb::DmesgRequest>) -> Result<Response<Self::DmesgStream>, Status> {
+        let follow = req.into_inner().follow;
+        let path = self.node.paths.dev.join("kmsg");
+        // Fail early, with the reason, if the log cannot be opened at all.
+        std::fs::File::open(&path).map_err(|e| Status::unavailable(format!("cannot read {}: {e}", path.display())))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            let result = crate::logs::kmsg::read(&path, follow, |r| {
+                let entry = pb::DmesgEntry {
+                    uptime_seconds: r.micros as f64 / 1e6,
+                    priority: r.priority.into(),
+                    facility: r.facility,
+                    message: r.message,
+                };
+                tx.blocking_send(Ok(entry)).is_ok()
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::unavailable(format!("reading {}: {e}", path.display()))));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn load_avg(&self, _req: Request<pb::LoadAvgRequest>) -> Result<Response<pb::LoadAvgResponse>, Status> {

@@ -196,8 +196,15 @@ resource!(
 );
 
 /// Every resource type the API serves.
-pub static ALL: &[&ResourceDefinition] =
-    &[&MACHINE_CONFIG, &MACHINE_STATUS, &AUDIT_EVENT, &MACHINE_EVENT, &TIME_STATUS, &TIME_SERVER_STATUS];
+pub static ALL: &[&ResourceDefinition] = &[
+    &MACHINE_CONFIG,
+    &MACHINE_STATUS,
+    &AUDIT_EVENT,
+    &MACHINE_EVENT,
+    &TIME_STATUS,
+    &TIME_SERVER_STATUS,
+    &crate::services::status::SERVICE_STATUS,
+];
 
 /// Resolves a user-typed name (alias or canonical, any case).
 pub fn lookup(name: &str) -> Option<&'static ResourceDefinition> {

@@ -230,6 +230,29 @@ impl MachineService for Bare {
     async fn load_avg(&self, _: Request<pb::LoadAvgRequest>) -> Result<Response<pb::LoadAvgResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn service_list(
+        &self,
+        _: Request<pb::ServiceListRequest>,
+    ) -> Result<Response<pb::ServiceListResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn service_start(&self, _: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn service_stop(&self, _: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn service_restart(&self, _: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    type LogsStream = Stream<pb::LogEntry>;
+    async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    type DmesgStream = Stream<pb::DmesgEntry>;
+    async fn dmesg(&self, _: Request<pb::DmesgRequest>) -> Result<Response<Self::DmesgStream>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
 }
 
 async fn bare_server(addr: &str, cert: &str, key: &str, ca: &str) -> anyhow::Result<()> {
