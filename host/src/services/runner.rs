@@ -208,21 +208,22 @@ impl Runner {
         self.set_state(ServiceState::Backoff, format!("restarting in {} ms", backoff.as_millis()));
         let sleep = tokio::time::sleep(*backoff);
         *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => return true,
-                req = requests.recv() => match req {
-                    Some(Request::Stop(done)) => {
-                        *wanted = false;
-                        self.set_state(ServiceState::Stopped, "stopped by request");
-                        let _ = done.send(());
-                        return true;
-                    }
-                    Some(Request::Restart(done)) => { *backoff = BACKOFF_INITIAL; let _ = done.send(()); return true; }
-                    Some(Request::Start) => return true,
-                    None => return false,
+        tokio::select! {
+            _ = sleep => true,
+            req = requests.recv() => match req {
+                Some(Request::Stop(done)) => {
+                    *wanted = false;
+                    self.set_state(ServiceState::Stopped, "stopped by request");
+                    let _ = done.send(());
+                    true
                 }
+                Some(Request::Restart(done)) => {
+                    *backoff = BACKOFF_INITIAL;
+                    let _ = done.send(());
+                    true
+                }
+                Some(Request::Start) => true,
+                None => false,
             }
         }
     }
