@@ -298,7 +298,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Get { type_name, id, watch } => {
             let target = cli.target()?;
             if *watch {
-                return bronzectl::stream::watch(&target.nodes, &target.auth, type_name, id.clone(), format).await;
+                return Ok(bronzectl::stream::watch(&target.nodes, &target.auth, type_name, id.clone(), format).await);
             }
             let results =
                 fan_out(&target.nodes, &target.auth, |c| commands::get(c, type_name.clone(), id.clone())).await;
@@ -311,7 +311,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Events { tail, follow } => {
             let target = cli.target()?;
             if *follow {
-                return bronzectl::stream::follow_events(&target.nodes, &target.auth, *tail, format).await;
+                return Ok(bronzectl::stream::follow_events(&target.nodes, &target.auth, *tail, format).await);
             }
             let results = fan_out(&target.nodes, &target.auth, |c| commands::events(c, *tail)).await;
             Ok(print(format, commands::EVENT_COLUMNS, &results))
@@ -346,7 +346,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let target = cli.target()?;
             let tail = tail.unwrap_or(-1);
             if *follow {
-                return bronzectl::stream::follow_logs(&target.nodes, &target.auth, service, tail, format).await;
+                return Ok(bronzectl::stream::follow_logs(&target.nodes, &target.auth, service, tail, format).await);
             }
             let results = fan_out(&target.nodes, &target.auth, |c| commands::logs(c, service.clone(), tail)).await;
             Ok(print(format, commands::LOG_COLUMNS, &results))
@@ -354,7 +354,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Dmesg { follow } => {
             let target = cli.target()?;
             if *follow {
-                return bronzectl::stream::follow_dmesg(&target.nodes, &target.auth, format).await;
+                return Ok(bronzectl::stream::follow_dmesg(&target.nodes, &target.auth, format).await);
             }
             Ok(print(format, commands::DMESG_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::dmesg).await))
         }

@@ -1,5 +1,5 @@
-//! Streaming commands (`get -w`, `events -f`): print each item as it
-//! arrives from any node, one line each.
+//! Streaming commands (`get -w`, `events -f`, `logs -f`, `dmesg -f`): open
+//! a stream on every node and print each item as it arrives, one line each.
 
 use crate::client::{NodeClient, describe_status};
 use crate::commands;
@@ -8,6 +8,7 @@ use crate::connect::Auth;
 use crate::output::{self, Format, NodeResult, Output};
 use bronze_api::v1 as pb;
 use serde_json::Value;
+use std::future::Future;
 use std::process::ExitCode;
 use tokio::sync::mpsc;
 
@@ -47,94 +48,32 @@ async fn drain(mut rx: mpsc::Receiver<Line>, format: Format, columns: &[&str]) -
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-pub async fn watch(
+/// Opens a stream with `open` on every node and prints what `map` makes of
+/// each item (None skips it) until every stream ends.
+async fn stream_all<T, Open, Fut, Map>(
     nodes: &[String],
     auth: &Auth,
-    type_name: &str,
-    id: Option<String>,
+    columns: &[&str],
     format: Format,
-) -> anyhow::Result<ExitCode> {
-    let (tx, rx) = mpsc::channel(64);
-    for node in nodes {
-        let (tx, node, auth, type_name, id) =
-            (tx.clone(), node.clone(), auth.clone(), type_name.to_string(), id.clone());
-        tokio::spawn(async move {
-            let result = async {
-                let mut c = NodeClient::connect(&node, &auth).await?;
-                let req = pb::WatchRequest { namespace: String::new(), r#type: type_name, id: id.unwrap_or_default() };
-                let mut stream = c.resources.watch(req).await.map_err(|s| describe_status(&s))?.into_inner();
-                while let Some(ev) = stream.message().await.map_err(|s| describe_status(&s))? {
-                    let kind = pb::EventType::try_from(ev.event).map(|e| e.as_str_name()).unwrap_or("UNKNOWN");
-                    let kind = kind.trim_start_matches("EVENT_TYPE_").to_lowercase();
-                    let Some(res) = ev.resource else { continue };
-                    let mut fields = resource_json(&res);
-                    fields["event"] = Value::String(kind.clone());
-                    let mut row = vec![kind];
-                    row.extend(resource_row(&res));
-                    if tx.send(Line::Item { node: node.clone(), fields, row }).await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), String>(())
-            }
-            .await;
-            if let Err(error) = result {
-                let _ = tx.send(Line::Failed { node, error }).await;
-            }
-        });
-    }
-    drop(tx);
-    let mut columns = vec!["event"];
-    columns.extend_from_slice(RESOURCE_COLUMNS);
-    Ok(drain(rx, format, &columns).await)
-}
-
-pub async fn follow_events(nodes: &[String], auth: &Auth, tail: i32, format: Format) -> anyhow::Result<ExitCode> {
-    let (tx, rx) = mpsc::channel(64);
-    for node in nodes {
-        let (tx, node, auth) = (tx.clone(), node.clone(), auth.clone());
-        tokio::spawn(async move {
-            let result = async {
-                let mut c = NodeClient::connect(&node, &auth).await?;
-                let req = pb::EventsRequest { tail_events: tail, follow: true };
-                let mut stream = c.machine.events(req).await.map_err(|s| describe_status(&s))?.into_inner();
-                while let Some(e) = stream.message().await.map_err(|s| describe_status(&s))? {
-                    let (fields, row) = event_output(&e);
-                    if tx.send(Line::Item { node: node.clone(), fields, row }).await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), String>(())
-            }
-            .await;
-            if let Err(error) = result {
-                let _ = tx.send(Line::Failed { node, error }).await;
-            }
-        });
-    }
-    drop(tx);
-    Ok(drain(rx, format, commands::EVENT_COLUMNS).await)
-}
-
-/// `logs NAME -f`: the tail, then every new line, from every node.
-pub async fn follow_logs(
-    nodes: &[String],
-    auth: &Auth,
-    service: &str,
-    tail: i32,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+    open: Open,
+    map: Map,
+) -> ExitCode
+where
+    T: Send + 'static,
+    Open: Fn(NodeClient) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>> + Send,
+    Map: Fn(T) -> Option<(Value, Vec<String>)> + Clone + Send + Sync + 'static,
+{
     let (tx, rx) = mpsc::channel(256);
     for node in nodes {
-        let (tx, node, auth, service) = (tx.clone(), node.clone(), auth.clone(), service.to_string());
+        let (tx, node, auth, open, map) = (tx.clone(), node.clone(), auth.clone(), open.clone(), map.clone());
         tokio::spawn(async move {
             let result = async {
-                let mut c = NodeClient::connect(&node, &auth).await?;
-                let req = pb::LogsRequest { service, tail_lines: tail, follow: true };
-                let mut stream = c.machine.logs(req).await.map_err(|s| describe_status(&s))?.into_inner();
-                while let Some(l) = stream.message().await.map_err(|s| describe_status(&s))? {
-                    let fields = serde_json::json!({ "time": l.time, "line": l.line });
-                    if tx.send(Line::Item { node: node.clone(), fields, row: vec![l.time, l.line] }).await.is_err() {
+                let client = NodeClient::connect(&node, &auth).await?;
+                let mut stream = open(client).await.map_err(|s| describe_status(&s))?.into_inner();
+                while let Some(item) = stream.message().await.map_err(|s| describe_status(&s))? {
+                    let Some((fields, row)) = map(item) else { continue };
+                    if tx.send(Line::Item { node: node.clone(), fields, row }).await.is_err() {
                         break;
                     }
                 }
@@ -147,34 +86,57 @@ pub async fn follow_logs(
         });
     }
     drop(tx);
-    Ok(drain(rx, format, commands::LOG_COLUMNS).await)
+    drain(rx, format, columns).await
+}
+
+/// `get TYPE [ID] -w`.
+pub async fn watch(nodes: &[String], auth: &Auth, type_name: &str, id: Option<String>, format: Format) -> ExitCode {
+    let mut columns = vec!["event"];
+    columns.extend_from_slice(RESOURCE_COLUMNS);
+    let req = pb::WatchRequest { namespace: String::new(), r#type: type_name.to_string(), id: id.unwrap_or_default() };
+    let open = move |mut c: NodeClient| {
+        let req = req.clone();
+        async move { c.resources.watch(req).await }
+    };
+    let map = |ev: pb::WatchResponse| {
+        let kind = pb::EventType::try_from(ev.event).map(|e| e.as_str_name()).unwrap_or("UNKNOWN");
+        let kind = kind.trim_start_matches("EVENT_TYPE_").to_lowercase();
+        let res = ev.resource?;
+        let mut fields = resource_json(&res);
+        fields["event"] = Value::String(kind.clone());
+        let mut row = vec![kind];
+        row.extend(resource_row(&res));
+        Some((fields, row))
+    };
+    stream_all(nodes, auth, &columns, format, open, map).await
+}
+
+/// `events -f`.
+pub async fn follow_events(nodes: &[String], auth: &Auth, tail: i32, format: Format) -> ExitCode {
+    let open = move |mut c: NodeClient| async move {
+        c.machine.events(pb::EventsRequest { tail_events: tail, follow: true }).await
+    };
+    stream_all(nodes, auth, commands::EVENT_COLUMNS, format, open, |e: pb::Event| Some(event_output(&e))).await
+}
+
+/// `logs NAME -f`: the tail, then every new line.
+pub async fn follow_logs(nodes: &[String], auth: &Auth, service: &str, tail: i32, format: Format) -> ExitCode {
+    let service = service.to_string();
+    let open = move |mut c: NodeClient| {
+        let req = pb::LogsRequest { service: service.clone(), tail_lines: tail, follow: true };
+        async move { c.machine.logs(req).await }
+    };
+    let map = |l: pb::LogEntry| Some((serde_json::json!({ "time": l.time, "line": l.line }), vec![l.time, l.line]));
+    stream_all(nodes, auth, commands::LOG_COLUMNS, format, open, map).await
 }
 
 /// `dmesg -f`.
-pub async fn follow_dmesg(nodes: &[String], auth: &Auth, format: Format) -> anyhow::Result<ExitCode> {
-    let (tx, rx) = mpsc::channel(256);
-    for node in nodes {
-        let (tx, node, auth) = (tx.clone(), node.clone(), auth.clone());
-        tokio::spawn(async move {
-            let result = async {
-                let mut c = NodeClient::connect(&node, &auth).await?;
-                let mut stream =
-                    c.machine.dmesg(pb::DmesgRequest { follow: true }).await.map_err(|s| describe_status(&s))?.into_inner();
-                while let Some(d) = stream.message().await.map_err(|s| describe_status(&s))? {
-                    let fields = serde_json::json!({ "uptimeSeconds": d.uptime_seconds, "priority": d.priority, "message": d.message });
-                    let row = vec![format!("{:.6}", d.uptime_seconds), d.priority.to_string(), d.message];
-                    if tx.send(Line::Item { node: node.clone(), fields, row }).await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), String>(())
-            }
-            .await;
-            if let Err(error) = result {
-                let _ = tx.send(Line::Failed { node, error }).await;
-            }
-        });
-    }
-    drop(tx);
-    Ok(drain(rx, format, commands::DMESG_COLUMNS).await)
+pub async fn follow_dmesg(nodes: &[String], auth: &Auth, format: Format) -> ExitCode {
+    let open = |mut c: NodeClient| async move { c.machine.dmesg(pb::DmesgRequest { follow: true }).await };
+    let map = |d: pb::DmesgEntry| {
+        let fields =
+            serde_json::json!({ "uptimeSeconds": d.uptime_seconds, "priority": d.priority, "message": d.message });
+        Some((fields, vec![format!("{:.6}", d.uptime_seconds), d.priority.to_string(), d.message]))
+    };
+    stream_all(nodes, auth, commands::DMESG_COLUMNS, format, open, map).await
 }

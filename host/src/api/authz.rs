@@ -16,30 +16,10 @@ use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-/// A role from the Organization of a client certificate. Roles nest: admin
-/// may do what operator may, operator what reader may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Admin,
-    Operator,
-    Reader,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Reader];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "os:admin",
-            Role::Operator => "os:operator",
-            Role::Reader => "os:reader",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
+/// A role from the Organization of a client certificate; the same type
+/// the config uses. Roles nest: admin may do what operator may, operator
+/// what reader may.
+pub use bronze_config::Role;
 
 /// The authorization of one RPC.
 #[derive(Debug, Clone, Copy)]

@@ -93,7 +93,7 @@ impl Security {
         if !peer.client_auth {
             return Err(Status::unauthenticated("client certificate lacks the ClientAuth extended key usage"));
         }
-        let roles = peer.organizations.iter().filter_map(|o| Role::parse(o)).collect();
+        let roles = peer.organizations.iter().filter_map(|o| o.parse::<Role>().ok()).collect();
         let identity = Identity { subject: peer.subject, roles, not_after_unix: peer.not_after_unix };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_LIMIT {
