@@ -2,12 +2,13 @@
 //! (or as an ordinary process for development and tests), serves the gRPC
 //! API, owns the machine config and runs the controllers.
 //!
-//! `main.rs` only parses flags and calls [`node::run`]; everything else is
-//! a module tests call directly.
+//! `main.rs` only parses flags, runs [`init`]'s early boot in pid1 mode, and
+//! calls [`node::run`]; everything else is a module tests call directly.
 
 pub mod api;
 pub mod config;
 pub mod controllers;
+pub mod init;
 pub mod logs;
 pub mod node;
 pub mod services;

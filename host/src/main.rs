@@ -1,10 +1,13 @@
 //! `bronzed`: parse flags, set up logging, run the node.
 
+use bronze_host::init::{self, EarlyReport};
 use bronze_host::node::{self, Mode, NodeOptions};
 use bronze_host::sysinfo::SystemPaths;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
@@ -40,30 +43,11 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = args.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let mode = match args.mode {
         Some(ModeArg::Pid1) => Mode::Pid1,
         Some(ModeArg::Process) => Mode::Process,
         None if std::process::id() == 1 => Mode::Pid1,
         None => Mode::Process,
-    };
-    if mode == Mode::Pid1 {
-        tracing::warn!(
-            "pid1 init duties (mounts, reaper, reboot(2)) are not implemented yet; running the process-mode lifecycle"
-        );
-    }
-    let opts = NodeOptions {
-        mode,
-        state_dir: args.state_dir,
-        listen: args.listen,
-        config: args.config,
-        time_servers: args.time_servers,
-        paths: SystemPaths::default(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -72,6 +56,38 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // As init: mount the kernel's filesystems, load boot modules and mount
+    // the state disk before anything else; log to the console after that.
+    let early = (mode == Mode::Pid1).then(|| {
+        let report = runtime.block_on(init::early_boot(Path::new("/"), &init::EarlyOptions::default()));
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&filter))
+            .with_writer(init::pid1_log_writer(Path::new("/")))
+            .with_ansi(false)
+            .without_time()
+            .init();
+        report.log();
+        Arc::new(report)
+    });
+    if early.is_none() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    let opts = NodeOptions {
+        mode,
+        state_dir: args.state_dir,
+        listen: args.listen,
+        config: args.config,
+        time_servers: args.time_servers,
+        early: early.clone(),
+        paths: SystemPaths::default(),
+    };
+    if let Some(early) = early {
+        pid1_main(&runtime, opts, &early);
+    }
     match runtime.block_on(node::run(opts)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -79,5 +95,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("bronzed: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// PID 1 never exits: a failed or panicking node reboots after a delay (or
+/// halts on `panic=0`), and if even that fails, the thread parks forever.
+fn pid1_main(runtime: &tokio::runtime::Runtime, opts: NodeOptions, early: &EarlyReport) -> ! {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(node::run(opts))));
+    match outcome {
+        Ok(Ok(())) => tracing::error!("the node stopped without powering off"),
+        Ok(Err(e)) => tracing::error!("fatal: {e:#}"),
+        Err(_) => tracing::error!("fatal: the node panicked"),
+    }
+    if let Err(e) = init::fatal_reboot(&init::KernelPower, &early.cmdline, init::FATAL_REBOOT_DELAY) {
+        tracing::error!(error = %e, "cannot reboot");
+    }
+    loop {
+        std::thread::park();
     }
 }

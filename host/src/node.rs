@@ -12,6 +12,7 @@ use crate::api::tls;
 use crate::config::{ConfigManager, LiveConfig};
 use crate::controllers::Runtime;
 use crate::controllers::machine_status::MachineStatusController;
+use crate::init::EarlyReport;
 use crate::services::reaper::Reaper;
 use crate::services::{ServicesController, Supervisor};
 use crate::state::Store;
@@ -64,6 +65,9 @@ pub struct NodeOptions {
     /// Time servers to use until a config names some (process mode has no
     /// default: without these and without config servers, sync is disabled).
     pub time_servers: Vec<String>,
+    /// What early boot did (pid1 mode only): mounts to undo at shutdown,
+    /// the state disk, the kernel command line.
+    pub early: Option<Arc<EarlyReport>>,
     pub paths: SystemPaths,
 }
 
@@ -197,7 +201,8 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let audit = Arc::new(AuditLog::new(store.writer()?, AUDIT_RING));
     let events = Arc::new(Ring::new(store.writer()?, EVENT_RING));
 
-    // The reaper first: nothing may spawn before it owns exit statuses.
+    // The reaper first: nothing may spawn before it owns exit statuses. As
+    // PID 1 we reap orphans anyway; as a process we ask to.
     let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
     // Process mode has no network to bring up; pid1 sets this after its network.
     let (_network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
@@ -237,8 +242,15 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     tracing::info!(listen = %bound, mode = opts.mode.as_str(), "API listening");
 
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
-    let machine_status =
-        Arc::new(MachineStatusController { writer: store.writer()?, stage: stage_rx, mode: opts.mode.as_str() });
+    let machine_status = Arc::new(MachineStatusController {
+        writer: store.writer()?,
+        stage: stage_rx,
+        mode: opts.mode.as_str(),
+        storage: storage_description(&opts),
+    });
+    if opts.mode == Mode::Pid1 {
+        tokio::spawn(apply_machine_settings(config.subscribe()));
+    }
     let time = Arc::new(time_controller(&opts, &store, &config, events)?);
     let services_controller = Arc::new(ServicesController { supervisor: services.clone(), config: config.subscribe() });
 
@@ -255,9 +267,20 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             Some(action) = power_rx.recv() => action,
             signal = signals.next() => {
                 tracing::info!(signal, "signal received");
-                PowerAction::Shutdown
+                // As init, Ctrl-Alt-Del (SIGINT) means reboot.
+                if opts.mode == Mode::Pid1 && signal == "SIGINT" { PowerAction::Reboot } else { PowerAction::Shutdown }
             }
         };
+        if let Some(early) = &opts.early {
+            stage_tx.send_replace(if action == PowerAction::Reboot { Stage::Rebooting } else { Stage::ShuttingDown });
+            runtime.stop().await;
+            if let Err(e) = pid1_power(action, &services, early).await {
+                // reboot(2) failed: stay alive, report, and keep serving.
+                tracing::error!(error = %e, "power action failed; the node stays up");
+                config.boot(None).await.context("reloading stored config")?;
+            }
+            continue;
+        }
         match action {
             PowerAction::Reboot => {
                 tracing::info!("reboot: restarting subsystems in-process");
@@ -280,22 +303,96 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     }
 }
 
-/// SIGTERM and SIGINT, as one stream.
+/// How the node keeps its state, for `MachineStatus`.
+fn storage_description(opts: &NodeOptions) -> String {
+    match &opts.early {
+        Some(early) => match &early.state_disk {
+            Some(dev) => format!("state disk {} at {}", dev.display(), opts.state_dir.display()),
+            None => format!("no state disk: {} is in memory and lost at reboot", opts.state_dir.display()),
+        },
+        None => format!("state dir {}", opts.state_dir.display()),
+    }
+}
+
+/// PID 1: applies the live config's kernel modules, sysctls and hostname
+/// whenever it changes.
+async fn apply_machine_settings(mut live: watch::Receiver<Option<LiveConfig>>) {
+    loop {
+        let current = live.borrow_and_update().clone();
+        if let Some(cfg) = current {
+            let machine = &cfg.config.machine;
+            let report = crate::init::apply_kernel_settings(
+                std::path::Path::new("/"),
+                &machine.kernel,
+                &machine.sysctls,
+                &crate::init::KernelModuleLoader,
+            );
+            for e in &report.modules.errors {
+                tracing::warn!(error = %e, "kernel module");
+            }
+            for e in &report.sysctls.errors {
+                tracing::warn!(error = %e, "sysctl");
+            }
+            if let Some(hostname) = &machine.hostname
+                && let Err(e) = crate::init::set_hostname(hostname.as_str())
+            {
+                tracing::warn!(error = %e, "cannot set the hostname");
+            }
+        }
+        if live.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// PID 1's reboot and power-off: stop services, sync, unmount, links down,
+/// reboot(2). Returns only if that fails.
+async fn pid1_power(action: PowerAction, services: &Arc<Supervisor>, early: &EarlyReport) -> anyhow::Result<()> {
+    use crate::init::{Deadlines, KernelMounter, KernelPower, PowerTarget, ShutdownHooks};
+    let target = match action {
+        PowerAction::Reboot => PowerTarget::Reboot,
+        PowerAction::Shutdown => PowerTarget::PowerOff,
+    };
+    let services = services.clone();
+    let hooks = ShutdownHooks::new()
+        .stop_services(move || async move {
+            services.stop_all().await;
+            Ok(())
+        })
+        .links_down(|| async {
+            for e in crate::init::all_links_down() {
+                tracing::warn!(error = %e, "link down");
+            }
+            Ok(())
+        });
+    crate::init::shutdown(target, hooks, &KernelMounter, &KernelPower, &early.unmount_plan(), Deadlines::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// SIGTERM, SIGINT and SIGPWR, as one stream.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    pwr: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     fn new() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
+        })
     }
 
     async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.pwr.recv() => "SIGPWR",
         }
     }
 }

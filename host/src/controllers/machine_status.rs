@@ -15,6 +15,8 @@ pub struct MachineStatusController {
     pub writer: Writer<MachineStatusSpec>,
     pub stage: watch::Receiver<Stage>,
     pub mode: &'static str,
+    /// Where state lives (a state disk, memory, a state dir).
+    pub storage: String,
 }
 
 impl MachineStatusController {
@@ -27,7 +29,13 @@ impl MachineStatusController {
         if stage != Stage::Running {
             unmet.push(UnmetCondition { name: "stage".into(), reason: format!("machine is {}", stage.as_str()) });
         }
-        MachineStatusSpec { stage, ready: unmet.is_empty(), unmet_conditions: unmet, mode: self.mode.to_string() }
+        MachineStatusSpec {
+            stage,
+            ready: unmet.is_empty(),
+            unmet_conditions: unmet,
+            mode: self.mode.to_string(),
+            storage: self.storage.clone(),
+        }
     }
 }
 

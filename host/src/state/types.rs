@@ -82,6 +82,8 @@ pub struct MachineStatusSpec {
     pub unmet_conditions: Vec<UnmetCondition>,
     /// "pid1" or "process".
     pub mode: String,
+    /// Where state is kept, e.g. "state disk /dev/vda at /var/lib/bronze".
+    pub storage: String,
 }
 resource!(
     MachineStatusSpec,
