@@ -5,6 +5,9 @@
 //! - `test`: format and lint checks, build the binaries, run the whole test suite.
 //! - `bench`: build in release and run the API benchmarks.
 //! - `bench-time [SOAK_SECS]`: time sync accuracy and soak benchmarks.
+//! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
+//!   Debian kernel, modules, state disk) into `target/images/`.
+//! - `vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]`: boot it under qemu.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -19,12 +22,16 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&args[1..]),
         Some("bench") => bench("bench-api", &args[1..]),
         Some("bench-time") => bench("bench-time", &args[1..]),
+        Some("image") => image(&root, &args[1..]),
+        Some("vm") => vm(&root, &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <dev|test|bench|bench-time> [args]");
             eprintln!("  dev     start a development node (process mode) on 127.0.0.1:50000");
             eprintln!("  test    build and run the whole test suite");
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
             eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
+            eprintln!("  image [--fresh-disk]     build the bootable image into target/images/");
+            eprintln!("  vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]   boot it under qemu");
             bail!("unknown command")
         }
     }
@@ -156,4 +163,371 @@ fn count(text: &str, label: &str) -> u64 {
 fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "--bins"]))?;
     run(cargo().args(["run", "--release", "-p", "bronze-tests", "--bin", which, "--"]).args(args))
+}
+
+// ---------------------------------------------------------------------------
+// cargo xtask image | vm: the bootable image and its qemu runner (images/).
+
+/// The target triple of the static PID 1 binary.
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Options of `cargo xtask image` and `cargo xtask vm`.
+#[derive(Debug)]
+struct ImageArgs {
+    /// Recreate the state disk (its contents are lost).
+    fresh_disk: bool,
+    /// vm: host port forwarded from 127.0.0.1 to the guest's API port.
+    port: u16,
+    /// vm: extra kernel command line arguments.
+    append: Vec<String>,
+    /// vm: rebuild the image even if one exists.
+    rebuild: bool,
+}
+
+fn parse_image_args(args: &[String], vm: bool) -> anyhow::Result<ImageArgs> {
+    let mut opts =
+        ImageArgs { fresh_disk: false, port: bronze_images::vm::GUEST_API_PORT, append: Vec::new(), rebuild: false };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--fresh-disk" => opts.fresh_disk = true,
+            "--port" if vm => {
+                let value = rest.next().context("--port needs a value")?;
+                opts.port = value.parse().with_context(|| format!("--port {value:?} is not a port number"))?;
+            }
+            "--append" if vm => {
+                let value = rest.next().context("--append needs a value")?;
+                opts.append.extend(value.split_whitespace().map(String::from));
+            }
+            "--rebuild" if vm => opts.rebuild = true,
+            other if vm => bail!(
+                "unknown option {other:?}; usage: cargo xtask vm [--fresh-disk] [--port N] [--append \"ARGS\"] [--rebuild]"
+            ),
+            other => bail!("unknown option {other:?}; usage: cargo xtask image [--fresh-disk]"),
+        }
+    }
+    Ok(opts)
+}
+
+/// `<workspace>/target`, or `CARGO_TARGET_DIR` when set: where cargo puts
+/// `bronzed` and where the image goes (`images/`) and plugins come from (`plugins/`).
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+fn image(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let opts = parse_image_args(args, false)?;
+    build_image(root, opts.fresh_disk).map(|_| ())
+}
+
+/// Builds `bronzed` (static, release), fetches the kernel, assembles the
+/// initramfs and the state disk into `target/images/`, and reports sizes.
+fn build_image(root: &Path, fresh_disk: bool) -> anyhow::Result<bronze_images::layout::ImageLayout> {
+    use bronze_images::layout::{self, ImageLayout, SizeReport, Strip};
+    use bronze_images::{initramfs, kernel, kmod};
+    use std::time::Instant;
+
+    let started = Instant::now();
+    let target = target_dir(root);
+    let layout = ImageLayout::new(&target);
+    let cache = layout.cache_dir();
+    std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+
+    // 1. bronzed, static.
+    ensure_musl_toolchain()?;
+    let step = Instant::now();
+    run(cargo().args(["build", "--release", "--target", MUSL, "-p", "bronze-host", "--bin", "bronzed"]))?;
+    let bronzed = target.join(MUSL).join("release/bronzed");
+    println!("bronzed: {} ({:.1} s)", bronzed.display(), step.elapsed().as_secs_f64());
+
+    // 2. Kernel and modules.
+    let step = Instant::now();
+    let package = resolve_kernel_package(&cache)?;
+    let (deb, downloaded) = kernel::download(&package, &cache)?;
+    println!("kernel package: {package} ({}: {})", if downloaded { "downloaded" } else { "cached" }, deb.display());
+    let tree = kernel::unpack(&deb, &cache.join(&package))?;
+    let vmlinux_size = kernel::extract_vmlinux(&tree.vmlinuz, &layout.vmlinux())
+        .with_context(|| format!("cannot extract vmlinux from {}", tree.vmlinuz.display()))?;
+    println!(
+        "kernel release: {} -> {} ({:.1} s)",
+        tree.release,
+        layout.vmlinux().display(),
+        step.elapsed().as_secs_f64()
+    );
+    let list_path = root.join("images/modules.txt");
+    let list = std::fs::read_to_string(&list_path).with_context(|| format!("cannot read {}", list_path.display()))?;
+    let wanted = kmod::parse_module_list(&list, &list_path)?;
+    let index = kmod::ModuleIndex::scan(&tree.modules_dir)?;
+    let plan = kmod::LoadPlan::resolve(&index, &tree.release, &wanted)?;
+    for note in &plan.notes {
+        println!("modules: note: {note}");
+    }
+    println!("modules ({} of {} in the package), load order:", plan.modules.len(), index.len());
+    for module in &plan.modules {
+        let deps = if module.info.depends.is_empty() {
+            String::new()
+        } else {
+            format!("  (depends: {})", module.info.depends.join(", "))
+        };
+        println!("  {}{deps}", module.path.display());
+    }
+
+    // 3. Initramfs.
+    let step = Instant::now();
+    let bronzed_size = layout::file_size(&bronzed)?;
+    let init_size = layout::strip(&bronzed, &layout.init_binary(), Strip::Debug)?;
+    let all_stripped = layout.dir.join("bronzed.strip-all");
+    let min_size = layout::strip(&bronzed, &all_stripped, Strip::All)?;
+    std::fs::remove_file(&all_stripped).with_context(|| format!("cannot remove {}", all_stripped.display()))?;
+    let plugins = target.join("plugins");
+    let plugins = plugins.is_dir().then_some(plugins);
+    match &plugins {
+        Some(dir) => println!("plugins: {} -> /{}", dir.display(), initramfs::PLUGINS_DIR),
+        None => println!("plugins: none ({} does not exist)", target.join("plugins").display()),
+    }
+    let image = initramfs::bronze_initramfs(&layout.init_binary(), &plan, plugins.as_deref())?;
+    let mtime = initramfs::source_date_epoch();
+    let initrd_size = image.write_gzip(&layout.initrd(), mtime)?;
+    let newc_size = image.newc_size(mtime)?;
+    std::fs::write(layout.initrd_listing(), image.listing()?)
+        .with_context(|| format!("cannot write {}", layout.initrd_listing().display()))?;
+    println!(
+        "initramfs: {} ({} entries, mtime {mtime}; listing in {}) ({:.1} s)",
+        layout.initrd().display(),
+        image.entries().count(),
+        layout.initrd_listing().display(),
+        step.elapsed().as_secs_f64()
+    );
+
+    // 4. State disk.
+    state_disk(&layout, fresh_disk)?;
+
+    // 5. Sizes.
+    let mut report =
+        SizeReport { about: vec![format!("kernel {package} (release {})", tree.release)], ..Default::default() };
+    report.add("vmlinux", vmlinux_size);
+    report.add("initrd.gz", initrd_size);
+    report.add("initramfs (uncompressed)", newc_size);
+    report.add("bronzed (unstripped)", bronzed_size);
+    report.add("bronzed /init (strip-debug)", init_size);
+    report.add("bronzed (strip-all)", min_size);
+    report.write(&layout.sizes())?;
+    println!();
+    print!("{}", report.render());
+    println!("(sizes in {}; image built in {:.1} s)", layout.sizes().display(), started.elapsed().as_secs_f64());
+    Ok(layout)
+}
+
+/// Makes the state disk unless it exists (`fresh` replaces it) and says which.
+fn state_disk(layout: &bronze_images::layout::ImageLayout, fresh: bool) -> anyhow::Result<()> {
+    use bronze_images::disk::{self, DiskAction};
+    let state = layout.state_disk();
+    match disk::ensure_state_disk(&state, disk::STATE_SIZE_MIB, fresh)? {
+        DiskAction::Created => println!(
+            "state disk: {} created ({} MiB ext4, label {})",
+            state.display(),
+            disk::STATE_SIZE_MIB,
+            disk::STATE_LABEL
+        ),
+        DiskAction::Kept => println!("state disk: {} kept (--fresh-disk recreates it)", state.display()),
+    }
+    Ok(())
+}
+
+/// The musl target and musl-gcc (ring and wasmtime compile C code).
+fn ensure_musl_toolchain() -> anyhow::Result<()> {
+    match Command::new("rustup").args(["target", "add", MUSL]).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => bail!("`rustup target add {MUSL}` failed: {status}"),
+        Err(e) => eprintln!("rustup not found ({e}); assuming the {MUSL} target is installed"),
+    }
+    if bronze_images::find_tool("musl-gcc").is_none() {
+        eprintln!("musl-gcc not found: installing musl-tools");
+        apt_install(&["musl-tools"], &[])?;
+    }
+    Ok(())
+}
+
+/// `apt-get install` without recommends; refreshes the package lists and tries
+/// again if the first attempt fails (a machine that never ran `apt-get update`).
+fn apt_install(packages: &[&str], extra: &[&str]) -> anyhow::Result<()> {
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(extra)
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_ok() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    install()
+}
+
+/// The current kernel package, refreshing apt's lists if needed; offline, the
+/// newest `.deb` already in the cache.
+fn resolve_kernel_package(cache: &Path) -> anyhow::Result<String> {
+    use bronze_images::kernel;
+    match kernel::resolve_package() {
+        Ok(package) => return Ok(package),
+        Err(e) => eprintln!("{e}; refreshing apt's package lists"),
+    }
+    let refreshed = run(Command::new("apt-get").arg("update"));
+    match (refreshed, kernel::resolve_package()) {
+        (_, Ok(package)) => Ok(package),
+        (_, Err(e)) => {
+            let Some(deb) = kernel::debs(cache)?.pop() else {
+                return Err(e).context("cannot resolve the kernel package and none is cached");
+            };
+            let package = kernel::package_of_deb(&deb);
+            eprintln!("warning: {e}; using the cached {package}");
+            Ok(package)
+        }
+    }
+}
+
+/// qemu-system-x86 from bookworm-backports (bookworm's 7.2 would remove the
+/// machine's qemu-utils 10), without recommends (+535 MB).
+fn ensure_qemu() -> anyhow::Result<()> {
+    if bronze_images::find_tool(bronze_images::vm::QEMU).is_some() {
+        return Ok(());
+    }
+    eprintln!("{} not found: installing qemu-system-x86 from backports", bronze_images::vm::QEMU);
+    let sources_dir = Path::new("/etc/apt/sources.list.d");
+    let debian = sources_dir.join("debian.sources");
+    let text = std::fs::read_to_string(&debian).with_context(|| format!("cannot read {}", debian.display()))?;
+    // The first stanza names the main archive; reuse its mirror and keys.
+    let stanza =
+        text.split("\n\n").find(|s| s.lines().any(|l| l.starts_with("Suites:"))).context("no Suites: stanza")?;
+    let codename = stanza
+        .lines()
+        .find_map(|l| l.strip_prefix("Suites:"))
+        .and_then(|suites| suites.split_whitespace().next())
+        .context("empty Suites: line")?
+        .to_string();
+    let backports = format!("{codename}-backports");
+    let has_backports = std::fs::read_dir(sources_dir)?
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&backports)));
+    if !has_backports {
+        let stanza: Vec<String> = stanza
+            .lines()
+            .map(|l| if l.starts_with("Suites:") { format!("Suites: {backports}") } else { l.to_string() })
+            .collect();
+        let bpo = sources_dir.join("bpo.sources");
+        std::fs::write(&bpo, stanza.join("\n") + "\n").with_context(|| format!("cannot write {}", bpo.display()))?;
+        eprintln!("added {} ({backports})", bpo.display());
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "-t", &backports, "qemu-system-x86"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Boots the image under qemu with the console on this terminal (and in
+/// `target/images/console.log`), until the guest powers off or qemu is quit.
+fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    use bronze_images::layout::ImageLayout;
+    use bronze_images::vm::{Vm, VmSpec};
+    use std::io::{IsTerminal, Read, Write};
+
+    let opts = parse_image_args(args, true)?;
+    ensure_qemu()?;
+    let layout = ImageLayout::new(&target_dir(root));
+    if opts.rebuild || !layout.is_built() {
+        build_image(root, opts.fresh_disk)?;
+    } else {
+        println!("using the image in {} (--rebuild rebuilds it)", layout.dir.display());
+        state_disk(&layout, opts.fresh_disk)?;
+    }
+    let mut spec = VmSpec::from_layout(&layout, opts.port);
+    spec.append = opts.append;
+    let port = opts.port;
+    let config_dir = layout.dir.join("vm-config");
+    println!();
+    println!(
+        "+ {} {}",
+        spec.qemu.display(),
+        spec.args()
+            .iter()
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a.clone() })
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "The node's API is forwarded to 127.0.0.1:{port}. To configure it (build bronzectl first: cargo build --bin bronzectl):"
+    );
+    println!(
+        "  target/debug/bronzectl gen config vm --endpoint 127.0.0.1:{port} --output-dir {}   # once",
+        config_dir.display()
+    );
+    println!(
+        "  target/debug/bronzectl -n 127.0.0.1:{port} --insecure --cert-fingerprint <fingerprint from the console> apply-config -f {}/node.yaml",
+        config_dir.display()
+    );
+    println!("  BRONZECONFIG={}/bronzeconfig target/debug/bronzectl version", config_dir.display());
+    let interactive = std::io::stdin().is_terminal();
+    println!(
+        "Console below (also in {}); {}",
+        layout.console_log().display(),
+        if interactive {
+            "Ctrl-A X quits qemu."
+        } else {
+            "stdin is not a terminal: input disabled, Ctrl-C stops qemu."
+        }
+    );
+    println!();
+    let stdin = if interactive { std::process::Stdio::inherit() } else { std::process::Stdio::null() };
+    let mut machine = Vm::spawn_with_stdin(&spec, &layout.console_log(), stdin)?;
+    println!("qemu pid {}", machine.pid());
+
+    // Echo the console; when the node prints its maintenance-mode fingerprint,
+    // print the exact apply-config command.
+    let mut log = std::fs::File::open(machine.console_path())
+        .with_context(|| format!("cannot open {}", machine.console_path().display()))?;
+    let mut line = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut stdout = std::io::stdout();
+    loop {
+        let exited = machine.try_wait()?;
+        loop {
+            let n = log.read(&mut chunk).context("cannot read the console log")?;
+            if n == 0 {
+                break;
+            }
+            stdout.write_all(&chunk[..n])?;
+            for &byte in &chunk[..n] {
+                if byte != b'\n' {
+                    line.push(byte);
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
+                if let Some(fingerprint) = bronze_images::vm::maintenance_fingerprint(&text) {
+                    write!(
+                        stdout,
+                        "\r\n>>> maintenance mode: target/debug/bronzectl -n 127.0.0.1:{port} --insecure --cert-fingerprint {fingerprint} apply-config -f {}/node.yaml\r\n",
+                        config_dir.display()
+                    )?;
+                }
+            }
+            stdout.flush()?;
+        }
+        if let Some(status) = exited {
+            println!();
+            if !status.success() {
+                bail!(
+                    "qemu exited with {status} (1 = guest kernel panic with pvpanic; console in {})",
+                    layout.console_log().display()
+                );
+            }
+            println!("qemu exited cleanly");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -1,0 +1,37 @@
+//! The Bronze image pipeline as a library: everything `cargo xtask image` and
+//! `cargo xtask vm` do, in pieces the end-to-end tests can call directly.
+//!
+//! - [`kernel`]: resolve, download and unpack Debian's kernel package; extract the
+//!   uncompressed `vmlinux` (booted through PVH: no in-guest decompression).
+//! - [`kmod`]: read `.modinfo` from `.ko` files and order the modules of
+//!   `images/modules.txt` so that dependencies load first.
+//! - [`cpio`]: a newc archive writer and parser.
+//! - [`initramfs`]: the image's file tree, written as a reproducible gzip'd newc archive.
+//! - [`disk`]: the ext4 state disk, made without root.
+//! - [`layout`]: where the outputs live under `target/images/`, and the size report.
+//! - [`vm`]: the qemu command line ([`vm::VmSpec`]) and a running VM with its serial
+//!   console captured to a file ([`vm::Vm`]).
+//!
+//! The library never installs packages or builds `bronzed`: that is xtask's job. It
+//! runs the host tools it needs (`apt-cache`, `apt-get download`, `dpkg -x`, `xz`,
+//! `strip`, `mke2fs`, `qemu-system-x86_64`), and every error names the file or
+//! command that failed.
+
+#![forbid(unsafe_code)]
+
+pub mod cpio;
+pub mod disk;
+pub mod initramfs;
+pub mod kernel;
+pub mod kmod;
+pub mod layout;
+pub mod vm;
+
+mod cmd;
+mod error;
+
+pub use cmd::find_tool;
+pub use error::Error;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

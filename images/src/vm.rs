@@ -1,0 +1,461 @@
+//! Booting the image under qemu: the command line ([`VmSpec`]) and a running VM
+//! whose serial console goes to a file ([`Vm`]), for `cargo xtask vm` and the
+//! end-to-end tests.
+//!
+//! Every flag here was checked on the development machines (shared notes,
+//! vm-boot.md): TCG only (the machine's /dev/kvm cannot run a stock kernel), the
+//! uncompressed vmlinux through PVH, a virtio NIC on a **restricted** user network
+//! (the guest reaches nothing; only the API port is forwarded, from 127.0.0.1), and
+//! pvpanic so that a guest kernel panic exits qemu with 1 instead of 0.
+//!
+//! A [`Vm`] is always killed by its PID when dropped: a test that fails half-way
+//! never leaves a qemu behind.
+
+use crate::layout::ImageLayout;
+use crate::{Error, Result};
+use std::fs::File;
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The port the guest's API listens on.
+pub const GUEST_API_PORT: u16 = 50000;
+/// The qemu binary (from bookworm-backports' `qemu-system-x86`).
+pub const QEMU: &str = "qemu-system-x86_64";
+/// The kernel command line every boot starts with: serial console, and reboot at
+/// once on panic, which `-no-reboot` turns into qemu exiting.
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// How often [`Vm::wait_for_line`] looks at the console file.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A disk image attached as a virtio block device (`/dev/vda` for the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
+}
+
+/// The format of a [`Disk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// A plain file system image (what `mke2fs` makes).
+    Raw,
+    /// A qcow2 image (`qemu-img create -f qcow2`).
+    Qcow2,
+}
+
+impl DiskFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// Everything that varies between VM boots. [`VmSpec::args`] turns it into qemu's
+/// arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// The qemu binary.
+    pub qemu: PathBuf,
+    /// The uncompressed ELF kernel (`-kernel`, booted through PVH).
+    pub kernel: PathBuf,
+    /// The initramfs (`-initrd`).
+    pub initrd: PathBuf,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// The host port forwarded from 127.0.0.1 to the guest's API port.
+    pub api_port: u16,
+    /// Disks, in order (`/dev/vda`, `/dev/vdb`, ...).
+    pub disks: Vec<Disk>,
+    /// Kernel arguments after [`BASE_CMDLINE`].
+    pub append: Vec<String>,
+    /// Attach pvpanic-pci and make a guest panic exit qemu with status 1.
+    pub pvpanic: bool,
+    /// The guest's initial clock (`-rtc base=`, e.g. `2020-01-01T00:00:00`); the host's
+    /// time when `None`.
+    pub rtc_base: Option<String>,
+    /// Further qemu arguments, appended last.
+    pub extra_args: Vec<String>,
+}
+
+impl VmSpec {
+    /// A VM booting `kernel` and `initrd`, with the API on `127.0.0.1:api_port`,
+    /// 512 MiB, pvpanic, no disk.
+    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>, api_port: u16) -> Self {
+        VmSpec {
+            qemu: PathBuf::from(QEMU),
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            memory_mib: 512,
+            api_port,
+            disks: Vec::new(),
+            append: Vec::new(),
+            pvpanic: true,
+            rtc_base: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The VM of a built image: its kernel, initramfs and raw state disk.
+    pub fn from_layout(layout: &ImageLayout, api_port: u16) -> Self {
+        let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), api_port);
+        spec.disks.push(Disk { path: layout.state_disk(), format: DiskFormat::Raw });
+        spec
+    }
+
+    /// The kernel command line: [`BASE_CMDLINE`] and then [`VmSpec::append`].
+    pub fn kernel_cmdline(&self) -> String {
+        std::iter::once(BASE_CMDLINE).chain(self.append.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// qemu's arguments (without the program).
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            // The paravirtual /dev/kvm of the development machines hangs a stock kernel.
+            "-accel", "tcg", "-m",
+        ]
+        .map(String::from)
+        .into();
+        args.push(self.memory_mib.to_string());
+        args.extend(["-nographic", "-serial", "mon:stdio", "-no-reboot"].map(String::from));
+        args.extend(["-kernel".into(), path_arg(&self.kernel), "-initrd".into(), path_arg(&self.initrd)]);
+        args.extend(["-append".into(), self.kernel_cmdline()]);
+        // restrict=on: the guest reaches no network at all; only the forward below,
+        // bound to the host's loopback, gets in.
+        args.extend([
+            "-nic".into(),
+            format!("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}", self.api_port),
+        ]);
+        for disk in &self.disks {
+            args.extend([
+                "-drive".into(),
+                format!("file={},if=virtio,format={}", escape_option(&path_arg(&disk.path)), disk.format.as_str()),
+            ]);
+        }
+        if self.pvpanic {
+            args.extend(["-device", "pvpanic-pci", "-action", "panic=exit-failure"].map(String::from));
+        }
+        if let Some(base) = &self.rtc_base {
+            args.extend(["-rtc".into(), format!("base={base}")]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// The qemu command, stdin from /dev/null (set another for an interactive console).
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.qemu);
+        command.args(self.args()).stdin(Stdio::null());
+        command
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// qemu option values end at a comma; a literal comma is written twice.
+fn escape_option(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// A free TCP port on 127.0.0.1 for [`VmSpec::api_port`] (free when asked; another
+/// process may take it before qemu binds it).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// `line` without ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        // CSI: parameters and intermediates up to a final byte in @..~; any other
+        // escape is two characters long.
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The SPKI sha256 fingerprint a node in maintenance mode logs
+/// (`... fingerprint=<64 hex digits>`), if `line` is that log line.
+pub fn maintenance_fingerprint(line: &str) -> Option<String> {
+    let line = strip_ansi(line);
+    let (_, rest) = line.split_once("fingerprint=")?;
+    let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    (hex.len() == 64).then_some(hex)
+}
+
+/// A running qemu whose console (serial and monitor, plus qemu's own stderr) is
+/// written to a file. Killed by PID on [`Vm::kill`] and on drop.
+#[derive(Debug)]
+pub struct Vm {
+    child: Child,
+    pid: u32,
+    exit: Option<ExitStatus>,
+    console: PathBuf,
+    reader: File,
+    /// Console bytes read but not yet consumed by a wait (a partial line at most,
+    /// between waits).
+    pending: Vec<u8>,
+}
+
+impl Vm {
+    /// Starts qemu for `spec` with stdin from /dev/null, the console going to
+    /// `console_log` (truncated).
+    pub fn spawn(spec: &VmSpec, console_log: &Path) -> Result<Vm> {
+        Self::spawn_with_stdin(spec, console_log, Stdio::null())
+    }
+
+    /// Like [`Vm::spawn`] with another stdin (the terminal, for an interactive console:
+    /// qemu's monitor escape is Ctrl-A, Ctrl-A X quits).
+    pub fn spawn_with_stdin(spec: &VmSpec, console_log: &Path, stdin: Stdio) -> Result<Vm> {
+        let out = File::create(console_log).map_err(|e| Error::io("create", console_log, e))?;
+        let err = out.try_clone().map_err(|e| Error::io("duplicate the handle of", console_log, e))?;
+        let reader = File::open(console_log).map_err(|e| Error::io("open", console_log, e))?;
+        let mut command = spec.command();
+        command.stdin(stdin).stdout(out).stderr(err);
+        let child = command.spawn().map_err(|e| {
+            crate::cmd::spawn_error(
+                &command,
+                e,
+                "install qemu-system-x86 from bookworm-backports, or run `cargo xtask vm` once",
+            )
+        })?;
+        let pid = child.id();
+        Ok(Vm { child, pid, exit: None, console: console_log.to_path_buf(), reader, pending: Vec::new() })
+    }
+
+    /// qemu's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The console log file.
+    pub fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    /// Everything the console has printed so far.
+    pub fn console(&self) -> Result<String> {
+        let bytes = std::fs::read(&self.console).map_err(|e| Error::io("read", &self.console, e))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Waits until a console line contains `pattern` and returns that line (without
+    /// its line ending and terminal colour codes: bronzed colours its log when its
+    /// stderr is a terminal, and /dev/console is one). Lines before it are consumed:
+    /// the next wait starts after it. Fails at `deadline`, or as soon as qemu exits
+    /// without printing it.
+    pub fn wait_for_line(&mut self, pattern: &str, deadline: Instant) -> Result<String> {
+        self.wait_for(pattern, deadline, |line| line.contains(pattern))
+    }
+
+    /// Like [`Vm::wait_for_line`] with a predicate; `what` describes it in errors.
+    pub fn wait_for(&mut self, what: &str, deadline: Instant, mut matches: impl FnMut(&str) -> bool) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            // Look at the exit status before reading, so that everything qemu wrote
+            // before exiting is read below.
+            let exited = self.try_wait()?;
+            self.read_new()?;
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.pending.drain(..=end).collect();
+                let line = strip_ansi(String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']));
+                if matches(&line) {
+                    return Ok(line);
+                }
+            }
+            if let Some(status) = exited {
+                let partial = strip_ansi(String::from_utf8_lossy(&self.pending).trim_end());
+                self.pending.clear();
+                if !partial.is_empty() && matches(&partial) {
+                    return Ok(partial);
+                }
+                return Err(Error::VmExited {
+                    pattern: what.to_string(),
+                    status,
+                    log: self.console.clone(),
+                    tail: self.tail(20),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ConsoleTimeout {
+                    pattern: what.to_string(),
+                    waited: started.elapsed(),
+                    log: self.console.clone(),
+                    tail: self.tail(20),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The exit status, if qemu has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().map_err(|e| Error::io("wait for qemu of", &self.console, e))?;
+        }
+        Ok(self.exit)
+    }
+
+    /// Waits for qemu to exit by itself (a poweroff) until `deadline`; `None` if it
+    /// is still running then.
+    pub fn wait_exit(&mut self, deadline: Instant) -> Result<Option<ExitStatus>> {
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Kills qemu (SIGKILL to its PID) unless it has exited, and reaps it. Safe to
+    /// call more than once; returns how it ended.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        // The child is not reaped yet, so the PID cannot have been reused.
+        self.child.kill().map_err(|e| Error::io("kill qemu of", &self.console, e))?;
+        let status = self.child.wait().map_err(|e| Error::io("wait for qemu of", &self.console, e))?;
+        self.exit = Some(status);
+        Ok(status)
+    }
+
+    /// Reads what the console file gained since the last read into `pending`.
+    fn read_new(&mut self) -> Result<()> {
+        self.reader.read_to_end(&mut self.pending).map_err(|e| Error::io("read", &self.console, e))?;
+        Ok(())
+    }
+
+    /// The last `lines` lines of the console, for error messages.
+    fn tail(&self, lines: usize) -> String {
+        let text = self.console().unwrap_or_default();
+        let all: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_match_the_checked_command_line() {
+        let mut spec = VmSpec::new("/i/vmlinux", "/i/initrd.gz", 50123);
+        spec.disks.push(Disk { path: "/i/state.img".into(), format: DiskFormat::Raw });
+        spec.append.push("bronze.debug=1".into());
+        assert_eq!(
+            spec.args().join(" "),
+            "-accel tcg -m 512 -nographic -serial mon:stdio -no-reboot \
+             -kernel /i/vmlinux -initrd /i/initrd.gz -append console=ttyS0 panic=-1 bronze.debug=1 \
+             -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:50123-:50000 \
+             -drive file=/i/state.img,if=virtio,format=raw \
+             -device pvpanic-pci -action panic=exit-failure"
+        );
+        // The command line is one argument, whatever it contains.
+        let args = spec.args();
+        let append = args.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(args[append + 1], "console=ttyS0 panic=-1 bronze.debug=1");
+    }
+
+    #[test]
+    fn options_are_escaped_and_optional_parts_follow_the_spec() {
+        let mut spec = VmSpec::new("k", "i", 1);
+        spec.pvpanic = false;
+        spec.rtc_base = Some("2020-01-01T00:00:00".into());
+        spec.disks.push(Disk { path: "/tmp/a,b.qcow2".into(), format: DiskFormat::Qcow2 });
+        spec.extra_args = vec!["-smp".into(), "2".into()];
+        let args = spec.args();
+        assert!(args.contains(&"file=/tmp/a,,b.qcow2,if=virtio,format=qcow2".to_string()));
+        assert!(!args.iter().any(|a| a.contains("pvpanic")));
+        assert_eq!(args[args.len() - 4..], ["-rtc", "base=2020-01-01T00:00:00", "-smp", "2"]);
+        // The network is always restricted and only forwarded from loopback.
+        let nic = &args[args.iter().position(|a| a == "-nic").unwrap() + 1];
+        assert!(nic.contains(",restrict=on,") && nic.contains("hostfwd=tcp:127.0.0.1:1-:50000"), "{nic}");
+    }
+
+    #[test]
+    fn colour_codes_are_stripped_and_the_fingerprint_found() {
+        let line = "\u{1b}[2m2026-11-27T13:48:58Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m maintenance mode: apply with \
+                    `bronzectl --insecure --cert-fingerprint d1cc apply-config` \u{1b}[3mfingerprint\u{1b}[0m\u{1b}[2m=\u{1b}[0m\
+                    d1cc9bfcea1cedaa328b05e332b04a3c401cee1dc91a03bc18027896dc183551\r";
+        assert!(strip_ansi(line).starts_with("2026-11-27T13:48:58Z  INFO maintenance mode"));
+        assert_eq!(
+            maintenance_fingerprint(line).as_deref(),
+            Some("d1cc9bfcea1cedaa328b05e332b04a3c401cee1dc91a03bc18027896dc183551")
+        );
+        assert_eq!(maintenance_fingerprint("fingerprint=abc"), None);
+        assert_eq!(strip_ansi("plain \u{1b}"), "plain ");
+    }
+
+    /// A stand-in for qemu: a shell script printing console lines, then exiting or hanging.
+    fn fake_qemu(dir: &Path, script: &str) -> VmSpec {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-qemu");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spec = VmSpec::new("k", "i", 1);
+        spec.qemu = path;
+        spec
+    }
+
+    #[test]
+    fn console_lines_are_awaited_in_order_and_exit_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = fake_qemu(
+            dir.path(),
+            r"printf 'boot\r\n\033[32mREADY\033[0m one\r\n'; sleep 0.2; printf 'READY two\r\npartial'; exit 3",
+        );
+        let log = dir.path().join("console.log");
+        let mut vm = Vm::spawn(&spec, &log).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(vm.wait_for_line("READY", deadline).unwrap(), "READY one");
+        assert_eq!(vm.wait_for_line("READY", deadline).unwrap(), "READY two");
+        assert_eq!(vm.wait_for_line("partial", deadline).unwrap(), "partial");
+        let err = vm.wait_for_line("never", deadline).unwrap_err();
+        assert!(matches!(err, Error::VmExited { .. }), "{err}");
+        assert!(err.to_string().contains("exit status: 3"), "{err}");
+        assert_eq!(vm.kill().unwrap().code(), Some(3));
+        assert!(vm.console().unwrap().starts_with("boot\r\n"));
+    }
+
+    #[test]
+    fn timeouts_and_kill_by_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = fake_qemu(dir.path(), "echo starting; exec sleep 60");
+        let mut vm = Vm::spawn(&spec, &dir.path().join("console.log")).unwrap();
+        let pid = vm.pid();
+        let err = vm.wait_for_line("READY", Instant::now() + Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, Error::ConsoleTimeout { .. }), "{err}");
+        assert!(err.to_string().ends_with("last lines:\nstarting"), "{err}");
+        drop(vm);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "qemu {pid} survived the drop");
+    }
+}
