@@ -13,6 +13,10 @@ use crate::config::{ConfigManager, LiveConfig};
 use crate::controllers::Runtime;
 use crate::controllers::machine_status::MachineStatusController;
 use crate::init::EarlyReport;
+use crate::network::apply::Applier;
+use crate::network::controller::NetworkStatusController;
+use crate::network::netlink::RtNetlink;
+use crate::network::observe::{KernelObserver, Publisher};
 use crate::services::reaper::Reaper;
 use crate::services::{ServicesController, Supervisor};
 use crate::state::Store;
@@ -205,7 +209,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     // PID 1 we reap orphans anyway; as a process we ask to.
     let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
     // Process mode has no network to bring up; pid1 sets this after its network.
-    let (_network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
+    let (network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
     let services = Arc::new(Supervisor::new(reaper, store.clone(), store.writer()?, network_ready));
 
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -233,6 +237,9 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         None => "stored config".into(),
     })?;
     tokio::spawn(follow_config(config.subscribe(), security.clone(), maintenance_tls, fingerprint, bound));
+    let observe_now = Arc::new(tokio::sync::Notify::new());
+    let network_status =
+        Arc::new(NetworkStatusController::new(Publisher::new(&store)?, Arc::new(KernelObserver), observe_now.clone()));
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(crate::api::serve(listener, node.clone(), async move {
@@ -240,6 +247,25 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     }));
     tracing::info!(listen = %bound, mode = opts.mode.as_str(), "API listening");
+    // Only PID 1 configures the network; it never blocks the API.
+    let applier = match opts.mode {
+        Mode::Pid1 => match RtNetlink::connect() {
+            Ok(netlink) => {
+                let applier = Arc::new(Applier::new(Arc::new(netlink), "/").notify_after_apply(observe_now.clone()));
+                let cmdline = crate::network::cmdline::read(&opts.paths.proc).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "ignoring bronze.ip= on the kernel command line");
+                    vec![]
+                });
+                tokio::spawn(follow_network(config.subscribe(), applier.clone(), cmdline, network_ready_tx));
+                Some(applier)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no netlink: the network is not configured");
+                None
+            }
+        },
+        Mode::Process => None,
+    };
 
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
     let machine_status = Arc::new(MachineStatusController {
@@ -260,6 +286,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         let mut runtime = Runtime::default();
         runtime.spawn(machine_status.clone());
         runtime.spawn(time.clone());
+        runtime.spawn(network_status.clone());
         runtime.spawn(services_controller.clone());
         stage_tx.send_replace(Stage::Running);
 
@@ -274,7 +301,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         if let Some(early) = &opts.early {
             stage_tx.send_replace(if action == PowerAction::Reboot { Stage::Rebooting } else { Stage::ShuttingDown });
             runtime.stop().await;
-            if let Err(e) = pid1_power(action, &services, early).await {
+            if let Err(e) = pid1_power(action, &services, applier.clone(), early).await {
                 // reboot(2) failed: stay alive, report, and keep serving.
                 tracing::error!(error = %e, "power action failed; the node stays up");
                 config.boot(None).await.context("reloading stored config")?;
@@ -314,6 +341,42 @@ fn storage_description(opts: &NodeOptions) -> String {
     }
 }
 
+/// PID 1: plans and applies the network (kernel command line < config)
+/// whenever the live config changes; `network-ready` after the first apply.
+async fn follow_network(
+    mut live: watch::Receiver<Option<LiveConfig>>,
+    applier: Arc<Applier>,
+    cmdline: Vec<crate::network::cmdline::CmdlineIp>,
+    ready: watch::Sender<bool>,
+) {
+    loop {
+        let current = live.borrow_and_update().clone();
+        match crate::network::plan::plan(current.as_ref().map(|c| &c.config.machine.network), &cmdline) {
+            Err(e) => tracing::error!(error = %e, "network plan refused; keeping the current network"),
+            Ok(plan) => {
+                for w in &plan.warnings {
+                    tracing::warn!(warning = %w, "network plan");
+                }
+                match applier.apply(&plan).await {
+                    Ok(report) => {
+                        for e in &report.errors {
+                            tracing::warn!(error = %e, "network apply");
+                        }
+                        for link in &report.missing_links {
+                            tracing::warn!(%link, "planned link does not exist");
+                        }
+                        ready.send_replace(true);
+                    }
+                    Err(e) => tracing::error!(error = %e, "network apply failed"),
+                }
+            }
+        }
+        if live.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// PID 1: applies the live config's kernel modules, sysctls and hostname
 /// whenever it changes.
 async fn apply_machine_settings(mut live: watch::Receiver<Option<LiveConfig>>) {
@@ -347,7 +410,12 @@ async fn apply_machine_settings(mut live: watch::Receiver<Option<LiveConfig>>) {
 
 /// PID 1's reboot and power-off: stop services, sync, unmount, links down,
 /// reboot(2). Returns only if that fails.
-async fn pid1_power(action: PowerAction, services: &Arc<Supervisor>, early: &EarlyReport) -> anyhow::Result<()> {
+async fn pid1_power(
+    action: PowerAction,
+    services: &Arc<Supervisor>,
+    applier: Option<Arc<Applier>>,
+    early: &EarlyReport,
+) -> anyhow::Result<()> {
     use crate::init::{Deadlines, KernelMounter, KernelPower, PowerTarget, ShutdownHooks};
     let target = match action {
         PowerAction::Reboot => PowerTarget::Reboot,
@@ -359,9 +427,27 @@ async fn pid1_power(action: PowerAction, services: &Arc<Supervisor>, early: &Ear
             services.stop_all().await;
             Ok(())
         })
-        .links_down(|| async {
-            for e in crate::init::all_links_down() {
-                tracing::warn!(error = %e, "link down");
+        // Every link down before reboot(2): avoids a virtio-net poweroff hang.
+        .links_down(move || async move {
+            let by_netlink = match &applier {
+                Some(applier) => match applier.links_down().await {
+                    Ok(report) => {
+                        for e in &report.errors {
+                            tracing::warn!(error = %e, "link down");
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "netlink links down failed; using ioctls");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !by_netlink {
+                for e in crate::init::all_links_down() {
+                    tracing::warn!(error = %e, "link down");
+                }
             }
             Ok(())
         });

@@ -80,6 +80,8 @@ pub struct VmSpec {
     /// The guest's initial clock (`-rtc base=`, e.g. `2020-01-01T00:00:00`); the host's
     /// time when `None`.
     pub rtc_base: Option<String>,
+    /// Exit qemu when the guest reboots (`-no-reboot`) instead of rebooting it.
+    pub no_reboot: bool,
     /// Further qemu arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -98,6 +100,7 @@ impl VmSpec {
             append: Vec::new(),
             pvpanic: true,
             rtc_base: None,
+            no_reboot: true,
             extra_args: Vec::new(),
         }
     }
@@ -123,7 +126,10 @@ impl VmSpec {
         .map(String::from)
         .into();
         args.push(self.memory_mib.to_string());
-        args.extend(["-nographic", "-serial", "mon:stdio", "-no-reboot"].map(String::from));
+        args.extend(["-nographic", "-serial", "mon:stdio"].map(String::from));
+        if self.no_reboot {
+            args.push("-no-reboot".into());
+        }
         args.extend(["-kernel".into(), path_arg(&self.kernel), "-initrd".into(), path_arg(&self.initrd)]);
         args.extend(["-append".into(), self.kernel_cmdline()]);
         // restrict=on: the guest reaches no network at all; only the forward below,

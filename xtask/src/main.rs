@@ -445,7 +445,10 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
         state_disk(&layout, opts.fresh_disk)?;
     }
     let mut spec = VmSpec::from_layout(&layout, opts.port);
-    spec.append = opts.append;
+    // First boot: qemu user networking's fixed guest address, so the
+    // forwarded API is reachable before any config.
+    spec.append = vec!["bronze.ip=eth0:10.0.2.15/24:10.0.2.2".to_string()];
+    spec.append.extend(opts.append);
     let port = opts.port;
     let config_dir = layout.dir.join("vm-config");
     println!();

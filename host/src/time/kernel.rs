@@ -83,8 +83,8 @@ pub fn step(offset: f64) -> io::Result<()> {
         secs -= 1;
         nanos += 1_000_000_000;
     }
-    tx.time.tv_sec = secs as libc::time_t;
-    tx.time.tv_usec = nanos as libc::suseconds_t;
+    tx.time.tv_sec = secs as _;
+    tx.time.tv_usec = nanos as _;
     adjtimex(&mut tx).map(|_| ())
 }
 

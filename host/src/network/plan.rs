@@ -1,0 +1,538 @@
+//! The network plan: what links, addresses, routes and resolvers the node
+//! should have, merged from its layers (kernel command line < machine
+//! config; later layers replace an earlier layer's interface as a whole)
+//! and validated before anything touches the kernel.
+//!
+//! Pure: no netlink, no files. [`super::apply`] makes the kernel match a
+//! plan. Plugin-produced plans (DESIGN §6) will be validated by the same
+//! [`NetworkPlan::validate`] rules: link names, gateways reachable.
+
+use super::cmdline::CmdlineIp;
+use bronze_config::{Cidr, Network};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Metric of planned routes that name none. Explicit (rather than the
+/// kernel's per-family default) so a route can be deleted exactly as it
+/// was added.
+pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
+/// `IFNAMSIZ - 1`: the longest link name Linux accepts.
+pub const MAX_LINK_NAME: usize = 15;
+/// MTUs Linux accepts for an IPv4-capable link.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+/// Nameservers the glibc and musl resolvers use; more are ignored.
+pub const MAX_RESOLVERS: usize = 3;
+
+/// Why a plan (or one of its layers) is refused; each names the interface
+/// and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("link name {name:?} is not valid: {reason}")]
+    LinkName { name: String, reason: String },
+    #[error("interface {link} is configured more than once")]
+    DuplicateLink { link: String },
+    #[error("interface {link}: mtu {mtu} is outside 68..=65535")]
+    Mtu { link: String, mtu: u32 },
+    #[error("interface {link}: gateway {gateway} and destination {destination} are of different IP families")]
+    FamilyMismatch { link: String, destination: Cidr, gateway: IpAddr },
+    #[error(
+        "interface {link}: gateway {gateway} of route {destination} is unreachable: it is in the subnet of \
+         none of the link's addresses ({addresses}) and no direct host route on the link leads to it"
+    )]
+    UnreachableGateway { link: String, destination: Cidr, gateway: IpAddr, addresses: String },
+    #[error(
+        "route {destination} metric {metric} is planned twice (on {first} and on {second}); give one another metric"
+    )]
+    DuplicateRoute { destination: Cidr, metric: u32, first: String, second: String },
+    #[error("bronze.ip entry {entry:?}: {reason}")]
+    Cmdline { entry: String, reason: String },
+    #[error("cannot read {path}: {error}")]
+    ReadCmdline { path: String, error: String },
+}
+
+/// The desired state of the node's network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPlan {
+    pub links: Vec<LinkPlan>,
+    pub addresses: Vec<AddressPlan>,
+    pub routes: Vec<RoutePlan>,
+    pub resolvers: Vec<IpAddr>,
+    pub search: Vec<String>,
+    /// Accepted but worth telling an operator (dhcp not supported, extra
+    /// nameservers ignored, host bits in a route's network).
+    pub warnings: Vec<String>,
+}
+
+/// A link to configure. Links the plan does not name are left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkPlan {
+    pub name: String,
+    pub up: bool,
+    /// `None` keeps the link's current MTU.
+    pub mtu: Option<u32>,
+}
+
+/// An address on a link (host bits kept: `10.0.2.15/24`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressPlan {
+    pub link: String,
+    pub address: Cidr,
+}
+
+/// A main-table route out of a link.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutePlan {
+    pub link: String,
+    /// The destination network (host bits cleared).
+    pub destination: Cidr,
+    /// `None`: the destination is directly reachable on the link.
+    pub gateway: Option<IpAddr>,
+    pub metric: u32,
+}
+
+impl fmt::Display for RoutePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.destination)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        write!(f, " dev {} metric {}", self.link, self.metric)
+    }
+}
+
+/// One interface of one layer, before merging.
+#[derive(Debug, Clone)]
+struct InterfaceLayer {
+    name: String,
+    addresses: Vec<Cidr>,
+    routes: Vec<RouteLayer>,
+    mtu: Option<u32>,
+    dhcp: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RouteLayer {
+    destination: Cidr,
+    gateway: Option<IpAddr>,
+    metric: Option<u32>,
+}
+
+/// Merges the command line (`bronze.ip=`) and the machine config's
+/// `machine.network` (either may be absent) into a validated plan. The
+/// config's interface replaces the command line's for the same link;
+/// resolvers and search domains come from the config only.
+pub fn plan(config: Option<&Network>, cmdline: &[CmdlineIp]) -> Result<NetworkPlan, PlanError> {
+    let mut layers = cmdline_layer(cmdline);
+    if let Some(network) = config {
+        let mut seen = std::collections::HashSet::new();
+        for iface in &network.interfaces {
+            let name = iface.name.as_str();
+            if !seen.insert(name) {
+                return Err(PlanError::DuplicateLink { link: name.to_string() });
+            }
+            let layer = InterfaceLayer {
+                name: name.to_string(),
+                addresses: iface.addresses.clone(),
+                routes: iface
+                    .routes
+                    .iter()
+                    .map(|r| RouteLayer {
+                        destination: r.network,
+                        gateway: r.gateway.map(|g| g.addr()),
+                        metric: r.metric,
+                    })
+                    .collect(),
+                mtu: iface.mtu,
+                dhcp: iface.dhcp,
+            };
+            match layers.iter_mut().find(|l| l.name == layer.name) {
+                Some(existing) => *existing = layer,
+                None => layers.push(layer),
+            }
+        }
+    }
+    let mut out = NetworkPlan::default();
+    for layer in layers {
+        flatten(layer, &mut out);
+    }
+    if let Some(network) = config {
+        out.resolvers = network.nameservers.iter().map(|n| n.addr()).collect();
+        out.search = network.search_domains.iter().map(|d| d.as_str().to_string()).collect();
+        if out.resolvers.len() > MAX_RESOLVERS {
+            let ignored = out.resolvers[MAX_RESOLVERS..].iter().map(IpAddr::to_string).collect::<Vec<_>>();
+            out.warnings.push(format!(
+                "{} nameservers configured; resolvers use the first {MAX_RESOLVERS} and ignore {}",
+                out.resolvers.len(),
+                ignored.join(", ")
+            ));
+        }
+    }
+    out.validate()?;
+    Ok(out)
+}
+
+/// Groups command line entries by link, in order of first mention; each
+/// gateway becomes a default route of its family.
+fn cmdline_layer(cmdline: &[CmdlineIp]) -> Vec<InterfaceLayer> {
+    let mut layers: Vec<InterfaceLayer> = Vec::new();
+    for entry in cmdline {
+        let idx = match layers.iter().position(|l| l.name == entry.link) {
+            Some(idx) => idx,
+            None => {
+                layers.push(InterfaceLayer {
+                    name: entry.link.clone(),
+                    addresses: Vec::new(),
+                    routes: Vec::new(),
+                    mtu: None,
+                    dhcp: false,
+                });
+                layers.len() - 1
+            }
+        };
+        let layer = &mut layers[idx];
+        layer.addresses.push(entry.address);
+        if let Some(gateway) = entry.gateway {
+            layer.routes.push(RouteLayer { destination: default_route(gateway), gateway: Some(gateway), metric: None });
+        }
+    }
+    layers
+}
+
+/// `0.0.0.0/0` or `::/0`, matching the gateway's family.
+fn default_route(gateway: IpAddr) -> Cidr {
+    let any = match gateway {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    // Cannot fail: an unspecified address with prefix 0 is a valid CIDR of
+    // either family (pinned by the cmdline tests).
+    format!("{any}/0").parse().expect("an unspecified address with prefix 0 is a valid CIDR")
+}
+
+fn flatten(layer: InterfaceLayer, out: &mut NetworkPlan) {
+    if layer.dhcp {
+        out.warnings.push(format!(
+            "interface {}: dhcp is not supported yet; the link is brought up with its static addresses only",
+            layer.name
+        ));
+    }
+    out.links.push(LinkPlan { name: layer.name.clone(), up: true, mtu: layer.mtu });
+    for address in layer.addresses {
+        let planned = AddressPlan { link: layer.name.clone(), address };
+        if !out.addresses.contains(&planned) {
+            out.addresses.push(planned);
+        }
+    }
+    for route in layer.routes {
+        let destination = Cidr::from(route.destination.net().trunc());
+        if destination != route.destination {
+            out.warnings.push(format!(
+                "interface {}: route {} has host bits set; using the network {destination}",
+                layer.name, route.destination
+            ));
+        }
+        let planned = RoutePlan {
+            link: layer.name.clone(),
+            destination,
+            gateway: route.gateway,
+            metric: route.metric.unwrap_or(DEFAULT_ROUTE_METRIC),
+        };
+        if !out.routes.contains(&planned) {
+            out.routes.push(planned);
+        }
+    }
+}
+
+impl NetworkPlan {
+    /// Checks what the kernel would refuse or silently get wrong: link
+    /// names, MTUs, gateway families and reachability, and two routes the
+    /// kernel would treat as one.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let mut seen = std::collections::HashSet::new();
+        for link in &self.links {
+            if let Some(reason) = link_name_problem(&link.name) {
+                return Err(PlanError::LinkName { name: link.name.clone(), reason });
+            }
+            if !seen.insert(link.name.as_str()) {
+                return Err(PlanError::DuplicateLink { link: link.name.clone() });
+            }
+            if let Some(mtu) = link.mtu
+                && !MTU_RANGE.contains(&mtu)
+            {
+                return Err(PlanError::Mtu { link: link.name.clone(), mtu });
+            }
+        }
+        for a in &self.addresses {
+            if let Some(reason) = link_name_problem(&a.link) {
+                return Err(PlanError::LinkName { name: a.link.clone(), reason });
+            }
+        }
+        let mut by_key: BTreeMap<(Cidr, u32), &str> = BTreeMap::new();
+        for route in &self.routes {
+            if let Some(reason) = link_name_problem(&route.link) {
+                return Err(PlanError::LinkName { name: route.link.clone(), reason });
+            }
+            if let Some(gateway) = route.gateway {
+                let link = route.link.clone();
+                if gateway.is_ipv4() != route.destination.is_ipv4() {
+                    return Err(PlanError::FamilyMismatch { link, destination: route.destination, gateway });
+                }
+                let addresses: Vec<Cidr> =
+                    self.addresses.iter().filter(|a| a.link == route.link).map(|a| a.address).collect();
+                let host_routes: Vec<Cidr> = self
+                    .routes
+                    .iter()
+                    .filter(|r| r.link == route.link && r.gateway.is_none())
+                    .map(|r| r.destination)
+                    .collect();
+                if !gateway_reachable(gateway, &addresses, &host_routes) {
+                    let addresses = if addresses.is_empty() {
+                        "none".to_string()
+                    } else {
+                        addresses.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
+                    };
+                    return Err(PlanError::UnreachableGateway {
+                        link,
+                        destination: route.destination,
+                        gateway,
+                        addresses,
+                    });
+                }
+            }
+            // The kernel keys IPv4 routes by destination and metric: a
+            // second one is refused with EEXIST, which apply treats as
+            // "already there", so it would silently never be installed.
+            if let Some(first) = by_key.insert((route.destination, route.metric), &route.link) {
+                return Err(PlanError::DuplicateRoute {
+                    destination: route.destination,
+                    metric: route.metric,
+                    first: first.to_string(),
+                    second: route.link.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why `name` is not a link name Linux accepts, if it is not.
+pub(crate) fn link_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name.len() > MAX_LINK_NAME {
+        return Some(format!("it is {} bytes long; the limit is {MAX_LINK_NAME}", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Some("it cannot be \".\" or \"..\"".into());
+    }
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+        return Some("it cannot contain '/', ':', whitespace or control characters".into());
+    }
+    None
+}
+
+/// Whether a next hop can be reached without another router: it is in the
+/// subnet of one of the link's addresses, it is IPv6 link-local (always
+/// on-link), or a direct host route on the link leads to it (the common
+/// cloud setup: `gw/32 dev eth0` then `default via gw`).
+pub(crate) fn gateway_reachable(gateway: IpAddr, addresses: &[Cidr], direct_routes: &[Cidr]) -> bool {
+    let link_local = matches!(gateway, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+    link_local
+        || addresses.iter().any(|a| a.net().contains(&gateway))
+        || direct_routes.iter().any(|r| r.net().contains(&gateway) && r.prefix_len() == max_prefix(gateway))
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bronze_config::{Interface, Route};
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    fn iface(name: &str, addresses: &[&str], routes: &[(&str, Option<&str>, Option<u32>)]) -> Interface {
+        let mut i = Interface::new(name.parse().unwrap());
+        i.addresses = addresses.iter().map(|a| cidr(a)).collect();
+        i.routes = routes
+            .iter()
+            .map(|(n, g, m)| Route { network: cidr(n), gateway: g.map(|g| g.parse().unwrap()), metric: *m })
+            .collect();
+        i
+    }
+
+    fn network(interfaces: Vec<Interface>) -> Network {
+        Network { interfaces, ..Default::default() }
+    }
+
+    fn route(link: &str, dest: &str, gw: Option<&str>, metric: u32) -> RoutePlan {
+        RoutePlan { link: link.into(), destination: cidr(dest), gateway: gw.map(|g| g.parse().unwrap()), metric }
+    }
+
+    fn address(link: &str, a: &str) -> AddressPlan {
+        AddressPlan { link: link.into(), address: cidr(a) }
+    }
+
+    #[test]
+    fn cmdline_alone_plans_addresses_and_default_routes() {
+        let cmdline =
+            super::super::cmdline::parse("bronze.ip=eth0:10.0.2.15/24:10.0.2.2,eth0:fd00::5/64:fe80::1").unwrap();
+        let p = plan(None, &cmdline).unwrap();
+        assert_eq!(p.links, [LinkPlan { name: "eth0".into(), up: true, mtu: None }]);
+        assert_eq!(p.addresses, [address("eth0", "10.0.2.15/24"), address("eth0", "fd00::5/64")]);
+        assert_eq!(
+            p.routes,
+            [route("eth0", "0.0.0.0/0", Some("10.0.2.2"), 1024), route("eth0", "::/0", Some("fe80::1"), 1024)]
+        );
+        assert!(p.resolvers.is_empty() && p.search.is_empty() && p.warnings.is_empty());
+    }
+
+    #[test]
+    fn config_replaces_the_cmdline_interface_and_adds_its_own() {
+        let cmdline = super::super::cmdline::parse("bronze.ip=eth0:10.0.2.15/24:10.0.2.2,eth1:192.168.1.5/24").unwrap();
+        let mut net = network(vec![
+            iface("eth0", &["172.16.0.10/16"], &[("0.0.0.0/0", Some("172.16.0.1"), Some(50))]),
+            iface("eth2", &[], &[]),
+        ]);
+        net.interfaces[0].mtu = Some(9000);
+        net.nameservers = vec!["1.1.1.1".parse().unwrap()];
+        net.search_domains = vec!["lan".parse().unwrap()];
+        let p = plan(Some(&net), &cmdline).unwrap();
+        let names: Vec<_> = p.links.iter().map(|l| (l.name.as_str(), l.mtu)).collect();
+        assert_eq!(names, [("eth0", Some(9000)), ("eth1", None), ("eth2", None)]);
+        assert_eq!(p.addresses, [address("eth0", "172.16.0.10/16"), address("eth1", "192.168.1.5/24")]);
+        assert_eq!(p.routes, [route("eth0", "0.0.0.0/0", Some("172.16.0.1"), 50)]);
+        assert_eq!(p.resolvers, ["1.1.1.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p.search, ["lan"]);
+    }
+
+    #[test]
+    fn route_networks_lose_host_bits_with_a_warning() {
+        let net = network(vec![iface("eth0", &["10.0.0.5/24"], &[("10.9.3.7/16", Some("10.0.0.1"), None)])]);
+        let p = plan(Some(&net), &[]).unwrap();
+        assert_eq!(p.routes, [route("eth0", "10.9.0.0/16", Some("10.0.0.1"), DEFAULT_ROUTE_METRIC)]);
+        assert_eq!(p.warnings, ["interface eth0: route 10.9.3.7/16 has host bits set; using the network 10.9.0.0/16"]);
+    }
+
+    #[test]
+    fn dhcp_and_extra_nameservers_are_warnings() {
+        let mut net = network(vec![iface("eth0", &[], &[])]);
+        net.interfaces[0].dhcp = true;
+        net.nameservers = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(|n| n.parse().unwrap()).to_vec();
+        let p = plan(Some(&net), &[]).unwrap();
+        assert_eq!(
+            p.warnings,
+            [
+                "interface eth0: dhcp is not supported yet; the link is brought up with its static addresses only",
+                "4 nameservers configured; resolvers use the first 3 and ignore 10.0.0.4",
+            ]
+        );
+    }
+
+    #[test]
+    fn gateway_must_be_reachable_on_the_link() {
+        let net = network(vec![iface("eth0", &["10.0.0.5/24"], &[("0.0.0.0/0", Some("10.0.1.1"), None)])]);
+        assert_eq!(
+            plan(Some(&net), &[]).unwrap_err().to_string(),
+            "interface eth0: gateway 10.0.1.1 of route 0.0.0.0/0 is unreachable: it is in the subnet of none of the link's addresses (10.0.0.5/24) and no direct host route on the link leads to it"
+        );
+        // An address on another link does not make it reachable.
+        let net = network(vec![
+            iface("eth0", &[], &[("0.0.0.0/0", Some("10.0.1.1"), None)]),
+            iface("eth1", &["10.0.1.5/24"], &[]),
+        ]);
+        assert!(matches!(
+            plan(Some(&net), &[]),
+            Err(PlanError::UnreachableGateway { link, addresses, .. }) if link == "eth0" && addresses == "none"
+        ));
+    }
+
+    #[test]
+    fn a_direct_host_route_makes_a_gateway_reachable() {
+        let net = network(vec![iface(
+            "eth0",
+            &["203.0.113.7/32"],
+            &[("172.31.1.1/32", None, None), ("0.0.0.0/0", Some("172.31.1.1"), None)],
+        )]);
+        let p = plan(Some(&net), &[]).unwrap();
+        assert_eq!(p.routes.len(), 2);
+        // A host route via a gateway does not count: it is not direct.
+        let net = network(vec![iface(
+            "eth0",
+            &["203.0.113.7/32"],
+            &[("172.31.1.1/32", Some("203.0.113.7"), None), ("0.0.0.0/0", Some("172.31.1.1"), None)],
+        )]);
+        assert!(matches!(plan(Some(&net), &[]), Err(PlanError::UnreachableGateway { .. })));
+    }
+
+    #[test]
+    fn ipv6_link_local_gateways_are_always_on_link() {
+        let net = network(vec![iface("eth0", &[], &[("::/0", Some("fe80::1"), None)])]);
+        assert!(plan(Some(&net), &[]).is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut p = NetworkPlan {
+            links: vec![LinkPlan { name: "eth0".into(), up: true, mtu: Some(40) }],
+            ..Default::default()
+        };
+        assert_eq!(p.validate().unwrap_err().to_string(), "interface eth0: mtu 40 is outside 68..=65535");
+        p.links[0] = LinkPlan { name: "a-name-of-16-chr".into(), up: true, mtu: None };
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "link name \"a-name-of-16-chr\" is not valid: it is 16 bytes long; the limit is 15"
+        );
+        p.links[0].name = "eth0".into();
+        p.addresses = vec![address("eth0", "10.0.0.5/24")];
+        p.routes = vec![route("eth0", "0.0.0.0/0", Some("fd00::1"), 1024)];
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "interface eth0: gateway fd00::1 and destination 0.0.0.0/0 are of different IP families"
+        );
+        p.links.push(LinkPlan { name: "eth1".into(), up: true, mtu: None });
+        p.addresses.push(address("eth1", "10.0.1.5/24"));
+        p.routes = vec![
+            route("eth0", "0.0.0.0/0", Some("10.0.0.1"), 1024),
+            route("eth1", "0.0.0.0/0", Some("10.0.1.1"), 1024),
+        ];
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "route 0.0.0.0/0 metric 1024 is planned twice (on eth0 and on eth1); give one another metric"
+        );
+        p.routes[1].metric = 2048;
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn a_config_listing_an_interface_twice_is_refused() {
+        let net = network(vec![iface("eth0", &[], &[]), iface("eth0", &[], &[])]);
+        assert_eq!(plan(Some(&net), &[]).unwrap_err(), PlanError::DuplicateLink { link: "eth0".into() });
+    }
+
+    #[test]
+    fn no_layers_no_plan() {
+        assert_eq!(plan(None, &[]).unwrap(), NetworkPlan::default());
+        assert_eq!(plan(Some(&Network::default()), &[]).unwrap(), NetworkPlan::default());
+    }
+
+    #[test]
+    fn route_display_names_every_part() {
+        assert_eq!(
+            route("eth0", "0.0.0.0/0", Some("10.0.0.1"), 1024).to_string(),
+            "0.0.0.0/0 via 10.0.0.1 dev eth0 metric 1024"
+        );
+        assert_eq!(route("eth0", "10.1.0.0/16", None, 5).to_string(), "10.1.0.0/16 dev eth0 metric 5");
+    }
+}
