@@ -133,35 +133,29 @@ fn maintenance_cert(dir: &StateDir, listen: SocketAddr) -> anyhow::Result<CertAn
     Ok(cert)
 }
 
-/// Keeps the API's TLS and gate in step with the live config.
-async fn follow_config(
-    mut live: watch::Receiver<Option<LiveConfig>>,
-    security: Arc<Security>,
-    maintenance: Arc<rustls::ServerConfig>,
-    fingerprint: String,
+/// Puts the API's TLS and gate in step with the live config.
+fn switch_security(
+    security: &Security,
+    live: Option<&LiveConfig>,
+    maintenance: &Arc<rustls::ServerConfig>,
+    fingerprint: &str,
     listen: SocketAddr,
 ) {
-    loop {
-        let current = live.borrow_and_update().clone();
-        match current {
-            None => {
-                security.switch(maintenance.clone(), Gate::Maintenance);
-                tracing::info!(%listen, %fingerprint,
-                    "maintenance mode: no machine config; the API uses a self-signed certificate with this SPKI sha256 fingerprint; apply a config with `bronzectl --insecure --cert-fingerprint {fingerprint} apply-config`");
+    match live {
+        None => {
+            security.switch(maintenance.clone(), Gate::Maintenance);
+            tracing::info!(%listen, %fingerprint,
+                "maintenance mode: no machine config; the API uses a self-signed certificate with this SPKI sha256 fingerprint; apply a config with `bronzectl --insecure --cert-fingerprint {fingerprint} apply-config`");
+        }
+        Some(cfg) => match tls::secure_server_config(&cfg.config, listen) {
+            Ok(secure) => {
+                security.switch(secure.server_config, Gate::Secure(secure.client_verifier));
+                tracing::info!(%listen, "API serving mTLS with the machine config's CA");
             }
-            Some(cfg) => match tls::secure_server_config(&cfg.config, listen) {
-                Ok(secure) => {
-                    security.switch(secure.server_config, Gate::Secure(secure.client_verifier));
-                    tracing::info!(%listen, "API serving mTLS with the machine config's CA");
-                }
-                // The precheck refuses such configs before they go live; a
-                // stored one that fails here leaves the previous TLS in place.
-                Err(e) => tracing::error!(error = %e, "cannot build API TLS from the live config"),
-            },
-        }
-        if live.changed().await.is_err() {
-            return;
-        }
+            // The precheck refuses such configs before they go live; a
+            // stored one that fails here leaves the previous TLS in place.
+            Err(e) => tracing::error!(error = %e, "cannot build API TLS from the live config"),
+        },
     }
 }
 
@@ -193,15 +187,21 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let dir = Arc::new(StateDir::open(&opts.state_dir)?);
     let store = Store::new();
     let listen = opts.listen;
-    let precheck = Box::new(move |cfg: &bronze_config::MachineConfig| {
-        tls::secure_server_config(cfg, listen).map(|_| ()).map_err(|e| e.to_string())
-    });
-    let config = ConfigManager::new(dir.clone(), store.writer()?, precheck);
-
     let maintenance = maintenance_cert(&dir, listen)?;
     let fingerprint = bronze_pki::spki_fingerprint(&bronze_pki::certs_from_pem(&maintenance.cert_pem)?[0])?;
     let maintenance_tls = tls::maintenance_server_config(&maintenance)?;
     let security = Arc::new(Security::new(maintenance_tls.clone(), Gate::Maintenance));
+
+    let precheck = Box::new(move |cfg: &bronze_config::MachineConfig| {
+        tls::secure_server_config(cfg, listen).map(|_| ()).map_err(|e| e.to_string())
+    });
+    let on_live = {
+        let security = security.clone();
+        Box::new(move |live: Option<&LiveConfig>| {
+            switch_security(&security, live, &maintenance_tls, &fingerprint, listen)
+        })
+    };
+    let config = ConfigManager::new(dir.clone(), store.writer()?, precheck, on_live);
     let audit = Arc::new(AuditLog::new(store.writer()?, AUDIT_RING));
     let events = Arc::new(Ring::new(store.writer()?, EVENT_RING));
 
@@ -236,7 +236,6 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Some(path) => format!("--config {}", path.display()),
         None => "stored config".into(),
     })?;
-    tokio::spawn(follow_config(config.subscribe(), security.clone(), maintenance_tls, fingerprint, bound));
     let observe_now = Arc::new(tokio::sync::Notify::new());
     let network_status =
         Arc::new(NetworkStatusController::new(Publisher::new(&store)?, Arc::new(KernelObserver), observe_now.clone()));

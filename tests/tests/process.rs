@@ -84,6 +84,29 @@ async fn stats_hostname_and_reflection() {
     let host = c.machine.hostname(pb::HostnameRequest {}).await.unwrap().into_inner();
     assert_eq!(host.hostname, "stats-node");
 
+    // Network state is observed in process mode too (read-only).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let links = c
+            .resources
+            .list(pb::ListRequest { namespace: String::new(), r#type: "links".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if links.resources.iter().any(|r| r.metadata.as_ref().is_some_and(|m| m.id == "lo")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no lo among {links:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let routes = c
+        .resources
+        .list(pb::ListRequest { namespace: String::new(), r#type: "routes".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!routes.resources.is_empty(), "routes are observed");
+
     // Reflection: standard tools can discover the services.
     let mut reflection = ServerReflectionClient::new(c.channel.clone());
     let request = ServerReflectionRequest {

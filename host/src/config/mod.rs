@@ -82,10 +82,16 @@ struct TryPending {
 /// A node-side check beyond schema validation, run before anything changes.
 pub type Precheck = Box<dyn Fn(&MachineConfig) -> Result<(), String> + Send + Sync>;
 
+/// Called synchronously whenever the live config changes, before the apply
+/// that changed it returns (the API's TLS must follow at once: a client
+/// that connects right after its apply must meet the new certificate).
+pub type OnLive = Box<dyn Fn(Option<&LiveConfig>) + Send + Sync>;
+
 /// Owns the stored and live config and is the only writer of `MachineConfig`.
 pub struct ConfigManager {
     dir: Arc<StateDir>,
     precheck: Precheck,
+    on_live: OnLive,
     writer: Writer<MachineConfigSpec>,
     state: Mutex<State>,
     live: watch::Sender<Option<LiveConfig>>,
@@ -114,11 +120,17 @@ fn reboot_reason(old: Option<&MachineConfig>, new: &MachineConfig) -> Option<&'s
 }
 
 impl ConfigManager {
-    pub fn new(dir: Arc<StateDir>, writer: Writer<MachineConfigSpec>, precheck: Precheck) -> Arc<Self> {
+    pub fn new(
+        dir: Arc<StateDir>,
+        writer: Writer<MachineConfigSpec>,
+        precheck: Precheck,
+        on_live: OnLive,
+    ) -> Arc<Self> {
         let (live, _) = watch::channel(None);
         Arc::new_cyclic(|me| Self {
             dir,
             precheck,
+            on_live,
             writer,
             state: Mutex::new(State { stored: None, try_pending: None }),
             live,
@@ -300,6 +312,7 @@ impl ConfigManager {
                 self.writer.remove(CONFIG_ID);
             }
         }
+        (self.on_live)(live.as_ref());
         self.live.send_replace(live);
     }
 }

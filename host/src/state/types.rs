@@ -206,6 +206,9 @@ pub static ALL: &[&ResourceDefinition] = &[
     &TIME_STATUS,
     &TIME_SERVER_STATUS,
     &crate::services::status::SERVICE_STATUS,
+    &crate::network::resources::LINK_STATUS,
+    &crate::network::resources::ADDRESS_STATUS,
+    &crate::network::resources::ROUTE_STATUS,
 ];
 
 /// Resolves a user-typed name (alias or canonical, any case).

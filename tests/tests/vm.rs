@@ -1,0 +1,256 @@
+//! The repository's own image booted under qemu and managed only through
+//! the API: maintenance mode, apply over a pinned certificate, mTLS reads,
+//! a supervised service from the state disk, reboot with persistence,
+//! shutdown to a clean power-off, and a crashing service's restarts.
+//!
+//! Needs the image (`cargo xtask image`) and qemu; `cargo xtask test`
+//! provides both. The guest is on qemu user networking with `restrict=on`:
+//! it reaches nothing; only its API is forwarded to 127.0.0.1.
+
+use bronze_api::v1 as pb;
+use bronze_images::layout::ImageLayout;
+use bronze_images::vm::{Disk, DiskFormat, Vm, VmSpec, maintenance_fingerprint};
+use bronze_tests::{Pki, bronzectl, free_port};
+use bronzectl::client::NodeClient;
+use bronzectl::connect::Auth;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Boot deadline under TCG on a loaded 2-core machine.
+const BOOT: Duration = Duration::from_secs(120);
+/// Guest kernel arguments: the first boot's address, a closed local NTP port.
+const APPEND: &str = "bronze.ip=eth0:10.0.2.15/24:10.0.2.2 bronze.ntp=127.0.0.1:1";
+
+fn target_dir() -> PathBuf {
+    let bronzed = bronze_tests::bin("bronzed");
+    bronzed.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// A state disk holding the static ticker at bin/ticker.
+fn state_disk(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ticker.rs");
+    let status = Command::new("rustc")
+        .args(["--edition", "2021", "-O", "--target", "x86_64-unknown-linux-musl", "-C", "target-feature=+crt-static"])
+        .arg(&source)
+        .arg("-o")
+        .arg(tree.join("bin/ticker"))
+        .status()
+        .expect("rustc");
+    assert!(status.success(), "building the static ticker failed (cargo xtask image adds the musl target)");
+    let disk = dir.join("state.img");
+    let status = Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-L", "BRONZE_STATE", "-d"])
+        .arg(&tree)
+        .arg(&disk)
+        .arg("64M")
+        .status()
+        .expect("mke2fs");
+    assert!(status.success());
+    disk
+}
+
+fn boot(layout: &ImageLayout, disk: &Path, port: u16, console: &Path, no_reboot: bool) -> Vm {
+    let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), port);
+    spec.disks.push(Disk { path: disk.to_path_buf(), format: DiskFormat::Raw });
+    spec.append = APPEND.split_whitespace().map(String::from).collect();
+    spec.no_reboot = no_reboot;
+    Vm::spawn(&spec, console).expect("qemu starts")
+}
+
+/// Waits until the API answers a real RPC with `auth` (any gRPC status
+/// counts: Unauthenticated also proves bronzed is serving).
+async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        if let Ok(Some(status)) = vm.try_wait() {
+            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
+        }
+        if let Ok(mut c) = NodeClient::connect(node, auth).await {
+            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn services_yaml(args: &str, restart: &str) -> String {
+    format!(
+        "  services:\n  - name: ticker\n    command: /var/lib/bronze/bin/ticker\n    args: [{args}]\n    restart: {restart}\n"
+    )
+}
+
+async fn json(config: &Path, args: &[&str]) -> Value {
+    let run = bronzectl(Some(config), &[&["-o", "json"], args].concat()).await;
+    assert_eq!(run.code, 0, "bronzectl {args:?}: {run:?}");
+    serde_json::from_str(run.stdout.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {run:?}"))
+}
+
+async fn wait_json(config: &Path, args: &[&str], what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = bronzectl(Some(config), &[&["-o", "json"], args].concat()).await;
+        if run.code == 0
+            && let Ok(v) = serde_json::from_str::<Value>(run.stdout.lines().next().unwrap_or(""))
+            && ok(&v)
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} not reached: {run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_apply_manage_reboot_shutdown() {
+    let layout = ImageLayout::new(&target_dir());
+    assert!(
+        layout.is_built(),
+        "no image in {}: run `cargo xtask image` (cargo xtask test does)",
+        layout.vmlinux().display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = state_disk(tmp.path());
+    let port = free_port();
+    let node = format!("127.0.0.1:{port}");
+    let console = tmp.path().join("console.log");
+    let mut vm = boot(&layout, &disk, port, &console, false);
+
+    // 1. Maintenance mode, reached with a real RPC.
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+
+    // 2. Apply a config with a supervised service, over the pinned certificate.
+    let pki = Pki::new();
+    let config_path = tmp.path().join("node.yaml");
+    let document = pki.node_config("vm-node").replacen("  services: []\n", &services_yaml("", "always"), 1);
+    std::fs::write(&config_path, &document).unwrap();
+    let run = bronzectl(
+        None,
+        &[
+            "-n",
+            &node,
+            "--insecure",
+            "--cert-fingerprint",
+            &fingerprint,
+            "apply-config",
+            "-f",
+            config_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+
+    // 3. Over mTLS.
+    let admin = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    let version = json(&admin, &["version"]).await;
+    assert_eq!((version["mode"].as_str(), version["maintenance"].as_bool()), (Some("pid1"), Some(false)));
+    let status =
+        wait_json(&admin, &["get", "machinestatus"], "ready", |v| v["resources"][0]["spec"]["ready"] == true).await;
+    let storage = status["resources"][0]["spec"]["storage"].as_str().unwrap().to_string();
+    assert!(storage.starts_with("state disk /dev/vda"), "{storage}");
+    wait_json(&admin, &["services"], "ticker running", |v| {
+        v["services"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "ticker" && s["state"] == "running"))
+    })
+    .await;
+    let logs = wait_json(&admin, &["logs", "ticker", "--tail", "3"], "ticks", |v| {
+        v["lines"]
+            .as_array()
+            .is_some_and(|l| l.len() == 3 && l.iter().all(|l| l["line"].as_str().unwrap_or("").starts_with("tick ")))
+    })
+    .await;
+    assert_eq!(logs["lines"].as_array().unwrap().len(), 3);
+    let dmesg = json(&admin, &["dmesg"]).await;
+    assert!(
+        dmesg["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("Linux version")),
+        "kernel log lacks the banner"
+    );
+    let run = bronzectl(Some(&admin), &["-o", "json", "get", "links"]).await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    let links: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let names: Vec<&str> =
+        links["resources"].as_array().unwrap().iter().filter_map(|r| r["metadata"]["id"].as_str()).collect();
+    assert!(names.contains(&"eth0") && names.contains(&"lo"), "{names:?}");
+
+    // 4. Reboot: the same VM comes back with the stored config, service and PKI.
+    let run = bronzectl(Some(&admin), &["reboot"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    vm.wait_for_line("reboot: Restarting system", Instant::now() + Duration::from_secs(60)).expect("guest rebooted");
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"])).await;
+    let version = json(&admin, &["version"]).await;
+    assert_eq!(version["maintenance"], false, "config read back from the state disk");
+    wait_json(&admin, &["services"], "ticker running after reboot", |v| {
+        v["services"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "ticker" && s["state"] == "running"))
+    })
+    .await;
+
+    // 5. Shutdown: qemu exits 0 within 15 s with a clean power-off, not a panic.
+    let run = bronzectl(Some(&admin), &["shutdown"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let exit = vm.wait_exit(Instant::now() + Duration::from_secs(15)).expect("wait").expect("qemu exits within 15 s");
+    let console_text = vm.console().unwrap_or_default();
+    assert!(exit.success(), "qemu exit {exit}:\n{console_text}");
+    assert!(console_text.contains("reboot: Power down"), "no clean power-off on the console:\n{console_text}");
+    assert!(!console_text.contains("Kernel panic"), "{console_text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_service_is_restarted_by_policy() {
+    let layout = ImageLayout::new(&target_dir());
+    assert!(layout.is_built(), "no image: run `cargo xtask image`");
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = state_disk(tmp.path());
+    let port = free_port();
+    let node = format!("127.0.0.1:{port}");
+    let mut vm = boot(&layout, &disk, port, &tmp.path().join("console.log"), true);
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).unwrap();
+    let fingerprint = maintenance_fingerprint(&line).unwrap();
+    let pki = Pki::new();
+    let config_path = tmp.path().join("node.yaml");
+    let document =
+        pki.node_config("vm-crash").replacen("  services: []\n", &services_yaml("\"crash\"", "on-failure"), 1);
+    std::fs::write(&config_path, &document).unwrap();
+    let run = bronzectl(
+        None,
+        &[
+            "-n",
+            &node,
+            "--insecure",
+            "--cert-fingerprint",
+            &fingerprint,
+            "apply-config",
+            "-f",
+            config_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let admin = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    let services = wait_json(&admin, &["services"], "two crashes", |v| {
+        v["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "ticker" && s["restarts"].as_u64() >= Some(2)))
+    })
+    .await;
+    let ticker = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "ticker").unwrap().clone();
+    assert_eq!(ticker["lastExit"], "exit code 7", "{ticker}");
+    let run = bronzectl(Some(&admin), &["shutdown"]).await;
+    assert_eq!(run.code, 0);
+    let exit = vm.wait_exit(Instant::now() + Duration::from_secs(15)).unwrap().expect("qemu exits");
+    assert!(exit.success());
+}
