@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("dev") => dev(&root, &args[1..]),
-        Some("test") => test(&args[1..]),
+        Some("test") => test(&root, &args[1..]),
         Some("bench") => bench("bench-api", &args[1..]),
         Some("bench-time") => bench("bench-time", &args[1..]),
         Some("image") => image(&root, &args[1..]),
@@ -80,12 +80,15 @@ fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .arg(dir.join("node.yaml")))
 }
 
-fn test(args: &[String]) -> anyhow::Result<()> {
+fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     ensure_packages()?;
+    ensure_qemu()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // The end-to-end tests start the real binaries: build them first.
+    // The end-to-end tests start the real binaries and boot the real image:
+    // build them first.
     run(cargo().args(["build", "--bins"]))?;
+    build_image(root, false)?;
     let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
     // One closing line for the whole suite (cargo's last line is a doc-test
     // binary's, often "0 passed").
@@ -461,11 +464,16 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    // A client and a node config for this VM, generated once.
+    run(cargo().args(["build", "--bin", "bronzectl"]))?;
+    if !config_dir.join("node.yaml").exists() {
+        let endpoint = format!("127.0.0.1:{port}");
+        run(Command::new(target_dir(root).join("debug/bronzectl"))
+            .args(["gen", "config", "vm", "--endpoint", &endpoint, "--output-dir"])
+            .arg(&config_dir))?;
+    }
     println!(
-        "The node's API is forwarded to 127.0.0.1:{port}. To configure it (build bronzectl first: cargo build --bin bronzectl):"
-    );
-    println!(
-        "  target/debug/bronzectl gen config vm --endpoint 127.0.0.1:{port} --output-dir {}   # once",
+        "The node boots in maintenance mode; its API is forwarded to 127.0.0.1:{port}. A node config and a client config are in {}. Apply it:",
         config_dir.display()
     );
     println!(
