@@ -55,6 +55,18 @@ pub fn memory(proc_root: &Path) -> io::Result<Memory> {
     Ok(parse_meminfo(&std::fs::read_to_string(proc_root.join("meminfo"))?))
 }
 
+/// Resident set size of this process, from `<proc>/self/status` (kB → bytes).
+pub fn own_rss(proc_root: &Path) -> io::Result<u64> {
+    let status = std::fs::read_to_string(proc_root.join("self/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in self/status"))
+}
+
 /// Parses the first three fields of `/proc/loadavg`.
 pub fn parse_loadavg(text: &str) -> Option<(f64, f64, f64)> {
     let mut it = text.split_whitespace().map(|f| f.parse::<f64>());
@@ -78,6 +90,15 @@ mod tests {
     fn meminfo_in_bytes() {
         let m = parse_meminfo("MemTotal:       16 kB\nMemFree: 4 kB\nMemAvailable: 8 kB\nbogus\nSwapTotal: 0 kB\n");
         assert_eq!((m.total, m.free, m.available, m.swap_total), (16384, 4096, 8192, 0));
+    }
+
+    #[test]
+    fn own_rss_is_read() {
+        assert!(own_rss(Path::new("/proc")).unwrap() > 1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("self")).unwrap();
+        std::fs::write(dir.path().join("self/status"), "Name: x\nVmRSS:\t  2048 kB\n").unwrap();
+        assert_eq!(own_rss(dir.path()).unwrap(), 2 << 20);
     }
 
     #[test]

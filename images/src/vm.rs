@@ -144,6 +144,8 @@ impl VmSpec {
                 format!("file={},if=virtio,format={}", escape_option(&path_arg(&disk.path)), disk.format.as_str()),
             ]);
         }
+        // Host entropy, so the guest's crng is ready at once (keys are made at boot).
+        args.extend(["-device", "virtio-rng-pci"].map(String::from));
         if self.pvpanic {
             args.extend(["-device", "pvpanic-pci", "-action", "panic=exit-failure"].map(String::from));
         }
@@ -383,7 +385,7 @@ mod tests {
              -kernel /i/vmlinux -initrd /i/initrd.gz -append console=ttyS0 panic=-1 bronze.debug=1 \
              -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:50123-:50000 \
              -drive file=/i/state.img,if=virtio,format=raw \
-             -device pvpanic-pci -action panic=exit-failure"
+             -device virtio-rng-pci -device pvpanic-pci -action panic=exit-failure"
         );
         // The command line is one argument, whatever it contains.
         let args = spec.args();

@@ -5,6 +5,7 @@
 //! - `test`: format and lint checks, build the binaries, run the whole test suite.
 //! - `bench`: build in release and run the API benchmarks.
 //! - `bench-time [SOAK_SECS]`: time sync accuracy and soak benchmarks.
+//! - `bench-vm [BOOTS]`: boot time split, RSS as PID 1, image sizes.
 //! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
 //!   Debian kernel, modules, state disk) into `target/images/`.
 //! - `vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]`: boot it under qemu.
@@ -22,6 +23,10 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench("bench-api", &args[1..]),
         Some("bench-time") => bench("bench-time", &args[1..]),
+        Some("bench-vm") => {
+            build_image(&root, false)?;
+            bench("bench-vm", &args[1..])
+        }
         Some("image") => image(&root, &args[1..]),
         Some("vm") => vm(&root, &args[1..]),
         _ => {
@@ -30,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  test    build and run the whole test suite");
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
             eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
+            eprintln!("  bench-vm [BOOTS]   boot time split, RSS as PID 1, image sizes");
             eprintln!("  image [--fresh-disk]     build the bootable image into target/images/");
             eprintln!("  vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]   boot it under qemu");
             bail!("unknown command")

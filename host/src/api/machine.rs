@@ -286,6 +286,7 @@ impl MachineService for MachineApi {
             cached_bytes: m.cached,
             swap_total_bytes: m.swap_total,
             swap_free_bytes: m.swap_free,
+            process_rss_bytes: crate::sysinfo::own_rss(&self.node.paths.proc).unwrap_or(0),
         }))
     }
 

@@ -49,7 +49,8 @@ use std::time::Duration;
 /// ext4 for the state disk, pvpanic so a test harness sees a kernel panic),
 /// after notes/vm-boot.md. Dependencies (virtio_ring, failover, jbd2, ...)
 /// and ext4's crc32c follow on their own.
-pub const DEFAULT_BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_blk", "e1000", "ext4", "pvpanic_pci"];
+pub const DEFAULT_BOOT_MODULES: &[&str] =
+    &["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "ext4", "pvpanic_pci"];
 
 /// What [`early_boot`] should do beyond the fixed mounts.
 #[derive(Debug, Clone)]
