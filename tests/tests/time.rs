@@ -62,16 +62,27 @@ async fn offsets_match_chrony_serving_known_time() {
     for (x, decision) in [(0.0, "slew"), (3.5, "step"), (-0.25, "slew")] {
         let chrony = ChronyServer::start(x).await;
         let (_node, mut c) = node_with_time(&pki, &time_yaml(&[chrony.addr().to_string()], "")).await;
-        // The burst's min-RTT sample is processed after the first one.
-        let t = wait_for(&mut c, Duration::from_secs(15), "two samples", |t| t.synced && !t.last_sync.is_empty()).await;
+        let t = wait_for(&mut c, Duration::from_secs(15), "sync", |t| t.synced && !t.last_sync.is_empty()).await;
         assert!(!t.synced_by_timeout);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The offsets the node reports over several polls (1 s apart); their
+        // median is what it reports, free of a single scheduling hiccup on a
+        // loaded machine.
+        let mut reported = vec![];
+        let mut last_sync = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reported.len() < 5 {
+            let t = time_status(&mut c).await;
+            if t.last_sync != last_sync {
+                last_sync = t.last_sync.clone();
+                reported.push(t.offset_seconds);
+            }
+            assert!(Instant::now() < deadline, "X={x}: only {} samples reported", reported.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        reported.sort_by(|a, b| a.total_cmp(b));
+        let median = reported[reported.len() / 2];
+        assert!((median - x).abs() < 50e-6, "X={x}: reported offsets {reported:?} are not within 50 µs");
         let t = time_status(&mut c).await;
-        assert!(
-            (t.offset_seconds - x).abs() < 50e-6,
-            "X={x}: reported offset {} is not within 50 µs",
-            t.offset_seconds
-        );
         assert_eq!(t.last_decision, decision, "X={x}");
         assert_eq!(t.mode, "observe-only");
         assert_eq!(t.address, chrony.addr().to_string());
