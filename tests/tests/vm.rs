@@ -108,8 +108,20 @@ async fn wait_json(config: &Path, args: &[&str], what: &str, ok: impl Fn(&Value)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boot_apply_manage_reboot_shutdown() {
+/// A booted VM configured through maintenance mode with the ticker service.
+struct Configured {
+    vm: Vm,
+    node: String,
+    pki: Pki,
+    /// An admin client config for the node.
+    admin: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Boots the image with a fresh state disk, waits for the API with a real
+/// RPC, and applies a config with the ticker service (`ticker_args`,
+/// `restart`) over the pinned maintenance certificate.
+async fn boot_and_apply(ticker_args: &str, restart: &str, no_reboot: bool) -> Configured {
     let layout = ImageLayout::new(&target_dir());
     assert!(
         layout.is_built(),
@@ -120,38 +132,34 @@ async fn boot_apply_manage_reboot_shutdown() {
     let disk = state_disk(tmp.path());
     let port = free_port();
     let node = format!("127.0.0.1:{port}");
-    let console = tmp.path().join("console.log");
-    let mut vm = boot(&layout, &disk, port, &console, false);
+    let mut vm = boot(&layout, &disk, port, &tmp.path().join("console.log"), no_reboot);
 
-    // 1. Maintenance mode, reached with a real RPC.
+    // Maintenance mode, reached with a real RPC.
     wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
 
-    // 2. Apply a config with a supervised service, over the pinned certificate.
+    // A config with a supervised service, over the pinned certificate.
     let pki = Pki::new();
     let config_path = tmp.path().join("node.yaml");
-    let document = pki.node_config("vm-node").replacen("  services: []\n", &services_yaml("", "always"), 1);
+    let document = pki.node_config("vm-node").replacen("  services: []\n", &services_yaml(ticker_args, restart), 1);
     std::fs::write(&config_path, &document).unwrap();
-    let run = bronzectl(
-        None,
-        &[
-            "-n",
-            &node,
-            "--insecure",
-            "--cert-fingerprint",
-            &fingerprint,
-            "apply-config",
-            "-f",
-            config_path.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let path = config_path.to_str().unwrap();
+    let run =
+        bronzectl(None, &["-n", &node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f", path])
+            .await;
     assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
-
-    // 3. Over mTLS.
     let admin = tmp.path().join("bronzeconfig");
     pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    Configured { vm, node, pki, admin, _tmp: tmp }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_apply_manage_reboot_shutdown() {
+    // 1–2. Maintenance mode, then a config with a supervised service.
+    let Configured { mut vm, node, pki, admin, _tmp } = boot_and_apply("", "always", false).await;
+
+    // 3. Over mTLS.
     let version = json(&admin, &["version"]).await;
     assert_eq!((version["mode"].as_str(), version["maintenance"].as_bool()), (Some("pid1"), Some(false)));
     let status =
@@ -209,38 +217,7 @@ async fn boot_apply_manage_reboot_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_service_is_restarted_by_policy() {
-    let layout = ImageLayout::new(&target_dir());
-    assert!(layout.is_built(), "no image: run `cargo xtask image`");
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = state_disk(tmp.path());
-    let port = free_port();
-    let node = format!("127.0.0.1:{port}");
-    let mut vm = boot(&layout, &disk, port, &tmp.path().join("console.log"), true);
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
-    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).unwrap();
-    let fingerprint = maintenance_fingerprint(&line).unwrap();
-    let pki = Pki::new();
-    let config_path = tmp.path().join("node.yaml");
-    let document =
-        pki.node_config("vm-crash").replacen("  services: []\n", &services_yaml("\"crash\"", "on-failure"), 1);
-    std::fs::write(&config_path, &document).unwrap();
-    let run = bronzectl(
-        None,
-        &[
-            "-n",
-            &node,
-            "--insecure",
-            "--cert-fingerprint",
-            &fingerprint,
-            "apply-config",
-            "-f",
-            config_path.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{run:?}");
-    let admin = tmp.path().join("bronzeconfig");
-    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    let Configured { mut vm, admin, _tmp, .. } = boot_and_apply("\"crash\"", "on-failure", true).await;
     let services = wait_json(&admin, &["services"], "two crashes", |v| {
         v["services"]
             .as_array()
