@@ -90,8 +90,38 @@ impl NtpUdpSocket for Received<'_> {
     }
 }
 
-fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+/// Now as an NTP timestamp (when the kernel gave no arrival stamp).
+fn now_ntp() -> u64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    unix_to_ntp(d.as_secs(), d.subsec_nanos())
+}
+
+/// Receives one datagram and its arrival time: the kernel's SO_TIMESTAMPNS
+/// stamp when enabled, else the time we read it.
+async fn recv_stamped(socket: &UdpSocket, buf: &mut [u8], kernel_stamps: bool) -> std::io::Result<(usize, u64)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    if !kernel_stamps {
+        let n = socket.recv(buf).await?;
+        return Ok((n, now_ntp()));
+    }
+    socket
+        .async_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                .map_err(std::io::Error::from)?;
+            let stamp = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                cmsgs.find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => {
+                        Some(unix_to_ntp(ts.tv_sec() as u64, ts.tv_nsec() as u32))
+                    }
+                    _ => None,
+                })
+            });
+            Ok((msg.bytes, stamp.unwrap_or_else(now_ntp)))
+        })
+        .await
 }
 
 /// An NTP 32.32 timestamp as Unix seconds.
@@ -115,15 +145,23 @@ pub enum Verdict {
     Accept(Measurement),
 }
 
-/// Judges one datagram against the request we sent. Pure apart from
-/// sntpc's own receive timestamp, so it is fuzzed directly.
-pub async fn judge(
-    server: SocketAddr,
-    datagram: &[u8],
-    sent: sntpc::SendRequestResult,
-    local_receive: f64,
-    send_time: f64,
-) -> Verdict {
+/// Seconds between two NTP 32.32 timestamps (`a − b`), exact to the
+/// timestamps' resolution whatever their size.
+fn ntp_diff(a: u64, b: u64) -> f64 {
+    a.wrapping_sub(b) as i64 as f64 / 4_294_967_296.0
+}
+
+/// Unix seconds and nanoseconds as an NTP 32.32 timestamp.
+fn unix_to_ntp(secs: u64, nanos: u32) -> u64 {
+    ((secs + NTP_UNIX_DELTA) << 32) | ((u64::from(nanos) << 32) / 1_000_000_000)
+}
+
+/// Judges one datagram against the request we sent. `local_receive` is the
+/// reply's arrival as an NTP timestamp (the kernel's, when available): the
+/// offset and round trip are computed from it and the packet's own T1–T3,
+/// so the time a task waited to be woken does not bias them. sntpc only
+/// validates. Pure apart from sntpc's clock read, so it is fuzzed directly.
+pub async fn judge(server: SocketAddr, datagram: &[u8], sent: sntpc::SendRequestResult, local_receive: u64) -> Verdict {
     let replay = Received { data: datagram, from: server };
     let context = NtpContext::new(StdTimestampGen::default());
     let reply = match sntpc::sntp_process_response(server, &replay, context, sent).await {
@@ -139,15 +177,16 @@ pub async fn judge(
         Err(e) => return Verdict::Fatal(ExchangeError::Rejected(describe(e))),
         Ok(r) => r,
     };
-    let server_receive = ntp_to_unix(timestamp_at(datagram, 32));
-    let server_transmit = ntp_to_unix(timestamp_at(datagram, 40));
-    if server_transmit < server_receive {
+    let (t1, t2, t3, t4) =
+        (timestamp_at(datagram, 24), timestamp_at(datagram, 32), timestamp_at(datagram, 40), local_receive);
+    let server_transmit = ntp_to_unix(t3);
+    if ntp_diff(t3, t2) < 0.0 {
         return Verdict::Fatal(ExchangeError::Rejected(format!(
             "server transmit time is {:.6} s before its receive time",
-            server_receive - server_transmit
+            ntp_diff(t2, t3)
         )));
     }
-    let rtt = (local_receive - send_time) - (server_transmit - server_receive);
+    let rtt = ntp_diff(t4, t1) - ntp_diff(t3, t2);
     if rtt < 0.0 {
         return Verdict::Fatal(ExchangeError::Rejected(format!("negative round trip {rtt:.6} s")));
     }
@@ -159,12 +198,12 @@ pub async fn judge(
     }
     let sample = Sample {
         server,
-        offset: reply.offset() as f64 / 1e6,
+        offset: (ntp_diff(t2, t1) + ntp_diff(t3, t4)) / 2.0,
         rtt,
         stratum: reply.stratum(),
         leap: reply.leap_indicator(),
     };
-    Verdict::Accept(Measurement { sample, server_time: server_transmit, local_time: local_receive, strays: 0 })
+    Verdict::Accept(Measurement { sample, server_time: server_transmit, local_time: ntp_to_unix(t4), strays: 0 })
 }
 
 fn describe(e: sntpc::Error) -> String {
@@ -185,23 +224,25 @@ pub async fn exchange(server: SocketAddr, timeout: Duration) -> Result<Measureme
     let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket = UdpSocket::bind(bind).await.map_err(net)?;
     socket.connect(server).await.map_err(net)?;
+    // The kernel stamps each datagram on arrival: T4 without scheduling delay.
+    let kernel_stamps =
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true).is_ok();
     let deadline = tokio::time::Instant::now() + timeout;
     let context = NtpContext::new(StdTimestampGen::default());
-    let send_time = now_unix();
     let sent = sntpc::sntp_send_request(server, &Sender(&socket), context)
         .await
         .map_err(|e| ExchangeError::Network(format!("send failed: {e:?}")))?;
     let mut strays = 0;
     let mut buf = [0u8; 512];
     loop {
-        let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+        let received = tokio::time::timeout_at(deadline, recv_stamped(&socket, &mut buf, kernel_stamps)).await;
+        let (n, local_receive) = match received {
             Err(_) => return Err(ExchangeError::Timeout { timeout_ms: timeout.as_millis() as u64, strays }),
             // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket.
             Ok(Err(e)) => return Err(net(e)),
-            Ok(Ok(n)) => n,
+            Ok(Ok(received)) => received,
         };
-        let local_receive = now_unix();
-        match judge(server, &buf[..n], sent, local_receive, send_time).await {
+        match judge(server, &buf[..n], sent, local_receive).await {
             Verdict::Stray => strays += 1,
             Verdict::Fatal(e) => return Err(e),
             Verdict::Accept(m) => return Ok(Measurement { strays, ..m }),
@@ -233,6 +274,15 @@ mod tests {
         (sent.unwrap(), request[40..48].try_into().unwrap())
     }
 
+    #[test]
+    fn ntp_arithmetic_is_exact_for_small_differences() {
+        let a = unix_to_ntp(1_800_000_000, 500_000_000);
+        let b = unix_to_ntp(1_800_000_000, 499_999_000);
+        assert!((ntp_diff(a, b) - 1e-6).abs() < 1e-9, "{}", ntp_diff(a, b));
+        assert!((ntp_diff(b, a) + 1e-6).abs() < 1e-9);
+        assert!((ntp_to_unix(a) - 1_800_000_000.5).abs() < 1e-6);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         /// Arbitrary datagrams never panic and never count as our reply
@@ -242,7 +292,7 @@ mod tests {
             let server: SocketAddr = "127.0.0.1:123".parse().unwrap();
             let (sent, _) = sent_for(server);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let verdict = rt.block_on(judge(server, &data, sent, now_unix(), now_unix()));
+            let verdict = rt.block_on(judge(server, &data, sent, now_ntp()));
             prop_assert!(matches!(verdict, Verdict::Stray), "random bytes accepted: {verdict:?}");
         }
 
@@ -254,7 +304,7 @@ mod tests {
             let (sent, origin) = sent_for(server);
             data[24..32].copy_from_slice(&origin);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let _ = rt.block_on(judge(server, &data, sent, now_unix(), now_unix()));
+            let _ = rt.block_on(judge(server, &data, sent, now_ntp()));
         }
     }
 }
