@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
         let node = Node::start_configured(&pki.node_config_with_time("bench", &time)).await;
         let mut c = node.client(&pki.auth(&["os:admin"])).await;
         let mut time_client = bronze_api::v1::time_service_client::TimeServiceClient::new(c.channel.clone());
+        // One unmeasured exchange first: the very first one in a process pays
+        // for lazy initialisation (page faults, first socket), not the network.
+        exchange(addr, Duration::from_secs(1)).await?;
         let (mut single, mut burst, mut controller) = (vec![], vec![], vec![]);
         for round in 0..ROUNDS {
             let ours_single = exchange(addr, Duration::from_secs(1)).await?.sample.offset;
