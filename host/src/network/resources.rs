@@ -6,7 +6,7 @@
 //! The lead registers [`LINK_STATUS`], [`ADDRESS_STATUS`] and
 //! [`ROUTE_STATUS`] in `state::types::ALL`.
 
-use crate::state::{ResourceDefinition, ResourceSpec};
+use crate::state::types::resource;
 use serde::{Deserialize, Serialize};
 
 /// Namespace of observed network state.
@@ -35,16 +35,14 @@ pub struct LinkStatusSpec {
     pub operational_state: String,
 }
 
-pub static LINK_STATUS: ResourceDefinition = ResourceDefinition {
-    type_name: "LinkStatuses.bronze.dev",
-    aliases: &["link", "links"],
-    namespace: NS_NETWORK,
-    sensitive: false,
-};
-
-impl ResourceSpec for LinkStatusSpec {
-    const DEFINITION: &'static ResourceDefinition = &LINK_STATUS;
-}
+resource!(
+    LinkStatusSpec,
+    LINK_STATUS,
+    "LinkStatuses.bronze.dev",
+    NS_NETWORK,
+    sensitive = false,
+    aliases = ["link", "links"]
+);
 
 impl LinkStatusSpec {
     /// The resource id: the link name.
@@ -66,16 +64,14 @@ pub struct AddressStatusSpec {
     pub scope: String,
 }
 
-pub static ADDRESS_STATUS: ResourceDefinition = ResourceDefinition {
-    type_name: "AddressStatuses.bronze.dev",
-    aliases: &["address", "addresses"],
-    namespace: NS_NETWORK,
-    sensitive: false,
-};
-
-impl ResourceSpec for AddressStatusSpec {
-    const DEFINITION: &'static ResourceDefinition = &ADDRESS_STATUS;
-}
+resource!(
+    AddressStatusSpec,
+    ADDRESS_STATUS,
+    "AddressStatuses.bronze.dev",
+    NS_NETWORK,
+    sensitive = false,
+    aliases = ["address", "addresses"]
+);
 
 impl AddressStatusSpec {
     /// The resource id, `link/cidr`.
@@ -104,16 +100,14 @@ pub struct RouteStatusSpec {
     pub scope: String,
 }
 
-pub static ROUTE_STATUS: ResourceDefinition = ResourceDefinition {
-    type_name: "RouteStatuses.bronze.dev",
-    aliases: &["route", "routes"],
-    namespace: NS_NETWORK,
-    sensitive: false,
-};
-
-impl ResourceSpec for RouteStatusSpec {
-    const DEFINITION: &'static ResourceDefinition = &ROUTE_STATUS;
-}
+resource!(
+    RouteStatusSpec,
+    ROUTE_STATUS,
+    "RouteStatuses.bronze.dev",
+    NS_NETWORK,
+    sensitive = false,
+    aliases = ["route", "routes"]
+);
 
 impl RouteStatusSpec {
     /// The resource id, `destination via gateway dev link`.

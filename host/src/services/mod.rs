@@ -61,10 +61,6 @@ impl Supervisor {
         Self { ctx, services: Mutex::new(BTreeMap::new()) }
     }
 
-    pub fn reaper(&self) -> &Reaper {
-        &self.ctx.reaper
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Managed>> {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -136,10 +132,6 @@ impl Supervisor {
 
     pub fn logs(&self, name: &str) -> Result<Arc<LogBuffer>, ServiceError> {
         self.lock().get(name).map(|m| m.logs.clone()).ok_or_else(|| ServiceError::Unknown(name.into()))
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
     }
 
     /// Stops every service (shutdown and reboot), in parallel.

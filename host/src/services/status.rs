@@ -1,7 +1,6 @@
 //! The `ServiceStatus` resource.
 
-use crate::state::types::NS_RUNTIME;
-use crate::state::{ResourceDefinition, ResourceSpec};
+use crate::state::types::{NS_RUNTIME, resource};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,13 +57,11 @@ pub struct ServiceStatusSpec {
     pub health_checked: String,
 }
 
-pub static SERVICE_STATUS: ResourceDefinition = ResourceDefinition {
-    type_name: "ServiceStatuses.bronze.dev",
-    aliases: &["servicestatus", "servicestatuses", "services", "service"],
-    namespace: NS_RUNTIME,
-    sensitive: false,
-};
-
-impl ResourceSpec for ServiceStatusSpec {
-    const DEFINITION: &'static ResourceDefinition = &SERVICE_STATUS;
-}
+resource!(
+    ServiceStatusSpec,
+    SERVICE_STATUS,
+    "ServiceStatuses.bronze.dev",
+    NS_RUNTIME,
+    sensitive = false,
+    aliases = ["servicestatus", "servicestatuses", "services", "service"]
+);

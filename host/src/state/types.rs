@@ -1,7 +1,7 @@
 //! The resource types bronzed publishes, and the one list of them the API
 //! resolves user-typed names against.
 
-use super::{ResourceDefinition, ResourceSpec};
+use super::ResourceDefinition;
 use serde::{Deserialize, Serialize};
 
 /// Namespace of configuration-derived resources.
@@ -9,19 +9,22 @@ pub const NS_CONFIG: &str = "config";
 /// Namespace of runtime state.
 pub const NS_RUNTIME: &str = "runtime";
 
+/// Declares a resource type's definition and its `ResourceSpec` impl.
+/// Used by every module that publishes resources.
 macro_rules! resource {
     ($spec:ty, $def:ident, $name:literal, $ns:expr, sensitive = $sens:literal, aliases = [$($alias:literal),*]) => {
-        pub static $def: ResourceDefinition = ResourceDefinition {
+        pub static $def: $crate::state::ResourceDefinition = $crate::state::ResourceDefinition {
             type_name: $name,
             aliases: &[$($alias),*],
             namespace: $ns,
             sensitive: $sens,
         };
-        impl ResourceSpec for $spec {
-            const DEFINITION: &'static ResourceDefinition = &$def;
+        impl $crate::state::ResourceSpec for $spec {
+            const DEFINITION: &'static $crate::state::ResourceDefinition = &$def;
         }
     };
 }
+pub(crate) use resource;
 
 /// The live machine config (contains the CA key: sensitive).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
