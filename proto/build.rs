@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bronze/v1/machine.proto",
         "proto/bronze/v1/resource.proto",
         "proto/bronze/v1/time.proto",
+        "proto/bronze/v1/plugin.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

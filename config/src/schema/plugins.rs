@@ -22,6 +22,10 @@ pub struct Plugins {
 #[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "a mapping")]
 pub struct PluginInstance {
     pub id: PluginId,
+    /// The installed plugin this instance runs; defaults to `id`, so one
+    /// plugin can run as several instances with different config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginId>,
     #[serde(default = "enabled_default", skip_serializing_if = "is_enabled_default")]
     pub enabled: bool,
     /// Handed to the plugin when it holds the `config` grant.
@@ -36,9 +40,15 @@ pub struct PluginInstance {
 }
 
 impl PluginInstance {
+    /// The installed plugin this instance runs.
+    pub fn plugin_id(&self) -> &PluginId {
+        self.plugin.as_ref().unwrap_or(&self.id)
+    }
+
     pub fn new(id: PluginId) -> Self {
         PluginInstance {
             id,
+            plugin: None,
             enabled: true,
             config: UniqueMap::new(),
             grants: Grants::default(),
