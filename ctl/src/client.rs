@@ -4,6 +4,7 @@
 use crate::connect::{self, Auth};
 use crate::output::{NodeResult, Output};
 use bronze_api::v1::machine_service_client::MachineServiceClient;
+use bronze_api::v1::plugin_service_client::PluginServiceClient;
 use bronze_api::v1::resource_service_client::ResourceServiceClient;
 use std::future::Future;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub struct NodeClient {
     pub channel: Channel,
     pub machine: MachineServiceClient<Channel>,
     pub resources: ResourceServiceClient<Channel>,
+    pub plugins: PluginServiceClient<Channel>,
 }
 
 impl NodeClient {
@@ -28,6 +30,7 @@ impl NodeClient {
             node: node.to_string(),
             machine: MachineServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             resources: ResourceServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            plugins: PluginServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             channel,
         })
     }

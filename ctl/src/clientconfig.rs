@@ -78,7 +78,13 @@ impl ClientConfig {
 
 /// Atomic write with mode 0600: temp file, fsync, rename, fsync directory.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    write_atomic(path, bytes, 0o600)
+}
+
+/// Atomic write with `mode`: readers see the old file or the new one, never
+/// a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -86,7 +92,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&temp)?;
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&temp)?;
+    // A leftover temp file keeps its old mode; set it explicitly.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)?;

@@ -21,10 +21,18 @@ async fn call<T, F>(fut: F) -> Result<T, String>
 where
     F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+    call_within(CALL_TIMEOUT, fut).await
+}
+
+/// A unary call with its own deadline, its failure as a sentence.
+pub async fn call_within<T, F>(deadline: Duration, fut: F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(describe_status(&status)),
-        Err(_) => Err(format!("no answer within {}s", CALL_TIMEOUT.as_secs())),
+        Err(_) => Err(format!("no answer within {}s", deadline.as_secs())),
     }
 }
 
@@ -289,4 +297,46 @@ pub async fn dmesg(mut c: NodeClient) -> Result<Output, String> {
         values.push(json!({ "uptimeSeconds": d.uptime_seconds, "priority": d.priority, "facility": d.facility, "message": d.message }));
     }
     Ok(Output { fields: obj(json!({ "entries": values })), rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{Format, NodeResult, render};
+
+    fn health_check() -> pb::Resource {
+        pb::Resource {
+            metadata: Some(pb::ResourceMetadata {
+                namespace: "plugins".into(),
+                r#type: "HealthChecks.bronze.dev".into(),
+                id: "health-tcp".into(),
+                version: 3,
+                ..Default::default()
+            }),
+            spec_json: r#"{"plugin":"health-tcp","instance":"health-tcp","status":"healthy","summary":"open","details":{},"lastRun":"2025-01-01T00:00:00Z","durationMs":2,"consecutiveFailures":0}"#.into(),
+        }
+    }
+
+    /// `get` has no per-type columns: any type, health checks included,
+    /// renders as metadata plus the spec.
+    #[test]
+    fn types_the_cli_does_not_know_render_generically() {
+        let res = health_check();
+        let out = Output { fields: obj(json!({ "resources": [resource_json(&res)] })), rows: vec![resource_row(&res)] };
+        let results = [NodeResult { node: "n1".into(), outcome: Ok(out) }];
+        let text = render(Format::Table, RESOURCE_COLUMNS, &results);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["NODE", "NAMESPACE", "TYPE", "ID", "VERSION", "SPEC"]
+        );
+        assert!(
+            lines[1].starts_with("n1     plugins     HealthChecks.bronze.dev   health-tcp   3         {\"plugin\""),
+            "{text}"
+        );
+        let json: Value = serde_json::from_str(render(Format::Json, RESOURCE_COLUMNS, &results).trim()).unwrap();
+        assert_eq!(json["resources"][0]["spec"]["status"], "healthy");
+        assert_eq!(json["resources"][0]["spec"]["consecutiveFailures"], 0);
+        assert_eq!(json["resources"][0]["metadata"]["type"], "HealthChecks.bronze.dev");
+    }
 }

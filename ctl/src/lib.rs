@@ -9,4 +9,5 @@ pub mod commands;
 pub mod connect;
 pub mod genconfig;
 pub mod output;
+pub mod plugins;
 pub mod stream;

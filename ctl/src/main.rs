@@ -8,9 +8,11 @@ use bronzectl::clientconfig::{self, ClientConfig};
 use bronzectl::commands;
 use bronzectl::connect::{self, Auth};
 use bronzectl::output::{self, Format, NodeResult, Output};
+use bronzectl::plugins::{self, PluginsCommand};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Manage Bronze nodes through their API.
@@ -26,7 +28,7 @@ struct Cli {
     /// Nodes to talk to, host[:port], comma-separated (default port 50000).
     #[arg(short = 'n', long = "nodes", global = true, value_delimiter = ',')]
     nodes: Vec<String>,
-    /// Output format: table, json or yaml (for `config new`: the file to write).
+    /// Output format: table, json or yaml (for `config new` and `plugins keygen`: the file to write).
     #[arg(short = 'o', long = "output", global = true, value_name = "FORMAT")]
     output: Option<String>,
     /// Maintenance mode: no client certificate; pin the server with --cert-fingerprint.
@@ -67,7 +69,7 @@ enum Command {
     },
     /// Read resources: `get TYPE [ID] [-w]`.
     Get {
-        /// Resource type, e.g. machinestatus, machineconfig, auditevents.
+        /// Resource type, e.g. machinestatus, machineconfig, auditevents, healthchecks.
         #[arg(value_name = "TYPE")]
         type_name: String,
         id: Option<String>,
@@ -121,6 +123,11 @@ enum Command {
         /// Query this NTP server (host[:port]) once from the node; changes nothing.
         #[arg(long, value_name = "SERVER")]
         check: Option<String>,
+    },
+    /// WebAssembly plugins: install, list, inspect, run, remove; sign bundles.
+    Plugins {
+        #[command(subcommand)]
+        what: PluginsCommand,
     },
 }
 
@@ -233,7 +240,11 @@ async fn main() -> ExitCode {
 
 /// The global `--output` as a format.
 fn format(cli: &Cli) -> anyhow::Result<Format> {
-    if matches!(cli.command, Command::Config { what: ConfigCommand::New { .. } }) {
+    // These take a file path in --output.
+    if matches!(
+        cli.command,
+        Command::Config { what: ConfigCommand::New { .. } } | Command::Plugins { what: PluginsCommand::Keygen }
+    ) {
         return Ok(Format::Table);
     }
     match cli.output.as_deref() {
@@ -371,6 +382,61 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let target = cli.target()?;
             Ok(print(format, commands::HEALTH_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::health).await))
         }
+        Command::Plugins { what } => run_plugins(cli, what, format).await,
+    }
+}
+
+/// `plugins ...`.
+async fn run_plugins(cli: &Cli, what: &PluginsCommand, format: Format) -> anyhow::Result<ExitCode> {
+    match what {
+        PluginsCommand::Keygen => {
+            let path = cli.output.as_deref().map(PathBuf::from);
+            let path = path.ok_or_else(|| anyhow::anyhow!("plugins keygen needs --output PATH"))?;
+            let made = plugins::keygen(&path)?;
+            println!("wrote private key {} (mode 0600; keep it secret)", made.private_key.display());
+            println!("wrote public key {}", made.public_key_file.display());
+            println!("public key: {}", made.public_key);
+            println!("trust it on nodes by adding it to machine.plugins.trustedKeys");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Sign { key, dir } => {
+            let signed = plugins::sign_dir(key, dir)?;
+            println!("wrote {}", signed.signature_file.display());
+            println!("public key: {}", signed.public_key);
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Install { bundle, sign_key } => {
+            let upload = Arc::new(plugins::prepare_install(bundle, sign_key.as_deref())?);
+            let target = cli.target()?;
+            let progress = plugins::UploadProgress::new(&target.nodes, upload.wasm.len() as u64);
+            let results = fan_out(&target.nodes, &target.auth, |c| {
+                let bar = progress.bar(&c.node);
+                plugins::install(c, upload.clone(), bar)
+            })
+            .await;
+            progress.clear();
+            Ok(print(format, plugins::INSTALL_COLUMNS, &results))
+        }
+        PluginsCommand::List => {
+            let target = cli.target()?;
+            Ok(print(format, plugins::LIST_COLUMNS, &fan_out(&target.nodes, &target.auth, plugins::list).await))
+        }
+        PluginsCommand::Status { id } => {
+            let target = cli.target()?;
+            let results = fan_out(&target.nodes, &target.auth, |c| plugins::status(c, id.clone())).await;
+            Ok(print(format, plugins::DETAIL_COLUMNS, &results))
+        }
+        PluginsCommand::Remove { id } => {
+            let target = cli.target()?;
+            let results = fan_out(&target.nodes, &target.auth, |c| plugins::remove(c, id.clone())).await;
+            Ok(print(format, plugins::REMOVE_COLUMNS, &results))
+        }
+        PluginsCommand::Run { id } => {
+            let target = cli.target()?;
+            let results = fan_out(&target.nodes, &target.auth, |c| plugins::run(c, id.clone())).await;
+            let code = print(format, plugins::DETAIL_COLUMNS, &results);
+            Ok(if plugins::run_failed(&results) { ExitCode::FAILURE } else { code })
+        }
     }
 }
 
@@ -395,4 +461,89 @@ async fn config_new(
     let fields = serde_json::json!({ "roles": roles, "path": output.display().to_string() });
     let out = Output::single(fields.as_object().cloned().unwrap_or_default(), commands::CLIENT_CONFIG_COLUMNS);
     Ok(print(Format::Table, commands::CLIENT_CONFIG_COLUMNS, &[NodeResult { node: node.clone(), outcome: Ok(out) }]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        let argv = std::iter::once("bronzectl").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn refuse(args: &[&str]) -> String {
+        let argv = std::iter::once("bronzectl").chain(args.iter().copied());
+        Cli::try_parse_from(argv).expect_err("should not parse").to_string()
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn plugins_install_fans_out_with_a_format() {
+        let cli = parse(&["plugins", "install", "./health-tcp", "--sign-key", "k.pem", "-n", "a,b:1", "-o", "json"]);
+        let Command::Plugins { what: PluginsCommand::Install { bundle, sign_key } } = &cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(bundle, &PathBuf::from("./health-tcp"));
+        assert_eq!(sign_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(cli.nodes, ["a", "b:1"]);
+        assert_eq!(format(&cli).unwrap(), Format::Json);
+        let cli = parse(&["-o", "yaml", "plugins", "install", "b.tar"]);
+        assert!(matches!(&cli.command, Command::Plugins { what: PluginsCommand::Install { sign_key: None, .. } }));
+        assert_eq!(format(&cli).unwrap(), Format::Yaml);
+    }
+
+    #[test]
+    fn plugins_node_commands_take_an_id() {
+        for (sub, want) in [("status", "st"), ("remove", "rm"), ("run", "run")] {
+            let cli = parse(&["plugins", sub, want]);
+            let id = match &cli.command {
+                Command::Plugins { what: PluginsCommand::Status { id } }
+                | Command::Plugins { what: PluginsCommand::Remove { id } }
+                | Command::Plugins { what: PluginsCommand::Run { id } } => id,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(id, want);
+            assert!(refuse(&["plugins", sub]).contains("<ID>"), "{sub}");
+        }
+        assert!(matches!(parse(&["plugins", "list"]).command, Command::Plugins { what: PluginsCommand::List }));
+    }
+
+    #[test]
+    fn plugins_keygen_takes_output_as_a_path() {
+        let cli = parse(&["plugins", "keygen", "--output", "keys/signing.pem"]);
+        assert!(matches!(cli.command, Command::Plugins { what: PluginsCommand::Keygen }));
+        assert_eq!(cli.output.as_deref(), Some("keys/signing.pem"));
+        // Not a format, so it must not be refused as one.
+        assert_eq!(format(&cli).unwrap(), Format::Table);
+    }
+
+    #[test]
+    fn plugins_sign_needs_a_key_and_a_dir() {
+        let cli = parse(&["plugins", "sign", "--key", "k.pem", "bundle"]);
+        let Command::Plugins { what: PluginsCommand::Sign { key, dir } } = &cli.command else { panic!("{cli:?}") };
+        assert_eq!((key.as_path(), dir.as_path()), (std::path::Path::new("k.pem"), std::path::Path::new("bundle")));
+        assert!(refuse(&["plugins", "sign", "bundle"]).contains("--key <KEY>"));
+        assert!(refuse(&["plugins", "sign", "--key", "k.pem"]).contains("<DIR>"));
+    }
+
+    #[test]
+    fn get_healthchecks_parses_with_watch() {
+        let cli = parse(&["get", "healthchecks", "-w", "-n", "n1"]);
+        let Command::Get { type_name, id, watch } = &cli.command else { panic!("{cli:?}") };
+        assert_eq!((type_name.as_str(), id.as_deref(), *watch), ("healthchecks", None, true));
+        let cli = parse(&["get", "healthcheck", "health-tcp", "-o", "json"]);
+        assert!(matches!(&cli.command, Command::Get { id: Some(id), watch: false, .. } if id == "health-tcp"));
+    }
+
+    #[test]
+    fn invalid_formats_are_refused_for_node_commands() {
+        let err = format(&parse(&["plugins", "list", "-o", "xml"])).unwrap_err().to_string();
+        assert_eq!(err, "invalid --output \"xml\": expected table, json or yaml");
+    }
 }
