@@ -12,6 +12,7 @@ pub mod init;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod plugins;
 pub mod services;
 pub mod state;
 pub mod statedir;

@@ -85,6 +85,7 @@ pub struct Node {
     /// Machine events (time corrections, refusals, ...).
     pub events: Arc<Ring<MachineEventSpec>>,
     pub services: Arc<Supervisor>,
+    pub plugins: Arc<crate::plugins::PluginManager>,
     pub power: mpsc::UnboundedSender<PowerAction>,
     pub paths: SystemPaths,
     pub listen: SocketAddr,
@@ -212,6 +213,15 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let (network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
     let services = Arc::new(Supervisor::new(reaper, store.clone(), store.writer()?, network_ready));
 
+    // Loads installed plugins in the background; never delays the API.
+    let plugins = crate::plugins::PluginManager::start(
+        &opts.state_dir.join("plugins"),
+        &store,
+        opts.paths.proc.clone(),
+        config.subscribe(),
+    )
+    .context("starting the plugin host")?;
+
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     let (power, mut power_rx) = mpsc::unbounded_channel();
@@ -223,6 +233,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         audit,
         events: events.clone(),
         services: services.clone(),
+        plugins: plugins.clone(),
         power,
         paths: opts.paths.clone(),
         listen: bound,
@@ -300,7 +311,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         if let Some(early) = &opts.early {
             stage_tx.send_replace(if action == PowerAction::Reboot { Stage::Rebooting } else { Stage::ShuttingDown });
             runtime.stop().await;
-            if let Err(e) = pid1_power(action, &services, applier.clone(), early).await {
+            if let Err(e) = pid1_power(action, &services, &plugins, applier.clone(), early).await {
                 // reboot(2) failed: stay alive, report, and keep serving.
                 tracing::error!(error = %e, "power action failed; the node stays up");
                 config.boot(None).await.context("reloading stored config")?;
@@ -320,6 +331,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                 stage_tx.send_replace(Stage::ShuttingDown);
                 runtime.stop().await;
                 services.stop_all().await;
+                plugins.stop();
                 let _ = api_stop_tx.send(true);
                 // Open watch streams would hold a graceful stop forever.
                 let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
@@ -412,6 +424,7 @@ async fn apply_machine_settings(mut live: watch::Receiver<Option<LiveConfig>>) {
 async fn pid1_power(
     action: PowerAction,
     services: &Arc<Supervisor>,
+    plugins: &Arc<crate::plugins::PluginManager>,
     applier: Option<Arc<Applier>>,
     early: &EarlyReport,
 ) -> anyhow::Result<()> {
@@ -421,9 +434,15 @@ async fn pid1_power(
         PowerAction::Shutdown => PowerTarget::PowerOff,
     };
     let services = services.clone();
+    let plugins = plugins.clone();
     let hooks = ShutdownHooks::new()
         .stop_services(move || async move {
             services.stop_all().await;
+            Ok(())
+        })
+        // Schedules stop at once; calls in flight end by their own deadline.
+        .stop_plugins(move || async move {
+            plugins.stop();
             Ok(())
         })
         // Every link down before reboot(2): avoids a virtio-net poweroff hang.

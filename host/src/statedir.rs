@@ -95,11 +95,7 @@ impl StateDir {
     /// Replaces `name` atomically with `bytes` (mode 0600: files here hold keys).
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateDirError> {
         let path = self.path(name);
-        let temp = self.path(&format!("{TEMP_PREFIX}{name}"));
-        let err = |error| StateDirError::Write { path: path.clone(), error };
-        write_synced(&temp, bytes).map_err(err)?;
-        fs::rename(&temp, &path).map_err(err)?;
-        File::open(&self.root).and_then(|d| d.sync_all()).map_err(err)
+        write_file_atomic(&path, bytes).map_err(|error| StateDirError::Write { path: path.clone(), error })
     }
 
     fn remove_temps(&self) {
@@ -111,6 +107,22 @@ impl StateDir {
             }
         }
     }
+}
+
+/// Replaces `path` atomically: a synced temp file beside it (named with the
+/// temp prefix, so leftovers are recognisable), rename, sync the directory.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;
+    let temp = dir.join(format!("{TEMP_PREFIX}{}", name.to_string_lossy()));
+    write_synced(&temp, bytes)?;
+    fs::rename(&temp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Whether a file name is a temp file left by [`write_file_atomic`].
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -6,6 +6,7 @@
 //! before the tests run; [`bin`] says so plainly when they are missing.
 
 pub mod ntp;
+pub mod plugins;
 
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
 use bronzectl::client::NodeClient;

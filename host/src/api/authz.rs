@@ -72,6 +72,11 @@ pub static TABLE: &[Rule] = &[
     read("/bronze.v1.TimeService/Time"),
     // Makes the node send NTP packets to a server of the caller's choice.
     Rule { method: "/bronze.v1.TimeService/TimeCheck", roles: OPERATOR, mutating: false, maintenance: false },
+    Rule { method: "/bronze.v1.PluginService/Install", roles: ADMIN, mutating: true, maintenance: false },
+    Rule { method: "/bronze.v1.PluginService/Remove", roles: ADMIN, mutating: true, maintenance: false },
+    Rule { method: "/bronze.v1.PluginService/Run", roles: OPERATOR, mutating: true, maintenance: false },
+    read("/bronze.v1.PluginService/List"),
+    read("/bronze.v1.PluginService/Status"),
     read("/grpc.health.v1.Health/Check"),
     read("/grpc.health.v1.Health/Watch"),
     read("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),

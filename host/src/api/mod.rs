@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod machine;
+pub mod plugin;
 pub mod resource;
 pub mod security;
 pub mod time;
@@ -12,6 +13,7 @@ pub mod tls;
 
 use crate::node::Node;
 use bronze_api::v1::machine_service_server::MachineServiceServer;
+use bronze_api::v1::plugin_service_server::PluginServiceServer;
 use bronze_api::v1::resource_service_server::ResourceServiceServer;
 use bronze_api::v1::time_service_server::TimeServiceServer;
 use std::future::Future;
@@ -39,6 +41,7 @@ pub async fn serve(
     health.set_serving::<MachineServiceServer<machine::MachineApi>>().await;
     health.set_serving::<ResourceServiceServer<resource::ResourceApi>>().await;
     health.set_serving::<TimeServiceServer<time::TimeApi>>().await;
+    health.set_serving::<PluginServiceServer<plugin::PluginApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -52,11 +55,14 @@ pub async fn serve(
         .max_decoding_message_size(machine::MAX_APPLY_MESSAGE);
     let resources = ResourceServiceServer::new(resource::ResourceApi { store: node.store.clone() });
     let time = TimeServiceServer::new(time::TimeApi { store: node.store.clone() });
+    let plugins = PluginServiceServer::new(plugin::PluginApi { plugins: node.plugins.clone() })
+        .max_decoding_message_size(plugin::MAX_MESSAGE);
     let result = tonic::transport::Server::builder()
         .layer(authz::AuthzLayer { security: node.security.clone(), audit: node.audit.clone() })
         .add_service(machine)
         .add_service(resources)
         .add_service(time)
+        .add_service(plugins)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,7 +1,8 @@
 //! Computes `MachineStatus` (stage, ready, unmet conditions) from the node's
-//! lifecycle stage and the presence of a machine config.
+//! lifecycle stage, the presence of a machine config and unhealthy checks.
 
 use super::{Controller, ControllerError};
+use crate::plugins::resources::{HEALTH_CHECK, HealthCheckSpec};
 use crate::state::types::{MACHINE_CONFIG, MachineStatusSpec, Stage, UnmetCondition};
 use crate::state::{Store, WatchEvent, Writer};
 use futures::future::BoxFuture;
@@ -26,6 +27,16 @@ impl MachineStatusController {
         if store.get(&MACHINE_CONFIG, crate::config::CONFIG_ID).is_none() {
             unmet.push(UnmetCondition { name: "config".into(), reason: "no machine config: apply one".into() });
         }
+        // Checks that report unhealthy; a failing *plugin* reports unknown
+        // and is not listed (the check could not tell).
+        for (_, check) in store.list_typed::<HealthCheckSpec>() {
+            if check.status == "unhealthy" {
+                unmet.push(UnmetCondition {
+                    name: format!("healthcheck/{}", check.instance),
+                    reason: format!("unhealthy: {}", check.summary),
+                });
+            }
+        }
         if stage != Stage::Running {
             unmet.push(UnmetCondition { name: "stage".into(), reason: format!("machine is {}", stage.as_str()) });
         }
@@ -48,6 +59,7 @@ impl Controller for MachineStatusController {
         Box::pin(async move {
             let store = self.writer.store().clone();
             let mut config_watch = store.watch(&MACHINE_CONFIG, None);
+            let mut health_watch = store.watch(&HEALTH_CHECK, None);
             let mut stage = self.stage.clone();
             loop {
                 self.writer.put(MACHINE_ID, &self.compute(&store))?;
@@ -55,6 +67,7 @@ impl Controller for MachineStatusController {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                     changed = stage.changed() => if changed.is_err() { return Ok(()) },
                     event = config_watch.next() => { let _: WatchEvent = event?; }
+                    event = health_watch.next() => { let _: WatchEvent = event?; }
                 }
             }
         })

@@ -1,18 +1,20 @@
-//! Health probes of services: a TCP connect, or an HTTP GET answered with
-//! 2xx. Plugin health checks arrive with the plugin host; until then such a
-//! check reports `unknown`, never `unhealthy`.
+//! Health probes of services: a TCP connect, an HTTP GET answered with 2xx,
+//! or the latest result of a health-check plugin instance (its
+//! `HealthCheck` resource; unknown while it has none).
 
 use super::status::HealthState;
+use crate::plugins::resources::HealthCheckSpec;
+use crate::state::Store;
 use bronze_config::{Health, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Probes on `health`'s interval forever, reporting each result.
-pub async fn run(health: Health, report: impl Fn(HealthState, String) + Send + 'static) {
+pub async fn run(health: Health, store: Store, report: impl Fn(HealthState, String) + Send + 'static) {
     let interval = health.interval.as_std();
     let timeout = health.timeout.as_std();
     loop {
-        let (state, message) = match tokio::time::timeout(timeout, probe_once(&health)).await {
+        let (state, message) = match tokio::time::timeout(timeout, probe_once(&health, &store)).await {
             Ok(result) => result,
             Err(_) => (HealthState::Unhealthy, format!("no answer within {} ms", timeout.as_millis())),
         };
@@ -28,7 +30,7 @@ fn host_string(host: &Host) -> String {
     }
 }
 
-async fn probe_once(health: &Health) -> (HealthState, String) {
+async fn probe_once(health: &Health, store: &Store) -> (HealthState, String) {
     if let Some(tcp) = &health.tcp {
         return match TcpStream::connect((host_string(tcp.host()).as_str(), tcp.port())).await {
             Ok(_) => (HealthState::Healthy, format!("tcp {} connected", tcp.as_str())),
@@ -45,7 +47,17 @@ async fn probe_once(health: &Health) -> (HealthState, String) {
         };
     }
     if let Some(plugin) = &health.plugin {
-        return (HealthState::Unknown, format!("plugin health check {} is not available yet", plugin.as_str()));
+        return match store.get_typed::<HealthCheckSpec>(plugin.as_str()) {
+            None => (HealthState::Unknown, format!("plugin health check {} has not reported yet", plugin.as_str())),
+            Some((_, check)) => {
+                let state = match check.status.as_str() {
+                    "healthy" | "degraded" => HealthState::Healthy,
+                    "unhealthy" => HealthState::Unhealthy,
+                    _ => HealthState::Unknown,
+                };
+                (state, format!("plugin {}: {}: {}", plugin.as_str(), check.status, check.summary))
+            }
+        };
     }
     (HealthState::Unknown, "no probe configured".into())
 }

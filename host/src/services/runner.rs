@@ -156,7 +156,10 @@ impl Runner {
             self.set_state(ServiceState::Running, "");
             let health = self.service.health.clone().map(|h| {
                 let me = self.clone();
-                tokio::spawn(async move { probe::run(h, move |state, message| me.health_update(state, message)).await })
+                let store = self.ctx.store.clone();
+                tokio::spawn(
+                    async move { probe::run(h, store, move |state, message| me.health_update(state, message)).await },
+                )
             });
             let ended = self.wait(&mut exit_rx, &mut requests).await;
             if let Some(h) = health {

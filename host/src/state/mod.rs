@@ -150,6 +150,14 @@ impl Store {
         Some((res.metadata.clone(), spec))
     }
 
+    /// Every resource of a type that decodes as `T`, ordered by id.
+    pub fn list_typed<T: ResourceSpec>(&self) -> Vec<(Metadata, T)> {
+        self.list(T::DEFINITION)
+            .into_iter()
+            .filter_map(|res| Some((res.metadata.clone(), serde_json::from_value(res.spec.clone()).ok()?)))
+            .collect()
+    }
+
     /// Every resource of a type, ordered by id.
     pub fn list(&self, def: &ResourceDefinition) -> Vec<Arc<Resource>> {
         let inner = self.lock();

@@ -212,6 +212,7 @@ pub static ALL: &[&ResourceDefinition] = &[
     &crate::network::resources::LINK_STATUS,
     &crate::network::resources::ADDRESS_STATUS,
     &crate::network::resources::ROUTE_STATUS,
+    &crate::plugins::resources::HEALTH_CHECK,
 ];
 
 /// Resolves a user-typed name (alias or canonical, any case).

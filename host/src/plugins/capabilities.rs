@@ -1,0 +1,145 @@
+//! Which `bronze:host` interfaces a plugin instance gets: the component's
+//! actual imports ∩ its manifest ∩ the operator's grant. Anything imported
+//! but not granted refuses the plugin (with every missing grant listed);
+//! nothing ungranted is ever linked, not even as a trapping stub.
+
+use super::bindings::host::bronze::host as wit;
+use super::context::PluginState;
+use bronze_bundle::{Capability, Manifest};
+use bronze_config::Grants;
+use std::collections::BTreeSet;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// The interfaces a component imports, split by who provides them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imports {
+    /// `bronze:host` capabilities (without `log`'s implicit grant removed).
+    pub capabilities: BTreeSet<Capability>,
+    /// Interfaces that only define types (`bronze:host/types`, the
+    /// `bronze:plugin/*` record interfaces), by their imported name; they
+    /// are linked as empty instances, so importing one with functions fails.
+    pub types: Vec<String>,
+    /// `wasi:*` interfaces: linked, but with an empty context.
+    pub wasi: Vec<String>,
+    /// Anything else: nobody provides it, so the component cannot run.
+    pub unknown: Vec<String>,
+}
+
+impl Imports {
+    pub fn of(engine: &Engine, component: &Component) -> Imports {
+        let mut imports = Imports::default();
+        for (name, _) in component.component_type().imports(engine) {
+            if let Some(capability) = Capability::from_interface(name) {
+                imports.capabilities.insert(capability);
+            } else if is_types_interface(name) {
+                imports.types.push(name.to_string());
+            } else if name.starts_with("wasi:") {
+                imports.wasi.push(name.to_string());
+            } else {
+                imports.unknown.push(name.to_string());
+            }
+        }
+        imports
+    }
+
+    /// Interface names for status displays, like `bronze:host/probe`.
+    pub fn names(&self) -> Vec<String> {
+        self.capabilities.iter().map(|c| c.interface().to_string()).collect()
+    }
+}
+
+/// Interfaces that define only types, without version.
+const TYPE_INTERFACES: [&str; 4] =
+    ["bronze:host/types", "bronze:plugin/health", "bronze:plugin/metadata", "bronze:plugin/network"];
+
+fn is_types_interface(name: &str) -> bool {
+    let base = name.split_once('@').map_or(name, |(base, _)| base);
+    TYPE_INTERFACES.contains(&base)
+}
+
+/// Checks the imports against the manifest: a component may not import
+/// more than its manifest requests, nor anything Bronze does not provide.
+pub fn check_manifest(imports: &Imports, manifest: &Manifest) -> Result<(), String> {
+    let mut problems: Vec<String> = imports
+        .unknown
+        .iter()
+        .map(|name| format!("the component imports {name}, which Bronze does not provide"))
+        .collect();
+    let requested = manifest.capabilities();
+    for capability in imports.capabilities.iter().filter(|c| !requested.contains(c)) {
+        problems.push(format!(
+            "the component imports {} but plugin.toml does not request it ({})",
+            capability.interface(),
+            capability.manifest_hint()
+        ));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+/// Whether the operator's grant covers `capability`.
+pub fn granted(capability: &Capability, grants: &Grants) -> bool {
+    match capability {
+        Capability::Log => true,
+        Capability::Config => grants.config,
+        Capability::Facts(fact) => grants.facts.contains(fact),
+        Capability::Http => !grants.http.is_empty(),
+        Capability::Probe => !grants.probe.is_empty(),
+    }
+}
+
+/// Every import the grant does not cover, as sentences naming the import
+/// and the grant that would allow it. `at` is the instance's config path.
+pub fn missing_grants(imports: &Imports, grants: &Grants, at: &str) -> Vec<String> {
+    imports
+        .capabilities
+        .iter()
+        .filter(|c| !granted(c, grants))
+        .map(|c| {
+            let grant = match c {
+                // `granted` always allows log.
+                Capability::Log => String::new(),
+                Capability::Config => "grants.config: true".to_string(),
+                Capability::Facts(fact) => format!("grants.facts: [{}]", fact.as_str()),
+                Capability::Http => "grants.http: [{url: ...}]".to_string(),
+                Capability::Probe => "grants.probe: [target]".to_string(),
+            };
+            format!("{} is imported but not granted (set {at}.{grant})", c.interface())
+        })
+        .collect()
+}
+
+/// The effective capability set: imports ∩ manifest ∩ grant.
+pub fn effective(imports: &Imports, manifest: &Manifest, grants: &Grants) -> BTreeSet<Capability> {
+    let requested = manifest.capabilities();
+    imports.capabilities.iter().filter(|c| requested.contains(c) && granted(c, grants)).copied().collect()
+}
+
+/// A linker with WASI (empty context), the type-only interfaces the
+/// component imports (as empty instances) and exactly `capabilities`.
+pub fn linker(
+    engine: &Engine,
+    capabilities: &BTreeSet<Capability>,
+    types: &[String],
+) -> wasmtime::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    for name in types {
+        linker.instance(name)?;
+    }
+    for capability in capabilities {
+        match capability {
+            Capability::Log => wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            Capability::Config => wit::config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            Capability::Facts(fact) => match fact {
+                bronze_config::Fact::Dmi => wit::facts_dmi::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+                bronze_config::Fact::Links => wit::facts_links::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+                bronze_config::Fact::Cmdline => wit::facts_cmdline::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+                bronze_config::Fact::Time => wit::facts_time::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            },
+            Capability::Http => wit::http::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            Capability::Probe => wit::probe::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+        }
+    }
+    Ok(linker)
+}

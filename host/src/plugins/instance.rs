@@ -1,0 +1,374 @@
+//! One configured plugin instance: what it currently runs (swapped whole on
+//! upgrade or config change), its schedule, backoff and quarantine, and the
+//! record of its calls.
+
+use super::call::{CallInput, CallLimits, Prepared, call};
+use super::context::InstanceContext;
+use super::engine::PluginEngine;
+use super::loaded::LoadedPlugin;
+use super::log::PluginLog;
+use super::outcome::{Outcome, OutcomeKind};
+use super::resources::HealthCheckSpec;
+use super::results::{CallResult, HealthReport, to_json};
+use crate::state::Writer;
+use arc_swap::ArcSwapOption;
+use bronze_bundle::Capability;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Notify, Semaphore};
+
+/// First retry delay after a failure; doubles per consecutive failure.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Failures within [`QUARANTINE_WINDOW`] that quarantine an instance.
+pub const QUARANTINE_AFTER: usize = 5;
+pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Everything one instance needs to make calls; replaced as a whole.
+pub struct Armed {
+    pub plugin: Arc<LoadedPlugin>,
+    pub prepared: Arc<Prepared>,
+    pub cx: Arc<InstanceContext>,
+    pub limits: CallLimits,
+    pub capabilities: BTreeSet<Capability>,
+    pub interval: Option<Duration>,
+}
+
+/// Why a call was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    /// An operator asked (`plugins run`): clears quarantine and backoff.
+    Operator,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    runs: u64,
+    failures: u64,
+    consecutive_failures: u32,
+    /// Runs in a row that did not report healthy/degraded.
+    consecutive_unhealthy: u32,
+    recent_failures: VecDeque<Instant>,
+    last: Option<Outcome>,
+    backoff_until: Option<Instant>,
+    quarantined: Option<String>,
+    /// Why the instance cannot run (missing grant, not installed, ...).
+    refused: Option<String>,
+    disabled: bool,
+    running: u32,
+    next_run: Option<SystemTime>,
+}
+
+/// A snapshot for `plugins list/status`.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub id: String,
+    pub plugin: String,
+    pub state: &'static str,
+    pub reason: String,
+    pub runs: u64,
+    pub failures: u64,
+    pub consecutive_failures: u32,
+    pub last: Option<Outcome>,
+    pub next_run: Option<SystemTime>,
+    pub capabilities: Vec<String>,
+    pub log_dropped: u64,
+}
+
+pub struct Instance {
+    pub id: String,
+    pub plugin_id: String,
+    armed: ArcSwapOption<Armed>,
+    record: Mutex<Record>,
+    permits: Arc<Semaphore>,
+    concurrency: std::sync::atomic::AtomicU32,
+    pub log: Arc<PluginLog>,
+    engine: PluginEngine,
+    health: Arc<Writer<HealthCheckSpec>>,
+    /// Wakes the scheduler: new schedule, quarantine cleared, removal.
+    wake: Notify,
+}
+
+impl Instance {
+    pub fn new(
+        id: &str,
+        plugin_id: &str,
+        engine: PluginEngine,
+        health: Arc<Writer<HealthCheckSpec>>,
+        log: Arc<PluginLog>,
+    ) -> Arc<Instance> {
+        Arc::new(Instance {
+            id: id.to_string(),
+            plugin_id: plugin_id.to_string(),
+            armed: ArcSwapOption::empty(),
+            record: Mutex::new(Record::default()),
+            permits: Arc::new(Semaphore::new(1)),
+            concurrency: std::sync::atomic::AtomicU32::new(1),
+            log,
+            engine,
+            health,
+            wake: Notify::new(),
+        })
+    }
+
+    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Installs what the instance runs from now on. Calls in flight finish
+    /// with what they started with; the schedule is not interrupted.
+    pub fn arm(&self, armed: Armed, concurrency: u32) {
+        self.set_concurrency(concurrency);
+        self.armed.store(Some(Arc::new(armed)));
+        {
+            let mut record = self.record();
+            record.refused = None;
+            record.disabled = false;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Stops calls: the plugin is missing, refused or disabled.
+    pub fn disarm(&self, reason: Option<String>, disabled: bool) {
+        self.armed.store(None);
+        {
+            let mut record = self.record();
+            record.refused = reason;
+            record.disabled = disabled;
+            record.next_run = None;
+        }
+        let _ = self.health.remove(&self.id);
+        self.wake.notify_one();
+    }
+
+    pub fn is_armed(&self) -> bool {
+        self.armed.load().is_some()
+    }
+
+    /// Changes the per-instance concurrency limit in place.
+    fn set_concurrency(&self, wanted: u32) {
+        use std::sync::atomic::Ordering;
+        let wanted = wanted.max(1);
+        let current = self.concurrency.swap(wanted, Ordering::SeqCst);
+        if wanted > current {
+            self.permits.add_permits((wanted - current) as usize);
+        } else if wanted < current {
+            self.permits.forget_permits((current - wanted) as usize);
+        }
+    }
+
+    /// Clears quarantine and backoff (reinstall, operator run).
+    pub fn clear_failures(&self) {
+        let mut record = self.record();
+        record.quarantined = None;
+        record.backoff_until = None;
+        record.recent_failures.clear();
+        record.consecutive_failures = 0;
+        drop(record);
+        self.wake.notify_one();
+    }
+
+    /// Runs the schedule until the task is aborted.
+    pub async fn schedule_loop(self: Arc<Self>) {
+        let mut next_due: Option<tokio::time::Instant> = None;
+        loop {
+            let armed = self.armed.load_full();
+            let interval = armed.as_ref().and_then(|a| a.interval);
+            let (quarantined, backoff_until) = {
+                let record = self.record();
+                (record.quarantined.is_some(), record.backoff_until)
+            };
+            let Some(interval) = interval.filter(|_| !quarantined) else {
+                self.record().next_run = None;
+                next_due = None;
+                self.wake.notified().await;
+                continue;
+            };
+            let now = tokio::time::Instant::now();
+            let mut due = *next_due.get_or_insert(now);
+            if let Some(until) = backoff_until {
+                due = due.max(tokio::time::Instant::from_std(until));
+            }
+            self.record().next_run = Some(SystemTime::now() + due.saturating_duration_since(now));
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = self.wake.notified() => continue,
+            }
+            // The next tick follows the previous one, not the run's end,
+            // so a run's duration does not shift the schedule.
+            next_due = Some(due + interval);
+            if next_due.is_some_and(|d| d < tokio::time::Instant::now()) {
+                next_due = Some(tokio::time::Instant::now());
+            }
+            self.run(Trigger::Schedule).await;
+        }
+    }
+
+    /// Makes one call and records it. `None` when the instance cannot run
+    /// (not armed) or a scheduled run found every permit taken.
+    pub async fn run(&self, trigger: Trigger) -> Option<(Outcome, Option<CallResult>)> {
+        if trigger == Trigger::Operator {
+            self.clear_failures();
+        }
+        let armed = self.armed.load_full()?;
+        let _permit = match trigger {
+            Trigger::Schedule => match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    tracing::debug!(instance = %self.id, "scheduled run skipped: the previous run is still going");
+                    return None;
+                }
+            },
+            Trigger::Operator => {
+                match tokio::time::timeout(armed.limits.timeout, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        let outcome = Outcome::new(
+                            OutcomeKind::HostError,
+                            "every concurrency slot stayed busy for the call's timeout",
+                            crate::state::now_rfc3339(),
+                            armed.limits.timeout,
+                        );
+                        return Some((outcome, None));
+                    }
+                }
+            }
+        };
+        self.record().running += 1;
+        let _running = RunningGuard(self);
+        let (outcome, result) =
+            call(self.engine.engine(), armed.prepared.clone(), armed.cx.clone(), armed.limits, CallInput::default())
+                .await;
+        self.finish(&armed, &outcome, result.as_ref());
+        Some((outcome, result))
+    }
+
+    fn finish(&self, armed: &Armed, outcome: &Outcome, result: Option<&CallResult>) {
+        let report = match result {
+            Some(CallResult::Health(report)) => Some(HealthReport::from_wit(report)),
+            _ => None,
+        };
+        let healthy = report.as_ref().is_some_and(|r| matches!(r.status, "healthy" | "degraded"));
+        let (consecutive_unhealthy, record_kind) = {
+            let mut record = self.record();
+            record.runs += 1;
+            record.consecutive_unhealthy = if healthy { 0 } else { record.consecutive_unhealthy + 1 };
+            if outcome.kind.is_ok() {
+                record.consecutive_failures = 0;
+                record.backoff_until = None;
+            } else {
+                record.failures += 1;
+                record.consecutive_failures += 1;
+                let now = Instant::now();
+                record.recent_failures.push_back(now);
+                while record.recent_failures.front().is_some_and(|t| now.duration_since(*t) > QUARANTINE_WINDOW) {
+                    record.recent_failures.pop_front();
+                }
+                let exponent = (record.consecutive_failures - 1).min(16);
+                let backoff = BACKOFF_START.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+                record.backoff_until = Some(now + backoff);
+                if record.recent_failures.len() >= QUARANTINE_AFTER && record.quarantined.is_none() {
+                    let reason = format!(
+                        "{} failures within {} s (last: {}: {}); `bronzectl plugins run {}` or a reinstall clears it",
+                        record.recent_failures.len(),
+                        QUARANTINE_WINDOW.as_secs(),
+                        outcome.kind,
+                        outcome.message,
+                        self.id
+                    );
+                    tracing::warn!(instance = %self.id, %reason, "plugin instance quarantined");
+                    record.quarantined = Some(reason);
+                }
+                tracing::info!(instance = %self.id, outcome = %outcome.kind, message = %outcome.message, backoff_ms = backoff.as_millis() as u64, "plugin call failed");
+            }
+            record.last = Some(outcome.clone());
+            (record.consecutive_unhealthy, outcome.kind)
+        };
+        if armed.plugin.manifest.world == bronze_bundle::World::HealthCheck {
+            self.publish_health(armed, outcome, report, consecutive_unhealthy, record_kind);
+        }
+    }
+
+    fn publish_health(
+        &self,
+        armed: &Armed,
+        outcome: &Outcome,
+        report: Option<HealthReport>,
+        consecutive_failures: u32,
+        kind: OutcomeKind,
+    ) {
+        let (status, summary, details) = match report {
+            Some(report) => (report.status.to_string(), report.summary, report.details.into_iter().collect()),
+            None => (
+                "unknown".to_string(),
+                format!("the check did not complete: {}: {}", outcome.kind, outcome.message),
+                Default::default(),
+            ),
+        };
+        let spec = HealthCheckSpec {
+            plugin: armed.plugin.manifest.id.as_str().to_string(),
+            instance: self.id.clone(),
+            status,
+            summary,
+            details,
+            last_run: outcome.started.clone(),
+            duration_ms: outcome.duration.as_millis() as u64,
+            consecutive_failures,
+            outcome: kind.as_str().to_string(),
+        };
+        if let Err(e) = self.health.put(&self.id, &spec) {
+            tracing::error!(instance = %self.id, error = %e, "cannot publish health check");
+        }
+    }
+
+    pub fn view(&self) -> InstanceView {
+        let armed = self.armed.load_full();
+        let record = self.record();
+        let (state, reason) = if record.disabled {
+            ("disabled", String::new())
+        } else if let Some(reason) = &record.refused {
+            ("refused", reason.clone())
+        } else if let Some(reason) = &record.quarantined {
+            ("quarantined", reason.clone())
+        } else if record.running > 0 {
+            ("running", String::new())
+        } else if record.backoff_until.is_some_and(|t| t > Instant::now()) {
+            ("backoff", format!("after {} consecutive failures", record.consecutive_failures))
+        } else {
+            ("idle", String::new())
+        };
+        InstanceView {
+            id: self.id.clone(),
+            plugin: self.plugin_id.clone(),
+            state,
+            reason,
+            runs: record.runs,
+            failures: record.failures,
+            consecutive_failures: record.consecutive_failures,
+            last: record.last.clone(),
+            next_run: record.next_run,
+            capabilities: armed
+                .as_ref()
+                .map(|a| a.capabilities.iter().map(|c| c.interface().to_string()).collect())
+                .unwrap_or_default(),
+            log_dropped: self.log.dropped(),
+        }
+    }
+}
+
+/// Counts a call as running until dropped, even if the caller goes away.
+struct RunningGuard<'a>(&'a Instance);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let mut record = self.0.record();
+        record.running = record.running.saturating_sub(1);
+    }
+}
+
+/// JSON for `plugins run`.
+pub fn result_json(result: Option<&CallResult>) -> String {
+    result.map(|r| to_json(r).to_string()).unwrap_or_default()
+}

@@ -1,0 +1,537 @@
+//! The plugin manager: loads installed plugins at start (from the AOT cache
+//! when it can), keeps instances in step with the machine config, and
+//! installs, upgrades and removes plugins while the node runs.
+//!
+//! Nothing here blocks the API: loading happens in the background, compiles
+//! run on blocking threads, and calls run in their own tasks.
+
+use super::artifact::{compile, load_cached};
+use super::capabilities::{Imports, check_manifest};
+use super::engine::PluginEngine;
+use super::facts::Facts;
+use super::instance::{Instance, InstanceView, Trigger};
+use super::loaded::{ArmContext, ArtifactSource, LoadedPlugin, arm, prepare};
+use super::log::{LogLine, PluginLog};
+use super::net::SystemResolver;
+use super::outcome::Outcome;
+use super::registry::{Entry, Index, Registry};
+use super::resources::HealthCheckSpec;
+use super::results::CallResult;
+use crate::config::LiveConfig;
+use crate::state::{Store, Writer};
+use bronze_bundle::{MANIFEST_FILE, Manifest, SIGNATURE_FILE, WASM_FILE, sha256_hex};
+use bronze_config::{MachineConfig, PluginInstance};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+/// Why a plugin operation was refused; each maps to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The bundle itself is wrong (manifest, signature, component, world).
+    #[error("{0}")]
+    Invalid(String),
+    /// The bundle is fine but the node's config does not allow it yet.
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What an install changed.
+#[derive(Debug, Clone)]
+pub struct InstallReport {
+    pub id: String,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub sha256: String,
+    pub signed_by: Option<String>,
+    pub compile_ms: u64,
+    pub instances: Vec<String>,
+}
+
+/// One installed plugin for `plugins list/status`.
+#[derive(Debug, Clone)]
+pub struct PluginView {
+    pub entry: Entry,
+    pub imports: Vec<String>,
+    /// "cache", "compiled", or "failed: ..." when it could not be loaded.
+    pub artifact: String,
+    pub instances: Vec<InstanceView>,
+}
+
+struct Slot {
+    instance: Arc<Instance>,
+    task: AbortHandle,
+}
+
+#[derive(Default)]
+struct Inner {
+    index: Index,
+    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// Installed plugins that could not be loaded, and why.
+    failed: BTreeMap<String, String>,
+    instances: BTreeMap<String, Slot>,
+    /// Logs outlive instance re-creation so operators keep the history.
+    logs: BTreeMap<String, Arc<PluginLog>>,
+}
+
+pub struct PluginManager {
+    arm_ctx: ArmContext,
+    registry: Registry,
+    health: Arc<Writer<HealthCheckSpec>>,
+    inner: Mutex<Inner>,
+    /// One install/remove/reconcile at a time.
+    change: tokio::sync::Mutex<()>,
+    config: watch::Receiver<Option<LiveConfig>>,
+}
+
+impl std::fmt::Debug for PluginManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginManager").finish_non_exhaustive()
+    }
+}
+
+impl PluginManager {
+    /// Opens the plugin store under `root` and starts loading in the
+    /// background; returns at once.
+    pub fn start(
+        root: &Path,
+        store: &Store,
+        proc: PathBuf,
+        config: watch::Receiver<Option<LiveConfig>>,
+    ) -> anyhow::Result<Arc<PluginManager>> {
+        let engine = PluginEngine::new().map_err(|e| anyhow::anyhow!("cannot create the plugin engine: {e:#}"))?;
+        let (registry, index) = Registry::open(root)?;
+        let facts = Facts::new(store.clone(), PathBuf::from("/sys"), proc);
+        let manager = Arc::new(PluginManager {
+            arm_ctx: ArmContext { engine, facts, resolver: Arc::new(SystemResolver) },
+            registry,
+            health: Arc::new(store.writer()?),
+            inner: Mutex::new(Inner { index, ..Default::default() }),
+            change: tokio::sync::Mutex::new(()),
+            config,
+        });
+        tokio::spawn(manager.clone().follow());
+        Ok(manager)
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn engine(&self) -> &PluginEngine {
+        &self.arm_ctx.engine
+    }
+
+    /// Loads the installed plugins, then reconciles on every config change.
+    async fn follow(self: Arc<Self>) {
+        {
+            let _change = self.change.lock().await;
+            self.load_installed().await;
+        }
+        let mut config = self.config.clone();
+        loop {
+            let current = config.borrow_and_update().clone();
+            {
+                let _change = self.change.lock().await;
+                self.reconcile(current.as_ref().map(|c| c.config.as_ref()));
+            }
+            if config.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn load_installed(&self) {
+        let entries: Vec<Entry> = self.inner().index.plugins.values().cloned().collect();
+        for entry in entries {
+            let engine = self.arm_ctx.engine.clone();
+            let dir = self.registry.bundle_dir(&entry);
+            let artifact = self.registry.artifact_path(&entry.sha256, engine.fingerprint());
+            let fresh_entry = entry.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_one(&engine, fresh_entry, &dir, &artifact)).await;
+            let id = entry.id.clone();
+            match loaded {
+                Ok(Ok((plugin, recompiled))) => {
+                    tracing::info!(plugin = %id, version = %plugin.entry.version, artifact = plugin.artifact.as_str(), "plugin loaded");
+                    if let Some(cwasm) = recompiled {
+                        self.rewrite_artifact(&plugin.entry, &cwasm);
+                    }
+                    let plugin = Arc::new(plugin);
+                    let mut inner = self.inner();
+                    inner.index.plugins.insert(id.clone(), plugin.entry.clone());
+                    inner.plugins.insert(id, plugin);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(plugin = %id, error = %e, "cannot load installed plugin");
+                    self.inner().failed.insert(id, e);
+                }
+                Err(e) => {
+                    self.inner().failed.insert(id, format!("loading panicked: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Stores a recompiled artifact and records its hash and engine.
+    fn rewrite_artifact(&self, entry: &Entry, cwasm: &[u8]) {
+        let fingerprint = self.arm_ctx.engine.fingerprint().to_string();
+        if let Err(e) = self.registry.write_artifact(&entry.sha256, &fingerprint, cwasm) {
+            tracing::warn!(plugin = %entry.id, error = %e, "cannot write the recompiled artifact");
+            return;
+        }
+        let mut inner = self.inner();
+        let Some(stored) = inner.index.plugins.get_mut(&entry.id) else { return };
+        stored.cwasm_sha256 = sha256_hex(cwasm);
+        stored.fingerprint = fingerprint;
+        let index = inner.index.clone();
+        drop(inner);
+        if let Err(e) = self.registry.commit(&index) {
+            tracing::warn!(error = %e, "cannot update the plugin index");
+        }
+        self.registry.collect_garbage(&index);
+    }
+
+    /// Brings instances in line with `config` and the installed plugins.
+    fn reconcile(&self, config: Option<&MachineConfig>) {
+        let wanted: Vec<(usize, PluginInstance)> =
+            config.map(|c| c.machine.plugins.instances.iter().cloned().enumerate().collect()).unwrap_or_default();
+        let mut inner = self.inner();
+        let keep: Vec<String> = wanted.iter().map(|(_, i)| i.id.as_str().to_string()).collect();
+        let gone: Vec<String> = inner.instances.keys().filter(|id| !keep.contains(id)).cloned().collect();
+        for id in gone {
+            if let Some(slot) = inner.instances.remove(&id) {
+                slot.task.abort();
+                let _ = self.health.remove(&id);
+                tracing::info!(instance = %id, "plugin instance removed");
+            }
+        }
+        for (index, wanted) in wanted {
+            let id = wanted.id.as_str().to_string();
+            let plugin_id = wanted.plugin_id().as_str().to_string();
+            let stale = inner.instances.get(&id).is_some_and(|slot| slot.instance.plugin_id != plugin_id);
+            if stale && let Some(slot) = inner.instances.remove(&id) {
+                slot.task.abort();
+                let _ = self.health.remove(&id);
+            }
+            if !inner.instances.contains_key(&id) {
+                let log = inner.logs.entry(id.clone()).or_insert_with(|| PluginLog::new(&id)).clone();
+                let instance = Instance::new(&id, &plugin_id, self.arm_ctx.engine.clone(), self.health.clone(), log);
+                let task = tokio::spawn(instance.clone().schedule_loop()).abort_handle();
+                inner.instances.insert(id.clone(), Slot { instance, task });
+            }
+            let instance = inner.instances[&id].instance.clone();
+            if !wanted.enabled {
+                instance.disarm(None, true);
+                continue;
+            }
+            let Some(plugin) = inner.plugins.get(&plugin_id).cloned() else {
+                let reason = match inner.failed.get(&plugin_id) {
+                    Some(e) => format!("plugin {plugin_id} failed to load: {e}"),
+                    None => format!("plugin {plugin_id} is not installed"),
+                };
+                instance.disarm(Some(reason), false);
+                continue;
+            };
+            let at = format!("machine.plugins.instances[{index}]");
+            match arm(&self.arm_ctx, plugin, &wanted, &at, instance.log.clone()) {
+                Ok((armed, concurrency)) => instance.arm(armed, concurrency),
+                Err(reason) => {
+                    tracing::warn!(instance = %id, %reason, "plugin instance refused");
+                    instance.disarm(Some(reason), false);
+                }
+            }
+        }
+    }
+
+    /// Validates a bundle completely, then stores it and swaps it in. A
+    /// refused bundle leaves nothing behind.
+    pub async fn install(
+        &self,
+        manifest_bytes: Vec<u8>,
+        signature: Vec<u8>,
+        wasm: Vec<u8>,
+    ) -> Result<InstallReport, PluginError> {
+        let _change = self.change.lock().await;
+        let live = self.config.borrow().clone();
+        let Some(live) = live else {
+            return Err(PluginError::Precondition("the node has no machine config yet".into()));
+        };
+        let settings = &live.config.machine.plugins;
+        let sha256 = sha256_hex(&wasm);
+        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| PluginError::Invalid(format!("{e}")))?;
+        let id = manifest.id.as_str().to_string();
+        let signed_by = if signature.is_empty() {
+            if !settings.allow_unsigned {
+                return Err(PluginError::Invalid(format!(
+                    "{id}: the bundle is unsigned and machine.plugins.allowUnsigned is false; sign it with `bronzectl plugins sign` using a key listed in machine.plugins.trustedKeys"
+                )));
+            }
+            None
+        } else {
+            let key = bronze_bundle::verify(&wasm, &manifest_bytes, &signature, &settings.trusted_keys)
+                .map_err(|e| PluginError::Invalid(format!("{id}: plugin.sig: {e}")))?;
+            Some(key.to_string())
+        };
+        let instances: Vec<(usize, PluginInstance)> = settings
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.plugin_id().as_str() == id)
+            .map(|(n, i)| (n, i.clone()))
+            .collect();
+        if instances.is_empty() {
+            return Err(PluginError::Precondition(format!(
+                "no entry in machine.plugins.instances runs plugin {id}: add one (with id: {id}, or plugin: {id}) and its grants, apply the config, then install"
+            )));
+        }
+
+        let engine = self.arm_ctx.engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || compile(&engine, &wasm).map(|c| (c, wasm)))
+            .await
+            .map_err(|e| PluginError::Internal(format!("compiling panicked: {e}")))?
+            .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
+        let (compiled, wasm) = compiled;
+        let engine = &self.arm_ctx.engine;
+        let imports = Imports::of(engine.engine(), &compiled.component);
+        check_manifest(&imports, &manifest).map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
+        prepare(engine, &compiled.component, manifest.world, &imports.capabilities, &imports.types)
+            .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
+
+        let entry = Entry {
+            id: id.clone(),
+            version: manifest.version.to_string(),
+            world: manifest.world.as_str().to_string(),
+            sha256: sha256.clone(),
+            signed_by: signed_by.clone(),
+            installed_at: crate::state::now_rfc3339(),
+            dir: String::new(),
+            wasm_bytes: wasm.len() as u64,
+            cwasm_sha256: sha256_hex(&compiled.cwasm),
+            fingerprint: engine.fingerprint().to_string(),
+        };
+        let plugin = Arc::new(LoadedPlugin {
+            entry: entry.clone(),
+            manifest,
+            component: compiled.component.clone(),
+            imports,
+            artifact: ArtifactSource::Compiled,
+        });
+        // Every enabled instance must accept it before anything is stored.
+        let mut problems = Vec::new();
+        for (index, instance) in instances.iter().filter(|(_, i)| i.enabled) {
+            let at = format!("machine.plugins.instances[{index}]");
+            if let Err(e) = arm(&self.arm_ctx, plugin.clone(), instance, &at, PluginLog::new("validation")) {
+                problems.push(format!("instance {}: {e}", instance.id.as_str()));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PluginError::Precondition(format!("{id}: {}", problems.join("; "))));
+        }
+
+        let mut entry = entry;
+        let stored = self.store_bundle(&mut entry, &manifest_bytes, &signature, &wasm, &compiled.cwasm);
+        stored.map_err(|e| PluginError::Internal(format!("cannot store plugin {id}: {e}")))?;
+        let plugin = Arc::new(LoadedPlugin {
+            entry: entry.clone(),
+            manifest: plugin.manifest.clone(),
+            component: compiled.component,
+            imports: plugin.imports.clone(),
+            artifact: ArtifactSource::Compiled,
+        });
+        let previous = {
+            let mut inner = self.inner();
+            inner.failed.remove(&id);
+            inner.plugins.insert(id.clone(), plugin);
+            inner.index.plugins.get(&id).map(|e| e.version.clone())
+        };
+        let index = {
+            let mut inner = self.inner();
+            inner.index.plugins.insert(id.clone(), entry);
+            inner.index.clone()
+        };
+        self.registry.collect_garbage(&index);
+        self.reconcile(Some(live.config.as_ref()));
+        let names: Vec<String> = instances.iter().map(|(_, i)| i.id.as_str().to_string()).collect();
+        for name in &names {
+            if let Some(slot) = self.inner().instances.get(name) {
+                slot.instance.clear_failures();
+            }
+        }
+        tracing::info!(plugin = %id, version = %index.plugins[&id].version, previous = ?previous, "plugin installed");
+        Ok(InstallReport {
+            id: id.clone(),
+            version: index.plugins[&id].version.clone(),
+            previous_version: previous,
+            sha256,
+            signed_by,
+            compile_ms: compiled.took.as_millis() as u64,
+            instances: names,
+        })
+    }
+
+    /// Writes bundle files and artifact, then commits the index.
+    fn store_bundle(
+        &self,
+        entry: &mut Entry,
+        manifest: &[u8],
+        signature: &[u8],
+        wasm: &[u8],
+        cwasm: &[u8],
+    ) -> std::io::Result<()> {
+        let mut files: Vec<(&str, &[u8])> = vec![(WASM_FILE, wasm), (MANIFEST_FILE, manifest)];
+        if !signature.is_empty() {
+            files.push((SIGNATURE_FILE, signature));
+        }
+        entry.dir = self.registry.write_bundle(&entry.id, &files)?;
+        self.registry.write_artifact(&entry.sha256, &entry.fingerprint, cwasm)?;
+        let mut index = self.inner().index.clone();
+        index.plugins.insert(entry.id.clone(), entry.clone());
+        self.registry.commit(&index)
+    }
+
+    /// Uninstalls `id`; its instances stop and their checks disappear.
+    pub async fn remove(&self, id: &str) -> Result<Entry, PluginError> {
+        let _change = self.change.lock().await;
+        let mut index = self.inner().index.clone();
+        let Some(entry) = index.plugins.remove(id) else {
+            return Err(PluginError::NotFound(format!("plugin {id} is not installed")));
+        };
+        self.registry.commit(&index).map_err(|e| PluginError::Internal(format!("cannot update the index: {e}")))?;
+        {
+            let mut inner = self.inner();
+            inner.index = index.clone();
+            inner.plugins.remove(id);
+            inner.failed.remove(id);
+        }
+        self.registry.collect_garbage(&index);
+        let live = self.config.borrow().clone();
+        self.reconcile(live.as_ref().map(|c| c.config.as_ref()));
+        tracing::info!(plugin = %id, version = %entry.version, "plugin removed");
+        Ok(entry)
+    }
+
+    pub fn list(&self) -> Vec<PluginView> {
+        let inner = self.inner();
+        inner
+            .index
+            .plugins
+            .values()
+            .map(|entry| {
+                let (imports, artifact) = match (inner.plugins.get(&entry.id), inner.failed.get(&entry.id)) {
+                    (Some(p), _) => (p.imports.names(), p.artifact.as_str().to_string()),
+                    (None, Some(e)) => (vec![], format!("failed: {e}")),
+                    (None, None) => (vec![], "loading".to_string()),
+                };
+                PluginView {
+                    entry: entry.clone(),
+                    imports,
+                    artifact,
+                    instances: inner
+                        .instances
+                        .values()
+                        .filter(|s| s.instance.plugin_id == entry.id)
+                        .map(|s| s.instance.view())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// One plugin and the recent log of its instances.
+    pub fn status(&self, id: &str) -> Result<(PluginView, Vec<(String, LogLine)>), PluginError> {
+        let view = self
+            .list()
+            .into_iter()
+            .find(|p| p.entry.id == id)
+            .ok_or_else(|| PluginError::NotFound(format!("plugin {id} is not installed")))?;
+        let inner = self.inner();
+        let mut log: Vec<(String, LogLine)> = view
+            .instances
+            .iter()
+            .filter_map(|i| inner.logs.get(&i.id).map(|l| (i.id.clone(), l.lines())))
+            .flat_map(|(instance, lines)| lines.into_iter().map(move |line| (instance.clone(), line)))
+            .collect();
+        log.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        Ok((view, log))
+    }
+
+    /// Calls an instance once now (clearing quarantine). `id` is an
+    /// instance id, or a plugin id that has exactly one instance.
+    pub async fn run(&self, id: &str) -> Result<(String, Outcome, Option<CallResult>), PluginError> {
+        let instance = {
+            let inner = self.inner();
+            match inner.instances.get(id) {
+                Some(slot) => slot.instance.clone(),
+                None => {
+                    let of_plugin: Vec<&Slot> =
+                        inner.instances.values().filter(|s| s.instance.plugin_id == id).collect();
+                    match of_plugin.as_slice() {
+                        [one] => one.instance.clone(),
+                        [] => return Err(PluginError::NotFound(format!("no plugin instance {id}"))),
+                        many => {
+                            let ids: Vec<&str> = many.iter().map(|s| s.instance.id.as_str()).collect();
+                            return Err(PluginError::Invalid(format!(
+                                "plugin {id} has several instances ({}); name one",
+                                ids.join(", ")
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        if !instance.is_armed() {
+            let view = instance.view();
+            return Err(PluginError::Precondition(format!("instance {} cannot run: {}", view.id, view.reason)));
+        }
+        match instance.run(Trigger::Operator).await {
+            Some((outcome, result)) => Ok((instance.id.clone(), outcome, result)),
+            None => Err(PluginError::Precondition(format!("instance {} cannot run now", instance.id))),
+        }
+    }
+
+    /// Stops every schedule (shutdown). Calls in flight end by their deadline.
+    pub fn stop(&self) {
+        let mut inner = self.inner();
+        for (_, slot) in std::mem::take(&mut inner.instances) {
+            slot.task.abort();
+        }
+    }
+}
+
+/// Loads one installed plugin: the cached artifact when it is valid, else a
+/// recompile from the kept wasm (returned so the caller can re-cache it).
+fn load_one(
+    engine: &PluginEngine,
+    entry: Entry,
+    dir: &Path,
+    artifact: &Path,
+) -> Result<(LoadedPlugin, Option<Vec<u8>>), String> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
+    };
+    let manifest_bytes = read(MANIFEST_FILE)?;
+    let manifest = Manifest::parse(&manifest_bytes).map_err(|e| format!("stored plugin.toml: {e}"))?;
+    let cached = (entry.fingerprint == engine.fingerprint())
+        .then(|| load_cached(engine, artifact, &entry.cwasm_sha256))
+        .flatten();
+    let (component, source, recompiled) = match cached {
+        Some(component) => (component, ArtifactSource::Cache, None),
+        None => {
+            let wasm = read(WASM_FILE)?;
+            if sha256_hex(&wasm) != entry.sha256 {
+                return Err(format!("stored {WASM_FILE} does not match its recorded sha256 {}", entry.sha256));
+            }
+            let compiled = compile(engine, &wasm)?;
+            (compiled.component, ArtifactSource::Compiled, Some(compiled.cwasm))
+        }
+    };
+    let imports = Imports::of(engine.engine(), &component);
+    check_manifest(&imports, &manifest)?;
+    Ok((LoadedPlugin { entry, manifest, component, imports, artifact: source }, recompiled))
+}

@@ -1,0 +1,29 @@
+//! The plugin host: sandboxed WebAssembly components that get capabilities
+//! only through the `bronze:host` interfaces the operator grants.
+//!
+//! - [`engine`]: one wasmtime engine, epoch ticker.
+//! - [`registry`] + [`artifact`]: installed bundles and the AOT cache on disk.
+//! - [`capabilities`]: imports ∩ manifest ∩ grant, per-instance linkers.
+//! - [`context`]: the `bronze:host` functions; [`net`]: the http/probe client.
+//! - [`call`] + [`outcome`] + [`results`]: one sandboxed call.
+//! - [`instance`]: schedule, backoff, quarantine; [`manager`]: the whole.
+
+pub mod artifact;
+pub mod bindings;
+pub mod call;
+pub mod capabilities;
+pub mod context;
+pub mod engine;
+pub mod facts;
+pub mod instance;
+pub mod limits;
+pub mod loaded;
+pub mod log;
+pub mod manager;
+pub mod net;
+pub mod outcome;
+pub mod registry;
+pub mod resources;
+pub mod results;
+
+pub use manager::{PluginError, PluginManager};

@@ -1,0 +1,120 @@
+//! How a plugin call ended, classified for status, backoff and operators.
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Ok,
+    /// The call's deadline passed.
+    Timeout,
+    /// The guest trapped (including stack overflow and out-of-memory
+    /// inside its own allocator).
+    Trap,
+    /// A host-enforced limit stopped it: memory, tables, result size.
+    Limit,
+    /// The host failed the call: instantiation, a panic, a broken result.
+    HostError,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Ok => "ok",
+            OutcomeKind::Timeout => "timeout",
+            OutcomeKind::Trap => "trap",
+            OutcomeKind::Limit => "limit",
+            OutcomeKind::HostError => "host-error",
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        self == OutcomeKind::Ok
+    }
+}
+
+impl fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finished call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    /// Empty for ok.
+    pub message: String,
+    /// RFC 3339 start.
+    pub started: String,
+    pub duration: Duration,
+}
+
+/// Longest message kept (trap messages carry wasm backtraces).
+const MAX_MESSAGE: usize = 2048;
+
+impl Outcome {
+    pub fn new(kind: OutcomeKind, message: impl Into<String>, started: String, duration: Duration) -> Self {
+        let message = message.into();
+        let message = super::log::truncate(&message, MAX_MESSAGE).to_string();
+        Outcome { kind, message, started, duration }
+    }
+}
+
+/// Returned by the epoch callback when the call's deadline passed, so the
+/// error can be told apart from a guest trap.
+#[derive(Debug)]
+pub struct DeadlineExceeded;
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the call's deadline passed")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// Classifies an error from instantiating or calling a guest.
+pub fn classify(error: &wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> (OutcomeKind, String) {
+    if error.downcast_ref::<DeadlineExceeded>().is_some() {
+        return (OutcomeKind::Timeout, format!("no result within the {} ms deadline", timeout.as_millis()));
+    }
+    if let Some(hit) = limit_hit {
+        return (OutcomeKind::Limit, hit);
+    }
+    let detail = brief(&format!("{error:#}"));
+    // wasmtime's error type for this is private; its text is stable API
+    // in practice and the only handle we have.
+    if detail.contains("fuel allocated for hostcalls has been exhausted") {
+        return (
+            OutcomeKind::Limit,
+            format!("data limit: more than the host accepts in one call crossed the boundary ({detail})"),
+        );
+    }
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        let what = match trap {
+            wasmtime::Trap::StackOverflow => "wasm trap: stack overflow (call stack exhausted)".to_string(),
+            wasmtime::Trap::UnreachableCodeReached => {
+                "wasm trap: unreachable code reached (a panic or an abort)".to_string()
+            }
+            other => format!("wasm trap: {other}"),
+        };
+        return (OutcomeKind::Trap, format!("{what}; {detail}"));
+    }
+    (OutcomeKind::Trap, detail)
+}
+
+/// Frames of a wasm backtrace kept in a message.
+const BACKTRACE_FRAMES: usize = 5;
+
+/// The error's first line and the first few backtrace frames.
+fn brief(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut out: Vec<&str> = lines.by_ref().take(1 + BACKTRACE_FRAMES).collect();
+    let rest = lines.count();
+    let more = format!("    ... {rest} more frames");
+    if rest > 0 {
+        out.push(&more);
+    }
+    out.join("\n")
+}

@@ -1,0 +1,225 @@
+//! Installed plugins on disk, under `<state dir>/plugins`:
+//!
+//! ```text
+//! index.json                         which bundle each plugin id runs (the commit point)
+//! bundles/<id>-<sha12>/plugin.wasm   the original component, always kept
+//! bundles/<id>-<sha12>/plugin.toml
+//! bundles/<id>-<sha12>/plugin.sig    when signed
+//! cache/<sha256>-<fingerprint>.cwasm compiled artifacts
+//! ```
+//!
+//! An install writes its bundle and artifact first and then replaces
+//! `index.json` atomically; a crash at any point leaves either the old or
+//! the new index, and [`Registry::open`] removes whatever no index names.
+
+use crate::statedir::{is_temp_name, write_file_atomic};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const INDEX: &str = "index.json";
+const BUNDLES: &str = "bundles";
+const CACHE: &str = "cache";
+
+/// One installed plugin, as recorded in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub id: String,
+    pub version: String,
+    pub world: String,
+    /// Hex sha256 of plugin.wasm.
+    pub sha256: String,
+    /// Hex public key that signed it, if signed by a trusted key.
+    #[serde(default)]
+    pub signed_by: Option<String>,
+    pub installed_at: String,
+    /// Directory under `bundles/`.
+    pub dir: String,
+    pub wasm_bytes: u64,
+    /// Hex sha256 of the cached artifact, to detect a corrupted cache.
+    pub cwasm_sha256: String,
+    /// The engine the artifact was compiled for.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub plugins: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// Opens (creating) the plugin store and removes leftovers of
+    /// interrupted installs.
+    pub fn open(root: &Path) -> io::Result<(Registry, Index)> {
+        fs::create_dir_all(root.join(BUNDLES))?;
+        fs::create_dir_all(root.join(CACHE))?;
+        let registry = Registry { root: root.to_path_buf() };
+        let index = registry.read_index()?;
+        registry.collect_garbage(&index);
+        Ok((registry, index))
+    }
+
+    fn read_index(&self) -> io::Result<Index> {
+        let path = self.root.join(INDEX);
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(index) => Ok(index),
+                Err(e) => {
+                    // Written atomically, so this is damage from outside.
+                    // Keep the evidence and start empty rather than not boot.
+                    let aside = self.root.join("index.json.corrupt");
+                    tracing::error!(path = %path.display(), error = %e, aside = %aside.display(),
+                        "plugin index unreadable; moved aside, no plugins loaded");
+                    fs::rename(&path, &aside)?;
+                    Ok(Index::default())
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes temp files, bundle dirs and artifacts that the index does
+    /// not name.
+    pub fn collect_garbage(&self, index: &Index) {
+        let dirs: BTreeSet<&str> = index.plugins.values().map(|e| e.dir.as_str()).collect();
+        let artifacts: BTreeSet<String> =
+            index.plugins.values().map(|e| artifact_name(&e.sha256, &e.fingerprint)).collect();
+        remove_unlisted(&self.root.join(BUNDLES), |name| dirs.contains(name));
+        remove_unlisted(&self.root.join(CACHE), |name| artifacts.contains(name));
+        remove_unlisted(&self.root, |name| !is_temp_name(name));
+    }
+
+    pub fn bundle_dir(&self, entry: &Entry) -> PathBuf {
+        self.root.join(BUNDLES).join(&entry.dir)
+    }
+
+    pub fn artifact_path(&self, sha256: &str, fingerprint: &str) -> PathBuf {
+        self.root.join(CACHE).join(artifact_name(sha256, fingerprint))
+    }
+
+    /// Writes a bundle's files into their own directory, named by `id` and
+    /// a hash of all the files, and returns its name. The directory appears
+    /// complete or not at all.
+    pub fn write_bundle(&self, id: &str, files: &[(&str, &[u8])]) -> io::Result<String> {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for (file, bytes) in files {
+            hasher.update(file.as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        let name = format!("{id}-{}", &hex::encode(hasher.finalize())[..16]);
+        let bundles = self.root.join(BUNDLES);
+        let target = bundles.join(&name);
+        if target.is_dir() {
+            // Same id and the same files: a reinstall. Content-addressed,
+            // so the existing directory is already right.
+            return Ok(name);
+        }
+        let temp = bundles.join(format!(".tmp-{name}"));
+        let _ = fs::remove_dir_all(&temp);
+        fs::create_dir_all(&temp)?;
+        for (file, bytes) in files {
+            write_file_atomic(&temp.join(file), bytes)?;
+        }
+        fs::rename(&temp, &target)?;
+        fs::File::open(&bundles)?.sync_all()?;
+        Ok(name)
+    }
+
+    pub fn write_artifact(&self, sha256: &str, fingerprint: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+        let path = self.artifact_path(sha256, fingerprint);
+        write_file_atomic(&path, bytes)?;
+        Ok(path)
+    }
+
+    /// The commit point of every install, upgrade and removal.
+    pub fn commit(&self, index: &Index) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(index).map_err(io::Error::other)?;
+        write_file_atomic(&self.root.join(INDEX), &bytes)
+    }
+}
+
+pub fn artifact_name(sha256: &str, fingerprint: &str) -> String {
+    format!("{sha256}-{fingerprint}.cwasm")
+}
+
+fn remove_unlisted(dir: &Path, keep: impl Fn(&str) -> bool) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == INDEX || name == BUNDLES || name == CACHE || name == "index.json.corrupt" || keep(&name) {
+            continue;
+        }
+        let path = entry.path();
+        tracing::info!(path = %path.display(), "removing plugin file no index names");
+        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, sha: &str, dir: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            version: "0.1.0".into(),
+            world: "health-check".into(),
+            sha256: sha.into(),
+            signed_by: None,
+            installed_at: "2026-01-01T00:00:00Z".into(),
+            dir: dir.into(),
+            wasm_bytes: 3,
+            cwasm_sha256: "00".into(),
+            fingerprint: "fp".into(),
+        }
+    }
+
+    #[test]
+    fn commit_round_trips_and_garbage_is_collected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (registry, index) = Registry::open(tmp.path()).unwrap();
+        assert!(index.plugins.is_empty());
+        let sha = "a".repeat(64);
+        let dir = registry.write_bundle("p", &[("plugin.wasm", b"abc"), ("plugin.toml", b"id")]).unwrap();
+        registry.write_artifact(&sha, "fp", b"compiled").unwrap();
+        // Leftovers of an interrupted install of something else.
+        registry.write_bundle("q", &[("plugin.wasm", b"x")]).unwrap();
+        registry.write_artifact(&"b".repeat(64), "fp", b"x").unwrap();
+        fs::create_dir_all(tmp.path().join("bundles/.tmp-half")).unwrap();
+        let mut index = Index::default();
+        index.plugins.insert("p".into(), entry("p", &sha, &dir));
+        registry.commit(&index).unwrap();
+
+        let (registry, reopened) = Registry::open(tmp.path()).unwrap();
+        assert_eq!(reopened, index);
+        let bundles: Vec<_> =
+            fs::read_dir(tmp.path().join("bundles")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(bundles, [std::ffi::OsString::from(&dir)]);
+        assert_eq!(fs::read(registry.bundle_dir(&index.plugins["p"]).join("plugin.wasm")).unwrap(), b"abc");
+        let cache: Vec<_> = fs::read_dir(tmp.path().join("cache")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(cache, [std::ffi::OsString::from(artifact_name(&sha, "fp"))]);
+    }
+
+    #[test]
+    fn a_corrupt_index_is_moved_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(INDEX), b"{not json").unwrap();
+        let (_, index) = Registry::open(tmp.path()).unwrap();
+        assert!(index.plugins.is_empty());
+        assert!(tmp.path().join("index.json.corrupt").exists());
+    }
+}

@@ -1,0 +1,557 @@
+//! Plugins end to end on a real `bronzed`: real components compiled from
+//! `plugins/`, installed over the real API, calling real local servers.
+
+use bronze_api::v1 as pb;
+use bronze_bundle::SigningKey;
+use bronze_tests::plugins::{TestHttpServer, bundle, client, config_with_plugins, install, signed};
+use bronze_tests::{Node, Pki};
+use bronzectl::client::NodeClient;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const ADMIN: &[&str] = &["os:admin"];
+
+/// HealthCheck resources by instance id.
+async fn health_checks(c: &mut NodeClient) -> BTreeMap<String, serde_json::Value> {
+    let list = c
+        .resources
+        .list(pb::ListRequest { namespace: String::new(), r#type: "healthchecks".into() })
+        .await
+        .expect("list healthchecks")
+        .into_inner();
+    list.resources.into_iter().map(|r| (r.metadata.unwrap().id, serde_json::from_str(&r.spec_json).unwrap())).collect()
+}
+
+/// Waits until every instance in `want` reports the wanted status.
+async fn wait_statuses(c: &mut NodeClient, want: &[(&str, &str)], node: &Node) -> BTreeMap<String, serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let checks = health_checks(c).await;
+        if want.iter().all(|(id, status)| checks.get(*id).is_some_and(|c| c["status"] == *status)) {
+            return checks;
+        }
+        assert!(Instant::now() < deadline, "health checks never reached {want:?}: {checks:#?}\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_plugins_report_healthy_unhealthy_and_unreachable() {
+    let pki = Pki::new();
+    let key = SigningKey::generate().unwrap();
+    let server = TestHttpServer::start().await;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let closed = bronze_tests::free_port();
+    let port = server.port;
+    let plugins = format!(
+        r#"trustedKeys: ["{key}"]
+    instances:
+      - id: http-ok
+        plugin: health-http
+        config: {{ url: "http://127.0.0.1:{port}/ok/" }}
+        grants: {{ config: true, http: [{{ url: "http://127.0.0.1:{port}/" }}] }}
+        schedule: {{ interval: 200ms }}
+      - id: http-bad
+        plugin: health-http
+        config: {{ url: "http://127.0.0.1:{port}/bad" }}
+        grants: {{ config: true, http: [{{ url: "http://127.0.0.1:{port}/" }}] }}
+        schedule: {{ interval: 200ms }}
+      - id: http-down
+        plugin: health-http
+        config: {{ url: "http://127.0.0.1:{closed}/ok/" }}
+        grants: {{ config: true, http: [{{ url: "http://127.0.0.1:{closed}/" }}] }}
+        schedule: {{ interval: 200ms }}
+      - id: tcp-ok
+        plugin: health-tcp
+        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
+        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
+        schedule: {{ interval: 200ms }}
+      - id: tcp-down
+        plugin: health-tcp
+        config: {{ host: 127.0.0.1, port: "{closed}" }}
+        grants: {{ config: true, probe: ["tcp://127.0.0.1:{closed}"] }}
+        schedule: {{ interval: 200ms }}
+      - id: health-time
+        grants: {{ facts: [time] }}
+        schedule: {{ interval: 200ms }}"#,
+        key = key.public_key()
+    );
+    let node = Node::start_configured(&config_with_plugins(&pki, "plugins", &plugins)).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    for id in ["health-http", "health-tcp", "health-time"] {
+        let done = install(c.channel.clone(), &signed(bundle(id), &key)).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(done.id, id);
+        assert_eq!(done.signed_by, key.public_key().to_string());
+    }
+    let checks = wait_statuses(
+        &mut c,
+        &[
+            ("http-ok", "healthy"),
+            ("http-bad", "unhealthy"),
+            ("http-down", "unhealthy"),
+            ("tcp-ok", "healthy"),
+            ("tcp-down", "unhealthy"),
+            // Process mode without time servers never syncs.
+            ("health-time", "unhealthy"),
+        ],
+        &node,
+    )
+    .await;
+    assert!(checks["http-bad"]["summary"].as_str().unwrap().contains("500"), "{checks:#?}");
+    assert!(checks["tcp-down"]["summary"].as_str().unwrap().contains(&closed.to_string()), "{checks:#?}");
+    assert_eq!(checks["http-ok"]["plugin"], "health-http");
+    assert_eq!(checks["http-ok"]["outcome"], "ok");
+    assert!(server.hits().iter().any(|p| p == "/ok/"));
+
+    // Failing checks are unmet conditions of the machine.
+    let status = c
+        .resources
+        .get(pb::GetRequest { namespace: String::new(), r#type: "machinestatus".into(), id: "machine".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let spec: serde_json::Value = serde_json::from_str(&status.resource.unwrap().spec_json).unwrap();
+    let unmet = spec["unmetConditions"].to_string();
+    assert!(unmet.contains("healthcheck/http-bad") && unmet.contains("healthcheck/tcp-down"), "{unmet}");
+    assert!(!unmet.contains("healthcheck/http-ok"), "{unmet}");
+    assert_eq!(spec["ready"], false);
+
+    // Status shows effective capabilities: imports ∩ manifest ∩ grant.
+    let status = client(c.channel.clone())
+        .status(pb::PluginStatusRequest { id: "health-tcp".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = status.plugin.unwrap();
+    let tcp_ok = info.instances.iter().find(|i| i.id == "tcp-ok").unwrap();
+    assert!(tcp_ok.capabilities.contains(&"bronze:host/probe".to_string()), "{tcp_ok:?}");
+    assert!(!tcp_ok.capabilities.iter().any(|c| c.contains("http")), "{tcp_ok:?}");
+    assert!(tcp_ok.runs >= 1);
+    drop(tcp);
+}
+
+/// A `plugins run` over the API.
+async fn run(c: &NodeClient, id: &str) -> pb::PluginRunResponse {
+    client(c.channel.clone())
+        .run(pb::PluginRunRequest { id: id.into() })
+        .await
+        .unwrap_or_else(|e| panic!("run {id}: {e}"))
+        .into_inner()
+}
+
+fn report(run: &pb::PluginRunResponse) -> serde_json::Value {
+    serde_json::from_str(&run.result_json).unwrap_or_else(|e| panic!("result json {:?}: {e}", run.result_json))
+}
+
+#[tokio::test]
+async fn an_import_without_a_grant_refuses_the_install_and_names_it() {
+    let pki = Pki::new();
+    let plugins = r#"allowUnsigned: true
+    instances:
+      - id: health-http
+        config: { url: "http://127.0.0.1:1/ok/" }
+        grants: { config: true }"#;
+    let node = Node::start_configured(&config_with_plugins(&pki, "grants", plugins)).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    let before = bronze_tests::plugins::files_under(&node.state_dir.join("plugins"));
+    let err = install(c.channel.clone(), &bundle("health-http")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("bronze:host/http is imported but not granted"), "{err}");
+    assert!(err.message().contains("machine.plugins.instances[0].grants.http"), "{err}");
+    assert_eq!(bronze_tests::plugins::files_under(&node.state_dir.join("plugins")), before);
+    let list = client(c.channel.clone()).list(pb::PluginListRequest {}).await.unwrap().into_inner();
+    assert!(list.plugins.is_empty(), "{list:?}");
+}
+
+#[tokio::test]
+async fn http_grants_allow_only_their_prefix_port_host_and_addresses() {
+    let pki = Pki::new();
+    let server = TestHttpServer::start().await;
+    let port = server.port;
+    let other_port = bronze_tests::free_port();
+    let grant = format!(r#"grants: {{ config: true, http: [{{ url: "http://127.0.0.1:{port}/ok/" }}] }}"#);
+    let cases = [
+        ("allowed", format!("http://127.0.0.1:{port}/ok/")),
+        ("redirect-in", format!("http://127.0.0.1:{port}/ok/redirect-in")),
+        ("other-path", format!("http://127.0.0.1:{port}/other")),
+        ("other-port", format!("http://127.0.0.1:{other_port}/ok/")),
+        ("other-host", format!("http://127.0.0.2:{port}/ok/")),
+        ("redirect-out", format!("http://127.0.0.1:{port}/ok/redirect-out")),
+    ];
+    let mut instances: String = cases
+        .iter()
+        .map(|(id, url)| {
+            format!(
+                "\n      - id: {id}\n        plugin: health-http\n        config: {{ url: \"{url}\" }}\n        {grant}"
+            )
+        })
+        .collect();
+    // A name is granted, but it resolves to an address no grant names.
+    instances.push_str(&format!(
+        "\n      - id: by-name\n        plugin: health-http\n        config: {{ url: \"http://localhost:{port}/ok/\" }}\n        grants: {{ config: true, http: [{{ url: \"http://localhost:{port}/ok/\" }}] }}"
+    ));
+    let plugins = format!("allowUnsigned: true\n    instances:{instances}");
+    let node = Node::start_configured(&config_with_plugins(&pki, "http-grants", &plugins)).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    install(c.channel.clone(), &bundle("health-http")).await.unwrap();
+
+    for id in ["allowed", "redirect-in"] {
+        let done = run(&c, id).await;
+        assert_eq!(done.outcome.as_ref().unwrap().kind, "ok");
+        assert_eq!(report(&done)["status"], "healthy", "{id}: {done:?}");
+    }
+    for (id, why) in [
+        ("other-path", "/other"),
+        ("other-port", &other_port.to_string()),
+        ("other-host", "127.0.0.2"),
+        ("redirect-out", "redirect"),
+        ("by-name", "127.0.0.1"),
+    ] {
+        let done = run(&c, id).await;
+        // A denial is an error value for the guest, never a trap.
+        assert_eq!(done.outcome.as_ref().unwrap().kind, "ok", "{id}: {done:?}");
+        let report = report(&done);
+        let summary = report["summary"].as_str().unwrap();
+        assert_eq!(report["status"], "unknown", "{id}: {report}");
+        assert!(summary.contains("denied") && summary.contains(why), "{id}: {summary}");
+    }
+    let hits = server.hits();
+    assert!(!hits.iter().any(|p| p == "/other"), "a denied request reached the server: {hits:?}");
+    assert!(hits.iter().any(|p| p == "/ok/redirect-out"), "{hits:?}");
+}
+
+#[tokio::test]
+async fn bad_bundles_are_refused_with_a_reason_and_leave_nothing_behind() {
+    use bronze_tests::plugins::{files_under, install_raw};
+    let pki = Pki::new();
+    let trusted = SigningKey::generate().unwrap();
+    let stranger = SigningKey::generate().unwrap();
+    let plugins = format!(
+        r#"trustedKeys: ["{}"]
+    instances:
+      - id: health-http
+        config: {{ url: "http://127.0.0.1:1/ok/" }}
+        grants: {{ config: true, http: [{{ url: "http://127.0.0.1:1/" }}] }}
+      - id: metadata-static
+        config: {{ platform: test }}
+        grants: {{ config: true }}"#,
+        trusted.public_key()
+    );
+    let node = Node::start_configured(&config_with_plugins(&pki, "bad-bundles", &plugins)).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    let before = files_under(&node.state_dir.join("plugins"));
+    let good = bundle("health-http");
+
+    let mut corrupted = good.clone();
+    let middle = corrupted.wasm.len() / 2;
+    corrupted.wasm[middle..middle + 64].fill(0xff);
+    let mut core_module = good.clone();
+    core_module.wasm = b"\0asm\x01\0\0\0".to_vec();
+    let mut wrong_world = bundle("metadata-static");
+    wrong_world.manifest_bytes = String::from_utf8(wrong_world.manifest_bytes)
+        .unwrap()
+        .replace("metadata-provider", "health-check")
+        .into_bytes();
+    let mut tampered = signed(good.clone(), &trusted);
+    tampered.wasm.push(0);
+    let mut mismatch = good.clone();
+    mismatch.manifest_bytes =
+        String::from_utf8(mismatch.manifest_bytes).unwrap().replace("http = true", "").into_bytes();
+    let cases = [
+        ("corrupted wasm", signed(corrupted, &trusted), "not a valid component"),
+        ("core module", signed(core_module, &trusted), "core WebAssembly module, not a component"),
+        (
+            "wrong world",
+            signed(wrong_world, &trusted),
+            "says world health-check but the component does not implement it",
+        ),
+        ("bad signature", tampered, "plugin.sig"),
+        ("untrusted key", signed(good.clone(), &stranger), "plugin.sig"),
+        ("unsigned", good.clone(), "unsigned"),
+        (
+            "manifest/import mismatch",
+            signed(mismatch, &trusted),
+            "imports bronze:host/http but plugin.toml does not request it",
+        ),
+    ];
+    for (what, bundle, expected) in cases {
+        let err = install(c.channel.clone(), &bundle).await.expect_err(what);
+        assert!(matches!(err.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition), "{what}: {err}");
+        assert!(err.message().contains(expected), "{what}: {}", err.message());
+        assert_eq!(files_under(&node.state_dir.join("plugins")), before, "{what} left files behind");
+    }
+
+    // Oversized: refused from the header, before any byte is sent.
+    let header = pb::PluginInstallHeader {
+        manifest: good.manifest_bytes.clone(),
+        signature: vec![],
+        wasm_size: bronze_bundle::MAX_WASM_BYTES + 1,
+        wasm_sha256: String::new(),
+    };
+    let err = install_raw(c.channel.clone(), header, vec![]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("the limit is"), "{err}");
+    // More bytes than announced.
+    let header = pb::PluginInstallHeader {
+        manifest: good.manifest_bytes.clone(),
+        signature: vec![],
+        wasm_size: 10,
+        wasm_sha256: String::new(),
+    };
+    let err = install_raw(c.channel.clone(), header, vec![vec![0; 64]]).await.unwrap_err();
+    assert!(err.message().contains("exceeds header.wasm_size"), "{err}");
+    assert_eq!(files_under(&node.state_dir.join("plugins")), before);
+
+    // The node keeps working, and a good bundle still installs.
+    install(c.channel.clone(), &signed(good, &trusted)).await.unwrap();
+}
+
+async fn status_of(c: &NodeClient, plugin: &str, instance: &str) -> pb::PluginInstanceStatus {
+    let status = client(c.channel.clone())
+        .status(pb::PluginStatusRequest { id: plugin.into() })
+        .await
+        .unwrap_or_else(|e| panic!("status {plugin}: {e}"))
+        .into_inner();
+    status.plugin.unwrap().instances.into_iter().find(|i| i.id == instance).unwrap()
+}
+
+#[tokio::test]
+async fn hostile_plugins_are_contained_and_recorded() {
+    use bronze_tests::plugins::rss_bytes;
+    let pki = Pki::new();
+    let server = TestHttpServer::start().await;
+    let port = server.port;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let modes = ["ok", "loop", "alloc", "recurse", "trap", "log-flood", "huge-return", "slow-http"];
+    let mut instances: String = modes
+        .iter()
+        .map(|mode| {
+            format!(
+                "\n      - id: h-{mode}\n        plugin: hostile\n        config: {{ mode: {mode}, url: \"http://127.0.0.1:{port}/slow\" }}\n        grants: {{ config: true, http: [{{ url: \"http://127.0.0.1:{port}/slow\" }}] }}"
+            )
+        })
+        .collect();
+    instances.push_str(&format!(
+        "\n      - id: steady\n        plugin: health-tcp\n        config: {{ host: 127.0.0.1, port: \"{tcp_port}\" }}\n        grants: {{ config: true, probe: [\"tcp://127.0.0.1:{tcp_port}\"] }}\n        schedule: {{ interval: 200ms }}"
+    ));
+    let plugins = format!("allowUnsigned: true\n    instances:{instances}");
+    let node = Node::start_configured(&config_with_plugins(&pki, "hostile", &plugins)).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    install(c.channel.clone(), &bundle("health-tcp")).await.unwrap();
+    install(c.channel.clone(), &bundle("hostile")).await.unwrap();
+    // Warm up every code path once before the baseline.
+    let first = run(&c, "h-ok").await;
+    assert_eq!(report(&first)["status"], "healthy");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = rss_bytes(node.pid());
+    let steady_before = status_of(&c, "health-tcp", "steady").await.runs;
+    let started = Instant::now();
+
+    let expected = [
+        ("h-loop", "timeout", "deadline"),
+        ("h-alloc", "limit", "memory limit"),
+        // Rust guests keep their stack in linear memory: running off its
+        // end is an out-of-bounds access rather than a wasm stack overflow.
+        ("h-recurse", "trap", "wasm trap"),
+        ("h-trap", "trap", "unreachable"),
+        ("h-log-flood", "ok", ""),
+        ("h-huge-return", "limit", ""),
+    ];
+    for round in 0..2 {
+        for (id, kind, text) in expected {
+            // The API answers while the plugin misbehaves.
+            let call = tokio::spawn({
+                let c = node.client(&pki.auth(ADMIN)).await;
+                let id = id.to_string();
+                async move { run(&c, &id).await }
+            });
+            let mut machine = node.client(&pki.auth(ADMIN)).await.machine;
+            let asked = Instant::now();
+            machine.version(pb::VersionRequest {}).await.expect("version during a hostile call");
+            assert!(asked.elapsed() < Duration::from_secs(1), "API slow during {id}: {:?}", asked.elapsed());
+            let done = call.await.unwrap();
+            let outcome = done.outcome.unwrap();
+            assert_eq!(outcome.kind, kind, "{id} round {round}: {outcome:?}");
+            assert!(outcome.message.contains(text), "{id}: {outcome:?}");
+            assert!(outcome.duration_us < 3_000_000, "{id} ran past its 2 s deadline: {outcome:?}");
+        }
+    }
+    // A slow server: the plugin's request gives up in time and it says so.
+    let slow = run(&c, "h-slow-http").await;
+    assert_eq!(slow.outcome.as_ref().unwrap().kind, "ok", "{slow:?}");
+    let slow_report = report(&slow);
+    assert_eq!(slow_report["status"], "unhealthy", "{slow_report}");
+    assert!(slow_report["summary"].as_str().unwrap().contains("timed out"), "{slow_report}");
+    assert!(slow.outcome.unwrap().duration_us < 2_000_000);
+
+    let flood = status_of(&c, "hostile", "h-log-flood").await;
+    assert!(flood.log_dropped > 90_000, "log flood not rate limited: {flood:?}");
+    let huge = status_of(&c, "hostile", "h-huge-return").await;
+    assert_eq!(huge.last_outcome.unwrap().kind, "limit");
+
+    // The well-behaved check kept its schedule throughout.
+    let elapsed = started.elapsed();
+    let steady = status_of(&c, "health-tcp", "steady").await;
+    let expected_runs = (elapsed.as_millis() / 200) as u64;
+    assert!(
+        steady.runs - steady_before >= expected_runs / 2,
+        "steady ran {} times in {elapsed:?} (every 200 ms expected)",
+        steady.runs - steady_before
+    );
+    assert_eq!(steady.consecutive_failures, 0);
+
+    // Memory comes back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_bytes(node.pid());
+    assert!(after < baseline + (10 << 20), "RSS grew from {} to {} MiB", baseline >> 20, after >> 20);
+    drop(tcp);
+}
+
+async fn artifacts(c: &NodeClient) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = client(c.channel.clone()).list(pb::PluginListRequest {}).await.unwrap().into_inner();
+        let map: BTreeMap<String, String> = list.plugins.into_iter().map(|p| (p.id, p.artifact)).collect();
+        if !map.values().any(|a| a == "loading") {
+            return map;
+        }
+        assert!(Instant::now() < deadline, "plugins still loading: {map:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn installed_plugins_come_back_from_the_aot_cache_and_a_corrupted_cache_is_recompiled() {
+    use bronze_tests::NodeOptions;
+    let pki = Pki::new();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let plugins = format!(
+        r#"allowUnsigned: true
+    instances:
+      - id: health-tcp
+        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
+        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
+        schedule: {{ interval: 200ms }}
+      - id: health-time
+        grants: {{ facts: [time] }}"#
+    );
+    let config = config_with_plugins(&pki, "restart", &plugins);
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let start = |config: Option<String>| {
+        Node::start_with(NodeOptions { config, state_dir: Some(state_dir.clone()), ..Default::default() })
+    };
+    let mut node = start(Some(config.clone())).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    for id in ["health-tcp", "health-time"] {
+        install(c.channel.clone(), &bundle(id)).await.unwrap();
+    }
+    assert_eq!(artifacts(&c).await.values().collect::<Vec<_>>(), ["compiled", "compiled"]);
+    node.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+
+    let mut node = start(None).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    let loaded = artifacts(&c).await;
+    assert_eq!(loaded.values().collect::<Vec<_>>(), ["cache", "cache"], "{loaded:?}\n{}", node.log());
+    wait_statuses(&mut c, &[("health-tcp", "healthy")], &node).await;
+    node.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+
+    // Damage one artifact: detected, recompiled, and cached again.
+    let cache = state_dir.join("plugins/cache");
+    let damaged = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let index = std::fs::read_to_string(state_dir.join("plugins/index.json")).unwrap();
+            let index: serde_json::Value = serde_json::from_str(&index).unwrap();
+            let sha = index["plugins"]["health-tcp"]["sha256"].as_str().unwrap().to_string();
+            p.file_name().unwrap().to_string_lossy().starts_with(&sha)
+        })
+        .expect("health-tcp artifact");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let mut node = start(None).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    let loaded = artifacts(&c).await;
+    assert_eq!(loaded["health-tcp"], "compiled", "{loaded:?}");
+    assert_eq!(loaded["health-time"], "cache", "{loaded:?}");
+    assert!(node.log().contains("corrupted"), "{}", node.log());
+    wait_statuses(&mut c, &[("health-tcp", "healthy")], &node).await;
+    node.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+
+    let node = start(None).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    assert_eq!(artifacts(&c).await["health-tcp"], "cache");
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn an_upgrade_under_a_100ms_schedule_loses_no_run_and_never_reports_unknown() {
+    use tokio_stream::StreamExt;
+    let pki = Pki::new();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let plugins = format!(
+        r#"allowUnsigned: true
+    instances:
+      - id: health-tcp
+        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
+        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
+        schedule: {{ interval: 100ms }}"#
+    );
+    let node = Node::start_configured(&config_with_plugins(&pki, "upgrade", &plugins)).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    let v1 = bundle("health-tcp");
+    install(c.channel.clone(), &v1).await.unwrap();
+    wait_statuses(&mut c, &[("health-tcp", "healthy")], &node).await;
+
+    let mut watch = c
+        .resources
+        .watch(pb::WatchRequest { r#type: "healthchecks".into(), id: "health-tcp".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut v2 = v1.clone();
+    v2.manifest_bytes = String::from_utf8(v2.manifest_bytes)
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+        .into_bytes();
+    let upgrade = tokio::spawn({
+        let channel = c.channel.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            install(channel, &v2).await
+        }
+    });
+    let window = Instant::now();
+    let mut runs = Vec::new();
+    while window.elapsed() < Duration::from_secs(4) {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), watch.next()).await else { continue };
+        let event = event.unwrap();
+        let Some(resource) = event.resource else { continue };
+        let spec: serde_json::Value = serde_json::from_str(&resource.spec_json).unwrap();
+        assert_eq!(spec["status"], "healthy", "during the upgrade: {spec}");
+        runs.push(spec["lastRun"].as_str().unwrap().to_string());
+    }
+    let done = upgrade.await.unwrap().unwrap();
+    assert_eq!((done.version.as_str(), done.previous_version.as_str()), ("0.2.0", "0.1.0"));
+    runs.dedup();
+    // 4 s at one run per 100 ms; allow for a loaded machine but not for a
+    // stall: no gap between runs over 600 ms.
+    assert!(runs.len() >= 25, "only {} runs in 4 s", runs.len());
+    let times: Vec<time::OffsetDateTime> = runs
+        .iter()
+        .map(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap())
+        .collect();
+    let worst = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(worst < time::Duration::milliseconds(600), "a {worst} gap between runs");
+    let list = client(c.channel.clone()).list(pb::PluginListRequest {}).await.unwrap().into_inner();
+    assert_eq!(list.plugins[0].version, "0.2.0");
+    drop(tcp);
+}
