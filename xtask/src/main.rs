@@ -9,10 +9,15 @@
 //! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
 //!   Debian kernel, modules, state disk) into `target/images/`.
 //! - `vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]`: boot it under qemu.
+//! - `plugins`: build the WebAssembly plugins and fixtures into bundles in
+//!   `target/plugins/` and `target/plugin-fixtures/`. `dev`, `test`, `image`
+//!   and `vm` do this first (a no-op build when nothing changed).
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod plugins;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,8 +34,9 @@ fn main() -> anyhow::Result<()> {
         }
         Some("image") => image(&root, &args[1..]),
         Some("vm") => vm(&root, &args[1..]),
+        Some("plugins") => build_plugins(&root),
         _ => {
-            eprintln!("usage: cargo xtask <dev|test|bench|bench-time> [args]");
+            eprintln!("usage: cargo xtask <dev|test|bench|bench-time|bench-vm|image|vm|plugins> [args]");
             eprintln!("  dev     start a development node (process mode) on 127.0.0.1:50000");
             eprintln!("  test    build and run the whole test suite");
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
@@ -38,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  bench-vm [BOOTS]   boot time split, RSS as PID 1, image sizes");
             eprintln!("  image [--fresh-disk]     build the bootable image into target/images/");
             eprintln!("  vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]   boot it under qemu");
+            eprintln!("  plugins  build the wasm plugins and fixtures into target/plugins/, target/plugin-fixtures/");
             bail!("unknown command")
         }
     }
@@ -60,8 +67,14 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Builds the plugins workspace and writes the bundles (see `plugins.rs`).
+fn build_plugins(root: &Path) -> anyhow::Result<()> {
+    plugins::build(root, &target_dir(root)).map(|_| ())
+}
+
 fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let listen = args.first().cloned().unwrap_or_else(|| "127.0.0.1:50000".into());
+    build_plugins(root)?;
     run(cargo().args(["build", "--bin", "bronzed", "--bin", "bronzectl"]))?;
     let dir = root.join(".bronze-dev");
     let bin = root.join("target/debug");
@@ -91,8 +104,19 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     ensure_qemu()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // The end-to-end tests start the real binaries and boot the real image:
-    // build them first.
+    // The plugins are a separate wasm workspace; `--release` shares the
+    // proc-macro builds with `build_plugins`.
+    let plugins = root.join("plugins/Cargo.toml");
+    run(cargo().args(["fmt", "--all", "--manifest-path"]).arg(&plugins).args(["--", "--check"]))?;
+    run(cargo()
+        .args(["clippy", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(&plugins)
+        .arg("--target-dir")
+        .arg(target_dir(root).join("wasm"))
+        .args(["--", "-D", "warnings"]))?;
+    // The end-to-end tests start the real binaries, load the plugin
+    // fixtures and boot the real image: build them first (the image build
+    // builds the plugins).
     run(cargo().args(["build", "--bins"]))?;
     build_image(root, false)?;
     let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
@@ -240,6 +264,8 @@ fn build_image(root: &Path, fresh_disk: bool) -> anyhow::Result<bronze_images::l
     use std::time::Instant;
 
     let started = Instant::now();
+    // 0. The plugins, packed below from target/plugins/.
+    build_plugins(root)?;
     let target = target_dir(root);
     let layout = ImageLayout::new(&target);
     let cache = layout.cache_dir();
@@ -450,6 +476,9 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if opts.rebuild || !layout.is_built() {
         build_image(root, opts.fresh_disk)?;
     } else {
+        // The image keeps its plugins, but the bundles (and fixtures) on
+        // disk are current for installing into the running node.
+        build_plugins(root)?;
         println!("using the image in {} (--rebuild rebuilds it)", layout.dir.display());
         state_disk(&layout, opts.fresh_disk)?;
     }
