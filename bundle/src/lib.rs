@@ -15,8 +15,8 @@ pub use manifest::{
     ManifestLimits, TYPE_ONLY_INTERFACES, UnknownWorld, UnrequestedImport, World,
 };
 pub use signing::{
-    KeyError, SIGNATURE_FILE, SIGNATURE_FILE_LEN, Signature, SignatureError, SigningKey, key_fingerprint,
-    public_key_path, signed_message, verify,
+    KeyError, SIGNATURE_FILE, SIGNATURE_FILE_LEN, Signature, SignatureError, SigningKey, public_key_path,
+    signed_message, verify,
 };
 pub use version::{Identifier, Version, VersionError};
 

@@ -29,12 +29,6 @@ pub fn signed_message(wasm: &[u8], manifest: &[u8]) -> [u8; 64] {
     message
 }
 
-/// Hex sha256 of the raw 32 key bytes: the short, stable name of a key that
-/// the node reports as `signed_by`.
-pub fn key_fingerprint(key: &TrustedKey) -> String {
-    hex::encode(sha256(key.as_bytes()))
-}
-
 /// An Ed25519 private key for signing bundles.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
@@ -414,11 +408,5 @@ mod tests {
 
         let err = SigningKey::read_file(&public).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{}: not a PEM private key", public.display())), "{err}");
-    }
-
-    #[test]
-    fn fingerprint_is_sha256_of_the_key_bytes() {
-        let key = TrustedKey::from_bytes([0; 32]);
-        assert_eq!(key_fingerprint(&key), "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925");
     }
 }

@@ -745,7 +745,7 @@ mod tests {
             let signed_by = match header.signature.as_slice() {
                 [] => String::new(),
                 sig => bronze_bundle::verify(&wasm, &header.manifest, sig, &self.trusted)
-                    .map(|k| bronze_bundle::key_fingerprint(&k))
+                    .map(|k| k.to_string())
                     .map_err(|e| tonic::Status::permission_denied(e.to_string()))?,
             };
             Ok(tonic::Response::new(pb::PluginInstallResponse {
@@ -834,7 +834,7 @@ mod tests {
         let out = install(client.clone(), upload, ProgressBar::hidden()).await.unwrap();
         assert_eq!(*fake.chunk_sizes.lock().unwrap(), [CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE, 1]);
         assert_eq!(out.fields["change"], "upgraded 0.1.0 → 0.2.0");
-        assert_eq!(out.fields["signedBy"], bronze_bundle::key_fingerprint(&made.public_key));
+        assert_eq!(out.fields["signedBy"], made.public_key.to_string());
         assert_eq!(out.fields["sha256"], bronze_bundle::sha256_hex(&wasm(len)));
 
         // A bundle signed by a stranger is refused by the node, as a sentence.

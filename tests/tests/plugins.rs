@@ -555,3 +555,67 @@ async fn an_upgrade_under_a_100ms_schedule_loses_no_run_and_never_reports_unknow
     assert_eq!(list.plugins[0].version, "0.2.0");
     drop(tcp);
 }
+
+#[tokio::test]
+async fn repeated_failures_back_off_then_quarantine_until_an_operator_run_or_reinstall() {
+    let pki = Pki::new();
+    let plugins = r#"allowUnsigned: true
+    instances:
+      - id: h-trap
+        plugin: hostile
+        config: { mode: trap }
+        grants: { config: true, http: [{ url: "http://127.0.0.1:1/" }] }
+        schedule: { interval: 100ms }"#;
+    let node = Node::start_configured(&config_with_plugins(&pki, "quarantine", plugins)).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    let hostile = bundle("hostile");
+    install(c.channel.clone(), &hostile).await.unwrap();
+
+    // Backoff: after the first failure the instance waits 1 s, not 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status_of(&c, "hostile", "h-trap").await;
+        if s.runs >= 1 {
+            assert_eq!(s.state, "backoff", "{s:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ran: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Backoffs of 1 + 2 + 4 + 8 s: the fifth failure quarantines.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let quarantined = loop {
+        let s = status_of(&c, "hostile", "h-trap").await;
+        if s.state == "quarantined" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never quarantined: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(quarantined.runs, 5, "{quarantined:?}");
+    assert!(quarantined.reason.contains("5 failures") && quarantined.reason.contains("trap"), "{quarantined:?}");
+    // A failing plugin makes its check unknown, never unhealthy.
+    let checks = health_checks(&mut c).await;
+    assert_eq!(checks["h-trap"]["status"], "unknown", "{checks:?}");
+    assert_eq!(checks["h-trap"]["outcome"], "trap");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status_of(&c, "hostile", "h-trap").await.runs, 5, "a quarantined instance kept running");
+
+    // An operator run clears the quarantine and the schedule resumes.
+    let done = run(&c, "h-trap").await;
+    assert_eq!(done.outcome.unwrap().kind, "trap");
+    let after = status_of(&c, "hostile", "h-trap").await;
+    assert_ne!(after.state, "quarantined", "{after:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_of(&c, "hostile", "h-trap").await.runs < 7 {
+        assert!(Instant::now() < deadline, "the schedule did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A reinstall clears the failure count as well (it is ≥ 2 here; the
+    // schedule may fail once more right after the reinstall).
+    assert!(status_of(&c, "hostile", "h-trap").await.consecutive_failures >= 2);
+    install(c.channel.clone(), &hostile).await.unwrap();
+    let reinstalled = status_of(&c, "hostile", "h-trap").await;
+    assert!(reinstalled.consecutive_failures <= 1, "{reinstalled:?}");
+    assert_ne!(reinstalled.state, "quarantined");
+}

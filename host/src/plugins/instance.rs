@@ -5,6 +5,7 @@
 use super::call::{CallInput, CallLimits, Prepared, call};
 use super::context::InstanceContext;
 use super::engine::PluginEngine;
+use super::failures::{Failures, QUARANTINE_WINDOW};
 use super::loaded::LoadedPlugin;
 use super::log::PluginLog;
 use super::outcome::{Outcome, OutcomeKind};
@@ -13,17 +14,10 @@ use super::results::{CallResult, HealthReport, to_json};
 use crate::state::Writer;
 use arc_swap::ArcSwapOption;
 use bronze_bundle::Capability;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, Semaphore};
-
-/// First retry delay after a failure; doubles per consecutive failure.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Failures within [`QUARANTINE_WINDOW`] that quarantine an instance.
-pub const QUARANTINE_AFTER: usize = 5;
-pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(600);
 
 /// Everything one instance needs to make calls; replaced as a whole.
 pub struct Armed {
@@ -47,13 +41,10 @@ pub enum Trigger {
 struct Record {
     runs: u64,
     failures: u64,
-    consecutive_failures: u32,
+    backoff: Failures,
     /// Runs in a row that did not report healthy/degraded.
     consecutive_unhealthy: u32,
-    recent_failures: VecDeque<Instant>,
     last: Option<Outcome>,
-    backoff_until: Option<Instant>,
-    quarantined: Option<String>,
     /// Why the instance cannot run (missing grant, not installed, ...).
     refused: Option<String>,
     disabled: bool,
@@ -89,6 +80,9 @@ pub struct Instance {
     health: Arc<Writer<HealthCheckSpec>>,
     /// Wakes the scheduler: new schedule, quarantine cleared, removal.
     wake: Notify,
+    /// Orders publishing a result against disarming, so a call that ends
+    /// after its plugin was removed cannot bring its check back.
+    publish: Mutex<()>,
 }
 
 impl Instance {
@@ -110,6 +104,7 @@ impl Instance {
             engine,
             health,
             wake: Notify::new(),
+            publish: Mutex::new(()),
         })
     }
 
@@ -132,6 +127,7 @@ impl Instance {
 
     /// Stops calls: the plugin is missing, refused or disabled.
     pub fn disarm(&self, reason: Option<String>, disabled: bool) {
+        let _publish = self.publish.lock().unwrap_or_else(|p| p.into_inner());
         self.armed.store(None);
         {
             let mut record = self.record();
@@ -161,12 +157,7 @@ impl Instance {
 
     /// Clears quarantine and backoff (reinstall, operator run).
     pub fn clear_failures(&self) {
-        let mut record = self.record();
-        record.quarantined = None;
-        record.backoff_until = None;
-        record.recent_failures.clear();
-        record.consecutive_failures = 0;
-        drop(record);
+        self.record().backoff.clear();
         self.wake.notify_one();
     }
 
@@ -178,7 +169,7 @@ impl Instance {
             let interval = armed.as_ref().and_then(|a| a.interval);
             let (quarantined, backoff_until) = {
                 let record = self.record();
-                (record.quarantined.is_some(), record.backoff_until)
+                (record.backoff.quarantined.is_some(), record.backoff.backoff_until)
             };
             let Some(interval) = interval.filter(|_| !quarantined) else {
                 self.record().next_run = None;
@@ -237,10 +228,11 @@ impl Instance {
             }
         };
         self.record().running += 1;
-        let _running = RunningGuard(self);
+        let running = RunningGuard(self);
         let (outcome, result) =
             call(self.engine.engine(), armed.prepared.clone(), armed.cx.clone(), armed.limits, CallInput::default())
                 .await;
+        drop(running);
         self.finish(&armed, &outcome, result.as_ref());
         Some((outcome, result))
     }
@@ -256,30 +248,21 @@ impl Instance {
             record.runs += 1;
             record.consecutive_unhealthy = if healthy { 0 } else { record.consecutive_unhealthy + 1 };
             if outcome.kind.is_ok() {
-                record.consecutive_failures = 0;
-                record.backoff_until = None;
+                record.backoff.succeeded();
             } else {
                 record.failures += 1;
-                record.consecutive_failures += 1;
-                let now = Instant::now();
-                record.recent_failures.push_back(now);
-                while record.recent_failures.front().is_some_and(|t| now.duration_since(*t) > QUARANTINE_WINDOW) {
-                    record.recent_failures.pop_front();
-                }
-                let exponent = (record.consecutive_failures - 1).min(16);
-                let backoff = BACKOFF_START.saturating_mul(1 << exponent).min(BACKOFF_MAX);
-                record.backoff_until = Some(now + backoff);
-                if record.recent_failures.len() >= QUARANTINE_AFTER && record.quarantined.is_none() {
-                    let reason = format!(
-                        "{} failures within {} s (last: {}: {}); `bronzectl plugins run {}` or a reinstall clears it",
-                        record.recent_failures.len(),
+                let describe = |count: usize| {
+                    format!(
+                        "{count} failures within {} s (last: {}: {}); `bronzectl plugins run {}` or a reinstall clears it",
                         QUARANTINE_WINDOW.as_secs(),
                         outcome.kind,
                         outcome.message,
                         self.id
-                    );
-                    tracing::warn!(instance = %self.id, %reason, "plugin instance quarantined");
-                    record.quarantined = Some(reason);
+                    )
+                };
+                let (backoff, quarantined) = record.backoff.failed(Instant::now(), describe);
+                if quarantined {
+                    tracing::warn!(instance = %self.id, reason = ?record.backoff.quarantined, "plugin instance quarantined");
                 }
                 tracing::info!(instance = %self.id, outcome = %outcome.kind, message = %outcome.message, backoff_ms = backoff.as_millis() as u64, "plugin call failed");
             }
@@ -287,7 +270,12 @@ impl Instance {
             (record.consecutive_unhealthy, outcome.kind)
         };
         if armed.plugin.manifest.world == bronze_bundle::World::HealthCheck {
-            self.publish_health(armed, outcome, report, consecutive_unhealthy, record_kind);
+            let _publish = self.publish.lock().unwrap_or_else(|p| p.into_inner());
+            // Disarmed while the call ran (plugin removed, instance gone or
+            // refused): its check was deleted and must stay deleted.
+            if self.is_armed() {
+                self.publish_health(armed, outcome, report, consecutive_unhealthy, record_kind);
+            }
         }
     }
 
@@ -330,12 +318,12 @@ impl Instance {
             ("disabled", String::new())
         } else if let Some(reason) = &record.refused {
             ("refused", reason.clone())
-        } else if let Some(reason) = &record.quarantined {
+        } else if let Some(reason) = &record.backoff.quarantined {
             ("quarantined", reason.clone())
         } else if record.running > 0 {
             ("running", String::new())
-        } else if record.backoff_until.is_some_and(|t| t > Instant::now()) {
-            ("backoff", format!("after {} consecutive failures", record.consecutive_failures))
+        } else if record.backoff.in_backoff(Instant::now()) {
+            ("backoff", format!("after {} consecutive failures", record.backoff.consecutive))
         } else {
             ("idle", String::new())
         };
@@ -346,7 +334,7 @@ impl Instance {
             reason,
             runs: record.runs,
             failures: record.failures,
-            consecutive_failures: record.consecutive_failures,
+            consecutive_failures: record.backoff.consecutive,
             last: record.last.clone(),
             next_run: record.next_run,
             capabilities: armed

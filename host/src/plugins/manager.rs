@@ -207,7 +207,7 @@ impl PluginManager {
         for id in gone {
             if let Some(slot) = inner.instances.remove(&id) {
                 slot.task.abort();
-                let _ = self.health.remove(&id);
+                slot.instance.disarm(None, true);
                 tracing::info!(instance = %id, "plugin instance removed");
             }
         }
@@ -217,7 +217,7 @@ impl PluginManager {
             let stale = inner.instances.get(&id).is_some_and(|slot| slot.instance.plugin_id != plugin_id);
             if stale && let Some(slot) = inner.instances.remove(&id) {
                 slot.task.abort();
-                let _ = self.health.remove(&id);
+                slot.instance.disarm(None, true);
             }
             if !inner.instances.contains_key(&id) {
                 let log = inner.logs.entry(id.clone()).or_insert_with(|| PluginLog::new(&id)).clone();

@@ -15,6 +15,7 @@ pub mod capabilities;
 pub mod context;
 pub mod engine;
 pub mod facts;
+pub mod failures;
 pub mod instance;
 pub mod limits;
 pub mod loaded;

@@ -157,9 +157,9 @@ impl Runner {
             let health = self.service.health.clone().map(|h| {
                 let me = self.clone();
                 let store = self.ctx.store.clone();
-                tokio::spawn(
-                    async move { probe::run(h, store, move |state, message| me.health_update(state, message)).await },
-                )
+                tokio::spawn(async move {
+                    probe::run(h, store, move |state, message| me.health_update(state, message)).await
+                })
             });
             let ended = self.wait(&mut exit_rx, &mut requests).await;
             if let Some(h) = health {

@@ -43,9 +43,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     // Only global unicast (2000::/3) is public; that leaves out ::, ::1,
     // IPv4-compatible, multicast, link-local, unique-local and site-local.
     let global_unicast = seg[0] & 0xe000 == 0x2000;
-    let special = seg[0] == 0x2001 && seg[1] < 0x200 // IETF protocol assignments, incl. Teredo
-        || seg[0] == 0x2001 && seg[1] == 0xdb8 // documentation
-        || seg[0] & 0xfff0 == 0x3ff0; // documentation (3fff::/20)
+    // 2001::/23 is IETF protocol assignments (incl. Teredo), 2001:db8::/32
+    // and 3fff::/20 are documentation.
+    let special = (seg[0] == 0x2001 && (seg[1] < 0x200 || seg[1] == 0xdb8)) || seg[0] & 0xfff0 == 0x3ff0;
     global_unicast && !special
 }
 
