@@ -35,6 +35,11 @@ struct Args {
     /// names some. Process mode contacts no server unless given one.
     #[arg(long, value_delimiter = ',')]
     time_servers: Vec<String>,
+    /// Plugin bundles that ship with the image (`<dir>/<id>/plugin.wasm` +
+    /// `plugin.toml`), installed at start unless an operator installed that
+    /// id. Defaults to /usr/lib/bronze/plugins as PID 1.
+    #[arg(long)]
+    image_plugins: Option<PathBuf>,
     /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
     #[arg(long)]
     log: Option<String>,
@@ -82,6 +87,9 @@ fn main() -> std::process::ExitCode {
         listen: args.listen,
         config: args.config,
         time_servers: args.time_servers,
+        image_plugins: args
+            .image_plugins
+            .or_else(|| (mode == Mode::Pid1).then(|| PathBuf::from(bronze_host::plugins::IMAGE_PLUGINS_DIR))),
         early: early.clone(),
         paths: SystemPaths::default(),
     };

@@ -69,6 +69,8 @@ pub struct NodeOptions {
     /// Time servers to use until a config names some (process mode has no
     /// default: without these and without config servers, sync is disabled).
     pub time_servers: Vec<String>,
+    /// Plugin bundles shipped with the image.
+    pub image_plugins: Option<PathBuf>,
     /// What early boot did (pid1 mode only): mounts to undo at shutdown,
     /// the state disk, the kernel command line.
     pub early: Option<Arc<EarlyReport>>,
@@ -218,6 +220,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         &opts.state_dir.join("plugins"),
         &store,
         opts.paths.proc.clone(),
+        opts.image_plugins.clone(),
         config.subscribe(),
     )
     .context("starting the plugin host")?;

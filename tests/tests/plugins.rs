@@ -619,3 +619,47 @@ async fn repeated_failures_back_off_then_quarantine_until_an_operator_run_or_rei
     assert!(reinstalled.consecutive_failures <= 1, "{reinstalled:?}");
     assert_ne!(reinstalled.state, "quarantined");
 }
+
+#[tokio::test]
+async fn image_plugins_are_installed_at_start_and_cached_for_the_next_boot() {
+    use bronze_tests::NodeOptions;
+    let pki = Pki::new();
+    let image_dir = bronze_tests::plugins::bundle_dir("health-time").parent().unwrap().to_path_buf();
+    let plugins = r#"instances:
+      - id: health-time
+        grants: { facts: [time] }
+        schedule: { interval: 200ms }"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let start = |config: Option<String>| {
+        Node::start_with(NodeOptions {
+            config,
+            state_dir: Some(state_dir.clone()),
+            args: vec!["--image-plugins".into(), image_dir.display().to_string()],
+            ..Default::default()
+        })
+    };
+    // Image plugins need no signature even though unsigned bundles are
+    // refused over the API here.
+    let mut node = start(Some(config_with_plugins(&pki, "image", plugins))).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let list = loop {
+        let list = client(c.channel.clone()).list(pb::PluginListRequest {}).await.unwrap().into_inner();
+        if list.plugins.len() == 3 && list.plugins.iter().all(|p| p.artifact != "loading") {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "image plugins not installed: {list:?}\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids: Vec<&str> = list.plugins.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["health-http", "health-tcp", "health-time"]);
+    assert!(list.plugins.iter().all(|p| p.source == "image" && p.signed_by.is_empty()), "{list:?}");
+    wait_statuses(&mut c, &[("health-time", "unhealthy")], &node).await;
+    node.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+
+    let node = start(None).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    let loaded = artifacts(&c).await;
+    assert_eq!(loaded.values().collect::<Vec<_>>(), ["cache", "cache", "cache"], "{loaded:?}\n{}", node.log());
+}

@@ -6,6 +6,8 @@
 //! - `bench`: build in release and run the API benchmarks.
 //! - `bench-time [SOAK_SECS]`: time sync accuracy and soak benchmarks.
 //! - `bench-vm [BOOTS]`: boot time split, RSS as PID 1, image sizes.
+//! - `bench-plugins [--minutes N]`: plugin instantiate/call costs, AOT cache
+//!   vs compile, RSS with 10 scheduled health plugins over N minutes.
 //! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
 //!   Debian kernel, modules, state disk) into `target/images/`.
 //! - `vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]`: boot it under qemu.
@@ -28,6 +30,10 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench("bench-api", &args[1..]),
         Some("bench-time") => bench("bench-time", &args[1..]),
+        Some("bench-plugins") => {
+            build_plugins(&root)?;
+            bench("bench-plugins", &args[1..])
+        }
         Some("bench-vm") => {
             build_image(&root, false)?;
             bench("bench-vm", &args[1..])
@@ -36,12 +42,13 @@ fn main() -> anyhow::Result<()> {
         Some("vm") => vm(&root, &args[1..]),
         Some("plugins") => build_plugins(&root),
         _ => {
-            eprintln!("usage: cargo xtask <dev|test|bench|bench-time|bench-vm|image|vm|plugins> [args]");
+            eprintln!("usage: cargo xtask <dev|test|bench|bench-time|bench-plugins|bench-vm|image|vm|plugins> [args]");
             eprintln!("  dev     start a development node (process mode) on 127.0.0.1:50000");
             eprintln!("  test    build and run the whole test suite");
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
             eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
             eprintln!("  bench-vm [BOOTS]   boot time split, RSS as PID 1, image sizes");
+            eprintln!("  bench-plugins [--minutes N]   instantiate/call costs, AOT cache vs compile, RSS soak");
             eprintln!("  image [--fresh-disk]     build the bootable image into target/images/");
             eprintln!("  vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]   boot it under qemu");
             eprintln!("  plugins  build the wasm plugins and fixtures into target/plugins/, target/plugin-fixtures/");

@@ -70,6 +70,7 @@ fn info(view: &PluginView) -> pb::PluginInfo {
         imports: view.imports.clone(),
         instances: view.instances.iter().map(instance).collect(),
         artifact: view.artifact.clone(),
+        source: view.entry.source.clone(),
     }
 }
 

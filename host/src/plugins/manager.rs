@@ -14,7 +14,7 @@ use super::loaded::{ArmContext, ArtifactSource, LoadedPlugin, arm, prepare};
 use super::log::{LogLine, PluginLog};
 use super::net::SystemResolver;
 use super::outcome::Outcome;
-use super::registry::{Entry, Index, Registry};
+use super::registry::{Entry, Index, Registry, SOURCE_API, SOURCE_IMAGE};
 use super::resources::HealthCheckSpec;
 use super::results::CallResult;
 use crate::config::LiveConfig;
@@ -88,6 +88,8 @@ pub struct PluginManager {
     /// One install/remove/reconcile at a time.
     change: tokio::sync::Mutex<()>,
     config: watch::Receiver<Option<LiveConfig>>,
+    /// Bundles shipped with the image.
+    image_plugins: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PluginManager {
@@ -103,6 +105,7 @@ impl PluginManager {
         root: &Path,
         store: &Store,
         proc: PathBuf,
+        image_plugins: Option<PathBuf>,
         config: watch::Receiver<Option<LiveConfig>>,
     ) -> anyhow::Result<Arc<PluginManager>> {
         let engine = PluginEngine::new().map_err(|e| anyhow::anyhow!("cannot create the plugin engine: {e:#}"))?;
@@ -115,6 +118,7 @@ impl PluginManager {
             inner: Mutex::new(Inner { index, ..Default::default() }),
             change: tokio::sync::Mutex::new(()),
             config,
+            image_plugins,
         });
         tokio::spawn(manager.clone().follow());
         Ok(manager)
@@ -133,6 +137,9 @@ impl PluginManager {
         {
             let _change = self.change.lock().await;
             self.load_installed().await;
+            if let Some(dir) = self.image_plugins.clone() {
+                self.install_image_plugins(&dir).await;
+            }
         }
         let mut config = self.config.clone();
         loop {
@@ -176,6 +183,85 @@ impl PluginManager {
                 }
             }
         }
+    }
+
+    /// Installs the image's bundles that are new or changed. An id an
+    /// operator installed is left alone: theirs wins. Image bundles are
+    /// trusted as part of the image (no signature, no instance needed).
+    async fn install_image_plugins(&self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            tracing::debug!(dir = %dir.display(), "no image plugins");
+            return;
+        };
+        let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        dirs.sort();
+        for bundle_dir in dirs {
+            let bundle = match bronze_bundle::Bundle::load(&bundle_dir) {
+                Ok(bundle) => bundle,
+                Err(e) => {
+                    tracing::error!(dir = %bundle_dir.display(), error = %e, "unusable image plugin");
+                    continue;
+                }
+            };
+            let id = bundle.manifest.id.as_str().to_string();
+            let sha256 = sha256_hex(&bundle.wasm);
+            let current = self.inner().index.plugins.get(&id).cloned();
+            match current {
+                Some(entry) if entry.source == SOURCE_API => continue,
+                Some(entry) if entry.sha256 == sha256 && self.inner().plugins.contains_key(&id) => continue,
+                _ => {}
+            }
+            match self.store_image_plugin(bundle, sha256).await {
+                Ok(entry) => tracing::info!(plugin = %id, version = %entry.version, "image plugin installed"),
+                Err(e) => {
+                    tracing::error!(plugin = %id, error = %e, "cannot install image plugin");
+                    self.inner().failed.insert(id, e);
+                }
+            }
+        }
+    }
+
+    async fn store_image_plugin(&self, bundle: bronze_bundle::Bundle, sha256: String) -> Result<Entry, String> {
+        let engine = self.arm_ctx.engine.clone();
+        let wasm = bundle.wasm;
+        let (compiled, wasm) = tokio::task::spawn_blocking(move || compile(&engine, &wasm).map(|c| (c, wasm)))
+            .await
+            .map_err(|e| format!("compiling panicked: {e}"))??;
+        let engine = &self.arm_ctx.engine;
+        let imports = Imports::of(engine.engine(), &compiled.component);
+        check_manifest(&imports, &bundle.manifest)?;
+        prepare(engine, &compiled.component, bundle.manifest.world, &imports.capabilities, &imports.types)?;
+        let mut entry = Entry {
+            id: bundle.manifest.id.as_str().to_string(),
+            version: bundle.manifest.version.to_string(),
+            world: bundle.manifest.world.as_str().to_string(),
+            sha256,
+            signed_by: None,
+            installed_at: crate::state::now_rfc3339(),
+            dir: String::new(),
+            wasm_bytes: wasm.len() as u64,
+            cwasm_sha256: sha256_hex(&compiled.cwasm),
+            fingerprint: engine.fingerprint().to_string(),
+            source: SOURCE_IMAGE.to_string(),
+        };
+        self.store_bundle(&mut entry, &bundle.manifest_bytes, &[], &wasm, &compiled.cwasm)
+            .map_err(|e| format!("cannot store it: {e}"))?;
+        let plugin = Arc::new(LoadedPlugin {
+            entry: entry.clone(),
+            manifest: bundle.manifest,
+            component: compiled.component,
+            imports,
+            artifact: ArtifactSource::Compiled,
+        });
+        let index = {
+            let mut inner = self.inner();
+            inner.failed.remove(&entry.id);
+            inner.plugins.insert(entry.id.clone(), plugin);
+            inner.index.plugins.insert(entry.id.clone(), entry.clone());
+            inner.index.clone()
+        };
+        self.registry.collect_garbage(&index);
+        Ok(entry)
     }
 
     /// Stores a recompiled artifact and records its hash and engine.
@@ -314,6 +400,7 @@ impl PluginManager {
             wasm_bytes: wasm.len() as u64,
             cwasm_sha256: sha256_hex(&compiled.cwasm),
             fingerprint: engine.fingerprint().to_string(),
+            source: SOURCE_API.to_string(),
         };
         let plugin = Arc::new(LoadedPlugin {
             entry: entry.clone(),

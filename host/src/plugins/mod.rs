@@ -28,3 +28,6 @@ pub mod resources;
 pub mod results;
 
 pub use manager::{PluginError, PluginManager};
+
+/// Where the image keeps its first-party plugin bundles.
+pub const IMAGE_PLUGINS_DIR: &str = "/usr/lib/bronze/plugins";

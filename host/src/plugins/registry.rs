@@ -43,7 +43,18 @@ pub struct Entry {
     pub cwasm_sha256: String,
     /// The engine the artifact was compiled for.
     pub fingerprint: String,
+    /// "api" (installed by an operator) or "image" (shipped with the image
+    /// and installed at start; replaced when the image's copy changes).
+    #[serde(default = "api_source")]
+    pub source: String,
 }
+
+fn api_source() -> String {
+    SOURCE_API.to_string()
+}
+
+pub const SOURCE_API: &str = "api";
+pub const SOURCE_IMAGE: &str = "image";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
@@ -185,6 +196,7 @@ mod tests {
             wasm_bytes: 3,
             cwasm_sha256: "00".into(),
             fingerprint: "fp".into(),
+            source: SOURCE_API.into(),
         }
     }
 
