@@ -17,39 +17,12 @@ pub struct Compiled {
 
 /// Compiles `wasm`, with errors that say what the bytes are instead.
 pub fn compile(engine: &PluginEngine, wasm: &[u8]) -> Result<Compiled, String> {
-    check_header(wasm)?;
+    bronze_bundle::check_component_header(wasm).map_err(|reason| format!("plugin.wasm {reason}"))?;
     let start = Instant::now();
     let component =
         Component::new(engine.engine(), wasm).map_err(|e| format!("plugin.wasm is not a valid component: {e:#}"))?;
     let cwasm = component.serialize().map_err(|e| format!("cannot serialize the compiled component: {e:#}"))?;
     Ok(Compiled { component, cwasm, took: start.elapsed() })
-}
-
-/// The binary header: `\0asm`, then a version/layer word that tells core
-/// modules from components.
-fn check_header(wasm: &[u8]) -> Result<(), String> {
-    const MAGIC: &[u8] = b"\0asm";
-    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
-    if wasm.len() < 8 {
-        return Err(format!("plugin.wasm is {} bytes: too short for a WebAssembly binary", wasm.len()));
-    }
-    if let Some(at) = wasm.iter().zip(MAGIC).position(|(a, b)| a != b) {
-        return Err(format!(
-            "plugin.wasm is not WebAssembly: byte {at} is 0x{:02x}, expected the magic \\0asm",
-            wasm[at]
-        ));
-    }
-    let (a, b, c, d) = (wasm[4], wasm[5], wasm[6], wasm[7]);
-    match [a, b, c, d] {
-        COMPONENT => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => {
-            Err("plugin.wasm is a core WebAssembly module, not a component: build it with `--target wasm32-wasip2`"
-                .into())
-        }
-        _ => Err(format!(
-            "plugin.wasm has an unknown WebAssembly version/layer at bytes 4..8 ({a:02x} {b:02x} {c:02x} {d:02x}); expected a component (0d 00 01 00)"
-        )),
-    }
 }
 
 /// Loads a cached artifact; `None` (after logging why) when it is missing,
@@ -90,11 +63,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_are_explained() {
-        assert!(check_header(b"\0asm").unwrap_err().contains("too short"));
-        assert!(check_header(b"\0asX\x01\0\0\0").unwrap_err().contains("byte 3 is 0x58"));
-        assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().contains("core WebAssembly module"));
-        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-        assert!(check_header(b"\0asm\x0e\0\x01\0").unwrap_err().contains("unknown WebAssembly version"));
+    fn non_components_are_explained_before_compiling() {
+        let engine = PluginEngine::new().unwrap();
+        let err = |bytes: &[u8]| compile(&engine, bytes).err().unwrap();
+        assert!(err(b"\0asm\x01\0\0\0").contains("core WebAssembly module, not a component"));
+        assert!(err(b"not wasm at all").contains("not a WebAssembly binary"));
+        assert!(err(b"\0asm\x0d\0\x01\0garbage").contains("not a valid component"));
     }
 }

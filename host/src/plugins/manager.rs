@@ -231,19 +231,7 @@ impl PluginManager {
         let imports = Imports::of(engine.engine(), &compiled.component);
         check_manifest(&imports, &bundle.manifest)?;
         prepare(engine, &compiled.component, bundle.manifest.world, &imports.capabilities, &imports.types)?;
-        let mut entry = Entry {
-            id: bundle.manifest.id.as_str().to_string(),
-            version: bundle.manifest.version.to_string(),
-            world: bundle.manifest.world.as_str().to_string(),
-            sha256,
-            signed_by: None,
-            installed_at: crate::state::now_rfc3339(),
-            dir: String::new(),
-            wasm_bytes: wasm.len() as u64,
-            cwasm_sha256: sha256_hex(&compiled.cwasm),
-            fingerprint: engine.fingerprint().to_string(),
-            source: SOURCE_IMAGE.to_string(),
-        };
+        let mut entry = new_entry(&bundle.manifest, sha256, None, &wasm, &compiled.cwasm, engine, SOURCE_IMAGE);
         self.store_bundle(&mut entry, &bundle.manifest_bytes, &[], &wasm, &compiled.cwasm)
             .map_err(|e| format!("cannot store it: {e}"))?;
         let plugin = Arc::new(LoadedPlugin {
@@ -389,19 +377,7 @@ impl PluginManager {
         prepare(engine, &compiled.component, manifest.world, &imports.capabilities, &imports.types)
             .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
 
-        let entry = Entry {
-            id: id.clone(),
-            version: manifest.version.to_string(),
-            world: manifest.world.as_str().to_string(),
-            sha256: sha256.clone(),
-            signed_by: signed_by.clone(),
-            installed_at: crate::state::now_rfc3339(),
-            dir: String::new(),
-            wasm_bytes: wasm.len() as u64,
-            cwasm_sha256: sha256_hex(&compiled.cwasm),
-            fingerprint: engine.fingerprint().to_string(),
-            source: SOURCE_API.to_string(),
-        };
+        let entry = new_entry(&manifest, sha256.clone(), signed_by.clone(), &wasm, &compiled.cwasm, engine, SOURCE_API);
         let plugin = Arc::new(LoadedPlugin {
             entry: entry.clone(),
             manifest,
@@ -588,6 +564,31 @@ impl PluginManager {
         for (_, slot) in std::mem::take(&mut inner.instances) {
             slot.task.abort();
         }
+    }
+}
+
+/// The index entry of a bundle about to be stored (`dir` is set when it is).
+fn new_entry(
+    manifest: &Manifest,
+    sha256: String,
+    signed_by: Option<String>,
+    wasm: &[u8],
+    cwasm: &[u8],
+    engine: &PluginEngine,
+    source: &str,
+) -> Entry {
+    Entry {
+        id: manifest.id.as_str().to_string(),
+        version: manifest.version.to_string(),
+        world: manifest.world.as_str().to_string(),
+        sha256,
+        signed_by,
+        installed_at: crate::state::now_rfc3339(),
+        dir: String::new(),
+        wasm_bytes: wasm.len() as u64,
+        cwasm_sha256: sha256_hex(cwasm),
+        fingerprint: engine.fingerprint().to_string(),
+        source: source.to_string(),
     }
 }
 
