@@ -663,3 +663,44 @@ async fn image_plugins_are_installed_at_start_and_cached_for_the_next_boot() {
     let loaded = artifacts(&c).await;
     assert_eq!(loaded.values().collect::<Vec<_>>(), ["cache", "cache", "cache"], "{loaded:?}\n{}", node.log());
 }
+
+#[tokio::test]
+async fn revoking_the_signing_key_stops_its_plugins_and_restoring_it_resumes_them() {
+    let pki = Pki::new();
+    let key = SigningKey::generate().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let plugins = |keys: &str| {
+        format!(
+            r#"trustedKeys: [{keys}]
+    instances:
+      - id: health-tcp
+        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
+        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
+        schedule: {{ interval: 200ms }}"#
+        )
+    };
+    let trusted = config_with_plugins(&pki, "revoke", &plugins(&format!("\"{}\"", key.public_key())));
+    let node = Node::start_configured(&trusted).await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    install(c.channel.clone(), &signed(bundle("health-tcp"), &key)).await.unwrap();
+    wait_statuses(&mut c, &[("health-tcp", "healthy")], &node).await;
+
+    let apply = |text: String| pb::ApplyConfigurationRequest { data: text.into_bytes(), ..Default::default() };
+    c.machine.apply_configuration(apply(config_with_plugins(&pki, "revoke", &plugins("")))).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let s = status_of(&c, "health-tcp", "health-tcp").await;
+        if s.state == "refused" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after its key was revoked: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.reason.contains("no longer in machine.plugins.trustedKeys"), "{refused:?}");
+    assert!(!health_checks(&mut c).await.contains_key("health-tcp"));
+
+    c.machine.apply_configuration(apply(trusted)).await.unwrap();
+    wait_statuses(&mut c, &[("health-tcp", "healthy")], &node).await;
+    drop(tcp);
+}

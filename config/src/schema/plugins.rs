@@ -11,7 +11,8 @@ use crate::types::{ByteSize, Duration, PluginId, ProbeTarget, TrustedKey, Unique
 pub struct Plugins {
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<TrustedKey>,
-    /// Run plugins whose signature is missing or untrusted.
+    /// Accept bundles without a signature. A signature that is present must
+    /// still verify with a trusted key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unsigned: bool,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]

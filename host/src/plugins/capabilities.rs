@@ -61,19 +61,20 @@ fn is_types_interface(name: &str) -> bool {
 /// Checks the imports against the manifest: a component may not import
 /// more than its manifest requests, nor anything Bronze does not provide.
 pub fn check_manifest(imports: &Imports, manifest: &Manifest) -> Result<(), String> {
-    let mut problems: Vec<String> = imports
-        .unknown
+    let host_names = imports.capabilities.iter().map(|c| c.interface().to_string());
+    let mut problems: Vec<String> = manifest
+        .unrequested_imports(host_names.chain(imports.unknown.iter().cloned()))
         .iter()
-        .map(|name| format!("the component imports {name}, which Bronze does not provide"))
+        .map(ToString::to_string)
         .collect();
-    let requested = manifest.capabilities();
-    for capability in imports.capabilities.iter().filter(|c| !requested.contains(c)) {
-        problems.push(format!(
-            "the component imports {} but plugin.toml does not request it ({})",
-            capability.interface(),
-            capability.manifest_hint()
-        ));
-    }
+    // Other packages are not the manifest's business, but nothing provides them.
+    problems.extend(
+        imports
+            .unknown
+            .iter()
+            .filter(|name| !name.starts_with(bronze_bundle::HOST_PACKAGE))
+            .map(|name| format!("the component imports {name}, which this host does not provide")),
+    );
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 

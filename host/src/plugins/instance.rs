@@ -291,7 +291,13 @@ impl Instance {
             Some(report) => (report.status.to_string(), report.summary, report.details.into_iter().collect()),
             None => (
                 "unknown".to_string(),
-                format!("the check did not complete: {}: {}", outcome.kind, outcome.message),
+                // One line: the full message (with any backtrace) is in
+                // `plugins status`.
+                format!(
+                    "the check did not complete: {}: {}",
+                    outcome.kind,
+                    outcome.message.lines().next().unwrap_or_default()
+                ),
                 Default::default(),
             ),
         };

@@ -312,6 +312,10 @@ impl PluginManager {
                 instance.disarm(Some(reason), false);
                 continue;
             };
+            if let Err(reason) = signature_policy(&plugin.entry, config) {
+                instance.disarm(Some(reason), false);
+                continue;
+            }
             let at = format!("machine.plugins.instances[{index}]");
             match arm(&self.arm_ctx, plugin, &wanted, &at, instance.log.clone()) {
                 Ok((armed, concurrency)) => instance.arm(armed, concurrency),
@@ -563,6 +567,26 @@ impl PluginManager {
         let mut inner = self.inner();
         for (_, slot) in std::mem::take(&mut inner.instances) {
             slot.task.abort();
+        }
+    }
+}
+
+/// Whether the config's signing policy still allows an installed plugin:
+/// keys can be revoked and `allowUnsigned` turned off after an install.
+/// Image plugins are trusted as part of the image.
+fn signature_policy(entry: &Entry, config: Option<&MachineConfig>) -> Result<(), String> {
+    let Some(config) = config else { return Ok(()) };
+    let settings = &config.machine.plugins;
+    match &entry.signed_by {
+        _ if entry.source == SOURCE_IMAGE => Ok(()),
+        None if settings.allow_unsigned => Ok(()),
+        None => Err(format!(
+            "plugin {} is unsigned and machine.plugins.allowUnsigned is now false; reinstall it signed",
+            entry.id
+        )),
+        Some(key) if settings.trusted_keys.iter().any(|k| k.to_string() == *key) => Ok(()),
+        Some(key) => {
+            Err(format!("plugin {} was signed by {key}, which is no longer in machine.plugins.trustedKeys", entry.id))
         }
     }
 }
