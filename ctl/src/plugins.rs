@@ -232,7 +232,7 @@ fn instance_json(i: &pb::PluginInstanceStatus) -> Value {
 fn plugin_json(p: &pb::PluginInfo) -> Value {
     json!({
         "id": p.id, "version": p.version, "world": p.world, "sha256": p.sha256, "signedBy": p.signed_by,
-        "installedAt": p.installed_at, "wasmBytes": p.wasm_bytes, "imports": p.imports, "artifact": p.artifact,
+        "installedAt": p.installed_at, "wasmBytes": p.wasm_bytes, "imports": p.imports, "artifact": p.artifact, "source": p.source,
         "instances": p.instances.iter().map(instance_json).collect::<Vec<_>>(),
     })
 }
@@ -250,7 +250,10 @@ pub fn list_output(r: &pb::PluginListResponse) -> Output {
         .map(|p| {
             let instances: Vec<String> = p.instances.iter().map(|i| format!("{} ({})", i.id, i.state)).collect();
             let instances = if instances.is_empty() { "none".into() } else { instances.join(", ") };
-            vec![p.id.clone(), p.version.clone(), p.world.clone(), instances, signer(&p.signed_by)]
+            // Image plugins are trusted as part of the image, not by a key.
+            let signed =
+                if p.source == "image" && p.signed_by.is_empty() { "image".into() } else { signer(&p.signed_by) };
+            vec![p.id.clone(), p.version.clone(), p.world.clone(), instances, signed]
         })
         .collect();
     let plugins: Vec<Value> = r.plugins.iter().map(plugin_json).collect();
@@ -287,7 +290,9 @@ fn describe_outcome(o: &pb::PluginOutcome) -> String {
         text.push_str(&format!(" at {}", o.started));
     }
     if !o.message.is_empty() {
-        text.push_str(&format!(": {}", o.message));
+        // Tables show the first line; -o json/yaml carry the whole message
+        // (trap backtraces span lines).
+        text.push_str(&format!(": {}", o.message.lines().next().unwrap_or_default()));
     }
     text
 }
@@ -315,6 +320,7 @@ pub fn status_output(r: &pb::PluginStatusResponse) -> Result<Output, String> {
         row("installed", &p.installed_at),
         row("size", human_bytes(p.wasm_bytes)),
         row("artifact", &p.artifact),
+        row("source", if p.source.is_empty() { "api" } else { &p.source }),
         row("imports", list_or_none(&p.imports)),
     ];
     if p.instances.is_empty() {
@@ -363,7 +369,11 @@ pub fn run_output(r: &pb::PluginRunResponse) -> Output {
     };
     let mut rows = vec![row("instance", &r.instance), row("outcome", &outcome.kind)];
     if !outcome.message.is_empty() {
-        rows.push(row("message", &outcome.message));
+        let mut lines = outcome.message.lines();
+        let first = lines.next().unwrap_or_default();
+        let more = lines.count();
+        let shown = if more == 0 { first.to_string() } else { format!("{first} (+{more} lines: -o json shows all)") };
+        rows.push(row("message", shown));
     }
     rows.push(row("started", &outcome.started));
     rows.push(row("duration", human_duration(outcome.duration_us)));
@@ -601,6 +611,7 @@ mod tests {
             imports: vec!["bronze:host/probe".into()],
             instances: vec![instance("health-tcp", "idle"), instance("health-db", "quarantined")],
             artifact: "cache".into(),
+            source: "api".into(),
         }
     }
 
@@ -648,6 +659,7 @@ mod tests {
         for want in [
             "n1     size             3.0 MiB",
             "n1     artifact         cache",
+            "n1     source           api",
             "n1     instance         health-tcp",
             "n1       last outcome   timeout in 2.00s at 2025-01-01T00:01:00Z: deadline 2s passed",
             "n1       next run       2025-01-01T00:02:00Z",
