@@ -704,3 +704,45 @@ async fn revoking_the_signing_key_stops_its_plugins_and_restoring_it_resumes_the
     wait_statuses(&mut c, &[("health-tcp", "healthy")], &node).await;
     drop(tcp);
 }
+
+#[tokio::test]
+async fn metadata_providers_and_network_configurators_run_on_demand() {
+    let pki = Pki::new();
+    let plugins = r#"allowUnsigned: true
+    instances:
+      - id: metadata-static
+        config: { platform: test-cloud, instance-id: i-123, hostname: node-7 }
+        grants: { config: true }
+      - id: metadata-absent
+        plugin: metadata-static
+        grants: { config: true }
+      - id: net-static"#;
+    let node = Node::start_configured(&config_with_plugins(&pki, "worlds", plugins)).await;
+    let c = node.client(&pki.auth(ADMIN)).await;
+    for id in ["metadata-static", "net-static"] {
+        let done = install(c.channel.clone(), &bundle(id)).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(done.id, id);
+    }
+    let list = client(c.channel.clone()).list(pb::PluginListRequest {}).await.unwrap().into_inner();
+    let worlds: Vec<&str> = list.plugins.iter().map(|p| p.world.as_str()).collect();
+    assert_eq!(worlds, ["metadata-provider", "network-configurator"]);
+
+    let fetched = report(&run(&c, "metadata-static").await);
+    assert_eq!(fetched["detected"], true, "{fetched}");
+    assert_eq!(fetched["fetch"]["ok"]["platform"], "test-cloud", "{fetched}");
+    assert_eq!(fetched["fetch"]["ok"]["instanceId"], "i-123");
+    assert_eq!(fetched["fetch"]["ok"]["hostname"], "node-7");
+    let absent = report(&run(&c, "metadata-absent").await);
+    assert_eq!(absent["detected"], false, "{absent}");
+    assert!(absent["fetch"].is_null(), "fetch is not called when detect says no: {absent}");
+
+    // The configurator returns a plan (the host's links as input); it has no
+    // import that could change anything.
+    let planned = run(&c, "net-static").await;
+    assert_eq!(planned.outcome.as_ref().unwrap().kind, "ok", "{planned:?}");
+    let plan = report(&planned);
+    assert!(plan["ok"]["ethernets"].is_array(), "{plan}");
+    // No HealthCheck resources for worlds other than health-check.
+    let mut c = c;
+    assert!(health_checks(&mut c).await.is_empty());
+}
