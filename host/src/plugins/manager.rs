@@ -411,16 +411,12 @@ impl PluginManager {
             imports: plugin.imports.clone(),
             artifact: ArtifactSource::Compiled,
         });
-        let previous = {
+        let (previous, index) = {
             let mut inner = self.inner();
             inner.failed.remove(&id);
             inner.plugins.insert(id.clone(), plugin);
-            inner.index.plugins.get(&id).map(|e| e.version.clone())
-        };
-        let index = {
-            let mut inner = self.inner();
-            inner.index.plugins.insert(id.clone(), entry);
-            inner.index.clone()
+            let previous = inner.index.plugins.insert(id.clone(), entry).map(|e| e.version);
+            (previous, inner.index.clone())
         };
         self.registry.collect_garbage(&index);
         self.reconcile(Some(live.config.as_ref()));
