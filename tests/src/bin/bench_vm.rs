@@ -4,7 +4,8 @@
 //!    console's kernel timestamps, median of BOOTS (default 5) boots, and
 //!    its ratio to the kernel's own boot time (kernel start → `/init`);
 //! 2. the host-side time until the API answers a real RPC;
-//! 3. RSS of bronzed as PID 1 after boot with a config applied;
+//! 3. RSS of bronzed as PID 1 after boot with a config applied and the
+//!    image's plugins loaded;
 //! 4. the image sizes (`target/images/sizes.txt`).
 //!
 //! The guest reaches nothing (`restrict=on`); only its API is forwarded to 127.0.0.1.
@@ -83,15 +84,32 @@ fn main() -> anyhow::Result<()> {
         if boot == 0 {
             let fingerprint = maintenance_fingerprint(&fp_line).unwrap_or_default();
             let pki = Pki::new();
+            let image_plugins =
+                std::fs::read_dir(bronze_tests::plugins::bundle_dir("health-tcp").parent().expect("target/plugins"))?
+                    .count();
             rss = Some(rt.block_on(async {
                 let mut c = NodeClient::connect(&node, &Auth::Insecure { fingerprint: Some(fingerprint) })
                     .await
                     .map_err(anyhow::Error::msg)?;
                 let data = pki.node_config("bench").into_bytes();
                 c.machine.apply_configuration(pb::ApplyConfigurationRequest { data, ..Default::default() }).await?;
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                let applied = std::time::Instant::now();
                 let mut c = NodeClient::connect(&node, &pki.auth(&["os:admin"])).await.map_err(anyhow::Error::msg)?;
+                // The image's plugins install in the background at boot:
+                // measure once they are all loaded.
+                let deadline = std::time::Instant::now() + Duration::from_secs(180);
+                let loaded = loop {
+                    let list = c.plugins.list(pb::PluginListRequest {}).await?.into_inner().plugins;
+                    let ready = list.iter().filter(|p| p.artifact == "compiled" || p.artifact == "cache").count();
+                    if ready == image_plugins {
+                        break list.len();
+                    }
+                    anyhow::ensure!(std::time::Instant::now() < deadline, "image plugins not loaded: {list:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                tokio::time::sleep(Duration::from_secs(5)).await;
                 let m = c.machine.memory(pb::MemoryRequest {}).await?.into_inner();
+                println!("{loaded} image plugins loaded ({:.1} s after apply)", applied.elapsed().as_secs_f64());
                 anyhow::Ok(m.process_rss_bytes)
             })?);
         }
@@ -105,7 +123,10 @@ fn main() -> anyhow::Result<()> {
         median(answered)
     );
     if let Some(rss) = rss {
-        println!("RSS of bronzed as PID 1, configured, 5 s after apply: {:.1} MiB", rss as f64 / (1 << 20) as f64);
+        println!(
+            "RSS of bronzed as PID 1, configured, image plugins loaded, 5 s later: {:.1} MiB",
+            rss as f64 / (1 << 20) as f64
+        );
     }
     println!("{}", std::fs::read_to_string(layout.sizes())?.trim());
     Ok(())
