@@ -278,6 +278,17 @@ impl Drop for Node {
     }
 }
 
+/// The spec of one resource as JSON (via `ResourceService.Get`).
+pub async fn resource_spec(c: &mut NodeClient, r#type: &str, id: &str) -> serde_json::Value {
+    let got = c
+        .resources
+        .get(bronze_api::v1::GetRequest { namespace: String::new(), r#type: r#type.into(), id: id.into() })
+        .await
+        .unwrap_or_else(|e| panic!("get {type} {id}: {e}"))
+        .into_inner();
+    serde_json::from_str(&got.resource.expect("resource").spec_json).expect("spec json")
+}
+
 /// Result of running `bronzectl`.
 #[derive(Debug)]
 pub struct CtlRun {

@@ -69,6 +69,18 @@ pub fn config_with_plugins(pki: &crate::Pki, hostname: &str, plugins_yaml: &str)
     format!("{}  plugins:\n    {plugins_yaml}\n{}", &config[..start], &config[end..])
 }
 
+/// One `machine.plugins.instances` entry, indented for [`config_with_plugins`]
+/// after `instances:`; `config` and `grants` are YAML flow-mapping bodies.
+pub fn instance_yaml(id: &str, plugin: &str, config: &str, grants: &str, interval: Option<&str>) -> String {
+    let mut yaml = format!(
+        "\n      - id: {id}\n        plugin: {plugin}\n        config: {{ {config} }}\n        grants: {{ {grants} }}"
+    );
+    if let Some(interval) = interval {
+        yaml.push_str(&format!("\n        schedule: {{ interval: {interval} }}"));
+    }
+    yaml
+}
+
 /// Uploads `bundle` with `PluginService.Install` in 64 KiB chunks.
 pub async fn install(channel: Channel, bundle: &Bundle) -> Result<pb::PluginInstallResponse, tonic::Status> {
     let header = pb::PluginInstallHeader {

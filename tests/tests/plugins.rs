@@ -3,7 +3,7 @@
 
 use bronze_api::v1 as pb;
 use bronze_bundle::SigningKey;
-use bronze_tests::plugins::{TestHttpServer, bundle, client, config_with_plugins, install, signed};
+use bronze_tests::plugins::{TestHttpServer, bundle, client, config_with_plugins, install, instance_yaml, signed};
 use bronze_tests::{Node, Pki};
 use bronzectl::client::NodeClient;
 use std::collections::BTreeMap;
@@ -105,13 +105,7 @@ async fn health_plugins_report_healthy_unhealthy_and_unreachable() {
     assert!(server.hits().iter().any(|p| p == "/ok/"));
 
     // Failing checks are unmet conditions of the machine.
-    let status = c
-        .resources
-        .get(pb::GetRequest { namespace: String::new(), r#type: "machinestatus".into(), id: "machine".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let spec: serde_json::Value = serde_json::from_str(&status.resource.unwrap().spec_json).unwrap();
+    let spec = bronze_tests::resource_spec(&mut c, "machinestatus", "machine").await;
     let unmet = spec["unmetConditions"].to_string();
     assert!(unmet.contains("healthcheck/http-bad") && unmet.contains("healthcheck/tcp-down"), "{unmet}");
     assert!(!unmet.contains("healthcheck/http-ok"), "{unmet}");
@@ -170,7 +164,7 @@ async fn http_grants_allow_only_their_prefix_port_host_and_addresses() {
     let server = TestHttpServer::start().await;
     let port = server.port;
     let other_port = bronze_tests::free_port();
-    let grant = format!(r#"grants: {{ config: true, http: [{{ url: "http://127.0.0.1:{port}/ok/" }}] }}"#);
+    let grant = format!(r#"config: true, http: [{{ url: "http://127.0.0.1:{port}/ok/" }}]"#);
     let cases = [
         ("allowed", format!("http://127.0.0.1:{port}/ok/")),
         ("redirect-in", format!("http://127.0.0.1:{port}/ok/redirect-in")),
@@ -181,15 +175,16 @@ async fn http_grants_allow_only_their_prefix_port_host_and_addresses() {
     ];
     let mut instances: String = cases
         .iter()
-        .map(|(id, url)| {
-            format!(
-                "\n      - id: {id}\n        plugin: health-http\n        config: {{ url: \"{url}\" }}\n        {grant}"
-            )
-        })
+        .map(|(id, url)| instance_yaml(id, "health-http", &format!("url: \"{url}\""), &grant, None))
         .collect();
     // A name is granted, but it resolves to an address no grant names.
-    instances.push_str(&format!(
-        "\n      - id: by-name\n        plugin: health-http\n        config: {{ url: \"http://localhost:{port}/ok/\" }}\n        grants: {{ config: true, http: [{{ url: \"http://localhost:{port}/ok/\" }}] }}"
+    let by_name = format!("http://localhost:{port}/ok/");
+    instances.push_str(&instance_yaml(
+        "by-name",
+        "health-http",
+        &format!("url: \"{by_name}\""),
+        &format!("config: true, http: [{{ url: \"{by_name}\" }}]"),
+        None,
     ));
     let plugins = format!("allowUnsigned: true\n    instances:{instances}");
     let node = Node::start_configured(&config_with_plugins(&pki, "http-grants", &plugins)).await;
@@ -328,13 +323,23 @@ async fn hostile_plugins_are_contained_and_recorded() {
     let mut instances: String = modes
         .iter()
         .map(|mode| {
-            format!(
-                "\n      - id: h-{mode}\n        plugin: hostile\n        config: {{ mode: {mode}, url: \"http://127.0.0.1:{port}/slow\" }}\n        grants: {{ config: true, http: [{{ url: \"http://127.0.0.1:{port}/slow\" }}] }}"
+            let slow = format!("http://127.0.0.1:{port}/slow");
+            let config = format!("mode: {mode}, url: \"{slow}\"");
+            instance_yaml(
+                &format!("h-{mode}"),
+                "hostile",
+                &config,
+                &format!("config: true, http: [{{ url: \"{slow}\" }}]"),
+                None,
             )
         })
         .collect();
-    instances.push_str(&format!(
-        "\n      - id: steady\n        plugin: health-tcp\n        config: {{ host: 127.0.0.1, port: \"{tcp_port}\" }}\n        grants: {{ config: true, probe: [\"tcp://127.0.0.1:{tcp_port}\"] }}\n        schedule: {{ interval: 200ms }}"
+    instances.push_str(&instance_yaml(
+        "steady",
+        "health-tcp",
+        &format!("host: 127.0.0.1, port: \"{tcp_port}\""),
+        &format!("config: true, probe: [\"tcp://127.0.0.1:{tcp_port}\"]"),
+        Some("200ms"),
     ));
     let plugins = format!("allowUnsigned: true\n    instances:{instances}");
     let node = Node::start_configured(&config_with_plugins(&pki, "hostile", &plugins)).await;

@@ -39,13 +39,7 @@ async fn reboot_restarts_subsystems_in_process() {
     loop {
         let log = node.log();
         saw_rebooting |= log.contains("reboot: restarting subsystems in-process");
-        let status = c
-            .resources
-            .get(pb::GetRequest { namespace: String::new(), r#type: "machinestatus".into(), id: "machine".into() })
-            .await
-            .unwrap()
-            .into_inner();
-        let spec: serde_json::Value = serde_json::from_str(&status.resource.unwrap().spec_json).unwrap();
+        let spec = bronze_tests::resource_spec(&mut c, "machinestatus", "machine").await;
         if saw_rebooting && spec["stage"] == "running" {
             break;
         }

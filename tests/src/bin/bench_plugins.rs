@@ -19,7 +19,7 @@ use bronze_host::plugins::facts::Facts;
 use bronze_host::plugins::loaded::prepare;
 use bronze_host::plugins::log::PluginLog;
 use bronze_host::plugins::net::{HttpPolicy, ProbePolicy, SystemResolver};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, rss_bytes};
+use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, rss_bytes};
 use bronze_tests::{Node, Pki};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,22 +135,24 @@ async fn rss_over_time(minutes: u64) -> anyhow::Result<()> {
     let tcp_port = tcp.local_addr()?.port();
     let http = bronze_tests::plugins::TestHttpServer::start().await;
     let mut instances = String::new();
+    let ok = http.url("/ok/");
     for i in 0..4 {
-        instances.push_str(&format!(
-            "\n      - id: tcp-{i}\n        plugin: health-tcp\n        config: {{ host: 127.0.0.1, port: \"{tcp_port}\" }}\n        grants: {{ config: true, probe: [\"tcp://127.0.0.1:{tcp_port}\"] }}\n        schedule: {{ interval: 1s }}"
+        let config = format!("host: 127.0.0.1, port: \"{tcp_port}\"");
+        let grants = format!("config: true, probe: [\"tcp://127.0.0.1:{tcp_port}\"]");
+        instances.push_str(&instance_yaml(&format!("tcp-{i}"), "health-tcp", &config, &grants, Some("1s")));
+    }
+    for i in 0..3 {
+        let grants = format!("config: true, http: [{{ url: \"{ok}\" }}]");
+        instances.push_str(&instance_yaml(
+            &format!("http-{i}"),
+            "health-http",
+            &format!("url: \"{ok}\""),
+            &grants,
+            Some("1s"),
         ));
     }
     for i in 0..3 {
-        instances.push_str(&format!(
-            "\n      - id: http-{i}\n        plugin: health-http\n        config: {{ url: \"{}\" }}\n        grants: {{ config: true, http: [{{ url: \"{}\" }}] }}\n        schedule: {{ interval: 1s }}",
-            http.url("/ok/"),
-            http.url("/ok/")
-        ));
-    }
-    for i in 0..3 {
-        instances.push_str(&format!(
-            "\n      - id: time-{i}\n        plugin: health-time\n        grants: {{ facts: [time] }}\n        schedule: {{ interval: 1s }}"
-        ));
+        instances.push_str(&instance_yaml(&format!("time-{i}"), "health-time", "", "facts: [time]", Some("1s")));
     }
     let plugins = format!("allowUnsigned: true\n    instances:{instances}");
     let node = Node::start_configured(&config_with_plugins(&pki, "bench-rss", &plugins)).await;
