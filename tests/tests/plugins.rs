@@ -427,21 +427,23 @@ async fn artifacts(c: &NodeClient) -> BTreeMap<String, String> {
     }
 }
 
+/// A TCP listener on 127.0.0.1 (keep it alive) and the YAML of a
+/// `health-tcp` instance, id `health-tcp`, that probes it every `interval`.
+async fn tcp_check(interval: &str) -> (tokio::net::TcpListener, String) {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let config = format!("host: 127.0.0.1, port: \"{port}\"");
+    let grants = format!("config: true, probe: [\"tcp://127.0.0.1:{port}\"]");
+    (tcp, instance_yaml("health-tcp", "health-tcp", &config, &grants, Some(interval)))
+}
+
 #[tokio::test]
 async fn installed_plugins_come_back_from_the_aot_cache_and_a_corrupted_cache_is_recompiled() {
     use bronze_tests::NodeOptions;
     let pki = Pki::new();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp_port = tcp.local_addr().unwrap().port();
+    let (tcp, tcp_check) = tcp_check("200ms").await;
     let plugins = format!(
-        r#"allowUnsigned: true
-    instances:
-      - id: health-tcp
-        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
-        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
-        schedule: {{ interval: 200ms }}
-      - id: health-time
-        grants: {{ facts: [time] }}"#
+        "allowUnsigned: true\n    instances:{tcp_check}\n      - id: health-time\n        grants: {{ facts: [time] }}"
     );
     let config = config_with_plugins(&pki, "restart", &plugins);
     let tmp = tempfile::tempdir().unwrap();
@@ -500,16 +502,8 @@ async fn installed_plugins_come_back_from_the_aot_cache_and_a_corrupted_cache_is
 async fn an_upgrade_under_a_100ms_schedule_loses_no_run_and_never_reports_unknown() {
     use tokio_stream::StreamExt;
     let pki = Pki::new();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp_port = tcp.local_addr().unwrap().port();
-    let plugins = format!(
-        r#"allowUnsigned: true
-    instances:
-      - id: health-tcp
-        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
-        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
-        schedule: {{ interval: 100ms }}"#
-    );
+    let (tcp, tcp_check) = tcp_check("100ms").await;
+    let plugins = format!("allowUnsigned: true\n    instances:{tcp_check}");
     let node = Node::start_configured(&config_with_plugins(&pki, "upgrade", &plugins)).await;
     let mut c = node.client(&pki.auth(ADMIN)).await;
     let v1 = bundle("health-tcp");
@@ -673,18 +667,8 @@ async fn image_plugins_are_installed_at_start_and_cached_for_the_next_boot() {
 async fn revoking_the_signing_key_stops_its_plugins_and_restoring_it_resumes_them() {
     let pki = Pki::new();
     let key = SigningKey::generate().unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp_port = tcp.local_addr().unwrap().port();
-    let plugins = |keys: &str| {
-        format!(
-            r#"trustedKeys: [{keys}]
-    instances:
-      - id: health-tcp
-        config: {{ host: 127.0.0.1, port: "{tcp_port}" }}
-        grants: {{ config: true, probe: ["tcp://127.0.0.1:{tcp_port}"] }}
-        schedule: {{ interval: 200ms }}"#
-        )
-    };
+    let (tcp, tcp_check) = tcp_check("200ms").await;
+    let plugins = |keys: &str| format!("trustedKeys: [{keys}]\n    instances:{tcp_check}");
     let trusted = config_with_plugins(&pki, "revoke", &plugins(&format!("\"{}\"", key.public_key())));
     let node = Node::start_configured(&trusted).await;
     let mut c = node.client(&pki.auth(ADMIN)).await;
