@@ -23,9 +23,10 @@ pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// The WIT package every capability interface lives in.
 pub const HOST_PACKAGE: &str = "bronze:host";
 
-/// `bronze:host` interfaces that only define types: importing them needs
-/// no capability.
-pub const TYPE_ONLY_INTERFACES: &[&str] = &["bronze:host/types"];
+/// Interfaces (without version) that only define types: importing them
+/// needs no capability, and a host links them as empty instances.
+pub const TYPE_ONLY_INTERFACES: &[&str] =
+    &["bronze:host/types", "bronze:plugin/health", "bronze:plugin/metadata", "bronze:plugin/network"];
 
 /// A decoded `plugin.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -49,13 +49,10 @@ impl Imports {
     }
 }
 
-/// Interfaces that define only types, without version.
-const TYPE_INTERFACES: [&str; 4] =
-    ["bronze:host/types", "bronze:plugin/health", "bronze:plugin/metadata", "bronze:plugin/network"];
-
+/// Whether `name` (with or without version) only defines types.
 fn is_types_interface(name: &str) -> bool {
     let base = name.split_once('@').map_or(name, |(base, _)| base);
-    TYPE_INTERFACES.contains(&base)
+    bronze_bundle::TYPE_ONLY_INTERFACES.contains(&base)
 }
 
 /// Checks the imports against the manifest: a component may not import
