@@ -1,7 +1,8 @@
 //! The plugin host: sandboxed WebAssembly components that get capabilities
 //! only through the `bronze:host` interfaces the operator grants.
 //!
-//! - [`engine`]: one wasmtime engine, epoch ticker.
+//! - [`engine`]: one wasmtime engine, epoch ticker; [`background`]: compiling
+//!   and loading at a lower priority than the node's own work.
 //! - [`registry`] + [`artifact`]: installed bundles and the AOT cache on disk.
 //! - [`capabilities`]: imports ∩ manifest ∩ grant, per-instance linkers.
 //! - [`context`]: the `bronze:host` functions; [`net`]: the http/probe client.
@@ -9,6 +10,7 @@
 //! - [`instance`]: schedule, backoff, quarantine; [`manager`]: the whole.
 
 pub mod artifact;
+pub mod background;
 pub mod bindings;
 pub mod call;
 pub mod capabilities;
