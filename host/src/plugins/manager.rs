@@ -6,6 +6,7 @@
 //! run on blocking threads, and calls run in their own tasks.
 
 use super::artifact::{compile, load_cached};
+use super::background::run_niced;
 use super::capabilities::{Imports, check_manifest};
 use super::engine::PluginEngine;
 use super::facts::Facts;
@@ -161,7 +162,7 @@ impl PluginManager {
             let dir = self.registry.bundle_dir(&entry);
             let artifact = self.registry.artifact_path(&entry.sha256, engine.fingerprint());
             let fresh_entry = entry.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_one(&engine, fresh_entry, &dir, &artifact)).await;
+            let loaded = run_niced("loading the plugin", move || load_one(&engine, fresh_entry, &dir, &artifact)).await;
             let id = entry.id.clone();
             match loaded {
                 Ok(Ok((plugin, recompiled))) => {
@@ -179,7 +180,8 @@ impl PluginManager {
                     self.inner().failed.insert(id, e);
                 }
                 Err(e) => {
-                    self.inner().failed.insert(id, format!("loading panicked: {e}"));
+                    tracing::error!(plugin = %id, error = %e, "cannot load installed plugin");
+                    self.inner().failed.insert(id, e);
                 }
             }
         }
@@ -224,9 +226,7 @@ impl PluginManager {
     async fn store_image_plugin(&self, bundle: bronze_bundle::Bundle, sha256: String) -> Result<Entry, String> {
         let engine = self.arm_ctx.engine.clone();
         let wasm = bundle.wasm;
-        let (compiled, wasm) = tokio::task::spawn_blocking(move || compile(&engine, &wasm).map(|c| (c, wasm)))
-            .await
-            .map_err(|e| format!("compiling panicked: {e}"))??;
+        let (compiled, wasm) = run_niced("compiling", move || compile(&engine, &wasm).map(|c| (c, wasm))).await??;
         let engine = &self.arm_ctx.engine;
         let imports = Imports::of(engine.engine(), &compiled.component);
         check_manifest(&imports, &bundle.manifest)?;
@@ -370,9 +370,9 @@ impl PluginManager {
         }
 
         let engine = self.arm_ctx.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || compile(&engine, &wasm).map(|c| (c, wasm)))
+        let compiled = run_niced("compiling", move || compile(&engine, &wasm).map(|c| (c, wasm)))
             .await
-            .map_err(|e| PluginError::Internal(format!("compiling panicked: {e}")))?
+            .map_err(PluginError::Internal)?
             .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
         let (compiled, wasm) = compiled;
         let engine = &self.arm_ctx.engine;
@@ -564,6 +564,15 @@ impl PluginManager {
         for (_, slot) in std::mem::take(&mut inner.instances) {
             slot.task.abort();
         }
+    }
+
+    /// Brings back the instances [`Self::stop`] took down, from the live
+    /// config: a power-off or reboot that failed leaves the node up, and
+    /// its checks must run again without waiting for a config change.
+    pub async fn resume(&self) {
+        let _change = self.change.lock().await;
+        let live = self.config.borrow().clone();
+        self.reconcile(live.as_ref().map(|c| c.config.as_ref()));
     }
 }
 
