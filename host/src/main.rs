@@ -46,6 +46,9 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // The kernel's clock at our first instruction: with the kernel's
+    // "Run /init" stamp it splits exec from our own start (logged as PID 1).
+    let main_at = init::boottime();
     let args = Args::parse();
     let filter = args.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
     let mode = match args.mode {
@@ -64,13 +67,14 @@ fn main() -> std::process::ExitCode {
     // As init: mount the kernel's filesystems, load boot modules and mount
     // the state disk before anything else; log to the console after that.
     let early = (mode == Mode::Pid1).then(|| {
-        let report = runtime.block_on(init::early_boot(Path::new("/"), &init::EarlyOptions::default()));
+        let report = runtime.block_on(init::early_boot(Path::new("/"), &init::EarlyOptions::for_image(Path::new("/"))));
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(&filter))
             .with_writer(init::pid1_log_writer(Path::new("/")))
             .with_ansi(false)
             .without_time()
             .init();
+        tracing::debug!("main() entered at {:.3} s", main_at.as_secs_f64());
         report.log();
         Arc::new(report)
     });

@@ -304,7 +304,8 @@ pub const EMPTY_DIRS: [(&str, u32); 7] = [
 
 /// The Bronze initramfs: `init` (the static `bronzed`), `dev/console` (5, 1),
 /// [`EMPTY_DIRS`], the modules of `modules` under `lib/modules/<release>/` with
-/// their load order at [`crate::kmod::LOAD_ORDER_PATH`], and the plugin bundles of
+/// depmod's index files beside them and their load order at
+/// [`crate::kmod::LOAD_ORDER_PATH`], and the plugin bundles of
 /// `plugins` (if given) under [`PLUGINS_DIR`].
 pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>) -> Result<Initramfs> {
     let mut image = Initramfs::new();
@@ -323,6 +324,14 @@ pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>)
         image.file(&format!("lib/modules/{}/{path}", modules.release), &module.source, 0o644)?;
     }
     image.bytes(crate::kmod::LOAD_ORDER_PATH, modules.load_order(), 0o644)?;
+    let depmod = modules.depmod_files();
+    let release_dir = format!("lib/modules/{}", modules.release);
+    image.bytes(&format!("{release_dir}/modules.dep"), depmod.dep, 0o644)?;
+    image.bytes(&format!("{release_dir}/modules.softdep"), depmod.softdep, 0o644)?;
+    image.bytes(&format!("{release_dir}/modules.alias"), depmod.alias, 0o644)?;
+    if let Some(builtin) = &modules.builtin {
+        image.bytes(&format!("{release_dir}/modules.builtin"), builtin.clone(), 0o644)?;
+    }
     if let Some(plugins) = plugins {
         image.tree(PLUGINS_DIR, plugins)?;
     }
@@ -492,6 +501,7 @@ mod tests {
                 module("virtio", "kernel/drivers/virtio/virtio.ko"),
             ],
             notes: vec![],
+            builtin: Some("kernel/lib/crc32.ko\n".into()),
         };
         let image = bronze_initramfs(&tree.path().join("run.sh"), &plan, Some(tree.path())).unwrap();
         let raw = image.write_newc(Vec::new(), 0).unwrap();
@@ -506,6 +516,14 @@ mod tests {
             String::from_utf8(by_name("lib/modules/bronze-load-order").data.clone()).unwrap(),
             "6.1.0-9-amd64/kernel/drivers/virtio/virtio_ring.ko\n6.1.0-9-amd64/kernel/drivers/virtio/virtio.ko\n"
         );
+        let text = |name: &str| String::from_utf8(by_name(name).data.clone()).unwrap();
+        assert_eq!(
+            text("lib/modules/6.1.0-9-amd64/modules.dep"),
+            "kernel/drivers/virtio/virtio_ring.ko:\nkernel/drivers/virtio/virtio.ko:\n"
+        );
+        assert_eq!(text("lib/modules/6.1.0-9-amd64/modules.builtin"), "kernel/lib/crc32.ko\n");
+        by_name("lib/modules/6.1.0-9-amd64/modules.softdep");
+        by_name("lib/modules/6.1.0-9-amd64/modules.alias");
         assert_eq!(by_name("usr/lib/bronze/plugins/a.txt").data, b"hello\n");
         for (dir, _) in EMPTY_DIRS {
             assert_eq!(file_type(by_name(dir).header.mode), S_IFDIR, "{dir}");

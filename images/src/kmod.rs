@@ -8,10 +8,14 @@
 //! `crypto-crc32c`, which `crc32c_generic` provides). Without modprobe in the image
 //! nothing loads a module on demand, so the order written here is the whole story.
 //!
-//! The order is written to [`LOAD_ORDER_PATH`]: one path per line, relative to the
-//! directory holding that file (`/lib/modules`), e.g.
+//! The image carries what depmod would have written for these modules
+//! (`modules.dep`, `modules.softdep`, `modules.alias`, plus the package's
+//! `modules.builtin`), so PID 1 plans its loads from a few small files instead of
+//! reading every module's ELF at boot (≈0.1 s under TCG). The list itself is
+//! written to [`LOAD_ORDER_PATH`]: one path per line, relative to the directory
+//! holding that file (`/lib/modules`), e.g.
 //! `6.1.0-56-amd64/kernel/drivers/virtio/virtio_ring.ko`, dependencies first. PID 1
-//! reads it and calls `finit_module` on each file in turn.
+//! loads those modules (its boot defaults) in dependency order.
 
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -235,6 +239,21 @@ pub struct LoadPlan {
     pub modules: Vec<Module>,
     /// Added dependencies, unmet soft dependencies, reorderings: worth printing.
     pub notes: Vec<String>,
+    /// The kernel package's `modules.builtin`, if it has one: lets PID 1 tell a
+    /// built-in module (nothing to load) from a missing one.
+    pub builtin: Option<String>,
+}
+
+/// The depmod index files of an image, relative to `lib/modules/<release>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepmodFiles {
+    /// `path: dep-path ...`, every dependency (transitively), the one to load
+    /// first last, as depmod writes it.
+    pub dep: String,
+    /// `softdep NAME pre: A B` for modules with soft dependencies.
+    pub softdep: String,
+    /// `alias ALIAS NAME` for every alias of every module.
+    pub alias: String,
 }
 
 impl LoadPlan {
@@ -307,7 +326,50 @@ impl LoadPlan {
             ));
         }
         let modules = order.into_iter().filter_map(|name| modules.remove(&name)).collect();
-        Ok(LoadPlan { release: release.to_string(), modules, notes })
+        let builtin_path = index.release_dir.join("modules.builtin");
+        let builtin = match std::fs::read_to_string(&builtin_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", &builtin_path, e)),
+        };
+        Ok(LoadPlan { release: release.to_string(), modules, notes, builtin })
+    }
+
+    /// `modules.dep`, `modules.softdep` and `modules.alias` for the planned
+    /// modules, in depmod's formats.
+    pub fn depmod_files(&self) -> DepmodFiles {
+        let position: BTreeMap<&str, usize> =
+            self.modules.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
+        let mut dep = String::new();
+        let mut softdep = String::new();
+        let mut alias = String::new();
+        for module in &self.modules {
+            // Every dependency, transitively: depmod's modules.dep is complete.
+            let mut needed = BTreeSet::new();
+            let mut todo: Vec<&str> = module.info.depends.iter().map(String::as_str).collect();
+            while let Some(name) = todo.pop() {
+                if let Some(&at) = position.get(name)
+                    && needed.insert(at)
+                {
+                    todo.extend(self.modules[at].info.depends.iter().map(String::as_str));
+                }
+            }
+            let deps: Vec<String> =
+                needed.iter().rev().map(|&at| self.modules[at].path.display().to_string()).collect();
+            dep.push_str(&format!("{}:", module.path.display()));
+            for d in deps {
+                dep.push(' ');
+                dep.push_str(&d);
+            }
+            dep.push('\n');
+            if !module.info.softdep_pre.is_empty() {
+                softdep.push_str(&format!("softdep {} pre: {}\n", module.name, module.info.softdep_pre.join(" ")));
+            }
+            for a in &module.info.aliases {
+                alias.push_str(&format!("alias {a} {}\n", module.name));
+            }
+        }
+        DepmodFiles { dep, softdep, alias }
     }
 
     /// The contents of [`LOAD_ORDER_PATH`]: one path per line, relative to
@@ -456,6 +518,29 @@ mod tests {
             plan.notes.iter().any(|n| n == "added virtio_ring: virtio_blk depends on it and the module list lacks it")
         );
         assert!(plan.notes.iter().any(|n| n.starts_with("the module list is not in dependency order")));
+    }
+
+    #[test]
+    fn depmod_files_list_every_dependency_softdep_and_alias() {
+        let release = fake_release();
+        let index = ModuleIndex::scan(release.path()).unwrap();
+        let wanted: Vec<String> = ["crc32c_generic", "jbd2", "mbcache", "ext4", "virtio_blk"].map(String::from).into();
+        let plan = LoadPlan::resolve(&index, "r", &wanted).unwrap();
+        assert_eq!(plan.builtin, None, "the fake release has no modules.builtin");
+        let files = plan.depmod_files();
+        let dep: Vec<&str> = files.dep.lines().collect();
+        assert!(dep.contains(&"kernel/fs/ext4/ext4.ko: kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko"), "{dep:?}");
+        // Transitive, the one to load first last.
+        assert!(
+            dep.contains(
+                &"kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko"
+            ),
+            "{dep:?}"
+        );
+        assert!(dep.contains(&"kernel/crypto/crc32c_generic.ko:"), "{dep:?}");
+        assert_eq!(dep.len(), plan.modules.len());
+        assert_eq!(files.softdep, "softdep jbd2 pre: crypto-crc32c\nsoftdep ext4 pre: crypto-crc32c\n");
+        assert_eq!(files.alias, "alias crypto-crc32c crc32c_generic\nalias crc32c crc32c_generic\n");
     }
 
     #[test]

@@ -561,6 +561,9 @@ pub struct LoadReport {
     pub loaded: Vec<String>,
     pub already_loaded: Vec<String>,
     pub errors: Vec<KmodError>,
+    /// How long each `finit_module` call took, in load order: module
+    /// loading is most of init's share of the boot, so it is reported.
+    pub timings: Vec<(String, std::time::Duration)>,
 }
 
 impl LoadReport {
@@ -580,7 +583,10 @@ pub fn load_plan(loader: &dyn ModuleLoader, plan: LoadPlan) -> LoadReport {
             failed.insert(step.name);
             continue;
         }
-        match loader.load(&step) {
+        let started = std::time::Instant::now();
+        let result = loader.load(&step);
+        report.timings.push((step.name.clone(), started.elapsed()));
+        match result {
             Ok(()) => report.loaded.push(step.name),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => report.already_loaded.push(step.name),
             Err(error) => {
@@ -590,6 +596,22 @@ pub fn load_plan(loader: &dyn ModuleLoader, plan: LoadPlan) -> LoadReport {
         }
     }
     report
+}
+
+/// Where a Bronze image lists the modules it ships (its boot defaults): one
+/// path per line relative to `/lib/modules`, dependencies first.
+pub const IMAGE_LOAD_ORDER: &str = "lib/modules/bronze-load-order";
+
+/// The image's boot modules from [`IMAGE_LOAD_ORDER`] under `root`, by
+/// name; `None` if the file is absent (not a Bronze image).
+pub fn image_boot_modules(root: &Path) -> Option<Vec<ModuleRequest>> {
+    let text = std::fs::read_to_string(root.join(IMAGE_LOAD_ORDER)).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|line| module_file_name(base_name(line.trim())))
+            .map(|(name, _)| ModuleRequest::new(name))
+            .collect(),
+    )
 }
 
 /// Loads `requests` (and their dependencies) for the running kernel of
@@ -823,6 +845,57 @@ mod tests {
         assert_eq!(plan.steps[0].path, dir.join("kernel/fs/ext4/ext4.ko"));
         assert!(plan.steps[0].depends.is_empty(), "crc16 is built in");
         assert!(plan.steps[1].compressed && plan.steps[2].compressed && !plan.steps[3].compressed);
+    }
+
+    #[test]
+    fn an_image_listing_its_modules_with_depmod_files_plans_without_reading_them() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("lib/modules/6.1.0");
+        // Module files that cannot be parsed: planning must not need them.
+        for rel in [
+            "kernel/crypto/crc32c_generic.ko",
+            "kernel/fs/jbd2/jbd2.ko",
+            "kernel/fs/mbcache.ko",
+            "kernel/fs/ext4/ext4.ko",
+        ] {
+            std::fs::create_dir_all(dir.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(rel), b"not an ELF file").unwrap();
+        }
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/crypto/crc32c_generic.ko:\nkernel/fs/jbd2/jbd2.ko:\nkernel/fs/mbcache.ko:\n\
+             kernel/fs/ext4/ext4.ko: kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("modules.softdep"),
+            "softdep jbd2 pre: crypto-crc32c\nsoftdep ext4 pre: crypto-crc32c\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("modules.alias"),
+            "alias crypto-crc32c crc32c_generic\nalias pci:v00001AF4d* virtio_pci\n",
+        )
+        .unwrap();
+        // The image lists ext4 first: the plan still loads its dependencies first.
+        std::fs::write(
+            root.path().join(IMAGE_LOAD_ORDER),
+            "6.1.0/kernel/fs/ext4/ext4.ko\n6.1.0/kernel/fs/jbd2/jbd2.ko\n6.1.0/kernel/fs/mbcache.ko\n",
+        )
+        .unwrap();
+        let requests = image_boot_modules(root.path()).unwrap();
+        assert_eq!(requests.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["ext4", "jbd2", "mbcache"]);
+        let plan = ModuleDir::open(root.path(), "6.1.0").unwrap().plan(&requests);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        // modules.dep order, each soft `pre:` right before its user.
+        assert_eq!(names(&plan), ["mbcache", "crc32c_generic", "jbd2", "ext4"]);
+        assert_eq!(plan.steps[3].depends, ["mbcache", "jbd2"]);
+    }
+
+    #[test]
+    fn no_load_order_file_means_no_image_list() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(image_boot_modules(root.path()).is_none());
     }
 
     #[test]

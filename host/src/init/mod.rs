@@ -37,6 +37,7 @@ pub use mounts::{KernelMounter, MountSpec, Mounter, find_state_disk, mount_all, 
 pub use power::{FATAL_REBOOT_DELAY, KernelPower, Power, PowerTarget, fatal_reboot, halt_on_fatal};
 pub use setup::{KernelSystem, SystemControl, all_links_down, disable_cad, loopback_up, set_hostname};
 pub use shutdown::{Deadlines, ShutdownHooks, shutdown};
+pub use sys::boottime;
 pub use sysctl::{SysctlReport, apply_sysctls};
 
 use kmod::KmodError;
@@ -47,8 +48,9 @@ use std::time::Duration;
 
 /// Drivers a Bronze VM needs before its config can be read (NIC, disk,
 /// ext4 for the state disk, pvpanic so a test harness sees a kernel panic),
-/// after notes/vm-boot.md. Dependencies (virtio_ring, failover, jbd2, ...)
-/// and ext4's crc32c follow on their own.
+/// after notes/vm-boot.md, for a root that does not list its own
+/// ([`EarlyOptions::for_image`]). Dependencies (virtio_ring, failover,
+/// jbd2, ...) and ext4's crc32c follow on their own.
 pub const DEFAULT_BOOT_MODULES: &[&str] =
     &["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "ext4", "pvpanic_pci"];
 
@@ -73,6 +75,18 @@ impl Default for EarlyOptions {
             mount_state_disk: true,
             state_disk_wait: Duration::from_secs(2),
         }
+    }
+}
+
+impl EarlyOptions {
+    /// The defaults, with the boot modules the image under `root` lists
+    /// ([`kmod::IMAGE_LOAD_ORDER`]) when it lists them.
+    pub fn for_image(root: &Path) -> Self {
+        let mut opts = Self::default();
+        if let Some(modules) = kmod::image_boot_modules(root) {
+            opts.boot_modules = modules;
+        }
+        opts
     }
 }
 
@@ -123,6 +137,13 @@ pub struct EarlyReport {
     pub already_mounted: Vec<MountSpec>,
     /// Modules loaded or found loaded.
     pub modules_loaded: Vec<String>,
+    /// Each `finit_module` call's duration, in load order.
+    pub module_timings: Vec<(String, Duration)>,
+    /// How long each early-boot phase took, in order.
+    pub phases: Vec<(&'static str, Duration)>,
+    /// The kernel's clock (`CLOCK_BOOTTIME`) when early boot began: the
+    /// gap from the kernel's "Run /init" line is exec and runtime start.
+    pub started_at: Duration,
     /// The state disk's device node, when one was found.
     pub state_disk: Option<PathBuf>,
     /// `/proc/cmdline`, trimmed; empty if unreadable.
@@ -161,6 +182,12 @@ impl EarlyReport {
         if !self.modules_loaded.is_empty() {
             tracing::info!(modules = ?self.modules_loaded, "kernel modules loaded");
         }
+        for (name, took) in &self.module_timings {
+            tracing::debug!(module = %name, ms = took.as_secs_f64() * 1e3, "finit_module");
+        }
+        let phases: Vec<String> =
+            self.phases.iter().map(|(name, took)| format!("{name} {:.0} ms", took.as_secs_f64() * 1e3)).collect();
+        tracing::info!("early boot from {:.3} s: {}", self.started_at.as_secs_f64(), phases.join(", "));
         for p in &self.problems {
             tracing::warn!("early boot: {p}");
         }
@@ -181,7 +208,12 @@ pub async fn early_boot(root: &Path, opts: &EarlyOptions) -> EarlyReport {
 /// (after this, since `/dev` must be mounted first); call
 /// [`EarlyReport::log`] then.
 pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOptions) -> EarlyReport {
-    let mut report = EarlyReport::default();
+    let mut report = EarlyReport { started_at: sys::boottime(), ..EarlyReport::default() };
+    let mut phase = std::time::Instant::now();
+    let mut lap = |report: &mut EarlyReport, name: &'static str| {
+        report.phases.push((name, phase.elapsed()));
+        phase = std::time::Instant::now();
+    };
 
     let mounts = mount_all(sys.mounter, root);
     report.mounted = mounts.mounted;
@@ -207,13 +239,17 @@ pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOpti
     if let Err(e) = sys.system.loopback_up() {
         report.problems.push(EarlyProblem::Loopback(e));
     }
+    lap(&mut report, "mounts and settings");
 
     let modules = kmod::load_modules(sys.loader, root, &opts.boot_modules);
     report.modules_loaded = modules.loaded.into_iter().chain(modules.already_loaded).collect();
+    report.module_timings = modules.timings;
     report.problems.extend(modules.errors.into_iter().map(EarlyProblem::from));
+    lap(&mut report, "modules");
 
     if opts.mount_state_disk {
         mount_state_disk(sys.mounter, root, opts.state_disk_wait, &mut report).await;
+        lap(&mut report, "state disk");
     }
     report
 }
