@@ -118,22 +118,25 @@ const EVENT_RING: u64 = 1000;
 const MAINTENANCE_CRT: &str = "maintenance.crt";
 const MAINTENANCE_KEY: &str = "maintenance.key";
 
-fn maintenance_cert(dir: &StateDir, listen: SocketAddr) -> anyhow::Result<CertAndKey> {
+/// The maintenance certificate (kept in the state dir, made on first use)
+/// and the TLS config serving it, built once.
+fn maintenance_cert(dir: &StateDir, listen: SocketAddr) -> anyhow::Result<(CertAndKey, Arc<rustls::ServerConfig>)> {
     if let (Some(crt), Some(key)) = (dir.read(MAINTENANCE_CRT)?, dir.read(MAINTENANCE_KEY)?) {
         let cert = CertAndKey {
             cert_pem: String::from_utf8_lossy(&crt).into(),
             key_pem: String::from_utf8_lossy(&key).into(),
         };
-        if tls::maintenance_server_config(&cert).is_ok() {
-            return Ok(cert);
+        match tls::maintenance_server_config(&cert) {
+            Ok(config) => return Ok((cert, config)),
+            Err(e) => tracing::warn!(error = %e, "stored maintenance certificate is unusable; making a new one"),
         }
-        tracing::warn!("stored maintenance certificate is unusable; making a new one");
     }
     let sans = tls::server_sans(&[], "bronze-maintenance", listen);
     let cert = bronze_pki::self_signed_server(&sans)?;
+    let config = tls::maintenance_server_config(&cert)?;
     dir.write_atomic(MAINTENANCE_KEY, cert.key_pem.as_bytes())?;
     dir.write_atomic(MAINTENANCE_CRT, cert.cert_pem.as_bytes())?;
-    Ok(cert)
+    Ok((cert, config))
 }
 
 /// Puts the API's TLS and gate in step with the live config.
@@ -187,12 +190,13 @@ fn time_controller(
 
 /// Runs a node until it is shut down.
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
+    let mut laps = StartupLaps::new();
     let dir = Arc::new(StateDir::open(&opts.state_dir)?);
     let store = Store::new();
     let listen = opts.listen;
-    let maintenance = maintenance_cert(&dir, listen)?;
+    let (maintenance, maintenance_tls) = maintenance_cert(&dir, listen)?;
     let fingerprint = bronze_pki::spki_fingerprint(&bronze_pki::certs_from_pem(&maintenance.cert_pem)?[0])?;
-    let maintenance_tls = tls::maintenance_server_config(&maintenance)?;
+    laps.lap("maintenance certificate");
     let security = Arc::new(Security::new(maintenance_tls.clone(), Gate::Maintenance));
 
     let precheck = Box::new(move |cfg: &bronze_config::MachineConfig| {
@@ -224,6 +228,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         config.subscribe(),
     )
     .context("starting the plugin host")?;
+    laps.lap("plugin host");
 
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
@@ -250,17 +255,14 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Some(path) => format!("--config {}", path.display()),
         None => "stored config".into(),
     })?;
+    laps.lap("config");
     let observe_now = Arc::new(tokio::sync::Notify::new());
     let network_status =
         Arc::new(NetworkStatusController::new(Publisher::new(&store)?, Arc::new(KernelObserver), observe_now.clone()));
 
-    let (api_stop_tx, api_stop_rx) = watch::channel(false);
-    let api = tokio::spawn(crate::api::serve(listener, node.clone(), async move {
-        let mut rx = api_stop_rx;
-        let _ = rx.wait_for(|s| *s).await;
-    }));
-    tracing::info!(listen = %bound, mode = opts.mode.as_str(), "API listening");
-    // Only PID 1 configures the network; it never blocks the API.
+    // Only PID 1 configures the network; it starts as soon as the config
+    // is known (the API is reachable only once it is up) and never blocks
+    // the API.
     let applier = match opts.mode {
         Mode::Pid1 => match RtNetlink::connect() {
             Ok(netlink) => {
@@ -279,6 +281,15 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         },
         Mode::Process => None,
     };
+
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let api = tokio::spawn(crate::api::serve(listener, node.clone(), async move {
+        let mut rx = api_stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    laps.lap("API");
+    tracing::debug!("startup: {laps}");
+    tracing::info!(listen = %bound, mode = opts.mode.as_str(), startup_ms = laps.total_ms(), "API listening");
 
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
     let machine_status = Arc::new(MachineStatusController {
@@ -318,6 +329,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                 // reboot(2) failed: stay alive, report, and keep serving.
                 tracing::error!(error = %e, "power action failed; the node stays up");
                 config.boot(None).await.context("reloading stored config")?;
+                plugins.resume().await;
             }
             continue;
         }
@@ -355,6 +367,42 @@ fn storage_description(opts: &NodeOptions) -> String {
     }
 }
 
+/// Where the node's start spends its time until the API listens: logged
+/// so a slow boot can be read from the console.
+struct StartupLaps {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl StartupLaps {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Self { started: now, last: now, laps: Vec::new() }
+    }
+
+    /// Ends the step `name` now.
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn total_ms(&self) -> u64 {
+        self.last.duration_since(self.started).as_millis() as u64
+    }
+}
+
+impl std::fmt::Display for StartupLaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, took)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {} ms", took.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
 /// PID 1: plans and applies the network (kernel command line < config)
 /// whenever the live config changes; `network-ready` after the first apply.
 async fn follow_network(
@@ -364,6 +412,8 @@ async fn follow_network(
     ready: watch::Sender<bool>,
 ) {
     loop {
+        let started = std::time::Instant::now();
+        tracing::debug!("network: planning and applying");
         let current = live.borrow_and_update().clone();
         match crate::network::plan::plan(current.as_ref().map(|c| &c.config.machine.network), &cmdline) {
             Err(e) => tracing::error!(error = %e, "network plan refused; keeping the current network"),
@@ -378,6 +428,10 @@ async fn follow_network(
                         }
                         for link in &report.missing_links {
                             tracing::warn!(%link, "planned link does not exist");
+                        }
+                        if !*ready.borrow() {
+                            let ms = started.elapsed().as_millis() as u64;
+                            tracing::info!(apply_ms = ms, "network ready: the first plan is applied");
                         }
                         ready.send_replace(true);
                     }

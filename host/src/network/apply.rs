@@ -109,6 +109,7 @@ impl Applier {
         let mut owned = self.owned.lock().await;
         let mut report = ApplyReport::default();
         let mut links = LinkIndexes::default();
+        let mut laps = Laps::new();
 
         // Take back what is no longer planned first: IPv6 keys addresses
         // without their prefix (fd00::5/64 -> fd00::5/56 would be refused
@@ -144,6 +145,7 @@ impl Applier {
             owned.addresses.remove(&address);
         }
 
+        laps.lap("stale");
         for link in &plan.links {
             let Some(index) = links.index(&*self.netlink, &link.name).await? else {
                 report.missing_links.push(link.name.clone());
@@ -168,6 +170,7 @@ impl Applier {
             }
         }
 
+        laps.lap("links");
         for address in &plan.addresses {
             let Some(index) = links.index(&*self.netlink, &address.link).await? else { continue };
             match self.netlink.add_address(index, address.address).await {
@@ -182,6 +185,7 @@ impl Applier {
             }
         }
 
+        laps.lap("addresses");
         // Direct routes first: a gateway may be reachable only through one
         // (`gw/32 dev eth0`, then `default via gw`).
         let mut routes: Vec<&RoutePlan> = plan.routes.iter().collect();
@@ -198,6 +202,7 @@ impl Applier {
             }
         }
 
+        laps.lap("routes");
         if !plan.resolvers.is_empty() || !plan.search.is_empty() {
             let path = self.root.join(RESOLV_CONF);
             let text = render_resolv_conf(plan);
@@ -206,6 +211,8 @@ impl Applier {
                 Err(error) => report.errors.push(NetError::WriteResolvConf { path, error }),
             }
         }
+        laps.lap("resolv.conf");
+        tracing::debug!("network apply: {}", laps.0.join(", "));
         Ok(report)
     }
 
@@ -234,6 +241,21 @@ impl Applier {
 /// link vanished, or `absent` from the kernel).
 fn gone(e: &NetlinkError, absent: i32) -> bool {
     e.is(absent) || e.is(libc::ENODEV)
+}
+
+/// How long each part of an apply took, for the debug log: bringing a
+/// NIC up can take a while and the boot waits on it.
+struct Laps(Vec<String>, std::time::Instant);
+
+impl Laps {
+    fn new() -> Self {
+        Self(Vec::new(), std::time::Instant::now())
+    }
+
+    fn lap(&mut self, name: &str) {
+        self.0.push(format!("{name} {} ms", self.1.elapsed().as_millis()));
+        self.1 = std::time::Instant::now();
+    }
 }
 
 /// Link indexes looked up once per apply.
