@@ -107,10 +107,13 @@ fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let mut phases = Phases::default();
     ensure_packages()?;
     ensure_qemu()?;
+    phases.lap("packages");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    phases.lap("fmt + clippy");
     // The plugins are a separate wasm workspace; `--release` shares the
     // proc-macro builds with `build_plugins`.
     let plugins = root.join("plugins/Cargo.toml");
@@ -121,12 +124,17 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .arg("--target-dir")
         .arg(target_dir(root).join("wasm"))
         .args(["--", "-D", "warnings"]))?;
+    phases.lap("plugins fmt + clippy");
     // The end-to-end tests start the real binaries, load the plugin
     // fixtures and boot the real image: build them first (the image build
     // builds the plugins).
     run(cargo().args(["build", "--bins"]))?;
+    phases.lap("debug build");
     build_image(root, false)?;
+    phases.lap("image");
     let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
+    phases.lap("cargo test");
+    println!("suite time: {phases}");
     // One closing line for the whole suite (cargo's last line is a doc-test
     // binary's, often "0 passed").
     println!("{passed} passed, {failed} failed");
@@ -134,6 +142,37 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("{failed} tests failed");
     }
     Ok(())
+}
+
+/// Wall-clock time of the suite's steps, printed at its end so a slow CI
+/// run says where its time went.
+struct Phases {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Self { last: std::time::Instant::now(), laps: Vec::new() }
+    }
+}
+
+impl Phases {
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: f64 = self.laps.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        for (name, took) in &self.laps {
+            write!(f, "{name} {:.0} s, ", took.as_secs_f64())?;
+        }
+        write!(f, "total {total:.0} s")
+    }
 }
 
 /// Installs the system packages the tests need: chrony, for real NTP servers
