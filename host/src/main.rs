@@ -57,7 +57,11 @@ fn main() -> std::process::ExitCode {
         None if std::process::id() == 1 => Mode::Pid1,
         None => Mode::Process,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // At least two workers even on one CPU: a task that hogs a worker (a
+    // slow kernel call, heavy decoding) must not stall the API and the
+    // network with it; the kernel time-slices the two.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bronzed: cannot start the async runtime: {e}");

@@ -283,13 +283,21 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     };
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
-    let api = tokio::spawn(crate::api::serve(listener, node.clone(), async move {
-        let mut rx = api_stop_rx;
-        let _ = rx.wait_for(|s| *s).await;
-    }));
-    laps.lap("API");
-    tracing::debug!("startup: {laps}");
-    tracing::info!(listen = %bound, mode = opts.mode.as_str(), startup_ms = laps.total_ms(), "API listening");
+    let mode = opts.mode.as_str();
+    let on_serving = move || {
+        laps.lap("API");
+        tracing::debug!("startup: {laps}");
+        tracing::info!(listen = %bound, mode, startup_ms = laps.total_ms(), "API listening");
+    };
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        node.clone(),
+        async move {
+            let mut rx = api_stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
+        on_serving,
+    ));
 
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
     let machine_status = Arc::new(MachineStatusController {

@@ -33,23 +33,32 @@ pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    on_serving: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(128);
     let acceptor = tokio::spawn(accept_loop(listener, node.security.clone(), tx));
+    // Decoding and indexing the descriptor sets is the API's one heavy
+    // start-up step (≈0.1 s on a slow machine): off the async workers, so
+    // the rest of the node (the network coming up) is not held up by it.
+    let reflection = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
+        let v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        Ok((v1, v1alpha))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MachineServiceServer<machine::MachineApi>>().await;
     health.set_serving::<ResourceServiceServer<resource::ResourceApi>>().await;
     health.set_serving::<TimeServiceServer<time::TimeApi>>().await;
     health.set_serving::<PluginServiceServer<plugin::PluginApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let reflection_v1 = reflection.build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) =
+        anyhow::Context::context(reflection.await, "building the reflection service")??;
 
     let machine = MachineServiceServer::new(machine::MachineApi { node: node.clone() })
         .max_decoding_message_size(machine::MAX_APPLY_MESSAGE);
@@ -57,6 +66,7 @@ pub async fn serve(
     let time = TimeServiceServer::new(time::TimeApi { store: node.store.clone() });
     let plugins = PluginServiceServer::new(plugin::PluginApi { plugins: node.plugins.clone() })
         .max_decoding_message_size(plugin::MAX_MESSAGE);
+    on_serving();
     let result = tonic::transport::Server::builder()
         .layer(authz::AuthzLayer { security: node.security.clone(), audit: node.audit.clone() })
         .add_service(machine)
