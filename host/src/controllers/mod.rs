@@ -107,7 +107,11 @@ fn panic_message(join: tokio::task::JoinError) -> String {
     if !join.is_panic() {
         return join.to_string();
     }
-    let payload = join.into_panic();
+    payload_message(join.into_panic().as_ref())
+}
+
+/// The message a panic carried (`panic!` with a literal or a format).
+pub(crate) fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -27,7 +27,7 @@ where
     }
     match rx.await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(panic)) => Err(format!("{what} panicked: {}", panic_message(&panic))),
+        Ok(Err(panic)) => Err(format!("{what} panicked: {}", crate::controllers::payload_message(panic.as_ref()))),
         Err(_) => Err(format!("{what}: the worker thread ended without an answer")),
     }
 }
@@ -52,14 +52,6 @@ fn this_thread_nice() -> i32 {
     // SAFETY: getpriority takes plain integers and touches no memory of
     // ours. (It may return -1 as a valid nice value; we never need errno.)
     unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[cfg(test)]
