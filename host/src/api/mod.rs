@@ -38,7 +38,7 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel(128);
     let acceptor = tokio::spawn(accept_loop(listener, node.security.clone(), tx));
     // Decoding and indexing the descriptor sets is the API's one heavy
-    // start-up step (≈0.1 s on a slow machine): off the async workers, so
+    // start-up step (CPU only, slow under emulation): off the async workers, so
     // the rest of the node (the network coming up) is not held up by it.
     let reflection = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
         let v1 = tonic_reflection::server::Builder::configure()
