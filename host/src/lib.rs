@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod controllers;
 pub mod init;
+pub mod laps;
 pub mod logs;
 pub mod network;
 pub mod node;

@@ -190,7 +190,8 @@ fn time_controller(
 
 /// Runs a node until it is shut down.
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
-    let mut laps = StartupLaps::new();
+    // Where the start spends its time until the API serves, for the console.
+    let mut laps = crate::laps::Laps::new();
     let dir = Arc::new(StateDir::open(&opts.state_dir)?);
     let store = Store::new();
     let listen = opts.listen;
@@ -287,7 +288,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let on_serving = move || {
         laps.lap("API");
         tracing::debug!("startup: {laps}");
-        tracing::info!(listen = %bound, mode, startup_ms = laps.total_ms(), "API listening");
+        tracing::info!(listen = %bound, mode, startup_ms = laps.total().as_millis() as u64, "API listening");
     };
     let api = tokio::spawn(crate::api::serve(
         listener,
@@ -372,42 +373,6 @@ fn storage_description(opts: &NodeOptions) -> String {
             None => format!("no state disk: {} is in memory and lost at reboot", opts.state_dir.display()),
         },
         None => format!("state dir {}", opts.state_dir.display()),
-    }
-}
-
-/// Where the node's start spends its time until the API listens: logged
-/// so a slow boot can be read from the console.
-struct StartupLaps {
-    started: std::time::Instant,
-    last: std::time::Instant,
-    laps: Vec<(&'static str, std::time::Duration)>,
-}
-
-impl StartupLaps {
-    fn new() -> Self {
-        let now = std::time::Instant::now();
-        Self { started: now, last: now, laps: Vec::new() }
-    }
-
-    /// Ends the step `name` now.
-    fn lap(&mut self, name: &'static str) {
-        let now = std::time::Instant::now();
-        self.laps.push((name, now - self.last));
-        self.last = now;
-    }
-
-    fn total_ms(&self) -> u64 {
-        self.last.duration_since(self.started).as_millis() as u64
-    }
-}
-
-impl std::fmt::Display for StartupLaps {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, took)) in self.laps.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{name} {} ms", took.as_millis())?;
-        }
-        Ok(())
     }
 }
 

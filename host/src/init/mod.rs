@@ -140,7 +140,7 @@ pub struct EarlyReport {
     /// Each `finit_module` call's duration, in load order.
     pub module_timings: Vec<(String, Duration)>,
     /// How long each early-boot phase took, in order.
-    pub phases: Vec<(&'static str, Duration)>,
+    pub phases: crate::laps::Laps,
     /// The kernel's clock (`CLOCK_BOOTTIME`) when early boot began: the
     /// gap from the kernel's "Run /init" line is exec and runtime start.
     pub started_at: Duration,
@@ -185,9 +185,7 @@ impl EarlyReport {
         for (name, took) in &self.module_timings {
             tracing::debug!(module = %name, ms = took.as_secs_f64() * 1e3, "finit_module");
         }
-        let phases: Vec<String> =
-            self.phases.iter().map(|(name, took)| format!("{name} {:.0} ms", took.as_secs_f64() * 1e3)).collect();
-        tracing::info!("early boot from {:.3} s: {}", self.started_at.as_secs_f64(), phases.join(", "));
+        tracing::info!("early boot from {:.3} s: {}", self.started_at.as_secs_f64(), self.phases);
         for p in &self.problems {
             tracing::warn!("early boot: {p}");
         }
@@ -209,11 +207,6 @@ pub async fn early_boot(root: &Path, opts: &EarlyOptions) -> EarlyReport {
 /// [`EarlyReport::log`] then.
 pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOptions) -> EarlyReport {
     let mut report = EarlyReport { started_at: sys::boottime(), ..EarlyReport::default() };
-    let mut phase = std::time::Instant::now();
-    let mut lap = |report: &mut EarlyReport, name: &'static str| {
-        report.phases.push((name, phase.elapsed()));
-        phase = std::time::Instant::now();
-    };
 
     let mounts = mount_all(sys.mounter, root);
     report.mounted = mounts.mounted;
@@ -239,17 +232,17 @@ pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOpti
     if let Err(e) = sys.system.loopback_up() {
         report.problems.push(EarlyProblem::Loopback(e));
     }
-    lap(&mut report, "mounts and settings");
+    report.phases.lap("mounts and settings");
 
     let modules = kmod::load_modules(sys.loader, root, &opts.boot_modules);
     report.modules_loaded = modules.loaded.into_iter().chain(modules.already_loaded).collect();
     report.module_timings = modules.timings;
     report.problems.extend(modules.errors.into_iter().map(EarlyProblem::from));
-    lap(&mut report, "modules");
+    report.phases.lap("modules");
 
     if opts.mount_state_disk {
         mount_state_disk(sys.mounter, root, opts.state_disk_wait, &mut report).await;
-        lap(&mut report, "state disk");
+        report.phases.lap("state disk");
     }
     report
 }

@@ -109,7 +109,8 @@ impl Applier {
         let mut owned = self.owned.lock().await;
         let mut report = ApplyReport::default();
         let mut links = LinkIndexes::default();
-        let mut laps = Laps::new();
+        // How long each part took, for the debug log: the boot waits on it.
+        let mut laps = crate::laps::Laps::new();
 
         // Take back what is no longer planned first: IPv6 keys addresses
         // without their prefix (fd00::5/64 -> fd00::5/56 would be refused
@@ -212,7 +213,7 @@ impl Applier {
             }
         }
         laps.lap("resolv.conf");
-        tracing::debug!("network apply: {}", laps.0.join(", "));
+        tracing::debug!("network apply: {laps}");
         Ok(report)
     }
 
@@ -241,21 +242,6 @@ impl Applier {
 /// link vanished, or `absent` from the kernel).
 fn gone(e: &NetlinkError, absent: i32) -> bool {
     e.is(absent) || e.is(libc::ENODEV)
-}
-
-/// How long each part of an apply took, for the debug log: bringing a
-/// NIC up can take a while and the boot waits on it.
-struct Laps(Vec<String>, std::time::Instant);
-
-impl Laps {
-    fn new() -> Self {
-        Self(Vec::new(), std::time::Instant::now())
-    }
-
-    fn lap(&mut self, name: &str) {
-        self.0.push(format!("{name} {} ms", self.1.elapsed().as_millis()));
-        self.1 = std::time::Instant::now();
-    }
 }
 
 /// Link indexes looked up once per apply.

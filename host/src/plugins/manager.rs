@@ -3,7 +3,8 @@
 //! installs, upgrades and removes plugins while the node runs.
 //!
 //! Nothing here blocks the API: loading happens in the background, compiles
-//! run on blocking threads, and calls run in their own tasks.
+//! and AOT loads run on niced threads ([`super::background`]), and calls run
+//! in their own tasks.
 
 use super::artifact::{compile, load_cached};
 use super::background::run_niced;
