@@ -354,3 +354,14 @@ pub fn all_rpc_paths() -> Vec<String> {
     }
     paths
 }
+
+#[cfg(test)]
+mod tests {
+    /// The image writes its module list where PID 1 reads it; the two crates
+    /// cannot share the constant (the host does not link the image builder),
+    /// and a mismatch would silently fall back to the host's default list.
+    #[test]
+    fn the_image_and_pid1_agree_on_the_module_list_path() {
+        assert_eq!(bronze_images::kmod::LOAD_ORDER_PATH, bronze_host::init::kmod::IMAGE_LOAD_ORDER);
+    }
+}
