@@ -115,7 +115,9 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     phases.lap("fmt + clippy");
     // The plugins are a separate wasm workspace; `--release` shares the
-    // proc-macro builds with `build_plugins`.
+    // proc-macro builds with `build_plugins`. A fresh machine has no wasm
+    // target yet: clippy needs it before the plugins are built.
+    plugins::ensure_wasm_target()?;
     let plugins = root.join("plugins/Cargo.toml");
     run(cargo().args(["fmt", "--all", "--manifest-path"]).arg(&plugins).args(["--", "--check"]))?;
     run(cargo()

@@ -96,7 +96,7 @@ pub fn build(root: &Path, target: &Path) -> anyhow::Result<Vec<Bundle>> {
 }
 
 /// The wasm target, like `ensure_musl_toolchain` (without rustup, assume it).
-fn ensure_wasm_target() -> anyhow::Result<()> {
+pub fn ensure_wasm_target() -> anyhow::Result<()> {
     match Command::new("rustup").args(["target", "add", WASM]).status() {
         Ok(status) if status.success() => Ok(()),
         Ok(status) => bail!("`rustup target add {WASM}` failed: {status}"),
