@@ -27,6 +27,9 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// The kernel command line every boot starts with: serial console, and reboot at
 /// once on panic, which `-no-reboot` turns into qemu exiting.
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// The guest address of qemu user networking (`-nic user`), for a first boot
+/// without config.
+pub const FIRST_BOOT_IP: &str = "bronze.ip=eth0:10.0.2.15/24:10.0.2.2";
 /// How often [`Vm::wait_for_line`] looks at the console file.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -112,6 +115,18 @@ impl VmSpec {
         spec
     }
 
+    /// The VM `cargo xtask vm` runs: the image behaving like a machine. A guest
+    /// reboot (`bronzectl reboot`) restarts it in the same qemu process with the
+    /// same disk; qemu exits only on power-off, a guest kernel panic (pvpanic), or
+    /// when it is stopped. The first boot gets qemu user networking's fixed guest
+    /// address, so the forwarded API is reachable before any config.
+    pub fn machine(layout: &ImageLayout, api_port: u16, append: impl IntoIterator<Item = String>) -> Self {
+        let mut spec = Self::from_layout(layout, api_port);
+        spec.no_reboot = false;
+        spec.append = std::iter::once(FIRST_BOOT_IP.to_string()).chain(append).collect();
+        spec
+    }
+
     /// The kernel command line: [`BASE_CMDLINE`] and then [`VmSpec::append`].
     pub fn kernel_cmdline(&self) -> String {
         std::iter::once(BASE_CMDLINE).chain(self.append.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
@@ -126,7 +141,21 @@ impl VmSpec {
         .map(String::from)
         .into();
         args.push(self.memory_mib.to_string());
-        args.extend(["-nographic", "-serial", "mon:stdio"].map(String::from));
+        // The console and qemu's monitor share stdio (Ctrl-A C switches, Ctrl-A X
+        // quits). `signal=on`, unlike `-serial mon:stdio`, keeps Ctrl-C a signal to
+        // qemu: a Bronze guest has no shell to send it to, so Ctrl-C stops the VM.
+        args.extend(
+            [
+                "-nographic",
+                "-chardev",
+                "stdio,id=console,mux=on,signal=on",
+                "-serial",
+                "chardev:console",
+                "-mon",
+                "chardev=console,mode=readline",
+            ]
+            .map(String::from),
+        );
         if self.no_reboot {
             args.push("-no-reboot".into());
         }
@@ -381,7 +410,8 @@ mod tests {
         spec.append.push("bronze.debug=1".into());
         assert_eq!(
             spec.args().join(" "),
-            "-accel tcg -m 512 -nographic -serial mon:stdio -no-reboot \
+            "-accel tcg -m 512 -nographic -chardev stdio,id=console,mux=on,signal=on -serial chardev:console \
+             -mon chardev=console,mode=readline -no-reboot \
              -kernel /i/vmlinux -initrd /i/initrd.gz -append console=ttyS0 panic=-1 bronze.debug=1 \
              -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:50123-:50000 \
              -drive file=/i/state.img,if=virtio,format=raw \
@@ -407,6 +437,19 @@ mod tests {
         // The network is always restricted and only forwarded from loopback.
         let nic = &args[args.iter().position(|a| a == "-nic").unwrap() + 1];
         assert!(nic.contains(",restrict=on,") && nic.contains("hostfwd=tcp:127.0.0.1:1-:50000"), "{nic}");
+    }
+
+    #[test]
+    fn the_operators_vm_reboots_like_a_machine() {
+        let layout = ImageLayout::new(Path::new("/t"));
+        let spec = VmSpec::machine(&layout, 50000, ["RUST_LOG=debug".to_string()]);
+        let args = spec.args();
+        // qemu resets the guest on reboot instead of exiting (same process, same disk)...
+        assert!(!args.iter().any(|a| a == "-no-reboot"), "{args:?}");
+        assert_eq!(spec.disks, [Disk { path: layout.state_disk(), format: DiskFormat::Raw }]);
+        // ...while a guest panic still ends qemu with a failure.
+        assert!(args.windows(2).any(|w| w == ["-action", "panic=exit-failure"]), "{args:?}");
+        assert_eq!(spec.kernel_cmdline(), format!("{BASE_CMDLINE} {FIRST_BOOT_IP} RUST_LOG=debug"));
     }
 
     #[test]

@@ -530,11 +530,7 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
         println!("using the image in {} (--rebuild rebuilds it)", layout.dir.display());
         state_disk(&layout, opts.fresh_disk)?;
     }
-    let mut spec = VmSpec::from_layout(&layout, opts.port);
-    // First boot: qemu user networking's fixed guest address, so the
-    // forwarded API is reachable before any config.
-    spec.append = vec!["bronze.ip=eth0:10.0.2.15/24:10.0.2.2".to_string()];
-    spec.append.extend(opts.append);
+    let spec = VmSpec::machine(&layout, opts.port, opts.append);
     let port = opts.port;
     let config_dir = layout.dir.join("vm-config");
     println!();
@@ -566,10 +562,11 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
     println!("  BRONZECONFIG={}/bronzeconfig target/debug/bronzectl version", config_dir.display());
     let interactive = std::io::stdin().is_terminal();
     println!(
-        "Console below (also in {}); {}",
+        "Console below (also in {}). Like a machine: `bronzectl reboot` restarts it with the same disk, \
+         `bronzectl shutdown` powers it off and ends this command; {}",
         layout.console_log().display(),
         if interactive {
-            "Ctrl-A X quits qemu."
+            "Ctrl-C (or Ctrl-A X) pulls the plug."
         } else {
             "stdin is not a terminal: input disabled, Ctrl-C stops qemu."
         }
@@ -601,6 +598,9 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 }
                 let text = String::from_utf8_lossy(&line).into_owned();
                 line.clear();
+                if text.contains("reboot: Restarting system") {
+                    write!(stdout, "\r\n>>> the guest rebooted: same VM, same state disk\r\n")?;
+                }
                 if let Some(fingerprint) = bronze_images::vm::maintenance_fingerprint(&text) {
                     write!(
                         stdout,
@@ -619,7 +619,7 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
                     layout.console_log().display()
                 );
             }
-            println!("qemu exited cleanly");
+            println!("qemu exited cleanly: the guest powered off");
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
