@@ -36,7 +36,7 @@ pub fn generate(
             bail!("{} already exists; pass --force to overwrite", path.display());
         }
     }
-    let ca = bronze_pki::generate_ca(&format!("bronze {name} CA"))?;
+    let ca = bronze_pki::generate_ca(&format!("bronze {name} CA"), bronze_pki::KeyType::default())?;
     let mut document = bronze_config::render_default(&ca.cert_pem, &ca.key_pem, name, &[host]);
     if !time_servers.is_empty() {
         let list = time_servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");

@@ -54,7 +54,7 @@ impl Default for Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        let ca = bronze_pki::generate_ca("bronze test CA").expect("ca");
+        let ca = bronze_pki::generate_ca("bronze test CA", bronze_pki::KeyType::default()).expect("ca");
         let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).expect("ca loads");
         Self { ca, authority }
     }
