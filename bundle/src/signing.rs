@@ -63,21 +63,22 @@ pub enum KeyError {
 }
 
 impl SigningKey {
-    /// A fresh random key.
+    /// A fresh random key, kept as a PKCS#8 v1 document (the same helper
+    /// makes the API's Ed25519 keys) so OpenSSL 3.0 reads the file too.
     pub fn generate() -> Result<SigningKey, KeyError> {
-        let rng = ring::rand::SystemRandom::new();
-        let document = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Random)?;
-        SigningKey::from_pkcs8(document.as_ref())
+        let document = bronze_pki::keys::generate_ed25519_pkcs8_v1().map_err(|_| KeyError::Random)?;
+        SigningKey::from_pkcs8(&document)
     }
 
-    /// From a PKCS#8 document: v2 (with the public key, as `generate`
-    /// writes) or v1 (as `openssl genpkey -algorithm ed25519` writes).
+    /// From a PKCS#8 document: v1 (as `generate` and `openssl genpkey
+    /// -algorithm ed25519` write) or v2 (with the public key, as earlier
+    /// Bronze versions wrote).
     pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey, KeyError> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| KeyError::Pkcs8(e.to_string()))?;
         Ok(SigningKey { pair, pkcs8: der.to_vec() })
     }
 
-    /// The PKCS#8 document in a PEM "PRIVATE KEY" block: v2 for generated
+    /// The PKCS#8 document in a PEM "PRIVATE KEY" block: v1 for generated
     /// keys; a loaded key is written back as it was read.
     pub fn to_pem(&self) -> String {
         pem_encode(PEM_LABEL, &self.pkcs8)
@@ -354,6 +355,24 @@ mod tests {
         // Both keys sign identically (Ed25519 is deterministic).
         assert_eq!(back.sign(WASM, MANIFEST), key.sign(WASM, MANIFEST));
         assert!(!format!("{key:?}").contains(&pem[30..60]));
+    }
+
+    #[test]
+    fn generated_keys_are_pkcs8_v1() {
+        let key = SigningKey::generate().unwrap();
+        let der = pem_decode(PEM_LABEL, &key.to_pem()).unwrap();
+        // SEQUENCE (46) { INTEGER 0, ... }: 48 bytes, version 0, no public key.
+        assert_eq!((der.len(), &der[..5]), (48, &[0x30, 0x2e, 0x02, 0x01, 0x00][..]));
+    }
+
+    #[test]
+    fn accepts_pkcs8_v2_keys() {
+        // What `generate` wrote before it wrote v1.
+        let document = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        assert_eq!(&document.as_ref()[2..5], &[0x02, 0x01, 0x01], "ring no longer writes v2");
+        let key = SigningKey::from_pem(&pem_encode(PEM_LABEL, document.as_ref())).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(document.as_ref()).unwrap();
+        assert_eq!(key.public_key().as_bytes(), pair.public_key().as_ref());
     }
 
     #[test]

@@ -176,15 +176,21 @@ pub async fn events(mut c: NodeClient, tail: i32) -> Result<Output, String> {
 
 pub const CLIENT_CONFIG_COLUMNS: &[&str] = &["roles", "path"];
 
-/// Asks the node for a client certificate with `roles`.
+/// Asks the node for a client certificate with `roles` and a `key_type` key.
 pub async fn generate_client(
     mut c: NodeClient,
     roles: Vec<String>,
     ttl: Option<Duration>,
+    key_type: bronze_pki::KeyType,
 ) -> Result<pb::GenerateClientConfigurationResponse, String> {
+    let key_type = match key_type {
+        bronze_pki::KeyType::EcdsaP256 => pb::KeyType::EcdsaP256,
+        bronze_pki::KeyType::Ed25519 => pb::KeyType::Ed25519,
+    };
     call(c.machine.generate_client_configuration(pb::GenerateClientConfigurationRequest {
         roles,
         ttl_seconds: ttl.map_or(0, |d| d.as_secs().max(1)),
+        key_type: key_type.into(),
     }))
     .await
 }

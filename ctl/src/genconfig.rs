@@ -5,7 +5,7 @@
 use crate::clientconfig::{ClientConfig, Context, write_private};
 use crate::connect;
 use anyhow::{Context as _, bail};
-use bronze_pki::{CertificateAuthority, ClientCertSpec, DEFAULT_CLIENT_TTL};
+use bronze_pki::{CertificateAuthority, ClientCertSpec, DEFAULT_CLIENT_TTL, KeyType};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,8 @@ pub struct Generated {
 }
 
 /// Writes `DIR/node.yaml` and `DIR/bronzeconfig` for a node reachable at
-/// `endpoint`. Existing files are kept unless `force`.
+/// `endpoint`. Existing files are kept unless `force`. The CA and the admin
+/// key are `key_type` keys, and so is the server key the node mints.
 /// `time_servers` go into `machine.time.servers`; none are written unless
 /// asked, so a generated node never contacts a public server by default.
 pub fn generate(
@@ -26,6 +27,7 @@ pub fn generate(
     time_servers: &[String],
     dir: &Path,
     force: bool,
+    key_type: KeyType,
 ) -> anyhow::Result<Generated> {
     let (host, _) = connect::split_host_port(endpoint)?;
     let node_endpoint = connect::normalize(endpoint)?;
@@ -36,7 +38,7 @@ pub fn generate(
             bail!("{} already exists; pass --force to overwrite", path.display());
         }
     }
-    let ca = bronze_pki::generate_ca(&format!("bronze {name} CA"))?;
+    let ca = bronze_pki::generate_ca(&format!("bronze {name} CA"), key_type)?;
     let mut document = bronze_config::render_default(&ca.cert_pem, &ca.key_pem, name, &[host]);
     if !time_servers.is_empty() {
         let list = time_servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
@@ -47,7 +49,8 @@ pub fn generate(
     bronze_config::load(document.as_bytes()).context("generated node config does not validate")?;
 
     let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem)?;
-    let admin = authority.issue_client(&ClientCertSpec::new("admin", &["os:admin".to_string()], DEFAULT_CLIENT_TTL))?;
+    let spec = ClientCertSpec::new("admin", &["os:admin".to_string()], DEFAULT_CLIENT_TTL);
+    let admin = authority.issue_client(&ClientCertSpec { key_type, ..spec })?;
     let client = ClientConfig {
         context: name.to_string(),
         contexts: BTreeMap::from([(

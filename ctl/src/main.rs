@@ -148,6 +148,9 @@ enum GenCommand {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// Key type of the CA, the admin client and the node's server certificate.
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        key_type: KeyTypeArg,
     },
 }
 
@@ -160,12 +163,34 @@ enum ConfigCommand {
         /// Certificate lifetime, e.g. 24h or 30d.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
+        /// Key type of the new client key.
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        key_type: KeyTypeArg,
         // The file to write comes from the global --output.
     },
     /// List contexts.
     Contexts,
     /// Make a context the current one.
     UseContext { name: String },
+}
+
+/// Key types for `--key-type`. ECDSA P-256 is the default because every
+/// TLS stack offers it; gRPC core (Python, C++, Ruby grpc) does not offer
+/// Ed25519 by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyTypeArg {
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    Ed25519,
+}
+
+impl From<KeyTypeArg> for bronze_pki::KeyType {
+    fn from(arg: KeyTypeArg) -> Self {
+        match arg {
+            KeyTypeArg::EcdsaP256 => bronze_pki::KeyType::EcdsaP256,
+            KeyTypeArg::Ed25519 => bronze_pki::KeyType::Ed25519,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -258,8 +283,9 @@ fn format(cli: &Cli) -> anyhow::Result<Format> {
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let format = format(cli)?;
     match &cli.command {
-        Command::Gen { what: GenCommand::Config { name, endpoint, output_dir, time_servers, force } } => {
-            let generated = bronzectl::genconfig::generate(name, endpoint, time_servers, output_dir, *force)?;
+        Command::Gen { what: GenCommand::Config { name, endpoint, output_dir, time_servers, force, key_type } } => {
+            let generated =
+                bronzectl::genconfig::generate(name, endpoint, time_servers, output_dir, *force, (*key_type).into())?;
             println!("wrote {}", generated.node_config.display());
             println!("wrote {}", generated.client_config.display());
             Ok(ExitCode::SUCCESS)
@@ -283,10 +309,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             println!("current context is now {name:?}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { what: ConfigCommand::New { roles, ttl } } => {
+        Command::Config { what: ConfigCommand::New { roles, ttl, key_type } } => {
             let output = cli.output.as_deref().map(PathBuf::from);
             let output = output.ok_or_else(|| anyhow::anyhow!("config new needs --output PATH"))?;
-            config_new(cli, roles, *ttl, &output).await
+            config_new(cli, roles, *ttl, (*key_type).into(), &output).await
         }
         Command::ApplyConfig { file, mode, timeout, dry_run } => {
             let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -446,12 +472,13 @@ async fn config_new(
     cli: &Cli,
     roles: &[String],
     ttl: Option<Duration>,
+    key_type: bronze_pki::KeyType,
     output: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let target = cli.target()?;
     let node = &target.nodes[0];
     let client = NodeClient::connect(node, &target.auth).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
-    let minted = commands::generate_client(client, roles.to_vec(), ttl)
+    let minted = commands::generate_client(client, roles.to_vec(), ttl, key_type)
         .await
         .map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
     let name = if target.context_name.is_empty() { "bronze".to_string() } else { target.context_name.clone() };
@@ -539,6 +566,35 @@ mod tests {
         assert_eq!((type_name.as_str(), id.as_deref(), *watch), ("healthchecks", None, true));
         let cli = parse(&["get", "healthcheck", "health-tcp", "-o", "json"]);
         assert!(matches!(&cli.command, Command::Get { id: Some(id), watch: false, .. } if id == "health-tcp"));
+    }
+
+    #[test]
+    fn key_type_defaults_to_ecdsa_p256() {
+        let cli = parse(&["gen", "config", "c", "--endpoint", "127.0.0.1"]);
+        assert!(matches!(
+            cli.command,
+            Command::Gen { what: GenCommand::Config { key_type: KeyTypeArg::EcdsaP256, .. } }
+        ));
+        let cli = parse(&["gen", "config", "c", "--endpoint", "127.0.0.1", "--key-type", "ed25519"]);
+        assert!(matches!(cli.command, Command::Gen { what: GenCommand::Config { key_type: KeyTypeArg::Ed25519, .. } }));
+        let cli = parse(&["config", "new", "--roles", "os:reader", "-o", "r.yaml"]);
+        assert!(matches!(
+            cli.command,
+            Command::Config { what: ConfigCommand::New { key_type: KeyTypeArg::EcdsaP256, .. } }
+        ));
+        let cli = parse(&["config", "new", "--roles", "os:reader", "--key-type", "ed25519", "-o", "r.yaml"]);
+        assert!(matches!(
+            cli.command,
+            Command::Config { what: ConfigCommand::New { key_type: KeyTypeArg::Ed25519, .. } }
+        ));
+        let err = refuse(&["gen", "config", "c", "--endpoint", "x", "--key-type", "rsa"]);
+        assert!(err.contains("invalid value 'rsa' for '--key-type <KEY_TYPE>'"), "{err}");
+        assert!(err.contains("ecdsa-p256, ed25519"), "{err}");
+        // The CLI names are the library's names.
+        for arg in [KeyTypeArg::EcdsaP256, KeyTypeArg::Ed25519] {
+            let name = arg.to_possible_value().expect("not skipped").get_name().to_string();
+            assert_eq!(bronze_pki::KeyType::from(arg).as_str(), name);
+        }
     }
 
     #[test]

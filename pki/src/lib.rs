@@ -3,14 +3,23 @@
 //! self-signed maintenance certificate, SPKI fingerprints, and reading a peer
 //! certificate's identity (subject, roles, ClientAuth EKU).
 //!
-//! Keys are Ed25519 throughout: small, fast, and supported by rustls + ring.
+//! Keys are ECDSA P-256 by default, which every TLS stack offers (gRPC
+//! core's BoringSSL does not offer Ed25519 by default); Ed25519 is there for
+//! those who ask ([`KeyType`]). The node's minted server certificate follows
+//! its CA's key type and the maintenance certificate is always P-256. Every
+//! private key is written as PKCS#8 v1 (RFC 5208) PEM, which OpenSSL, gRPC
+//! core and Python `cryptography` all read; v2 documents, as older Bronze
+//! versions wrote for Ed25519, are still read (see [`keys`]).
 //! This crate never touches the filesystem; callers decide where PEM goes.
 
 #![forbid(unsafe_code)]
 
+pub mod keys;
+
+pub use keys::KeyType;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ED25519,
 };
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -36,7 +45,7 @@ pub enum PkiError {
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("invalid CA key: {0}")]
-    CaKey(rcgen::Error),
+    CaKey(String),
     #[error("invalid CA certificate: {0}")]
     CaCert(rcgen::Error),
     #[error("not a PEM certificate: {0}")]
@@ -49,6 +58,10 @@ pub enum PkiError {
     Role(String),
     #[error("ttl must be positive")]
     Ttl,
+    #[error("unknown key type {0:?}: expected ecdsa-p256 or ed25519")]
+    KeyType(String),
+    #[error("cannot generate a key: the system random number generator failed")]
+    Random,
 }
 
 /// A certificate and its private key, both PEM.
@@ -58,9 +71,9 @@ pub struct CertAndKey {
     pub key_pem: String,
 }
 
-/// Creates a new self-signed Ed25519 CA.
-pub fn generate_ca(common_name: &str) -> Result<CertAndKey, PkiError> {
-    let key = KeyPair::generate_for(&PKCS_ED25519)?;
+/// Creates a new self-signed CA with a `key_type` key.
+pub fn generate_ca(common_name: &str, key_type: KeyType) -> Result<CertAndKey, PkiError> {
+    let key = key_type.generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, common_name);
@@ -81,6 +94,7 @@ pub struct ClientCertSpec {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub client_auth_eku: bool,
+    pub key_type: KeyType,
 }
 
 impl ClientCertSpec {
@@ -93,6 +107,7 @@ impl ClientCertSpec {
             not_before: now - BACKDATE,
             not_after: now + ttl,
             client_auth_eku: true,
+            key_type: KeyType::default(),
         }
     }
 }
@@ -110,9 +125,10 @@ impl std::fmt::Debug for CertificateAuthority {
 }
 
 impl CertificateAuthority {
-    /// Loads a CA from PEM certificate and PEM private key.
+    /// Loads a CA from PEM certificate and PEM private key (PKCS#8 v1 or
+    /// v2, or SEC1 "EC PRIVATE KEY").
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::from_pem(key_pem).map_err(PkiError::CaKey)?;
+        let key = keys::key_pair_from_pem(key_pem).map_err(PkiError::CaKey)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(PkiError::CaCert)?;
         Ok(Self { issuer, cert_pem: cert_pem.to_string() })
     }
@@ -122,10 +138,16 @@ impl CertificateAuthority {
         &self.cert_pem
     }
 
+    /// The key type certificates minted for the node follow: the CA's own.
+    pub fn key_type(&self) -> KeyType {
+        KeyType::following(self.issuer.key())
+    }
+
     /// Mints a server certificate for the node's API, valid for `sans`
-    /// (IP strings become IP SANs, anything else DNS SANs).
+    /// (IP strings become IP SANs, anything else DNS SANs). Its key has the
+    /// CA's key type, so an Ed25519 CA is Ed25519 throughout.
     pub fn issue_server(&self, common_name: &str, sans: &[String]) -> Result<CertAndKey, PkiError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let key = self.key_type().generate()?;
         let mut params = CertificateParams::new(sans.to_vec())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -142,7 +164,7 @@ impl CertificateAuthority {
         if spec.not_after <= spec.not_before {
             return Err(PkiError::Ttl);
         }
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let key = spec.key_type.generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, spec.common_name.as_str());
@@ -180,8 +202,9 @@ pub fn highest_role(roles: &[String]) -> Option<&'static str> {
 
 /// A self-signed server certificate for maintenance mode, where no CA exists
 /// yet. Clients pin its SPKI fingerprint instead of verifying a chain.
+/// Always ECDSA P-256, so any TLS client can complete the handshake.
 pub fn self_signed_server(sans: &[String]) -> Result<CertAndKey, PkiError> {
-    let key = KeyPair::generate_for(&PKCS_ED25519)?;
+    let key = KeyType::EcdsaP256.generate()?;
     let mut params = CertificateParams::new(sans.to_vec())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, "bronze maintenance");
@@ -254,6 +277,7 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::pem::PemObject;
 
     fn der(pem: &str) -> Vec<u8> {
         certs_from_pem(pem).unwrap().remove(0).to_vec()
@@ -261,7 +285,7 @@ mod tests {
 
     #[test]
     fn client_cert_carries_roles_and_eku() {
-        let ca = generate_ca("test").unwrap();
+        let ca = generate_ca("test", KeyType::default()).unwrap();
         let ca = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
         let roles = vec!["os:reader".to_string(), "os:operator".to_string()];
         let client = ca.issue_client(&ClientCertSpec::new("bob", &roles, DEFAULT_CLIENT_TTL)).unwrap();
@@ -273,7 +297,7 @@ mod tests {
 
     #[test]
     fn missing_eku_is_reported() {
-        let ca = generate_ca("test").unwrap();
+        let ca = generate_ca("test", KeyType::default()).unwrap();
         let ca = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
         let mut spec = ClientCertSpec::new("x", &["os:admin".into()], DEFAULT_CLIENT_TTL);
         spec.client_auth_eku = false;
@@ -303,6 +327,104 @@ mod tests {
         let fa = spki_fingerprint(&der(&a.cert_pem)).unwrap();
         assert_eq!(fa.len(), 64);
         assert_ne!(fa, spki_fingerprint(&der(&b.cert_pem)).unwrap());
+    }
+
+    /// Checks `leaf` chains to `ca` with webpki, as rustls does in the
+    /// node and in clients: proof that the CA key signed it.
+    fn assert_chains(ca: &str, leaf: &CertAndKey, server: bool) {
+        use rustls::client::WebPkiServerVerifier;
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::server::WebPkiClientVerifier;
+        use rustls_pki_types::{ServerName, UnixTime};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs_from_pem(ca).unwrap().remove(0)).unwrap();
+        let roots = std::sync::Arc::new(roots);
+        let end_entity = certs_from_pem(&leaf.cert_pem).unwrap().remove(0);
+        let now = UnixTime::now();
+        if server {
+            let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider).build().unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            verifier.verify_server_cert(&end_entity, &[], &name, &[], now).unwrap();
+        } else {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider).build().unwrap();
+            verifier.verify_client_cert(&end_entity, &[], now).unwrap();
+        }
+    }
+
+    /// The algorithm OID of a certificate's public key, dotted.
+    fn key_oid(cert_pem: &str) -> String {
+        let der = der(cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        cert.public_key().algorithm.algorithm.to_id_string()
+    }
+
+    const OID_EC: &str = "1.2.840.10045.2.1";
+    const OID_ED25519: &str = "1.3.101.112";
+
+    #[test]
+    fn ecdsa_p256_is_the_default_everywhere() {
+        let ca = generate_ca("test", KeyType::default()).unwrap();
+        assert_eq!(key_oid(&ca.cert_pem), OID_EC);
+        let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+        assert_eq!(authority.key_type(), KeyType::EcdsaP256);
+        let server = authority.issue_server("node", &["127.0.0.1".into()]).unwrap();
+        assert_eq!(key_oid(&server.cert_pem), OID_EC);
+        assert_chains(&ca.cert_pem, &server, true);
+        let client =
+            authority.issue_client(&ClientCertSpec::new("c", &["os:reader".into()], DEFAULT_CLIENT_TTL)).unwrap();
+        assert_eq!(key_oid(&client.cert_pem), OID_EC);
+        assert_chains(&ca.cert_pem, &client, false);
+        assert_eq!(key_oid(&self_signed_server(&["127.0.0.1".into()]).unwrap().cert_pem), OID_EC);
+    }
+
+    #[test]
+    fn an_ed25519_ca_mints_ed25519_servers_and_clients_choose() {
+        let ca = generate_ca("test", KeyType::Ed25519).unwrap();
+        assert_eq!(key_oid(&ca.cert_pem), OID_ED25519);
+        let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+        let server = authority.issue_server("node", &["127.0.0.1".into()]).unwrap();
+        assert_eq!(key_oid(&server.cert_pem), OID_ED25519);
+        assert_chains(&ca.cert_pem, &server, true);
+        for key_type in KeyType::ALL {
+            let mut spec = ClientCertSpec::new("c", &["os:admin".into()], DEFAULT_CLIENT_TTL);
+            spec.key_type = key_type;
+            let client = authority.issue_client(&spec).unwrap();
+            let want = if key_type == KeyType::Ed25519 { OID_ED25519 } else { OID_EC };
+            assert_eq!(key_oid(&client.cert_pem), want);
+            assert_chains(&ca.cert_pem, &client, false);
+        }
+    }
+
+    #[test]
+    fn an_old_ed25519_pkcs8_v2_ca_still_loads_and_signs() {
+        // Exactly what generate_ca wrote before keys became PKCS#8 v1:
+        // rcgen's Ed25519 key, which ring serializes as v2.
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "old CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params, OffsetDateTime::now_utc(), LONG_TTL);
+        let cert_pem = params.self_signed(&key).unwrap().pem();
+        let key_pem = key.serialize_pem();
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        assert_eq!(&der.secret_der()[2..5], &[0x02, 0x01, 0x01], "the fixture is no longer PKCS#8 v2");
+
+        let authority = CertificateAuthority::from_pem(&cert_pem, &key_pem).unwrap();
+        assert_eq!(authority.key_type(), KeyType::Ed25519);
+        let server = authority.issue_server("node", &["127.0.0.1".into()]).unwrap();
+        assert_chains(&cert_pem, &server, true);
+        let client =
+            authority.issue_client(&ClientCertSpec::new("c", &["os:admin".into()], DEFAULT_CLIENT_TTL)).unwrap();
+        assert_chains(&cert_pem, &client, false);
+    }
+
+    #[test]
+    fn bad_ca_keys_name_the_problem() {
+        let ca = generate_ca("test", KeyType::default()).unwrap();
+        let err = CertificateAuthority::from_pem(&ca.cert_pem, "nonsense").unwrap_err().to_string();
+        assert!(err.starts_with("invalid CA key: not a PEM private key"), "{err}");
     }
 
     #[test]

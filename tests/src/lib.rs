@@ -22,17 +22,43 @@ use std::time::{Duration, Instant};
 /// How long a node may take to answer its first RPC.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Path of a workspace binary next to the running test executable.
-pub fn bin(name: &str) -> PathBuf {
+/// `target/<profile>`, from the running test executable.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests live in target/<profile>/deps/, bench binaries in target/<profile>/.
     let mut dir = exe.parent().expect("target dir layout");
     if dir.ends_with("deps") {
         dir = dir.parent().expect("target dir layout");
     }
-    let path = dir.join(name);
+    dir.to_path_buf()
+}
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --bins` first (cargo xtask test does)", path.display());
     path
+}
+
+/// The Python of the venv that `cargo xtask test` makes at `target/pyenv`
+/// with the packages of `tests/python/requirements.txt`.
+pub fn python() -> PathBuf {
+    let venv = profile_dir().parent().expect("target dir layout").join("pyenv");
+    let path = venv.join("bin/python");
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo xtask test` creates it; or run `python3 -m venv {} && {}/bin/pip install -r \
+         tests/python/requirements.txt`",
+        path.display(),
+        venv.display(),
+        venv.display()
+    );
+    path
+}
+
+/// A script of `tests/python/`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
 }
 
 /// A loopback port nothing listens on right now.
@@ -54,7 +80,7 @@ impl Default for Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        let ca = bronze_pki::generate_ca("bronze test CA").expect("ca");
+        let ca = bronze_pki::generate_ca("bronze test CA", bronze_pki::KeyType::default()).expect("ca");
         let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem).expect("ca loads");
         Self { ca, authority }
     }

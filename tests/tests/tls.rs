@@ -27,7 +27,7 @@ async fn bad_client_certificates_are_rejected() {
 
     // Signed by another CA with a different name, and by one with the same
     // name (two clusters generated with the same name).
-    let other_ca = bronze_pki::generate_ca("another CA").unwrap();
+    let other_ca = bronze_pki::generate_ca("another CA", bronze_pki::KeyType::default()).unwrap();
     let other = bronze_pki::CertificateAuthority::from_pem(&other_ca.cert_pem, &other_ca.key_pem).unwrap();
     let foreign = other.issue_client(&ClientCertSpec::new("x", &["os:admin".into()], Duration::from_secs(60))).unwrap();
     let s = version_status(&node, &pki.auth_for(&foreign)).await;

@@ -108,7 +108,7 @@ fn dev(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut phases = Phases::default();
-    ensure_packages()?;
+    ensure_packages(root)?;
     ensure_qemu()?;
     phases.lap("packages");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -177,17 +177,41 @@ impl std::fmt::Display for Phases {
     }
 }
 
-/// Installs the system packages the tests need: chrony, for real NTP servers
-/// on loopback (the tests only ever run `chronyd -x` with their own configs).
-/// The test and CI machines run as root with apt.
-fn ensure_packages() -> anyhow::Result<()> {
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("chronyd").is_file()));
-    if on_path || Path::new("/usr/sbin/chronyd").is_file() {
+/// Installs what the tests need but cargo does not build: Debian packages
+/// and a Python venv. The test and CI machines run as root with apt. Fast
+/// when everything is there.
+fn ensure_packages(root: &Path) -> anyhow::Result<()> {
+    ensure_debian_packages()?;
+    ensure_python_env(root)
+}
+
+/// chrony, for real NTP servers on loopback (the tests only ever run
+/// `chronyd -x` with their own configs); openssl (pkey, x509, asn1parse,
+/// s_client) and a python3 that can make venvs, for the interop tests.
+fn ensure_debian_packages() -> anyhow::Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = |program: &str| {
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+            .any(|dir| dir.join(program).is_file())
+    };
+    let mut missing = Vec::new();
+    if !found("chronyd") {
+        missing.push("chrony");
+    }
+    if !found("openssl") {
+        missing.push("openssl");
+    }
+    // Debian's python3 makes venvs only with python3-venv (ensurepip).
+    let makes_venvs = Command::new("python3").args(["-c", "import ensurepip, venv"]).status();
+    if !makes_venvs.is_ok_and(|s| s.success()) {
+        missing.extend(["python3", "python3-venv"]);
+    }
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("chronyd not found: installing chrony (the NTP tests need it)");
-    // The package must not start its own daemon: its config points at public
+    eprintln!("installing {} (the tests need them)", missing.join(", "));
+    // chrony must not start its own daemon: its config points at public
     // pools, and tests only ever talk to chronyds they start on loopback.
     let policy = Path::new("/usr/sbin/policy-rc.d");
     let own_policy = !policy.exists();
@@ -197,15 +221,43 @@ fn ensure_packages() -> anyhow::Result<()> {
     }
     let installed = run(Command::new("apt-get").arg("update")).and_then(|_| {
         run(Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "chrony"])
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     });
     if own_policy {
         let _ = std::fs::remove_file(policy);
     }
     // Belt and braces on machines whose init ignores policy-rc.d.
-    let _ = Command::new("systemctl").args(["disable", "--now", "chrony"]).status();
+    if missing.contains(&"chrony") {
+        let _ = Command::new("systemctl").args(["disable", "--now", "chrony"]).status();
+    }
     installed
+}
+
+/// The requirements of the Python clients in `tests/python/`, installed into
+/// a venv at `target/pyenv`, where `tests/tests/interop.rs` looks for it.
+const PYTHON_REQUIREMENTS: &str = "tests/python/requirements.txt";
+
+/// Creates `target/pyenv` and installs the requirements into it, unless the
+/// venv was already made from the same requirements (a copy of the file in
+/// the venv says so), which costs nothing.
+fn ensure_python_env(root: &Path) -> anyhow::Result<()> {
+    let venv = target_dir(root).join("pyenv");
+    let requirements = root.join(PYTHON_REQUIREMENTS);
+    let wanted =
+        std::fs::read_to_string(&requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
+    let stamp = venv.join("bronze-requirements.txt");
+    let python = venv.join("bin/python");
+    if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(());
+    }
+    eprintln!("creating the Python venv {} from {PYTHON_REQUIREMENTS}", venv.display());
+    run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its "test result" lines.

@@ -191,6 +191,12 @@ impl MachineService for MachineApi {
             0 => bronze_pki::DEFAULT_CLIENT_TTL,
             s => Duration::from_secs(s),
         };
+        let key_type = match pb::KeyType::try_from(req.key_type) {
+            Ok(pb::KeyType::Unspecified) => bronze_pki::KeyType::default(),
+            Ok(pb::KeyType::EcdsaP256) => bronze_pki::KeyType::EcdsaP256,
+            Ok(pb::KeyType::Ed25519) => bronze_pki::KeyType::Ed25519,
+            Err(_) => return Err(Status::invalid_argument(format!("key_type: unknown key type {}", req.key_type))),
+        };
         let live = self.node.config.live().ok_or_else(|| Status::failed_precondition("the node has no config"))?;
         let api = &live.config.machine.api;
         let ca_key = api.ca.key.as_ref().ok_or_else(|| {
@@ -199,7 +205,7 @@ impl MachineService for MachineApi {
         let ca = bronze_pki::CertificateAuthority::from_pem(api.ca.crt.as_str(), ca_key.as_str())
             .map_err(|e| Status::internal(e.to_string()))?;
         let name = format!("client of {}", caller.subject);
-        let spec = bronze_pki::ClientCertSpec::new(&name, &req.roles, ttl);
+        let spec = bronze_pki::ClientCertSpec { key_type, ..bronze_pki::ClientCertSpec::new(&name, &req.roles, ttl) };
         let minted = ca.issue_client(&spec).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::GenerateClientConfigurationResponse {
             ca: ca.cert_pem().to_string(),
