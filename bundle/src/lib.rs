@@ -2,11 +2,13 @@
 //! (its manifest) and an optional `plugin.sig` (an Ed25519 signature over
 //! both). Shared by `bronzectl`, which builds, signs and uploads bundles,
 //! and `bronzed`, which checks them before installing; keeping both on one
-//! parser means the CLI refuses exactly what the node would.
+//! parser means the CLI refuses exactly what the node would. [`text`]
+//! escapes untrusted text (plugin output, node answers) for both.
 
 mod bundle;
 mod manifest;
 mod signing;
+pub mod text;
 mod version;
 
 pub use bundle::{Bundle, BundleError, MAX_SIGNATURE_BYTES, MAX_WASM_BYTES, WASM_FILE, check_component_header};

@@ -11,6 +11,7 @@ use bronze_config::{ByteSize, Duration, Fact, PluginId};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::text::escape;
 use crate::version::Version;
 
 /// The manifest's file name inside a bundle.
@@ -187,8 +188,8 @@ const MAX_DESCRIPTION: usize = 256;
 
 fn one_line<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
-    if text.chars().any(char::is_control) {
-        return Err(de::Error::custom("expected one line of text without control characters"));
+    if text.chars().any(crate::text::is_unsafe) {
+        return Err(de::Error::custom("expected one line of text without control or bidirectional characters"));
     }
     if text.chars().count() > MAX_DESCRIPTION {
         return Err(de::Error::custom(format!("expected at most {MAX_DESCRIPTION} characters")));
@@ -346,6 +347,10 @@ impl Manifest {
             };
             // toml's syntax messages span lines; keep the error on one.
             let message = error.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+            // Messages quote what the file says (an unknown key, a bad
+            // value): the node logs and returns them, so escape them.
+            let message = escape(&message).into_owned();
+            let field = field.map(|f| escape(&f).into_owned());
             ManifestError::Invalid { line, column, field, message }
         };
         let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid(&e, None))?;
@@ -684,6 +689,12 @@ concurrency = 1
             ),
             (with("[limits]\ncpu = 1\n"), "line 5, column 1: limits.cpu: unknown field `cpu`"),
             (with("description = \"two\\nlines\"\n"), "description: expected one line of text"),
+            (with("description = \"\u{202e}gnp.exe\"\n"), "description: expected one line of text without control"),
+            // What the file says is quoted escaped: one line, no controls.
+            (
+                with("[limits]\n\"\\u001B[2J\\nforged\" = 1\n"),
+                "line 5, column 1: limits.\\x1b[2J\\nforged: unknown field `\\x1b[2J; forged`",
+            ),
             (with("description = \"\"\"\n"), "plugin.toml line 5, column 1: invalid multi-line basic string"),
             (with("world = \"health-check\"\n"), "plugin.toml line 4"),
             ("id = \"p\"\nversion = \"1.0.0\"\n".into(), "missing field `world`"),

@@ -345,4 +345,49 @@ mod tests {
         assert_eq!(json["resources"][0]["spec"]["consecutiveFailures"], 0);
         assert_eq!(json["resources"][0]["metadata"]["type"], "HealthChecks.bronze.dev");
     }
+
+    /// What a hostile node could send: terminal controls, an 8-bit CSI, a
+    /// bidi override and a newline that starts a fake row, raw in the
+    /// metadata and in the spec (once as JSON that does not parse).
+    #[test]
+    fn a_hostile_node_cannot_draw_on_the_terminal() {
+        let hostile = "\x1b[2J\x1b]0;owned\x07\u{9b}31mred\rover\u{202e}rev\nn1     fake   row\x7f";
+        let mut res = health_check();
+        res.metadata.as_mut().unwrap().id = hostile.into();
+        let mut broken = res.clone();
+        res.spec_json = json!({ "summary": hostile, hostile: 1 }).to_string();
+        broken.spec_json = format!("{{\"summary\": \"{hostile}\"}}");
+        let out = Output {
+            fields: obj(json!({ "resources": [resource_json(&res), resource_json(&broken)] })),
+            rows: vec![resource_row(&res), resource_row(&broken)],
+        };
+        let results = [
+            NodeResult { node: "n1".into(), outcome: Ok(out) },
+            NodeResult { node: "n2".into(), outcome: Err(format!("internal: {hostile}")) },
+        ];
+        let unsafe_chars =
+            |text: &str| text.chars().filter(|&c| bronze_bundle::text::is_unsafe(c) && c != '\n').count();
+
+        let table = render(Format::Table, RESOURCE_COLUMNS, &results);
+        assert_eq!(unsafe_chars(&table), 0, "{table:?}");
+        assert_eq!(table.lines().count(), 4, "a header, two resources, one error: {table}");
+        assert!(!table.lines().any(|l| l.starts_with("n1     fake")), "{table}");
+        let shown = "\\x1b[2J\\x1b]0;owned\\x07\\u{9b}31mred\\rover\\u{202e}rev\\nn1     fake   row\\x7f";
+        assert_eq!(table.matches(shown).count(), 4, "both ids, the unparsed spec, the error: {table}");
+        assert!(table.contains(&format!("n2     error: internal: {shown}")), "{table}");
+
+        let yaml = render(Format::Yaml, RESOURCE_COLUMNS, &results);
+        assert_eq!(unsafe_chars(&yaml), 0, "{yaml:?}");
+        assert!(yaml.contains(shown), "{yaml}");
+
+        // JSON stays exact for programs, with the escapes JSON has.
+        let json_text = render(Format::Json, RESOURCE_COLUMNS, &results);
+        assert_eq!(unsafe_chars(&json_text), 0, "{json_text:?}");
+        assert!(json_text.contains("\\u009b31mred") && json_text.contains("\\u202erev"), "{json_text}");
+        let lines: Vec<Value> = json_text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["resources"][0]["spec"]["summary"], hostile);
+        assert_eq!(lines[0]["resources"][0]["spec"][hostile], 1);
+        assert_eq!(lines[0]["resources"][1]["metadata"]["id"], hostile);
+        assert_eq!(lines[1]["error"], format!("internal: {hostile}"));
+    }
 }

@@ -245,7 +245,7 @@ fn print(format: Format, columns: &[&str], results: &[NodeResult]) -> ExitCode {
     print!("{}", output::render(format, columns, results));
     for r in results {
         if let Err(e) = &r.outcome {
-            eprintln!("node {}: {e}", r.node);
+            eprintln!("{}", output::error_line(&r.node, e));
         }
     }
     if output::all_ok(results) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
@@ -257,7 +257,8 @@ async fn main() -> ExitCode {
     match run(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // It can quote a node's answer or a bundle's manifest.
+            eprintln!("error: {}", bronze_bundle::text::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

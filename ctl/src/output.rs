@@ -1,7 +1,15 @@
 //! Per-node results and their three renderings: a table with a NODE
 //! column, one JSON object per node per line, or YAML documents. Pure
 //! functions over data, so formatting is tested without a server.
+//!
+//! Everything here came from a node, and a node (or a plugin on it) may be
+//! hostile: no rendering lets a control character, an escape sequence or a
+//! bidi override reach the terminal. Tables and YAML are for people and
+//! show such characters as `bronze_bundle::text::printable` escapes (`\x1b`,
+//! `\n`, `\u{9b}`); JSON is for programs and stays exact, with them written
+//! as JSON's own `\uXXXX` escapes.
 
+use bronze_bundle::text::{is_unsafe, printable};
 use serde_json::{Map, Value};
 use std::fmt::Write;
 
@@ -44,6 +52,11 @@ pub fn cell(v: Option<&Value>) -> String {
     }
 }
 
+/// The stderr line for a node that failed.
+pub fn error_line(node: &str, error: &str) -> String {
+    format!("node {}: {}", printable(node), printable(error))
+}
+
 /// Whether every node succeeded (the exit code).
 pub fn all_ok(results: &[NodeResult]) -> bool {
     results.iter().all(|r| r.outcome.is_ok())
@@ -53,11 +66,47 @@ pub fn all_ok(results: &[NodeResult]) -> bool {
 pub fn render(format: Format, columns: &[&str], results: &[NodeResult]) -> String {
     match format {
         Format::Table => table(columns, results),
-        Format::Json => results.iter().map(|r| format!("{}\n", Value::Object(object(r)))).collect(),
+        Format::Json => results.iter().map(|r| format!("{}\n", json_line(&Value::Object(object(r))))).collect(),
         Format::Yaml => results
             .iter()
-            .map(|r| format!("---\n{}", serde_yaml::to_string(&Value::Object(object(r))).unwrap_or_default()))
+            .map(|r| {
+                let shown = printable_strings(Value::Object(object(r)));
+                format!("---\n{}", serde_yaml::to_string(&shown).unwrap_or_default())
+            })
             .collect(),
+    }
+}
+
+/// `value` as one line of JSON with every unsafe character as a `\uXXXX`
+/// escape. serde_json escapes only C0 controls; the others (DEL, C1, bidi)
+/// can only occur inside strings, where the escape means the same text.
+pub fn json_line(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.contains(is_unsafe) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `value` with every string (keys included) made printable.
+fn printable_strings(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(printable(&s).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(printable_strings).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (printable(&k).into_owned(), printable_strings(v))).collect())
+        }
+        other => other,
     }
 }
 
@@ -77,14 +126,15 @@ fn table(columns: &[&str], results: &[NodeResult]) -> String {
     let mut header = vec!["NODE".to_string()];
     header.extend(columns.iter().map(|c| c.to_uppercase()));
     let mut rows: Vec<Vec<String>> = Vec::new();
+    let shown = |text: &str| printable(text).into_owned();
     for r in results {
         match &r.outcome {
             Ok(out) => rows.extend(out.rows.iter().map(|row| {
-                let mut full = vec![r.node.clone()];
-                full.extend(row.iter().cloned());
+                let mut full = vec![shown(&r.node)];
+                full.extend(row.iter().map(|c| shown(c)));
                 full
             })),
-            Err(e) => rows.push(vec![r.node.clone(), format!("error: {e}")]),
+            Err(e) => rows.push(vec![shown(&r.node), format!("error: {}", shown(e))]),
         }
     }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -678,6 +678,41 @@ mod tests {
         assert!(status_output(&pb::PluginStatusResponse::default()).is_err());
     }
 
+    /// A plugin's text (or a hostile node's) cannot clear the screen, move
+    /// the cursor, overwrite a row or add rows for another instance.
+    #[test]
+    fn status_shows_hostile_text_escaped_on_its_own_row() {
+        let hostile = "\x1b[2J\u{9b}1A\rok\x07\n127.0.0.1:50000   instance   fake";
+        let mut p = info();
+        p.instances[0].last_outcome = Some(pb::PluginOutcome {
+            kind: "trap".into(),
+            message: hostile.into(),
+            started: "2025-01-01T00:01:00Z".into(),
+            duration_us: 5,
+        });
+        p.instances[1].reason = hostile.into();
+        let r = pb::PluginStatusResponse {
+            plugin: Some(p),
+            log: vec![pb::PluginLogLine {
+                instance: "health-tcp".into(),
+                time: "2025-01-01T00:01:00Z".into(),
+                level: "warn".into(),
+                message: hostile.into(),
+            }],
+        };
+        let text = table(DETAIL_COLUMNS, status_output(&r).unwrap());
+        assert!(!text.contains(['\x1b', '\u{9b}', '\r', '\x07']), "{text:?}");
+        assert!(text.lines().all(|l| l.starts_with("NODE") || l.starts_with("n1 ")), "{text}");
+        let shown = "\\x1b[2J\\u{9b}1A\\rok\\x07\\n127.0.0.1:50000   instance   fake";
+        for want in [
+            "n1       last outcome   trap in 5µs at 2025-01-01T00:01:00Z: \\x1b[2J\\u{9b}1A\\rok\\x07".to_string(),
+            format!("n1       state          quarantined: {shown}"),
+            format!("n1     log              2025-01-01T00:01:00Z health-tcp warn {shown}"),
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
+        }
+    }
+
     #[test]
     fn run_pretty_prints_the_result_and_sets_the_exit_code() {
         let ok = pb::PluginRunResponse {

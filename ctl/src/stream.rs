@@ -34,7 +34,7 @@ fn emit(format: Format, columns: &[&str], header_done: &mut bool, line: Line) ->
     *header_done = true;
     print!("{text}");
     if let Err(e) = outcome {
-        eprintln!("node {node}: {e}");
+        eprintln!("{}", output::error_line(&node, &e));
     }
     failed
 }

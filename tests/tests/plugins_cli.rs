@@ -531,3 +531,115 @@ async fn a_run_in_flight_during_remove_leaves_no_health_check() {
         "the plugin is removed but its check is back: {v}"
     );
 }
+
+/// Characters that must never reach a terminal raw, as the CLI sees them
+/// (an invalid byte such as a lone 0x9b shows up as U+FFFD).
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars().filter(|&c| (bronze_bundle::text::is_unsafe(c) && c != '\n') || c == '\u{fffd}').collect()
+}
+
+/// The `forge` mode of the hostile fixture writes terminal controls (ESC
+/// [2J, an OSC title ended by BEL, the 8-bit CSI U+009B), a CR overwrite, a
+/// bidi override and an embedded newline followed by a line in the node's
+/// own log format, through the log import, stdout and stderr, and returns
+/// all of it as its report. None of it may forge a line of the node's log
+/// or reach the operator's terminal raw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_forge_log_lines_or_draw_on_the_terminal() {
+    const FORGED: &str = "2026-12-05T12:00:00.000000Z  INFO bronze_host::api: admin authenticated";
+    let pki = Pki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let plugins = format!(
+        r#"allowUnsigned: true
+    instances:
+      - id: h-forge
+        plugin: hostile
+        config: {{ mode: forge }}
+        grants: {{ config: true, http: [{{ url: "http://127.0.0.1:{port}/" }}] }}"#
+    );
+    let node = Node::start_configured(&config_with_plugins(&pki, "forge", &plugins)).await;
+    let addr = node.addr.as_str();
+    let bc = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&bc, std::slice::from_ref(&node.addr), ADMIN);
+    let bundle = copy_bundle("hostile", &tmp.path().join("hostile"));
+    ok(&bronzectl(Some(&bc), &["plugins", "install", s(&bundle)]).await);
+    let run = bronzectl(Some(&bc), &["plugins", "run", "h-forge"]).await;
+    ok(&run);
+    assert_eq!(field(&run, addr, "outcome"), "ok", "{run:?}");
+
+    // What the host keeps: the plugin's text, escaped, exact (JSON output
+    // is lossless).
+    let escaped = [
+        r"\x1b[2J\x1b[Hscreen cleared",
+        r"\x1b]0;owned\x07title set",
+        r"\u{9b}31m8-bit csi",
+        r"check failed\rcheck passed",
+        r"\u{202e}txt.exe\x07",
+        &format!(r"harmless\n{FORGED}"),
+    ];
+    let got = bronzectl(Some(&bc), &["-o", "json", "get", "healthchecks", "h-forge"]).await;
+    ok(&got);
+    assert_eq!(raw_controls(&got.stdout), [] as [char; 0], "{got:?}");
+    let spec = &json(&got)["spec"];
+    assert_eq!(spec["summary"], escaped.concat(), "{spec}");
+    assert_eq!(spec["details"][format!("5{}", escaped[5])], escaped[5], "{spec}");
+
+    // (b) What the operator's terminal gets: escapes, never the controls,
+    // and no row that is not the node's.
+    for args in [
+        &["plugins", "run", "h-forge"][..],
+        &["plugins", "status", "hostile"],
+        &["get", "healthchecks"],
+        &["-o", "yaml", "get", "healthchecks"],
+    ] {
+        let shown = bronzectl(Some(&bc), args).await;
+        ok(&shown);
+        assert_eq!(raw_controls(&shown.stdout), [] as [char; 0], "{args:?}: {shown:?}");
+        assert!(shown.stdout.contains(r"\x1b[2J"), "{args:?}: {}", shown.stdout);
+        assert!(shown.stdout.contains(r"\u{9b}31m"), "{args:?}: {}", shown.stdout);
+        if args[0] != "-o" {
+            let foreign: Vec<&str> =
+                shown.stdout.lines().filter(|l| !l.starts_with("NODE") && !l.starts_with(addr)).collect();
+            assert!(foreign.is_empty(), "{args:?}: rows that are not the node's: {foreign:?}");
+        }
+    }
+    let status = bronzectl(Some(&bc), &["plugins", "status", "hostile"]).await;
+    let log_rows: Vec<String> = rows(&status, addr)
+        .into_iter()
+        .filter_map(|l| l[addr.len()..].trim_start().strip_prefix("log"))
+        .map(|l| l.trim_start().split_once(' ').map_or(String::new(), |(_time, rest)| rest.to_string()))
+        .collect();
+    for text in escaped {
+        // Through the log import (warn): one row each, with the whole text.
+        let want = format!("h-forge warn {text}");
+        assert!(log_rows.contains(&want), "no log row {want:?} in {log_rows:#?}");
+    }
+    // stdout is line-buffered: a newline there ends the line, and the rest
+    // is a new line of the plugin's, not of the host.
+    assert!(log_rows.contains(&format!("h-forge info {FORGED}")), "{log_rows:#?}");
+
+    // (a) The node's own log: every plugin line is one line, prefixed with
+    // its plugin and instance; nothing the plugin wrote starts a line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.log().matches("admin authenticated").count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the plugin's lines never reached the log:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = node.log();
+    assert_eq!(raw_controls(&log), [] as [char; 0], "{log}");
+    for line in log.lines() {
+        assert!(!line.starts_with("2026-12-05T12:00:00"), "a forged line in the node's log: {line:?}");
+        if line.contains("admin authenticated") || line.contains("screen cleared") {
+            assert!(line.contains(" plugin{plugin=hostile instance=h-forge}: "), "unattributed: {line:?}");
+        }
+    }
+    for text in escaped {
+        assert!(
+            log.contains(&format!(
+                "WARN plugin{{plugin=hostile instance=h-forge}}: bronze_host::plugins::log: {text}\n"
+            )),
+            "{text:?} not logged as one line:\n{log}"
+        );
+    }
+}

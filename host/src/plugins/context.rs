@@ -21,6 +21,8 @@ const MAX_TABLE_ENTRIES: usize = 1024;
 /// What one instance's calls can reach, shared by all its stores.
 pub struct InstanceContext {
     pub instance: String,
+    /// The installed plugin the instance runs (its log lines name it).
+    pub plugin: String,
     /// The instance's config values (empty unless `config` is granted).
     pub config: BTreeMap<String, String>,
     pub http: HttpPolicy,
@@ -53,8 +55,8 @@ impl PluginState {
         // WASI is linked so std's imports resolve, but it reaches nothing:
         // no preopens, env, args or sockets; stdout/stderr go to the log.
         let wasi = WasiCtxBuilder::new()
-            .stdout(LogOutput::new(cx.log.clone(), Level::Info))
-            .stderr(LogOutput::new(cx.log.clone(), Level::Warn))
+            .stdout(LogOutput::new(cx.log.clone(), &cx.plugin, Level::Info))
+            .stderr(LogOutput::new(cx.log.clone(), &cx.plugin, Level::Warn))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -92,7 +94,7 @@ impl wit::log::Host for PluginState {
             wit::log::Level::Warn => Level::Warn,
             wit::log::Level::Error => Level::Error,
         };
-        self.cx.log.write(level, &message);
+        self.cx.log.write(&self.cx.plugin, level, &message);
         Ok(())
     }
 }
@@ -192,7 +194,7 @@ impl wit::http::Host for PluginState {
         Ok(match result {
             Ok(r) => Ok(wit::http::Response { status: r.status, headers: r.headers, body: r.body, url: r.url }),
             Err(e) => {
-                cx.log.write(Level::Debug, &format!("http: {e}"));
+                cx.log.write(&cx.plugin, Level::Debug, &format!("http: {e}"));
                 Err(match e {
                     net::HttpError::Denied(m) => Error::Denied(m),
                     net::HttpError::InvalidRequest(m) => Error::InvalidRequest(m),

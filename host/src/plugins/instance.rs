@@ -14,6 +14,7 @@ use super::results::{CallResult, HealthReport, to_json};
 use crate::state::Writer;
 use arc_swap::ArcSwapOption;
 use bronze_bundle::Capability;
+use bronze_bundle::text::printable;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -261,10 +262,13 @@ impl Instance {
                     )
                 };
                 let (backoff, quarantined) = record.backoff.failed(Instant::now(), describe);
+                // A message's lines (a backtrace) stay on the log's one line.
                 if quarantined {
-                    tracing::warn!(instance = %self.id, reason = ?record.backoff.quarantined, "plugin instance quarantined");
+                    let reason = printable(record.backoff.quarantined.as_deref().unwrap_or_default());
+                    tracing::warn!(instance = %self.id, %reason, "plugin instance quarantined");
                 }
-                tracing::info!(instance = %self.id, outcome = %outcome.kind, message = %outcome.message, backoff_ms = backoff.as_millis() as u64, "plugin call failed");
+                let message = printable(&outcome.message);
+                tracing::info!(instance = %self.id, outcome = %outcome.kind, %message, backoff_ms = backoff.as_millis() as u64, "plugin call failed");
             }
             record.last = Some(outcome.clone());
             (record.consecutive_unhealthy, outcome.kind)

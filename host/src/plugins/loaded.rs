@@ -81,6 +81,7 @@ pub fn arm(
     let granted_config = capabilities.contains(&Capability::Config);
     let cx = InstanceContext {
         instance: instance.id.as_str().to_string(),
+        plugin: manifest.id.as_str().to_string(),
         config: if granted_config { manifest.effective_config(&config) } else { Default::default() },
         http: HttpPolicy::new(&instance.grants.http),
         probe: ProbePolicy::new(&instance.grants.probe),

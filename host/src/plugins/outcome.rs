@@ -1,5 +1,6 @@
 //! How a plugin call ended, classified for status, backoff and operators.
 
+use bronze_bundle::text;
 use std::fmt;
 use std::time::Duration;
 
@@ -43,7 +44,10 @@ impl fmt::Display for OutcomeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub kind: OutcomeKind,
-    /// Empty for ok.
+    /// Empty for ok. Lines (a trap's backtrace frames) are separated by
+    /// `\n`; each line is escaped, since it can quote the plugin (an error it
+    /// returned, the names in its code): print it with
+    /// `bronze_bundle::text::printable` to keep it on one line.
     pub message: String,
     /// RFC 3339 start.
     pub started: String,
@@ -55,10 +59,26 @@ const MAX_MESSAGE: usize = 2048;
 
 impl Outcome {
     pub fn new(kind: OutcomeKind, message: impl Into<String>, started: String, duration: Duration) -> Self {
-        let message = message.into();
-        let message = super::log::truncate(&message, MAX_MESSAGE).to_string();
+        let message = escape_lines(&message.into(), MAX_MESSAGE);
         Outcome { kind, message, started, duration }
     }
+}
+
+/// Each line of `text` escaped, the lines joined by `\n`, at most `max`
+/// bytes in all.
+fn escape_lines(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let room = max.saturating_sub(out.len() + usize::from(!out.is_empty()));
+        if room == 0 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&text::escape_within(line, room));
+    }
+    out
 }
 
 /// Returned by the epoch callback when the call's deadline passed, so the
@@ -117,4 +137,26 @@ fn brief(text: &str) -> String {
         out.push(&more);
     }
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_lines_and_escape_what_is_in_them() {
+        let started = String::new();
+        let raw = "wasm trap: unreachable\n    0: 0x1 - \x1b[2J\u{9b}evil\rname\x07\r\n    1: 0x2 - ok\\";
+        let o = Outcome::new(OutcomeKind::Trap, raw, started.clone(), Duration::ZERO);
+        assert_eq!(
+            o.message,
+            "wasm trap: unreachable\n    0: 0x1 - \\x1b[2J\\u{9b}evil\\rname\\x07\n    1: 0x2 - ok\\\\"
+        );
+        assert_eq!(text::printable(&o.message).lines().count(), 1);
+
+        let long = format!("first\n{}", "\x1b".repeat(MAX_MESSAGE));
+        let o = Outcome::new(OutcomeKind::Trap, long, started, Duration::ZERO);
+        assert_eq!(o.message.len(), MAX_MESSAGE - 2, "whole escapes only");
+        assert!(o.message.starts_with("first\n\\x1b"));
+    }
 }

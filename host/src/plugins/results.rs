@@ -1,14 +1,15 @@
 //! What plugin calls return: size checks (a guest must not make the host
-//! keep megabytes), truncation to what operators can read, and JSON for
-//! `plugins run`.
+//! keep megabytes), escaping (every string a plugin returns is untrusted
+//! text: see `bronze_bundle::text`), truncation to what operators can read,
+//! and JSON for `plugins run`.
 
 use super::bindings::{health, metadata, network};
-use super::log::truncate;
+use bronze_bundle::text::{escape, escape_within};
 use serde_json::{Value, json};
 
 use health::bronze::plugin::health::{Report, Status};
 use metadata::bronze::plugin::metadata::{FetchError, InstanceMetadata};
-use network::bronze::plugin::network::{LinkMatch, NetworkPlan};
+use network::bronze::plugin::network::{Ethernet, LinkMatch, NetworkPlan, Route};
 
 /// A result larger than this (strings and lists, in bytes) is refused.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
@@ -32,7 +33,10 @@ pub struct HealthReport {
     pub details: Vec<(String, String)>,
 }
 
-/// Refuses oversized results; trims health reports to what is kept.
+/// Refuses oversized results, escapes every string in the rest, and trims
+/// health reports to what is kept (the limits apply to the escaped text).
+/// Escaping can make a metadata or plan result up to eight times the
+/// [`MAX_RESULT_BYTES`] it was checked against; it is dropped after the call.
 pub fn check_result(result: CallResult) -> Result<CallResult, String> {
     let size = result_size(&result);
     if size > MAX_RESULT_BYTES {
@@ -40,16 +44,95 @@ pub fn check_result(result: CallResult) -> Result<CallResult, String> {
     }
     Ok(match result {
         CallResult::Health(mut report) => {
-            report.summary = truncate(&report.summary, MAX_SUMMARY).to_string();
+            report.summary = escape_within(&report.summary, MAX_SUMMARY).into_owned();
             report.details.truncate(MAX_DETAILS);
             for (k, v) in &mut report.details {
-                *k = truncate(k, MAX_DETAIL_BYTES).to_string();
-                *v = truncate(v, MAX_DETAIL_BYTES).to_string();
+                *k = escape_within(k, MAX_DETAIL_BYTES).into_owned();
+                *v = escape_within(v, MAX_DETAIL_BYTES).into_owned();
             }
             CallResult::Health(report)
         }
-        other => other,
+        CallResult::Metadata { detected, fetched } => {
+            let fetched = fetched.map(|fetched| {
+                Box::new(match *fetched {
+                    Ok(m) => Ok(escape_metadata(m)),
+                    Err(FetchError::NotDetected) => Err(FetchError::NotDetected),
+                    Err(FetchError::Unavailable(m)) => Err(FetchError::Unavailable(escaped(m))),
+                    Err(FetchError::Invalid(m)) => Err(FetchError::Invalid(escaped(m))),
+                })
+            });
+            CallResult::Metadata { detected, fetched }
+        }
+        CallResult::Plan(Ok(plan)) => CallResult::Plan(Ok(escape_plan(plan))),
+        CallResult::Plan(Err(e)) => CallResult::Plan(Err(escaped(e))),
     })
+}
+
+/// `text` escaped, reusing it when nothing needed escaping.
+fn escaped(text: String) -> String {
+    match escape(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
+fn escaped_all(list: Vec<String>) -> Vec<String> {
+    list.into_iter().map(escaped).collect()
+}
+
+fn escape_metadata(m: InstanceMetadata) -> InstanceMetadata {
+    InstanceMetadata {
+        platform: escaped(m.platform),
+        instance_id: m.instance_id.map(escaped),
+        instance_type: m.instance_type.map(escaped),
+        hostname: m.hostname.map(escaped),
+        region: m.region.map(escaped),
+        zone: m.zone.map(escaped),
+        public_ipv4: escaped_all(m.public_ipv4),
+        private_ipv4: escaped_all(m.private_ipv4),
+        public_ipv6: escaped_all(m.public_ipv6),
+        interfaces: m
+            .interfaces
+            .into_iter()
+            .map(|i| metadata::bronze::plugin::metadata::PlatformInterface {
+                mac: escaped(i.mac),
+                addresses: escaped_all(i.addresses),
+                gateway: i.gateway.map(escaped),
+                mtu: i.mtu,
+            })
+            .collect(),
+        nameservers: escaped_all(m.nameservers),
+        // Bytes for the machine, never printed (only their count is shown).
+        user_data: m.user_data,
+        attributes: m.attributes.into_iter().map(|(k, v)| (escaped(k), escaped(v))).collect(),
+    }
+}
+
+fn escape_plan(plan: NetworkPlan) -> NetworkPlan {
+    NetworkPlan {
+        ethernets: plan
+            .ethernets
+            .into_iter()
+            .map(|e| Ethernet {
+                match_: match e.match_ {
+                    LinkMatch::Name(n) => LinkMatch::Name(escaped(n)),
+                    LinkMatch::Mac(m) => LinkMatch::Mac(escaped(m)),
+                },
+                set_name: e.set_name.map(escaped),
+                dhcp4: e.dhcp4,
+                dhcp6: e.dhcp6,
+                addresses: escaped_all(e.addresses),
+                routes: e
+                    .routes
+                    .into_iter()
+                    .map(|r| Route { to: escaped(r.to), via: r.via.map(escaped), metric: r.metric })
+                    .collect(),
+                mtu: e.mtu,
+            })
+            .collect(),
+        nameservers: escaped_all(plan.nameservers),
+        search: escaped_all(plan.search),
+    }
 }
 
 fn pairs_size(pairs: &[(String, String)]) -> usize {
@@ -171,4 +254,76 @@ fn plan_json(plan: &NetworkPlan) -> Value {
         "nameservers": plan.nameservers,
         "search": plan.search,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "\x1b[2J\u{9b}31m\rup\x07\n2026-12-05T12:00:00Z  INFO bronze_host::api: admin authenticated";
+    const ESCAPED: &str =
+        "\\x1b[2J\\u{9b}31m\\rup\\x07\\n2026-12-05T12:00:00Z  INFO bronze_host::api: admin authenticated";
+
+    #[test]
+    fn health_reports_are_escaped_then_cut() {
+        let report = Report {
+            status: Status::Healthy,
+            summary: HOSTILE.into(),
+            details: vec![(HOSTILE.into(), HOSTILE.into()), ("bells".into(), "\x07".repeat(MAX_DETAIL_BYTES))],
+        };
+        let Ok(CallResult::Health(report)) = check_result(CallResult::Health(report)) else { panic!() };
+        assert_eq!(report.summary, ESCAPED);
+        assert_eq!(report.details[0], (ESCAPED.to_string(), ESCAPED.to_string()));
+        assert_eq!(report.details[1].1, "\\x07".repeat(MAX_DETAIL_BYTES / 4));
+    }
+
+    #[test]
+    fn every_string_of_metadata_plans_and_errors_is_escaped() {
+        let metadata = InstanceMetadata {
+            platform: HOSTILE.into(),
+            instance_id: Some(HOSTILE.into()),
+            instance_type: None,
+            hostname: Some(HOSTILE.into()),
+            region: None,
+            zone: None,
+            public_ipv4: vec![HOSTILE.into()],
+            private_ipv4: vec![],
+            public_ipv6: vec![],
+            interfaces: vec![],
+            nameservers: vec![HOSTILE.into()],
+            user_data: Some(HOSTILE.as_bytes().to_vec()),
+            attributes: vec![(HOSTILE.into(), HOSTILE.into())],
+        };
+        let fetched = Some(Box::new(Ok(metadata)));
+        let Ok(result) = check_result(CallResult::Metadata { detected: true, fetched }) else { panic!() };
+        let json = to_json(&result).to_string();
+        assert!(!json.contains("\\u001b") && !json.contains('\u{9b}'), "{json}");
+        assert_eq!(json.matches("admin authenticated").count(), 7, "{json}");
+        assert_eq!(to_json(&result)["fetch"]["ok"]["hostname"], ESCAPED);
+        assert_eq!(to_json(&result)["fetch"]["ok"]["userDataBytes"], HOSTILE.len());
+
+        let unavailable = Some(Box::new(Err(FetchError::Unavailable(HOSTILE.into()))));
+        let Ok(result) = check_result(CallResult::Metadata { detected: true, fetched: unavailable }) else { panic!() };
+        assert_eq!(to_json(&result)["fetch"]["message"], ESCAPED);
+        let Ok(result) = check_result(CallResult::Plan(Err(HOSTILE.into()))) else { panic!() };
+        assert_eq!(to_json(&result)["error"], ESCAPED);
+        let plan = NetworkPlan {
+            ethernets: vec![Ethernet {
+                match_: LinkMatch::Name(HOSTILE.into()),
+                set_name: Some(HOSTILE.into()),
+                dhcp4: false,
+                dhcp6: false,
+                addresses: vec![HOSTILE.into()],
+                routes: vec![Route { to: HOSTILE.into(), via: Some(HOSTILE.into()), metric: None }],
+                mtu: None,
+            }],
+            nameservers: vec![HOSTILE.into()],
+            search: vec![HOSTILE.into()],
+        };
+        let Ok(result) = check_result(CallResult::Plan(Ok(plan))) else { panic!() };
+        let json = to_json(&result).to_string();
+        assert!(!json.contains("\\u001b") && !json.contains('\u{9b}'), "{json}");
+        assert_eq!(to_json(&result)["ok"]["ethernets"][0]["match"]["name"], ESCAPED);
+        assert_eq!(json.matches("admin authenticated").count(), 7, "{json}");
+    }
 }

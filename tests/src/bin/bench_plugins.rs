@@ -36,6 +36,7 @@ fn micros(d: Duration) -> f64 {
 fn context() -> Arc<InstanceContext> {
     Arc::new(InstanceContext {
         instance: "bench".into(),
+        plugin: "trivial".into(),
         config: Default::default(),
         http: HttpPolicy::new(&[]),
         probe: ProbePolicy::new(&[]),

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use bronze_bundle::text::escape;
 use bronze_config::{HttpGrant, HttpMethod};
 use http::header::{self, HeaderName, HeaderValue};
 use http::response::Parts;
@@ -205,11 +206,16 @@ pub async fn send(
         Ok(result) => result,
         Err(_) => Err(HttpError::Timeout),
     };
+    // The plugin wrote the URL (and errors quote it): escaped for the log.
+    let url = escape(&url);
     match &result {
         Ok(response) => {
             tracing::debug!(method = method.as_str(), %url, status = response.status, "plugin http request")
         }
-        Err(error) => tracing::debug!(method = method.as_str(), %url, %error, "plugin http request failed"),
+        Err(error) => {
+            let error = escape(&error.to_string()).into_owned();
+            tracing::debug!(method = method.as_str(), %url, %error, "plugin http request failed")
+        }
     }
     result
 }

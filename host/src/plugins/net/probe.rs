@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
+use bronze_bundle::text::escape;
 use bronze_config::ProbeTarget;
 use tokio::time::Instant;
 
@@ -141,7 +142,8 @@ pub async fn http_status(
     })
     .await;
     let result = result.unwrap_or(Err(ProbeError::Timeout));
-    tracing::debug!(%url, ?result, "plugin http probe");
+    // The plugin wrote the URL: escaped for the log (`?result` is one line).
+    tracing::debug!(url = %escape(url), ?result, "plugin http probe");
     result
 }
 
