@@ -335,3 +335,28 @@ async fn time_cli_and_check() {
     let run = bronze_tests::bronzectl(Some(&reader), &["time", "--check", &other.addr().to_string()]).await;
     assert!(run.stderr.contains("os:reader may not call TimeCheck"), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_ends_the_exchange_early() {
+    let server = FaultyServer::start(Fault::Flood { datagrams: 20_000 }).await;
+    let started = Instant::now();
+    let result = exchange(server.addr(), Duration::from_secs(2)).await;
+    let took = started.elapsed();
+    assert_eq!(result, Err(ExchangeError::Flood { datagrams: bronze_host::time::exchange::MAX_DATAGRAMS }));
+    assert!(took < Duration::from_millis(500), "flood judged for {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_after_the_2036_era_rollover_are_accepted() {
+    // 2036-02-08T06:28:16Z and 2040-01-01T00:00:00Z: NTP era 1.
+    for target in [2_086_064_896_u64, 2_208_988_800] {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let offset = target as f64 - now;
+        let server = FaultyServer::start(Fault::Good { offset }).await;
+        let m = exchange(server.addr(), Duration::from_secs(1))
+            .await
+            .unwrap_or_else(|e| panic!("reply at {target} refused: {e}"));
+        assert!((m.server_time - target as f64).abs() < 1.0, "server time {} want {target}", m.server_time);
+        assert!((m.sample.offset - offset).abs() < 0.01, "offset {} want {offset}", m.sample.offset);
+    }
+}
