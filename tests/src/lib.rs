@@ -121,6 +121,10 @@ pub struct NodeOptions {
     pub port: Option<u16>,
     /// Extra bronzed arguments.
     pub args: Vec<String>,
+    /// A command that runs bronzed, which is appended with its arguments
+    /// (e.g. `unshare --mount ... sh -c '...; exec "$@"' sh`); it must exec
+    /// bronzed, so that the node's PID is bronzed's.
+    pub wrapper: Vec<String>,
 }
 
 impl Node {
@@ -152,7 +156,14 @@ impl Node {
         };
         let port = opts.port.unwrap_or_else(free_port);
         let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(bin("bronzed"));
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin("bronzed"));
+                cmd
+            }
+            None => Command::new(bin("bronzed")),
+        };
         cmd.args(["--mode", "process", "--listen", &addr, "--state-dir"]).arg(&state_dir).args(&opts.args);
         if let Some(config) = opts.config {
             let path = state_dir.with_extension("initial.yaml");
