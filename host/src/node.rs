@@ -24,7 +24,7 @@ use crate::state::ring::Ring;
 use crate::state::types::{MachineEventSpec, Stage};
 use crate::statedir::StateDir;
 use crate::sysinfo::SystemPaths;
-use crate::time::controller::TimeController;
+use crate::time::controller::{SharedHoldOffs, TimeController};
 use anyhow::Context;
 use bronze_pki::CertAndKey;
 use std::net::SocketAddr;
@@ -91,6 +91,9 @@ pub struct Node {
     pub power: mpsc::UnboundedSender<PowerAction>,
     pub paths: SystemPaths,
     pub listen: SocketAddr,
+    /// Time servers held off after a kiss-o'-death: set by the time
+    /// controller, respected by TimeCheck.
+    pub time_holds: SharedHoldOffs,
 }
 
 impl std::fmt::Debug for Node {
@@ -174,6 +177,7 @@ fn time_controller(
     store: &Store,
     config: &ConfigManager,
     events: Arc<Ring<MachineEventSpec>>,
+    holds: SharedHoldOffs,
 ) -> anyhow::Result<TimeController> {
     let (boot_servers, discipline) = match opts.mode {
         Mode::Pid1 => {
@@ -185,7 +189,15 @@ fn time_controller(
         }
         Mode::Process => (crate::time::parse_servers(&opts.time_servers), false),
     };
-    Ok(TimeController::new(store.writer()?, store.writer()?, events, config.subscribe(), boot_servers, discipline))
+    Ok(TimeController::new(
+        store.writer()?,
+        store.writer()?,
+        events,
+        config.subscribe(),
+        boot_servers,
+        discipline,
+        holds,
+    ))
 }
 
 /// Runs a node until it is shut down.
@@ -246,6 +258,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         power,
         paths: opts.paths.clone(),
         listen: bound,
+        time_holds: SharedHoldOffs::default(),
     });
 
     let initial = match &opts.config {
@@ -310,7 +323,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     if opts.mode == Mode::Pid1 {
         tokio::spawn(apply_machine_settings(config.subscribe()));
     }
-    let time = Arc::new(time_controller(&opts, &store, &config, events)?);
+    let time = Arc::new(time_controller(&opts, &store, &config, events, node.time_holds.clone())?);
     let services_controller = Arc::new(ServicesController { supervisor: services.clone(), config: config.subscribe() });
 
     let mut signals = Signals::new()?;

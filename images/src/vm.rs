@@ -8,6 +8,11 @@
 //! (the guest reaches nothing; only the API port is forwarded, from 127.0.0.1), and
 //! pvpanic so that a guest kernel panic exits qemu with 1 instead of 0.
 //!
+//! The one exception, [`VmNetwork::Namespace`], lifts `restrict=on` only with qemu
+//! inside a network namespace the caller made: the guest then reaches that
+//! namespace's loopback through slirp's gateway (10.0.2.2), which is how a test gives
+//! it a time server over UDP (slirp's `guestfwd` is TCP only), and nothing beyond.
+//!
 //! A [`Vm`] is always killed by its PID when dropped: a test that fails half-way
 //! never leaves a qemu behind.
 
@@ -60,6 +65,19 @@ impl DiskFormat {
     }
 }
 
+/// How the guest's user network is fenced in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VmNetwork {
+    /// `restrict=on`: the guest reaches nothing; only the API forward gets in.
+    #[default]
+    Restricted,
+    /// qemu runs in the named network namespace (`ip netns exec`), which must have
+    /// no route out, with an unrestricted user network: the guest reaches the
+    /// namespace's loopback as 10.0.2.2, and the API forward listens on the
+    /// namespace's 127.0.0.1.
+    Namespace(String),
+}
+
 /// Everything that varies between VM boots. [`VmSpec::args`] turns it into qemu's
 /// arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +103,8 @@ pub struct VmSpec {
     pub rtc_base: Option<String>,
     /// Exit qemu when the guest reboots (`-no-reboot`) instead of rebooting it.
     pub no_reboot: bool,
+    /// How the guest's network is fenced in.
+    pub network: VmNetwork,
     /// Further qemu arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -104,6 +124,7 @@ impl VmSpec {
             pvpanic: true,
             rtc_base: None,
             no_reboot: true,
+            network: VmNetwork::Restricted,
             extra_args: Vec::new(),
         }
     }
@@ -162,10 +183,15 @@ impl VmSpec {
         args.extend(["-kernel".into(), path_arg(&self.kernel), "-initrd".into(), path_arg(&self.initrd)]);
         args.extend(["-append".into(), self.kernel_cmdline()]);
         // restrict=on: the guest reaches no network at all; only the forward below,
-        // bound to the host's loopback, gets in.
+        // bound to the host's loopback, gets in. In a namespace, the namespace is the
+        // fence.
+        let restrict = match self.network {
+            VmNetwork::Restricted => "restrict=on,",
+            VmNetwork::Namespace(_) => "",
+        };
         args.extend([
             "-nic".into(),
-            format!("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}", self.api_port),
+            format!("user,model=virtio-net-pci,{restrict}hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}", self.api_port),
         ]);
         for disk in &self.disks {
             args.extend([
@@ -187,7 +213,14 @@ impl VmSpec {
 
     /// The qemu command, stdin from /dev/null (set another for an interactive console).
     pub fn command(&self) -> Command {
-        let mut command = Command::new(&self.qemu);
+        let mut command = match &self.network {
+            VmNetwork::Restricted => Command::new(&self.qemu),
+            VmNetwork::Namespace(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.qemu);
+                command
+            }
+        };
         command.args(self.args()).stdin(Stdio::null());
         command
     }
@@ -434,9 +467,23 @@ mod tests {
         assert!(args.contains(&"file=/tmp/a,,b.qcow2,if=virtio,format=qcow2".to_string()));
         assert!(!args.iter().any(|a| a.contains("pvpanic")));
         assert_eq!(args[args.len() - 4..], ["-rtc", "base=2020-01-01T00:00:00", "-smp", "2"]);
-        // The network is always restricted and only forwarded from loopback.
+        // The network is restricted and only forwarded from loopback.
         let nic = &args[args.iter().position(|a| a == "-nic").unwrap() + 1];
         assert!(nic.contains(",restrict=on,") && nic.contains("hostfwd=tcp:127.0.0.1:1-:50000"), "{nic}");
+        assert_eq!(spec.command().get_program(), "qemu-system-x86_64");
+    }
+
+    #[test]
+    fn only_a_namespace_lifts_the_restriction() {
+        let mut spec = VmSpec::new("k", "i", 7);
+        spec.network = VmNetwork::Namespace("bronze-test".into());
+        let args = spec.args();
+        let nic = &args[args.iter().position(|a| a == "-nic").unwrap() + 1];
+        assert_eq!(nic, "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:7-:50000");
+        let command = spec.command();
+        assert_eq!(command.get_program(), "ip");
+        let run: Vec<_> = command.get_args().take(4).map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(run, ["netns", "exec", "bronze-test", "qemu-system-x86_64"]);
     }
 
     #[test]

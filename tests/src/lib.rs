@@ -5,6 +5,7 @@
 //! The binaries are built by `cargo xtask test` (or `cargo build --bins`)
 //! before the tests run; [`bin`] says so plainly when they are missing.
 
+pub mod netns;
 pub mod ntp;
 pub mod plugins;
 
@@ -147,6 +148,10 @@ pub struct NodeOptions {
     pub port: Option<u16>,
     /// Extra bronzed arguments.
     pub args: Vec<String>,
+    /// A command that runs bronzed, which is appended with its arguments
+    /// (e.g. `unshare --mount ... sh -c '...; exec "$@"' sh`); it must exec
+    /// bronzed, so that the node's PID is bronzed's.
+    pub wrapper: Vec<String>,
 }
 
 impl Node {
@@ -178,7 +183,14 @@ impl Node {
         };
         let port = opts.port.unwrap_or_else(free_port);
         let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(bin("bronzed"));
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin("bronzed"));
+                cmd
+            }
+            None => Command::new(bin("bronzed")),
+        };
         cmd.args(["--mode", "process", "--listen", &addr, "--state-dir"]).arg(&state_dir).args(&opts.args);
         if let Some(config) = opts.config {
             let path = state_dir.with_extension("initial.yaml");

@@ -537,6 +537,10 @@ pub enum Fault {
     ReceiveAfterTransmit,
     /// The good reply, the same bytes twice.
     DuplicateGood { offset: f64 },
+    /// A spray of `datagrams` replies from the server's own address and port,
+    /// each with a wrong origin timestamp, as fast as the socket takes them;
+    /// never the genuine reply.
+    Flood { datagrams: u32 },
 }
 
 /// How long [`Fault::ForgedThenGenuine`] waits between forgery and genuine reply.
@@ -673,6 +677,17 @@ async fn serve(socket: Arc<UdpSocket>, other: UdpSocket, fault: Arc<Mutex<Fault>
                 let bytes = good_reply(&request, received, offset).encode();
                 let _ = socket.send_to(&bytes, peer).await;
                 let _ = socket.send_to(&bytes, peer).await;
+            }
+            Fault::Flood { datagrams } => {
+                // Off the loop, so the spray does not hold up other requests.
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let good = good_reply(&request, received, 0.0);
+                    for i in 0..u64::from(datagrams) {
+                        let forged = NtpPacket { origin_ts: good.origin_ts.wrapping_add((i + 1) << 32), ..good };
+                        let _ = socket.send_to(&forged.encode(), peer).await;
+                    }
+                });
             }
         }
     }
@@ -928,6 +943,20 @@ mod tests {
         assert_eq!(ex.replies[0].0, ex.replies[1].0);
         let reply = parse_reply(&ex.replies[0].0).unwrap();
         assert_sane_good(&reply, &ex.request, ex.replies[0].2, 1.5);
+        assert_eq!(server.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn flood() {
+        let server = FaultyServer::start(Fault::Flood { datagrams: 50 }).await;
+        let ex = exchange(server.addr(), WINDOW).await;
+        assert_eq!(ex.replies.len(), 50, "every datagram of the spray arrives on loopback");
+        for (bytes, from, _) in &ex.replies {
+            assert_eq!(*from, server.addr());
+            let reply = parse_reply(bytes).expect("48 bytes");
+            assert_ne!(reply.origin_ts, ex.request.transmit_ts, "never the genuine reply");
+            assert_eq!((reply.mode, reply.stratum), (4, 2));
+        }
         assert_eq!(server.requests(), 1);
     }
 

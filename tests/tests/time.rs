@@ -335,3 +335,213 @@ async fn time_cli_and_check() {
     let run = bronze_tests::bronzectl(Some(&reader), &["time", "--check", &other.addr().to_string()]).await;
     assert!(run.stderr.contains("os:reader may not call TimeCheck"), "{run:?}");
 }
+
+/// The node's machine events of kind "time", oldest first.
+async fn time_events(c: &mut NodeClient) -> Vec<pb::Event> {
+    let mut stream =
+        c.machine.events(pb::EventsRequest { tail_events: 200, follow: false }).await.unwrap().into_inner();
+    let mut events = vec![];
+    while let Some(e) = stream.message().await.unwrap() {
+        if e.kind == "time" {
+            events.push(e);
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_unknown_kiss_codes_fail_over_to_a_good_second_server() {
+    let pki = Pki::new();
+    for code in [*b"RATE", *b"XUNK"] {
+        let kissing = FaultyServer::start(Fault::Kod(code)).await;
+        let good = FaultyServer::start(Fault::Good { offset: 0.01 }).await;
+        let servers = [kissing.addr().to_string(), good.addr().to_string()];
+        let (_node, mut c) = node_with_time(&pki, &time_yaml(&servers, "")).await;
+        let code = String::from_utf8_lossy(&code).into_owned();
+        let t = wait_for(&mut c, Duration::from_secs(10), &format!("failover after {code}"), |t| {
+            t.synced && t.address == servers[1]
+        })
+        .await;
+        assert!((t.offset_seconds - 0.01).abs() < 0.005, "{code}: {t:?}");
+        let first = server_status(&mut c, &servers[0]).await;
+        assert_eq!(first["kissCode"], code.as_str(), "{first}");
+        let error = first["lastError"].as_str().unwrap();
+        assert!(error.contains(&format!("kiss-o'-death {code}")) && error.contains(&servers[0]), "{first}");
+        assert!(error.contains(&format!("failing over to {} ({})", servers[1], servers[1])), "{first}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_and_rstr_hold_offs_hold_when_every_server_is_held_and_across_configs() {
+    let pki = Pki::new();
+    let deny = FaultyServer::start(Fault::Kod(*b"DENY")).await;
+    let rstr = FaultyServer::start(Fault::Kod(*b"RSTR")).await;
+    let servers = [deny.addr().to_string(), rstr.addr().to_string()];
+    let (node, mut c) = node_with_time(&pki, &time_yaml(&servers, "")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deny.requests() == 0 || rstr.requests() == 0 {
+        assert!(Instant::now() < deadline, "both servers asked: {deny:?} {rstr:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The error backoff (0.25 s, 0.5 s, ...) must not bring them back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!((deny.requests(), rstr.requests()), (1, 1), "a held-off server was asked again");
+    let t = time_status(&mut c).await;
+    assert!(!t.synced, "{t:?}");
+    assert!(
+        t.last_error.contains(&format!("{} ({}) after kiss-o'-death DENY for another", servers[0], servers[0]))
+            && t.last_error.contains("RSTR"),
+        "{t:?}"
+    );
+    let status = server_status(&mut c, &servers[0]).await;
+    assert!(!status["heldOffUntil"].as_str().unwrap().is_empty(), "{status}");
+
+    // A new config (same servers, other poll bounds) keeps the hold-offs.
+    let config = pki.node_config_with_time("t", &time_yaml(&servers, "").replace("maxPoll: 2s", "maxPoll: 4s"));
+    c.machine
+        .apply_configuration(pb::ApplyConfigurationRequest { data: config.into_bytes(), ..Default::default() })
+        .await
+        .expect("apply");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!((deny.requests(), rstr.requests()), (1, 1), "a new config asked a held-off server again");
+
+    // Not even a TimeCheck asks a held-off server.
+    let mut time = pb::time_service_client::TimeServiceClient::new(c.channel.clone());
+    let refused = time.time_check(pb::TimeCheckRequest { server: servers[0].clone() }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("held off") && refused.message().contains("DENY"), "{refused:?}");
+    assert_eq!(deny.requests(), 1);
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_falseticker_is_outvoted_at_first_sync_and_one_server_alone_is_trusted() {
+    const YEAR: f64 = 365.0 * 86_400.0;
+    let pki = Pki::new();
+    // A server a year ahead, then a good one: the first step needs a
+    // majority, the good one disagrees, so the node syncs from the second.
+    let ahead = FaultyServer::start(Fault::Good { offset: YEAR }).await;
+    let good = FaultyServer::start(Fault::Good { offset: 0.02 }).await;
+    let servers = [ahead.addr().to_string(), good.addr().to_string()];
+    let (_n, mut c) = node_with_time(&pki, &time_yaml(&servers, "")).await;
+    let t = wait_for(&mut c, Duration::from_secs(10), "sync from the good server", |t| t.synced).await;
+    assert_eq!(t.address, servers[1], "{t:?}");
+    assert_eq!((t.steps, t.epoch), (0, 0), "followed the falseticker: {t:?}");
+    assert_eq!(t.last_decision, "slew");
+    let events = time_events(&mut c).await;
+    let refused = events.iter().find(|e| e.message.contains("falseticker")).expect("an event for the falseticker");
+    assert_eq!(refused.severity, "warning");
+    assert!(
+        refused.message.starts_with(&format!("{} ({}): step of +31536000.", servers[0], servers[0]))
+            && refused.message.contains(&format!("{} ({}) +0.0", servers[1], servers[1])),
+        "{}",
+        refused.message
+    );
+    assert!(server_status(&mut c, &servers[0]).await["lastError"].as_str().unwrap().contains("falseticker"));
+
+    // The same server alone: trusted, stepped, and the event says so.
+    let (_n, mut c) = node_with_time(&pki, &time_yaml(&[ahead.addr().to_string()], "")).await;
+    let t = wait_for(&mut c, Duration::from_secs(10), "step", |t| t.steps == 1).await;
+    assert_eq!(t.epoch, 1, "{t:?}");
+    let events = time_events(&mut c).await;
+    let stepped = events.iter().find(|e| e.message.starts_with("time stepped")).expect("a step event");
+    assert!(
+        stepped
+            .message
+            .contains(&format!("from {} ({}), trusted alone: no other server to ask", servers[0], servers[0]))
+            && stepped.message.contains("epoch bumped"),
+        "{}",
+        stepped.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_ends_the_exchange_early() {
+    let server = FaultyServer::start(Fault::Flood { datagrams: 20_000 }).await;
+    let started = Instant::now();
+    let result = exchange(server.addr(), Duration::from_secs(2)).await;
+    let took = started.elapsed();
+    assert_eq!(result, Err(ExchangeError::Flood { datagrams: bronze_host::time::exchange::MAX_DATAGRAMS }));
+    assert!(took < Duration::from_millis(500), "flood judged for {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_after_the_2036_era_rollover_are_accepted() {
+    // 2036-02-08T06:28:16Z and 2040-01-01T00:00:00Z: NTP era 1.
+    for target in [2_086_064_896_u64, 2_208_988_800] {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let offset = target as f64 - now;
+        let server = FaultyServer::start(Fault::Good { offset }).await;
+        let m = exchange(server.addr(), Duration::from_secs(1))
+            .await
+            .unwrap_or_else(|e| panic!("reply at {target} refused: {e}"));
+        assert!((m.server_time - target as f64).abs() < 1.0, "server time {} want {target}", m.server_time);
+        assert!((m.sample.offset - offset).abs() < 0.01, "offset {} want {offset}", m.sample.offset);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_at_start_is_resolved_again() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped because it needs root for a private mount namespace (its own /etc/hosts)");
+        return;
+    }
+    // The node runs in a mount namespace of its own where /etc/hosts is a
+    // file of this test, hosts are looked up in files only (no DNS query
+    // leaves the machine) and resolv.conf names only loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    let nsswitch = dir.path().join("nsswitch.conf");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(&nsswitch, "hosts: files\n").unwrap();
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+    let mounts = format!(
+        "mount --bind {} /etc/hosts && mount --bind {} /etc/nsswitch.conf && mount --bind {} /etc/resolv.conf && \
+         exec \"$@\"",
+        hosts.display(),
+        nsswitch.display(),
+        resolv.display()
+    );
+    let wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", &mounts, "sh"];
+    let good = FaultyServer::start(Fault::Good { offset: 0.03 }).await;
+    let name = format!("ntp-later.test:{}", good.addr().port());
+    // The name comes as the node's default server and the config names
+    // none: what a PID 1 with pool.ntp.org and no DNS yet goes through.
+    let pki = Pki::new();
+    let node = Node::start_with(NodeOptions {
+        config: Some(pki.node_config_with_time("t", &time_yaml(&[], ""))),
+        args: vec!["--time-servers".into(), name.clone()],
+        wrapper: wrapper.map(String::from).to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = node.client(&pki.auth(&["os:reader"])).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let got = c
+            .resources
+            .get(pb::GetRequest { namespace: String::new(), r#type: "timeserverstatus".into(), id: name.clone() })
+            .await;
+        let status: Value = got
+            .ok()
+            .and_then(|r| r.into_inner().resource)
+            .and_then(|r| serde_json::from_str(&r.spec_json).ok())
+            .unwrap_or_default();
+        if status["lastError"].as_str().is_some_and(|e| e.contains(&format!("cannot resolve {name}"))) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no resolution error: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let t = time_status(&mut c).await;
+    assert!(!t.synced && t.servers == [name.clone()], "{t:?}");
+
+    // The name appears (same inode: the bind mount follows the file).
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.1 ntp-later.test\n").unwrap();
+    let t = wait_for(&mut c, Duration::from_secs(15), "sync once the name resolves", |t| t.synced).await;
+    assert_eq!((t.server.as_str(), t.address.as_str()), (name.as_str(), good.addr().to_string().as_str()), "{t:?}");
+    assert!((t.offset_seconds - 0.03).abs() < 0.005, "{t:?}");
+    // The status had said when the next try would be.
+    assert!(status["lastError"].as_str().unwrap().contains("retrying in"), "{status}");
+}

@@ -5,11 +5,16 @@
 //!
 //! Needs the image (`cargo xtask image`) and qemu; `cargo xtask test`
 //! provides both. The guest is on qemu user networking with `restrict=on`:
-//! it reaches nothing; only its API is forwarded to 127.0.0.1.
+//! it reaches nothing; only its API is forwarded to 127.0.0.1. The time test
+//! is the exception: qemu runs in a network namespace of the test's own with
+//! only `lo` (nothing can leave it), unrestricted inside it so the guest
+//! reaches a DNS server and an NTP relay there through slirp's gateway.
 
 use bronze_api::v1 as pb;
 use bronze_images::layout::ImageLayout;
-use bronze_images::vm::{Disk, DiskFormat, Vm, VmSpec, maintenance_fingerprint};
+use bronze_images::vm::{Disk, DiskFormat, Vm, VmNetwork, VmSpec, maintenance_fingerprint};
+use bronze_tests::netns::NetNs;
+use bronze_tests::ntp::ChronyServer;
 use bronze_tests::{Pki, bronzectl, free_port};
 use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
@@ -230,4 +235,145 @@ async fn crashing_service_is_restarted_by_policy() {
     assert_eq!(run.code, 0);
     let exit = vm.wait_exit(Instant::now() + Duration::from_secs(15)).unwrap().expect("qemu exits");
     assert!(exit.success());
+}
+
+/// The guest's clock at boot: years behind the host.
+const RTC_BASE: &str = "2021-01-01T00:00:00";
+const RTC_BASE_UNIX: f64 = 1_609_459_200.0;
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// The Unix time in the kernel's "rtc_cmos 00:00: setting system clock to
+/// 2021-01-01T00:00:03 UTC (1609459203)", i.e. what it read from the RTC.
+fn rtc_read_at_boot(line: &str) -> f64 {
+    let inside = line.rsplit_once('(').and_then(|(_, rest)| rest.split_once(')')).map(|(n, _)| n);
+    inside.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no Unix time in {line:?}"))
+}
+
+/// PID 1 with its clock years off and a config that names no time server:
+/// it keeps the default `pool.ntp.org`, resolves it once the config's
+/// nameserver is in place (a DNS server in the test's namespace answers with
+/// 10.0.2.2, which slirp maps to the namespace's loopback, where a relay
+/// leads to a chronyd serving the host's time), steps the kernel clock, and
+/// writes the RTC: after a reboot in the same qemu the kernel reads the
+/// host's time from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_years_off_is_stepped_from_the_default_server_and_written_to_the_rtc() {
+    if let Some(why) = bronze_tests::netns::unavailable() {
+        eprintln!("skipped because {why}");
+        return;
+    }
+    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() {
+        eprintln!("skipped because {} is not installed (cargo xtask test installs it)", bronze_images::vm::QEMU);
+        return;
+    }
+    let layout = ImageLayout::new(&target_dir());
+    assert!(layout.is_built(), "no image in {}: run `cargo xtask image`", layout.vmlinux().display());
+    let chrony = ChronyServer::start(0.0).await;
+    let mut ns = NetNs::new().expect("network namespace");
+    ns.udp_out(123, chrony.addr()).expect("NTP relay");
+    let dns_queries = ns.dns("pool.ntp.org", std::net::Ipv4Addr::new(10, 0, 2, 2)).expect("DNS server");
+    let port = ns.tcp_into(bronze_images::vm::GUEST_API_PORT).expect("API relay");
+    let node = format!("127.0.0.1:{port}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), bronze_images::vm::GUEST_API_PORT);
+    spec.append = vec!["bronze.ip=eth0:10.0.2.15/24:10.0.2.2".into()];
+    spec.rtc_base = Some(RTC_BASE.into());
+    spec.network = VmNetwork::Namespace(ns.name().to_string());
+    spec.no_reboot = false;
+    let booted = unix_now();
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
+
+    // 1. The kernel starts from the RTC, years in the past.
+    let rtc = vm
+        .wait_for_line("setting system clock to", Instant::now() + BOOT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.console().unwrap_or_default()));
+    assert!(rtc.contains("setting system clock to 2021-01-01T00:00"), "{rtc}");
+
+    // 2. A config without time servers, with a nameserver, over maintenance mode.
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+    let pki = Pki::new();
+    let document = pki.node_config("vm-time").replacen("    nameservers: []\n", "    nameservers: [10.0.2.2]\n", 1);
+    assert!(document.contains("nameservers: [10.0.2.2]") && document.contains("    servers: []\n"));
+    let config_path = tmp.path().join("node.yaml");
+    std::fs::write(&config_path, &document).unwrap();
+    let run = bronzectl(
+        None,
+        &[
+            "-n",
+            &node,
+            "--insecure",
+            "--cert-fingerprint",
+            &fingerprint,
+            "apply-config",
+            "-f",
+            config_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+
+    // 3. The step: by the years the guest was behind, from pool.ntp.org.
+    let stepped = vm
+        .wait_for_line("time stepped by", Instant::now() + Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.console().unwrap_or_default()));
+    let offset: f64 = stepped
+        .split("time stepped by ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {stepped:?}"));
+    let expected = booted - RTC_BASE_UNIX;
+    assert!((offset - expected).abs() < 60.0, "stepped by {offset} s, expected about {expected} s: {stepped}");
+    assert!(
+        stepped.contains("from pool.ntp.org (10.0.2.2:123), trusted alone: no other server to ask")
+            && stepped.contains("epoch bumped"),
+        "{stepped}"
+    );
+    assert!(dns_queries.load(std::sync::atomic::Ordering::SeqCst) > 0, "the guest never asked the test's DNS");
+
+    // 4. Over mTLS (the client certificate is valid for the guest now): the
+    // status, and the kernel clock within a second of the host's.
+    let admin = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    let time = wait_json(&admin, &["time"], "synced", |v| v["synced"] == true).await;
+    assert_eq!((time["server"].as_str(), time["address"].as_str()), (Some("pool.ntp.org"), Some("10.0.2.2:123")));
+    assert_eq!((time["mode"].as_str(), time["epoch"].as_u64()), (Some("discipline"), Some(1)), "{time}");
+    assert!(time["steps"].as_u64() >= Some(1), "{time}");
+    let before = unix_now();
+    let check = json(&admin, &["time", "--check", "pool.ntp.org"]).await;
+    let after = unix_now();
+    let guest_now = time::OffsetDateTime::parse(
+        check["localTime"].as_str().expect("localTime"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339")
+    .unix_timestamp_nanos() as f64
+        / 1e9;
+    assert!(
+        guest_now > before - 1.0 && guest_now < after + 1.0,
+        "guest clock {guest_now} vs host {before}..{after}: {check}"
+    );
+    assert!(check["offsetSeconds"].as_f64().unwrap().abs() < 0.5, "{check}");
+    let status = json(&admin, &["get", "timestatus"]).await;
+    assert_eq!(status["resources"][0]["spec"]["kernel"]["synchronised"], true, "{status}");
+
+    // 5. The RTC was written: a reboot in the same qemu reads the host's time from it.
+    let run = bronzectl(Some(&admin), &["reboot"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    vm.wait_for_line("reboot: Restarting system", Instant::now() + Duration::from_secs(60)).expect("guest rebooted");
+    let rtc = vm
+        .wait_for_line("setting system clock to", Instant::now() + BOOT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.console().unwrap_or_default()));
+    let read = rtc_read_at_boot(&rtc);
+    let now = unix_now();
+    eprintln!("step: {stepped}\nafter the reboot: {rtc} (host {now:.0})");
+    assert!((read - now).abs() < 10.0, "after the reboot the RTC said {read}, the host {now}: {rtc}");
+    let _ = vm.kill();
+    drop(ns);
 }

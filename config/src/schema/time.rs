@@ -11,7 +11,8 @@ use crate::types::{Duration, HostPort};
 pub struct Time {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    /// No default servers: a node never talks to a public pool unasked.
+    /// Empty: the mode's default servers (PID 1: `bronze.ntp=`, else
+    /// pool.ntp.org; process mode: only `--time-servers`).
     #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<HostPort>,
     /// How long boot waits for the first sync before going on.

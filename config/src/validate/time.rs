@@ -25,6 +25,9 @@ pub(super) fn check(time: &Time, out: &mut Validation) {
         out.error("machine.time.bootTimeout", "must be greater than zero");
     }
     if !time.disabled && time.servers.is_empty() {
-        out.warn("machine.time.servers", "time sync has no servers: the clock will not be disciplined");
+        out.warn(
+            "machine.time.servers",
+            "no time servers: PID 1 keeps its default (bronze.ntp= or pool.ntp.org), process mode does not sync",
+        );
     }
 }

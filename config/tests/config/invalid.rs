@@ -177,7 +177,8 @@ fn warnings_do_not_refuse() {
         shown,
         [
             "machine.hostname: no hostname: the node keeps its current one",
-            "machine.time.servers: time sync has no servers: the clock will not be disciplined",
+            "machine.time.servers: no time servers: PID 1 keeps its default (bronze.ntp= or pool.ntp.org), process mode \
+             does not sync",
             "machine.plugins.allowUnsigned: unsigned plugins are accepted",
         ]
     );

@@ -63,7 +63,7 @@ pub async fn serve(
     let machine = MachineServiceServer::new(machine::MachineApi { node: node.clone() })
         .max_decoding_message_size(machine::MAX_APPLY_MESSAGE);
     let resources = ResourceServiceServer::new(resource::ResourceApi { store: node.store.clone() });
-    let time = TimeServiceServer::new(time::TimeApi { store: node.store.clone() });
+    let time = TimeServiceServer::new(time::TimeApi { store: node.store.clone(), holds: node.time_holds.clone() });
     let plugins = PluginServiceServer::new(plugin::PluginApi { plugins: node.plugins.clone() })
         .max_decoding_message_size(plugin::MAX_MESSAGE);
     on_serving();

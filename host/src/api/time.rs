@@ -3,7 +3,7 @@
 
 use crate::state::Store;
 use crate::state::types::TimeStatusSpec;
-use crate::time::controller::{TIME_STATUS_ID, resolve};
+use crate::time::controller::{SharedHoldOffs, TIME_STATUS_ID, resolve};
 use crate::time::exchange;
 use bronze_api::v1 as pb;
 use bronze_api::v1::time_service_server::TimeService;
@@ -16,6 +16,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct TimeApi {
     pub store: Store,
+    /// Addresses held off after a kiss-o'-death: never asked early, not
+    /// even for a check.
+    pub holds: SharedHoldOffs,
 }
 
 fn rfc3339(unix: f64) -> String {
@@ -53,10 +56,31 @@ impl TimeService for TimeApi {
     async fn time_check(&self, req: Request<pb::TimeCheckRequest>) -> Result<Response<pb::TimeCheckResponse>, Status> {
         let text = req.into_inner().server;
         let server: HostPort = text.parse().map_err(|e| Status::invalid_argument(format!("server: {e}")))?;
-        let addr = *resolve(&server)
-            .await
-            .first()
-            .ok_or_else(|| Status::unavailable(format!("cannot resolve {}", server.as_str())))?;
+        let addrs = resolve(&server).await.map_err(Status::unavailable)?;
+        let addr = {
+            let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            match addrs.iter().find(|a| holds.active(**a, now).is_none()) {
+                Some(addr) => *addr,
+                None => {
+                    let held = addrs
+                        .iter()
+                        .filter_map(|a| holds.active(*a, now).map(|h| (a, h)))
+                        .map(|(a, h)| {
+                            let left = h.until.map_or("for good".to_string(), |until| {
+                                format!("for another {} s", until.saturating_duration_since(now).as_secs())
+                            });
+                            format!("{a} after kiss-o'-death {} {left}", h.code)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(Status::failed_precondition(format!(
+                        "{} is held off ({held}): not asked before the hold-off ends",
+                        server.as_str()
+                    )));
+                }
+            }
+        };
         let m = exchange::exchange(addr, CHECK_TIMEOUT)
             .await
             .map_err(|e| Status::unavailable(format!("{} ({addr}): {e}", server.as_str())))?;

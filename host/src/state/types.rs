@@ -188,6 +188,9 @@ pub struct TimeServerStatusSpec {
     pub stratum: u8,
     /// Last kiss-o'-death code received, if any.
     pub kiss_code: String,
+    /// While a kiss-o'-death hold-off is in force: until when (RFC 3339,
+    /// or "forever"); the server is not asked before.
+    pub held_off_until: String,
     pub last_error: String,
     pub last_sample: String,
 }

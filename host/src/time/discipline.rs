@@ -1,7 +1,21 @@
 //! Clock discipline decisions: whether an accepted offset is stepped,
-//! slewed or refused, the bookkeeping after it was carried out (synced,
-//! step count, time epoch), and when a leap second warning is due. Never
-//! touches a clock: the caller applies the decision.
+//! slewed or refused, when other servers must be asked first (and what
+//! their answers mean), the bookkeeping after a decision was carried out
+//! (synced, step count, time epoch), and when a leap second warning is due.
+//! Never touches a clock or a socket: the caller asks the other servers and
+//! applies the decision.
+//!
+//! Who must agree before a step:
+//! - The first step (before any sync) when other servers are configured:
+//!   the servers that answer vote, and the step needs a majority of them
+//!   (this server included), so one falseticker among several is outvoted,
+//!   as in chrony's source selection. With no other server, or none that
+//!   answers, the one server is trusted alone.
+//! - After the first sync, a single step larger than
+//!   [`STEP_LIMIT_AFTER_SYNC`] needs that majority with at least one other
+//!   server agreeing: alone, it is refused.
+//! - Any other step (after sync, up to the limit) and every slew need no
+//!   vote.
 
 /// After the first sync, a single step larger than this (seconds) needs a
 /// second server's confirmation: one broken or hostile server must not be
@@ -30,6 +44,32 @@ pub enum Decision {
     Slew { offset: f64 },
     /// Leave the clock alone; `reason` is for the status and logs.
     Refuse { offset: f64, reason: String },
+    /// A step that needs the other servers' opinion: ask them, then decide
+    /// again with [`Peers::Asked`].
+    AskOthers { offset: f64 },
+}
+
+/// What the other configured servers can say about an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    /// No other server has a usable address.
+    None,
+    /// There are others, not asked yet.
+    NotAsked,
+    /// The others were asked: how many of those that answered agree
+    /// (within 1 s) and how many do not. Servers that did not answer do
+    /// not vote.
+    Asked { agree: usize, disagree: usize },
+}
+
+impl Peers {
+    /// How many other servers answered.
+    pub fn answered(self) -> usize {
+        match self {
+            Peers::Asked { agree, disagree } => agree + disagree,
+            _ => 0,
+        }
+    }
 }
 
 /// Step/slew policy plus what has been done so far.
@@ -63,17 +103,35 @@ impl Discipline {
         self.step_threshold = step_threshold;
     }
 
-    /// Decides for `offset`. `agreeing`: how many distinct servers reported
-    /// an offset within 1 s of this one in the current round (1 = only this
-    /// server).
-    pub fn decide(&self, offset: f64, agreeing: usize) -> Decision {
+    /// Decides for `offset` given what the other servers said (see the
+    /// module docs for who must agree).
+    pub fn decide(&self, offset: f64, peers: Peers) -> Decision {
         if !offset.is_finite() {
             return Decision::Refuse { offset, reason: format!("offset {offset} is not a finite number") };
         }
         if offset.abs() <= self.step_threshold {
             return Decision::Slew { offset };
         }
-        if self.synced && offset.abs() > STEP_LIMIT_AFTER_SYNC && agreeing < 2 {
+        let huge = offset.abs() > STEP_LIMIT_AFTER_SYNC;
+        if self.synced && !huge {
+            return Decision::Step { offset };
+        }
+        let (agree, disagree) = match peers {
+            Peers::NotAsked => return Decision::AskOthers { offset },
+            Peers::None => (0, 0),
+            Peers::Asked { agree, disagree } => (agree, disagree),
+        };
+        let voters = 1 + agree + disagree;
+        if 2 * (1 + agree) <= voters {
+            return Decision::Refuse {
+                offset,
+                reason: format!(
+                    "step of {offset:+.3} s refused: {disagree} of {} other servers disagree (falseticker outvoted)",
+                    agree + disagree
+                ),
+            };
+        }
+        if self.synced && agree == 0 {
             return Decision::Refuse {
                 offset,
                 reason: format!(
@@ -96,7 +154,7 @@ impl Discipline {
                 *offset
             }
             Decision::Slew { offset } => *offset,
-            Decision::Refuse { .. } => return false,
+            Decision::Refuse { .. } | Decision::AskOthers { .. } => return false,
         };
         self.synced = true;
         if offset.abs() > EPOCH_THRESHOLD {
@@ -194,7 +252,7 @@ mod tests {
                     self.offset -= offset;
                     self.slewed += offset;
                 }
-                Decision::Refuse { .. } => {}
+                Decision::Refuse { .. } | Decision::AskOthers { .. } => {}
             }
         }
 
@@ -204,10 +262,18 @@ mod tests {
         }
     }
 
+    /// Only this server.
+    const ALONE: Peers = Peers::None;
+
+    /// `n` other servers answered and agree.
+    fn agreed(n: usize) -> Peers {
+        Peers::Asked { agree: n, disagree: 0 }
+    }
+
     /// One round: measure the clock, decide, apply; returns the decision
     /// and whether the epoch changed.
-    fn round(clock: &mut SimulatedClock, d: &mut Discipline, agreeing: usize) -> (Decision, bool) {
-        let decision = d.decide(clock.offset, agreeing);
+    fn round(clock: &mut SimulatedClock, d: &mut Discipline, peers: Peers) -> (Decision, bool) {
+        let decision = d.decide(clock.offset, peers);
         clock.apply(&decision);
         let epoch_changed = d.applied(&decision);
         (decision, epoch_changed)
@@ -218,12 +284,12 @@ mod tests {
         let mut clock = SimulatedClock::new(3.5);
         let mut d = Discipline::default();
         assert!(!d.synced());
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Step { offset: 3.5 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Step { offset: 3.5 }, false));
         assert!(d.synced());
         assert_eq!(d.steps(), 1);
         assert_eq!(clock.offset, 0.0);
         clock.shift(-0.25);
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Slew { offset: -0.25 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Slew { offset: -0.25 }, false));
         assert_eq!(d.steps(), 1);
         assert_eq!(d.epoch(), 0);
         assert_eq!((clock.offset, clock.stepped, clock.slewed), (0.0, 3.5, -0.25));
@@ -233,7 +299,7 @@ mod tests {
     fn a_first_slew_also_marks_synced() {
         let mut clock = SimulatedClock::new(0.001);
         let mut d = Discipline::default();
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Slew { offset: 0.001 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Slew { offset: 0.001 }, false));
         assert!(d.synced());
         assert_eq!(d.steps(), 0);
     }
@@ -241,11 +307,11 @@ mod tests {
     #[test]
     fn threshold_boundary() {
         let d = Discipline::new(0.4);
-        assert_eq!(d.decide(0.4, 1), Decision::Slew { offset: 0.4 });
-        assert_eq!(d.decide(-0.4, 1), Decision::Slew { offset: -0.4 });
-        assert_eq!(d.decide(0.400001, 1), Decision::Step { offset: 0.400001 });
-        assert_eq!(d.decide(-0.400001, 1), Decision::Step { offset: -0.400001 });
-        assert_eq!(Discipline::new(2.0).decide(1.5, 1), Decision::Slew { offset: 1.5 });
+        assert_eq!(d.decide(0.4, ALONE), Decision::Slew { offset: 0.4 });
+        assert_eq!(d.decide(-0.4, ALONE), Decision::Slew { offset: -0.4 });
+        assert_eq!(d.decide(0.400001, ALONE), Decision::Step { offset: 0.400001 });
+        assert_eq!(d.decide(-0.400001, ALONE), Decision::Step { offset: -0.400001 });
+        assert_eq!(Discipline::new(2.0).decide(1.5, ALONE), Decision::Slew { offset: 1.5 });
         assert_eq!(Discipline::new(2.0).step_threshold(), 2.0);
     }
 
@@ -253,21 +319,21 @@ mod tests {
     fn changing_the_threshold_keeps_the_state() {
         let mut clock = SimulatedClock::new(1.0);
         let mut d = Discipline::default();
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Step { offset: 1.0 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Step { offset: 1.0 }, false));
         d.set_step_threshold(2.0);
         assert_eq!(d.step_threshold(), 2.0);
         assert_eq!((d.synced(), d.steps()), (true, 1));
         clock.shift(1.5);
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Slew { offset: 1.5 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Slew { offset: 1.5 }, false));
     }
 
     #[test]
     fn huge_step_after_sync_needs_a_second_server() {
         let mut clock = SimulatedClock::new(0.05);
         let mut d = Discipline::default();
-        round(&mut clock, &mut d, 1);
+        round(&mut clock, &mut d, ALONE);
         clock.shift(2000.0);
-        let (decision, changed) = round(&mut clock, &mut d, 1);
+        let (decision, changed) = round(&mut clock, &mut d, ALONE);
         assert_eq!(
             decision,
             Decision::Refuse {
@@ -280,7 +346,7 @@ mod tests {
         assert!(!changed);
         assert_eq!((d.steps(), d.epoch(), clock.offset), (0, 0, 2000.0));
         // Confirmed by a second server: stepped, and a new epoch.
-        assert_eq!(round(&mut clock, &mut d, 2), (Decision::Step { offset: 2000.0 }, true));
+        assert_eq!(round(&mut clock, &mut d, agreed(1)), (Decision::Step { offset: 2000.0 }, true));
         assert_eq!((d.steps(), d.epoch(), clock.offset), (1, 1, 0.0));
     }
 
@@ -289,43 +355,91 @@ mod tests {
         // A node booting with its RTC at 1970 must be able to sync from one server.
         let mut clock = SimulatedClock::new(1.7e9);
         let mut d = Discipline::default();
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Step { offset: 1.7e9 }, true));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Step { offset: 1.7e9 }, true));
         assert_eq!(d.epoch(), 1);
         // Exactly 1000 s after sync is still allowed alone (limit is "larger than").
         clock.shift(-1000.0);
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Step { offset: -1000.0 }, true));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Step { offset: -1000.0 }, true));
         clock.shift(-1000.5);
-        let (decision, _) = round(&mut clock, &mut d, 1);
+        let (decision, _) = round(&mut clock, &mut d, ALONE);
         let Decision::Refuse { reason, .. } = decision else { panic!("expected a refusal, got {decision:?}") };
         assert!(reason.starts_with("step of -1000.500 s refused"), "{reason}");
         assert_eq!(d.epoch(), 2);
     }
 
     #[test]
+    fn first_step_asks_the_other_servers_and_a_falseticker_is_outvoted() {
+        let d = Discipline::default();
+        let year = 365.0 * 86_400.0;
+        // With other servers configured, the first step waits for their word.
+        assert_eq!(d.decide(year, Peers::NotAsked), Decision::AskOthers { offset: year });
+        // The one other server disagrees: no majority for the step.
+        assert_eq!(
+            d.decide(year, Peers::Asked { agree: 0, disagree: 1 }),
+            Decision::Refuse {
+                offset: year,
+                reason: "step of +31536000.000 s refused: 1 of 1 other servers disagree (falseticker outvoted)".into()
+            }
+        );
+        // Two of three others disagree: outvoted; two agree: stepped.
+        assert!(matches!(d.decide(year, Peers::Asked { agree: 1, disagree: 2 }), Decision::Refuse { .. }));
+        assert_eq!(d.decide(year, Peers::Asked { agree: 2, disagree: 1 }), Decision::Step { offset: year });
+        assert_eq!(d.decide(year, agreed(1)), Decision::Step { offset: year });
+        // Nobody else answered, or nobody else is configured: trusted alone.
+        assert_eq!(d.decide(year, Peers::Asked { agree: 0, disagree: 0 }), Decision::Step { offset: year });
+        assert_eq!(d.decide(year, ALONE), Decision::Step { offset: year });
+        // A slew never needs a vote, even before the first sync.
+        assert_eq!(d.decide(0.3, Peers::NotAsked), Decision::Slew { offset: 0.3 });
+        assert_eq!(Peers::Asked { agree: 2, disagree: 1 }.answered(), 3);
+        assert_eq!(Peers::NotAsked.answered(), 0);
+    }
+
+    #[test]
+    fn after_the_first_sync_only_huge_steps_ask() {
+        let mut clock = SimulatedClock::new(0.01);
+        let mut d = Discipline::default();
+        round(&mut clock, &mut d, ALONE);
+        assert_eq!(d.decide(5.0, Peers::NotAsked), Decision::Step { offset: 5.0 });
+        assert_eq!(d.decide(-1000.0, Peers::NotAsked), Decision::Step { offset: -1000.0 });
+        assert_eq!(d.decide(2000.0, Peers::NotAsked), Decision::AskOthers { offset: 2000.0 });
+        let Decision::Refuse { reason, .. } = d.decide(2000.0, Peers::Asked { agree: 0, disagree: 2 }) else {
+            panic!("a huge step two others disagree with must be refused")
+        };
+        assert!(reason.contains("2 of 2 other servers disagree"), "{reason}");
+        // Asked, but nobody answered: not confirmed.
+        let Decision::Refuse { reason, .. } = d.decide(2000.0, Peers::Asked { agree: 0, disagree: 0 }) else {
+            panic!("an unconfirmed huge step must be refused")
+        };
+        assert!(reason.contains("not confirmed by a second server"), "{reason}");
+        assert!(!d.applied(&Decision::AskOthers { offset: 2000.0 }));
+        assert_eq!(d.steps(), 0);
+    }
+
+    #[test]
     fn epoch_bumps_on_a_twenty_minute_step_only() {
         let mut clock = SimulatedClock::new(0.0);
         let mut d = Discipline::default();
-        round(&mut clock, &mut d, 1);
+        round(&mut clock, &mut d, ALONE);
         clock.shift(3.0);
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Step { offset: 3.0 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Step { offset: 3.0 }, false));
         assert_eq!((d.steps(), d.epoch()), (1, 0));
         clock.shift(-1200.0);
-        assert_eq!(round(&mut clock, &mut d, 3), (Decision::Step { offset: -1200.0 }, true));
+        assert_eq!(round(&mut clock, &mut d, agreed(2)), (Decision::Step { offset: -1200.0 }, true));
         assert_eq!((d.steps(), d.epoch()), (2, 1));
         // 900 s exactly is not above the threshold.
         clock.shift(900.0);
-        assert_eq!(round(&mut clock, &mut d, 1), (Decision::Step { offset: 900.0 }, false));
+        assert_eq!(round(&mut clock, &mut d, ALONE), (Decision::Step { offset: 900.0 }, false));
         assert_eq!((d.steps(), d.epoch(), clock.offset), (3, 1, 0.0));
     }
 
     #[test]
     fn not_finite_offsets_are_refused() {
         let mut d = Discipline::default();
-        let decision = d.decide(f64::NAN, 3);
+        let decision = d.decide(f64::NAN, agreed(2));
         assert!(matches!(decision, Decision::Refuse { .. }), "{decision:?}");
         assert!(!d.applied(&decision));
         assert!(!d.synced());
-        assert!(matches!(d.decide(f64::INFINITY, 3), Decision::Refuse { .. }));
+        assert!(matches!(d.decide(f64::INFINITY, agreed(2)), Decision::Refuse { .. }));
     }
 
     #[test]

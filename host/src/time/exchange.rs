@@ -7,7 +7,14 @@
 //! alone would treat as the end of the exchange; and it rejects physically
 //! impossible replies sntpc lets through: server transmit before server
 //! receive, a negative or over-1-second round trip, a time before the build.
-//! Datagrams from any other address or port never reach a connected socket.
+//! Datagrams from any other address or port never reach a connected socket;
+//! a flood from the server's own address and port ends the exchange after
+//! [`MAX_DATAGRAMS`] datagrams instead of being judged until the deadline.
+//!
+//! NTP timestamps carry seconds modulo 2^32 (era 0 ends in February 2036).
+//! Differences are taken with wrapping arithmetic, which is right across
+//! the rollover; absolute times are placed in the era that puts them within
+//! 68 years of this build (RFC 5905 §6), so they need no local clock.
 
 use super::types::Sample;
 use sntpc::{NtpContext, NtpUdpSocket, StdTimestampGen};
@@ -25,6 +32,11 @@ const _: () = assert!(BUILD_UNIX > 1_700_000_000);
 /// Longest round trip accepted.
 pub const MAX_RTT: f64 = 1.0;
 
+/// Most datagrams judged in one exchange. A genuine exchange sees one reply,
+/// perhaps a duplicate or a few strays; more is a flood, and judging it
+/// until the deadline only burns CPU.
+pub const MAX_DATAGRAMS: u32 = 8;
+
 const fn const_parse(s: &str) -> u64 {
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -41,6 +53,8 @@ const fn const_parse(s: &str) -> u64 {
 pub enum ExchangeError {
     #[error("no valid reply within {timeout_ms} ms ({strays} stray datagrams ignored)")]
     Timeout { timeout_ms: u64, strays: u32 },
+    #[error("flooded: {datagrams} datagrams without a valid reply; exchange abandoned")]
+    Flood { datagrams: u32 },
     #[error("kiss-o'-death {0}")]
     KissOfDeath(String),
     #[error("reply rejected: {0}")]
@@ -124,9 +138,16 @@ async fn recv_stamped(socket: &UdpSocket, buf: &mut [u8], kernel_stamps: bool) -
         .await
 }
 
-/// An NTP 32.32 timestamp as Unix seconds.
+/// An NTP 32.32 timestamp as Unix seconds, in the era that puts it within
+/// 2^31 s (68 years) of this build: from 1958 to 2094 for a 2026 build,
+/// whichever side of the 2036 rollover it falls (RFC 5905 §6). The build
+/// time, not the local clock, is the pivot: the local clock may be the very
+/// thing that is years off.
 fn ntp_to_unix(raw: u64) -> f64 {
-    (raw >> 32) as f64 - NTP_UNIX_DELTA as f64 + (raw & 0xffff_ffff) as f64 / 4_294_967_296.0
+    let pivot = BUILD_UNIX + NTP_UNIX_DELTA;
+    // Seconds from the pivot, modulo 2^32, as a signed distance.
+    let from_pivot = ((raw >> 32) as u32).wrapping_sub(pivot as u32) as i32;
+    (BUILD_UNIX as i64 + i64::from(from_pivot)) as f64 + (raw & 0xffff_ffff) as f64 / 4_294_967_296.0
 }
 
 fn timestamp_at(packet: &[u8], offset: usize) -> u64 {
@@ -151,9 +172,10 @@ fn ntp_diff(a: u64, b: u64) -> f64 {
     a.wrapping_sub(b) as i64 as f64 / 4_294_967_296.0
 }
 
-/// Unix seconds and nanoseconds as an NTP 32.32 timestamp.
+/// Unix seconds and nanoseconds as an NTP 32.32 timestamp (the era is
+/// dropped: after 2036 the seconds wrap, as on the wire).
 fn unix_to_ntp(secs: u64, nanos: u32) -> u64 {
-    ((secs + NTP_UNIX_DELTA) << 32) | ((u64::from(nanos) << 32) / 1_000_000_000)
+    (u64::from((secs + NTP_UNIX_DELTA) as u32) << 32) | ((u64::from(nanos) << 32) / 1_000_000_000)
 }
 
 /// Judges one datagram against the request we sent. `local_receive` is the
@@ -193,8 +215,11 @@ pub async fn judge(server: SocketAddr, datagram: &[u8], sent: sntpc::SendRequest
     if rtt > MAX_RTT {
         return Verdict::Fatal(ExchangeError::Rejected(format!("round trip {rtt:.3} s is over {MAX_RTT} s")));
     }
-    if (server_transmit as u64) < BUILD_UNIX {
-        return Verdict::Fatal(ExchangeError::Rejected("server time is before this build of bronzed".into()));
+    if server_transmit < BUILD_UNIX as f64 {
+        return Verdict::Fatal(ExchangeError::Rejected(format!(
+            "server time {} is before this build of bronzed",
+            unix_rfc3339(server_transmit)
+        )));
     }
     let sample = Sample {
         server,
@@ -204,6 +229,14 @@ pub async fn judge(server: SocketAddr, datagram: &[u8], sent: sntpc::SendRequest
         leap: reply.leap_indicator(),
     };
     Verdict::Accept(Measurement { sample, server_time: server_transmit, local_time: ntp_to_unix(t4), strays: 0 })
+}
+
+/// Unix seconds as RFC 3339, for messages.
+fn unix_rfc3339(unix: f64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix.floor() as i64)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{unix:.0} (Unix)"))
 }
 
 fn describe(e: sntpc::Error) -> String {
@@ -235,6 +268,9 @@ pub async fn exchange(server: SocketAddr, timeout: Duration) -> Result<Measureme
     let mut strays = 0;
     let mut buf = [0u8; 512];
     loop {
+        if strays >= MAX_DATAGRAMS {
+            return Err(ExchangeError::Flood { datagrams: strays });
+        }
         let received = tokio::time::timeout_at(deadline, recv_stamped(&socket, &mut buf, kernel_stamps)).await;
         let (n, local_receive) = match received {
             Err(_) => return Err(ExchangeError::Timeout { timeout_ms: timeout.as_millis() as u64, strays }),
@@ -281,6 +317,75 @@ mod tests {
         assert!((ntp_diff(a, b) - 1e-6).abs() < 1e-9, "{}", ntp_diff(a, b));
         assert!((ntp_diff(b, a) + 1e-6).abs() < 1e-9);
         assert!((ntp_to_unix(a) - 1_800_000_000.5).abs() < 1e-6);
+    }
+
+    /// A well-formed server reply (stratum 2, LI 0) to the request whose
+    /// transmit timestamp is `t1`, with T2 = `t2` and T3 = T2 + 1 ms.
+    fn reply_to(t1: u64, t2: u64) -> [u8; 48] {
+        let t3 = t2.wrapping_add((1u64 << 32) / 1000);
+        let mut p = [0u8; 48];
+        p[0] = 0b00_100_100; // LI 0, VN 4, mode 4
+        p[1] = 2;
+        p[3] = (-20i8) as u8;
+        p[4..8].copy_from_slice(&0x20u32.to_be_bytes());
+        p[8..12].copy_from_slice(&0x42u32.to_be_bytes());
+        p[12..16].copy_from_slice(&[127, 127, 1, 1]);
+        p[16..24].copy_from_slice(&t2.wrapping_sub(1 << 32).to_be_bytes());
+        p[24..32].copy_from_slice(&t1.to_be_bytes());
+        p[32..40].copy_from_slice(&t2.to_be_bytes());
+        p[40..48].copy_from_slice(&t3.to_be_bytes());
+        p
+    }
+
+    /// 2036-02-07T06:28:16Z: NTP era 0 ends, the seconds wrap to 0.
+    const ERA_1_UNIX: u64 = 4_294_967_296 - NTP_UNIX_DELTA;
+
+    #[test]
+    fn timestamps_are_placed_in_the_era_nearest_the_build() {
+        for unix in [BUILD_UNIX, 1_800_000_000, ERA_1_UNIX - 1, ERA_1_UNIX, ERA_1_UNIX + 86_400, 3_000_000_000] {
+            let raw = unix_to_ntp(unix, 250_000_000);
+            assert!((ntp_to_unix(raw) - (unix as f64 + 0.25)).abs() < 1e-6, "{unix}: {}", ntp_to_unix(raw));
+        }
+        // Era 1 wraps the seconds field: 2036-02-08 is a small number on the wire.
+        assert_eq!(unix_to_ntp(ERA_1_UNIX + 86_400, 0) >> 32, 86_400);
+        // Times a little before the build, and 1970, stay in the past.
+        assert_eq!(ntp_to_unix(unix_to_ntp(BUILD_UNIX - 86_400, 0)), (BUILD_UNIX - 86_400) as f64);
+        assert_eq!(ntp_to_unix(unix_to_ntp(0, 0)), 0.0);
+    }
+
+    #[test]
+    fn replies_after_the_2036_rollover_are_accepted() {
+        let server: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for target in [ERA_1_UNIX + 86_400, ERA_1_UNIX + 3 * 365 * 86_400] {
+            let (sent, origin) = sent_for(server);
+            let t1 = u64::from_be_bytes(origin);
+            let t2 = unix_to_ntp(target, 0);
+            let t4 = t1.wrapping_add((2u64 << 32) / 1000);
+            let verdict = rt.block_on(judge(server, &reply_to(t1, t2), sent, t4));
+            let Verdict::Accept(m) = verdict else { panic!("reply at {target} not accepted: {verdict:?}") };
+            assert!((m.server_time - (target as f64 + 0.001)).abs() < 1e-3, "server time {}", m.server_time);
+            let expected = target as f64 - ntp_to_unix(t1);
+            assert!((m.sample.offset - expected).abs() < 0.01, "offset {} want {expected}", m.sample.offset);
+            assert!((m.sample.rtt - 0.001).abs() < 1e-4, "rtt {}", m.sample.rtt);
+        }
+    }
+
+    #[test]
+    fn replies_before_the_build_are_rejected_with_their_time() {
+        let server: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (sent, origin) = sent_for(server);
+        let t1 = u64::from_be_bytes(origin);
+        // 2020-01-01T00:00:00Z.
+        let t4 = t1.wrapping_add((2u64 << 32) / 1000);
+        let verdict = rt.block_on(judge(server, &reply_to(t1, unix_to_ntp(1_577_836_800, 0)), sent, t4));
+        assert_eq!(
+            verdict,
+            Verdict::Fatal(ExchangeError::Rejected(
+                "server time 2020-01-01T00:00:00Z is before this build of bronzed".into()
+            ))
+        );
     }
 
     proptest! {
