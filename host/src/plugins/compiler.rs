@@ -503,4 +503,43 @@ mod tests {
         assert_eq!(limit("Max cpu time"), "7 8 seconds");
         assert_eq!(limit("Max core file size"), "0 0 bytes");
     }
+
+    /// The first cgroup v2 mount, from mountinfo.
+    fn cgroup2_mount() -> Option<PathBuf> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        mountinfo.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(point))
+        })
+    }
+
+    /// The worker joins its group between fork and exec (writing "0" to
+    /// `cgroup.procs`), so nothing it runs is ever outside it.
+    #[test]
+    fn a_worker_is_in_its_cgroup_from_its_first_instruction() {
+        use std::io::Read;
+        let Some(mount) = cgroup2_mount() else {
+            eprintln!("skipped because no cgroup v2 hierarchy is mounted");
+            return;
+        };
+        let name = format!("bronze-test-{}", std::process::id());
+        let group = mount.join(&name);
+        if let Err(e) = std::fs::create_dir(&group) {
+            eprintln!("skipped because {} is not writable here: {e}", mount.display());
+            return;
+        }
+        let args = ["/proc/self/cgroup"].map(OsString::from);
+        let spawned =
+            worker_command(Path::new("/bin/cat"), args, CompileLimits::default(), Some(&group.join("cgroup.procs")))
+                .unwrap()
+                .spawn();
+        let mut out = String::new();
+        if let Ok(mut child) = spawned {
+            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child.wait().unwrap();
+        }
+        std::fs::remove_dir(&group).unwrap();
+        assert!(out.lines().any(|l| l == format!("0::/{name}")), "{out}");
+    }
 }
