@@ -46,6 +46,12 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // `bronzed compile-worker ...`: the node compiling a plugin in a
+    // process of its own (see plugins::compiler).
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == bronze_host::plugins::compile_worker::COMMAND) {
+        return bronze_host::plugins::compile_worker::main(argv);
+    }
     // The kernel's clock at our first instruction: with the kernel's
     // "Run /init" stamp it splits exec from our own start (logged as PID 1).
     let main_at = init::boottime();

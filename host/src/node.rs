@@ -230,15 +230,17 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
     // Process mode has no network to bring up; pid1 sets this after its network.
     let (network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
-    let services = Arc::new(Supervisor::new(reaper, store.clone(), store.writer()?, network_ready));
+    let services = Arc::new(Supervisor::new(reaper.clone(), store.clone(), store.writer()?, network_ready));
 
-    // Loads installed plugins in the background; never delays the API.
-    let plugins = crate::plugins::PluginManager::start(
+    // Loads installed plugins in the background once the config is read;
+    // never delays the API.
+    let plugins = crate::plugins::PluginManager::open(
         &opts.state_dir.join("plugins"),
         &store,
         opts.paths.proc.clone(),
         opts.image_plugins.clone(),
         config.subscribe(),
+        plugin_compiler(opts.mode, reaper),
     )
     .context("starting the plugin host")?;
     laps.lap("plugin host");
@@ -269,6 +271,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Some(path) => format!("--config {}", path.display()),
         None => "stored config".into(),
     })?;
+    plugins.load_in_background();
     laps.lap("config");
     let observe_now = Arc::new(tokio::sync::Notify::new());
     let network_status =
@@ -376,6 +379,25 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The compile workers' confinement for the mode: as PID 1 a cgroup of
+/// their own besides their rlimits (rlimits alone if the kernel offers no
+/// memory controller); in process mode rlimits only.
+fn plugin_compiler(mode: Mode, reaper: Reaper) -> crate::plugins::compiler::Compiler {
+    use crate::plugins::cgroup::{CgroupV2, NoCgroup, WorkerCgroup};
+    let cgroup: Arc<dyn WorkerCgroup> = match mode {
+        Mode::Pid1 => match CgroupV2::create(std::path::Path::new("/sys/fs/cgroup")) {
+            Ok(cgroup) => Arc::new(cgroup),
+            Err(e) => {
+                tracing::warn!(error = %e, "plugin compiles are limited by rlimits only: no cgroup");
+                Arc::new(NoCgroup)
+            }
+        },
+        Mode::Process => Arc::new(NoCgroup),
+    };
+    let program = PathBuf::from(crate::plugins::compiler::WORKER_PROGRAM);
+    crate::plugins::compiler::Compiler::new(program, reaper, cgroup)
 }
 
 /// How the node keeps its state, for `MachineStatus`.

@@ -19,7 +19,7 @@ pub use api::{Api, Ca, CertSan};
 pub use kernel::{Kernel, KernelModule};
 pub use logging::{LogLevel, Logging};
 pub use network::{Interface, Network, Route};
-pub use plugins::{Fact, Grants, HttpGrant, HttpMethod, Limits, PluginInstance, Plugins, Schedule};
+pub use plugins::{Fact, Grants, HttpGrant, HttpMethod, Limits, PluginCompile, PluginInstance, Plugins, Schedule};
 pub use services::{Health, RestartPolicy, Service};
 pub use time::Time;
 

@@ -1,5 +1,6 @@
-//! `machine.plugins`: which plugin signatures are trusted, and the plugin
-//! instances to run with the capabilities ("grants") each may use.
+//! `machine.plugins`: which plugin signatures are trusted, the plugin
+//! instances to run with the capabilities ("grants") each may use, and the
+//! limits of compiling a plugin.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,29 @@ pub struct Plugins {
     pub allow_unsigned: bool,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<PluginInstance>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub compile: PluginCompile,
+}
+
+/// What compiling one plugin may use (at install, for image plugins, and
+/// when the compiled-code cache is unusable). Compiling runs in a process
+/// of its own; one over a limit is stopped and the plugin refused. Absent
+/// means the node's default (512MiB, 60s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "a mapping")]
+pub struct PluginCompile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<ByteSize>,
+    /// CPU time, all of the compiler's threads together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<Duration>,
+}
+
+impl PluginCompile {
+    /// The least memory the compiler can start in.
+    pub const MIN_MEMORY: ByteSize = ByteSize::mib(32);
+    /// The least CPU time that makes sense.
+    pub const MIN_CPU: Duration = Duration::from_secs(1);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,14 +1,30 @@
-//! Rules for `machine.plugins`: unique instance ids and HTTP grants that
-//! are plain http(s) prefixes.
+//! Rules for `machine.plugins`: unique instance ids, HTTP grants that are
+//! plain http(s) prefixes, compile limits the compiler can work in.
 
 use std::collections::HashSet;
 
-use crate::schema::Plugins;
+use crate::schema::{PluginCompile, Plugins};
 use crate::validate::Validation;
 
 pub(super) fn check(plugins: &Plugins, out: &mut Validation) {
     if plugins.allow_unsigned {
         out.warn("machine.plugins.allowUnsigned", "unsigned plugins are accepted");
+    }
+    if let Some(memory) = plugins.compile.memory_limit
+        && memory.as_u64() < PluginCompile::MIN_MEMORY.as_u64()
+    {
+        out.error(
+            "machine.plugins.compile.memoryLimit",
+            format!("{memory} is too little: the compiler needs at least {}", PluginCompile::MIN_MEMORY),
+        );
+    }
+    if let Some(cpu) = &plugins.compile.cpu_limit
+        && *cpu < PluginCompile::MIN_CPU
+    {
+        out.error(
+            "machine.plugins.compile.cpuLimit",
+            format!("{cpu} is too little: at least {}", PluginCompile::MIN_CPU),
+        );
     }
     let mut ids = HashSet::new();
     for (i, instance) in plugins.instances.iter().enumerate() {

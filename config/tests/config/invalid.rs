@@ -23,6 +23,25 @@ fn expect_issue(doc: &str, path: &str, fragment: &str) {
 }
 
 #[test]
+fn compile_limits_the_compiler_cannot_work_in() {
+    let d = doc("  plugins:\n    compile:\n      memoryLimit: 16MiB\n      cpuLimit: 500ms\n");
+    assert_eq!(
+        issues(&d),
+        [
+            Issue {
+                path: "machine.plugins.compile.memoryLimit".into(),
+                message: "16MiB is too little: the compiler needs at least 32MiB".into()
+            },
+            Issue {
+                path: "machine.plugins.compile.cpuLimit".into(),
+                message: "500ms is too little: at least 1s".into()
+            },
+        ]
+    );
+    load(doc("  plugins:\n    compile:\n      memoryLimit: 32MiB\n      cpuLimit: 1s\n").as_bytes()).unwrap();
+}
+
+#[test]
 fn min_poll_above_max_poll() {
     let d = doc("  time:\n    minPoll: 2048s\n");
     let found = issues(&d);

@@ -25,6 +25,7 @@ fn status(e: PluginError) -> Status {
         PluginError::Invalid(m) => Status::invalid_argument(m),
         PluginError::Precondition(m) => Status::failed_precondition(m),
         PluginError::NotFound(m) => Status::not_found(m),
+        PluginError::Limit(m) => Status::resource_exhausted(m),
         PluginError::Internal(m) => Status::internal(m),
     }
 }

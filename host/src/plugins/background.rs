@@ -1,9 +1,9 @@
-//! CPU-heavy plugin work (compiling a component, loading an AOT artifact)
-//! on its own thread at a lower scheduling priority. The node's own work
-//! (the API, the network, the supervisor) comes first: at boot, compiling
-//! the image's plugins must not slow the API's start, and a plugin upload
-//! must not starve a running node. Threads that wasmtime's parallel
-//! compilation starts from this thread inherit its priority.
+//! Plugin work in the node's process (loading an AOT artifact, hashing a
+//! stored component) on its own thread at a lower scheduling priority. The
+//! node's own work (the API, the network, the supervisor) comes first: at
+//! boot, loading the image's plugins must not slow the API's start. The
+//! compile worker ([`super::compiler`]) runs at the same nice value, and the
+//! threads wasmtime's parallel compilation starts there inherit it.
 
 /// The nice value of plugin work: below the node's own (0), above idle.
 pub const PLUGIN_WORK_NICE: i32 = 10;

@@ -1,5 +1,11 @@
-//! The one wasmtime engine every plugin shares, and the epoch ticker that
-//! bounds how long guest code runs between checks.
+//! The wasmtime engines and the epoch ticker that bounds how long guest code
+//! runs between checks.
+//!
+//! The node's engine ([`PluginEngine`]) loads and runs compiled plugins but
+//! has no compiler: Cranelift runs only in the compile worker
+//! ([`super::compiler`]), a separate process whose engine
+//! ([`compiling_engine`]) is built from the same settings, so what it writes
+//! loads here. Both fingerprints come from the worker's engine.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -34,18 +40,16 @@ impl std::fmt::Debug for PluginEngine {
 }
 
 impl PluginEngine {
+    /// The node's engine: loads artifacts, never compiles (`Component::new`
+    /// on it is an error).
     pub fn new() -> wasmtime::Result<Self> {
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            // Off: the component-model async ABI costs ≈3× per call and no
-            // Bronze world uses it.
-            .concurrency_support(false)
-            .cranelift_opt_level(OptLevel::Speed)
-            .max_wasm_stack(MAX_WASM_STACK)
-            .async_stack_size(ASYNC_STACK);
+        let mut config = shared_config();
+        config.enable_compiler(false);
         let engine = Engine::new(&config)?;
-        let fingerprint = fingerprint(&engine).into();
+        // A compiler-less engine hashes no compiler settings and no CPU
+        // features: name artifacts after the engine that writes them. It
+        // only builds Cranelift's settings here, it compiles nothing.
+        let fingerprint = fingerprint(&compiling_engine()?).into();
         let ticker = Ticker::start(engine.clone());
         Ok(PluginEngine { engine, fingerprint, _ticker: ticker })
     }
@@ -61,7 +65,32 @@ impl PluginEngine {
     }
 }
 
-fn fingerprint(engine: &Engine) -> String {
+/// What both engines share: everything that decides whether an artifact
+/// written by one loads in the other (wasmtime checks the tunables and
+/// features on load).
+fn shared_config() -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        // Off: the component-model async ABI costs ≈3× per call and no
+        // Bronze world uses it.
+        .concurrency_support(false)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(ASYNC_STACK);
+    config
+}
+
+/// The compile worker's engine: the node's settings plus Cranelift. Only
+/// the worker process compiles with it.
+pub fn compiling_engine() -> wasmtime::Result<Engine> {
+    let mut config = shared_config();
+    config.cranelift_opt_level(OptLevel::Speed);
+    Engine::new(&config)
+}
+
+/// Identifies what artifacts `engine` writes: the wasmtime version, its
+/// settings and the CPU features it targets.
+pub fn fingerprint(engine: &Engine) -> String {
     // The hash covers the wasmtime version, the settings and the CPU
     // features; the prefix keeps cache names readable.
     let mut hasher = DefaultHasher::new();

@@ -48,6 +48,9 @@ pub struct LoadedPlugin {
     pub component: Component,
     pub imports: Imports,
     pub artifact: ArtifactSource,
+    /// Bytes of memory the component needs to start (its largest initial
+    /// memory); an instance whose limit is lower is refused.
+    pub memory_minimum: u64,
 }
 
 /// Shared inputs for arming instances.
@@ -73,6 +76,22 @@ pub fn arm(
     if let Err(config_problems) = manifest.check_config(&config) {
         problems.extend(config_problems.into_iter().map(|p| format!("{at}.config: {p}")));
     }
+    let (memory, memory_from) = match (instance.limits.memory, manifest.limits.memory) {
+        (Some(memory), _) => (memory.as_u64(), format!("{at}.limits.memory")),
+        (None, Some(memory)) => (memory.as_u64(), "[limits] memory in plugin.toml".to_string()),
+        (None, None) => (DEFAULT_MEMORY, "the default".to_string()),
+    };
+    let memory = memory.min(MAX_MEMORY);
+    if plugin.memory_minimum > memory {
+        // Wasmtime would refuse every call at instantiation; say it once.
+        problems.push(format!(
+            "{at}.limits.memory: plugin {} needs {} of memory to start (its largest initial memory), more than this instance's limit of {} (from {memory_from}{})",
+            manifest.id.as_str(),
+            bytes(plugin.memory_minimum),
+            bytes(memory),
+            if plugin.memory_minimum > MAX_MEMORY { "; no plugin gets more than 1 GiB" } else { "" },
+        ));
+    }
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
@@ -89,8 +108,6 @@ pub fn arm(
         log,
         resolver: ctx.resolver.clone(),
     };
-    let memory =
-        instance.limits.memory.or(manifest.limits.memory).map_or(DEFAULT_MEMORY, |m| m.as_u64()).min(MAX_MEMORY);
     let timeout = instance
         .schedule
         .as_ref()
@@ -114,6 +131,11 @@ pub fn arm(
         interval,
     };
     Ok((armed, concurrency))
+}
+
+/// `n` bytes for people: in MiB when that is exact.
+pub fn bytes(n: u64) -> String {
+    if n > 0 && n.is_multiple_of(1 << 20) { format!("{} MiB", n >> 20) } else { format!("{n} bytes") }
 }
 
 /// Links a component with exactly `capabilities` and checks that it

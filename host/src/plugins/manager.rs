@@ -2,13 +2,16 @@
 //! when it can), keeps instances in step with the machine config, and
 //! installs, upgrades and removes plugins while the node runs.
 //!
-//! Nothing here blocks the API: loading happens in the background, compiles
-//! and AOT loads run on niced threads ([`super::background`]), and calls run
-//! in their own tasks.
+//! Nothing here blocks the API: loading happens in the background, every
+//! compile runs in a worker process under limits ([`super::compiler`]), AOT
+//! loads run on niced threads ([`super::background`]), and calls run in
+//! their own tasks. The node's own engine cannot compile.
 
-use super::artifact::{compile, load_cached};
+use super::artifact::{load_artifact, load_cached, sha256_file};
 use super::background::run_niced;
 use super::capabilities::{Imports, check_manifest};
+use super::compile_worker::{WorkerArgs, WorkerReport};
+use super::compiler::{CompileError, CompileLimits, Compiler};
 use super::engine::PluginEngine;
 use super::facts::Facts;
 use super::instance::{Instance, InstanceView, Trigger};
@@ -16,7 +19,7 @@ use super::loaded::{ArmContext, ArtifactSource, LoadedPlugin, arm, prepare};
 use super::log::{LogLine, PluginLog};
 use super::net::SystemResolver;
 use super::outcome::Outcome;
-use super::registry::{Entry, Index, Registry, SOURCE_API, SOURCE_IMAGE};
+use super::registry::{Entry, Index, Registry, SOURCE_API, SOURCE_IMAGE, WorkFile};
 use super::resources::HealthCheckSpec;
 use super::results::CallResult;
 use crate::config::LiveConfig;
@@ -26,8 +29,10 @@ use bronze_config::{MachineConfig, PluginInstance};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use wasmtime::component::Component;
 
 /// Why a plugin operation was refused; each maps to a gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +45,32 @@ pub enum PluginError {
     Precondition(String),
     #[error("{0}")]
     NotFound(String),
+    /// Compiling it went over the compile worker's limits.
+    #[error("{0}")]
+    Limit(String),
     #[error("{0}")]
     Internal(String),
+}
+
+impl PluginError {
+    fn from_compile(id: &str, e: CompileError) -> PluginError {
+        match e {
+            CompileError::Invalid { reason } => PluginError::Invalid(format!("{id}: {reason}")),
+            CompileError::Memory { .. } | CompileError::Cpu { .. } | CompileError::Timeout { .. } => {
+                PluginError::Limit(e.to_string())
+            }
+            CompileError::Worker { .. } => PluginError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A component a worker just compiled, loaded from its artifact, which is
+/// still in the work dir until [`Registry::adopt_artifact`] takes it.
+struct Fresh {
+    component: Component,
+    artifact: WorkFile,
+    report: WorkerReport,
+    took: Duration,
 }
 
 /// What an install changed.
@@ -84,6 +113,7 @@ struct Inner {
 
 pub struct PluginManager {
     arm_ctx: ArmContext,
+    compiler: Compiler,
     registry: Registry,
     health: Arc<Writer<HealthCheckSpec>>,
     inner: Mutex<Inner>,
@@ -101,20 +131,36 @@ impl std::fmt::Debug for PluginManager {
 }
 
 impl PluginManager {
-    /// Opens the plugin store under `root` and starts loading in the
-    /// background; returns at once.
+    /// [`Self::open`], then [`Self::load_in_background`].
     pub fn start(
         root: &Path,
         store: &Store,
         proc: PathBuf,
         image_plugins: Option<PathBuf>,
         config: watch::Receiver<Option<LiveConfig>>,
+        compiler: Compiler,
+    ) -> anyhow::Result<Arc<PluginManager>> {
+        let manager = Self::open(root, store, proc, image_plugins, config, compiler)?;
+        manager.load_in_background();
+        Ok(manager)
+    }
+
+    /// Opens the plugin store under `root`; nothing is loaded yet.
+    /// `compiler` runs every compile.
+    pub fn open(
+        root: &Path,
+        store: &Store,
+        proc: PathBuf,
+        image_plugins: Option<PathBuf>,
+        config: watch::Receiver<Option<LiveConfig>>,
+        compiler: Compiler,
     ) -> anyhow::Result<Arc<PluginManager>> {
         let engine = PluginEngine::new().map_err(|e| anyhow::anyhow!("cannot create the plugin engine: {e:#}"))?;
         let (registry, index) = Registry::open(root)?;
         let facts = Facts::new(store.clone(), PathBuf::from("/sys"), proc);
         let manager = Arc::new(PluginManager {
             arm_ctx: ArmContext { engine, facts, resolver: Arc::new(SystemResolver) },
+            compiler,
             registry,
             health: Arc::new(store.writer()?),
             inner: Mutex::new(Inner { index, ..Default::default() }),
@@ -122,8 +168,14 @@ impl PluginManager {
             config,
             image_plugins,
         });
-        tokio::spawn(manager.clone().follow());
         Ok(manager)
+    }
+
+    /// Loads the installed and image plugins in the background, then
+    /// follows the config; returns at once. Call it once the node has read
+    /// its config: loading may compile, under that config's limits.
+    pub fn load_in_background(self: &Arc<Self>) {
+        tokio::spawn(self.clone().follow());
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -159,26 +211,14 @@ impl PluginManager {
     async fn load_installed(&self) {
         let entries: Vec<Entry> = self.inner().index.plugins.values().cloned().collect();
         for entry in entries {
-            let engine = self.arm_ctx.engine.clone();
-            let dir = self.registry.bundle_dir(&entry);
-            let artifact = self.registry.artifact_path(&entry.sha256, engine.fingerprint());
-            let fresh_entry = entry.clone();
-            let loaded = run_niced("loading the plugin", move || load_one(&engine, fresh_entry, &dir, &artifact)).await;
             let id = entry.id.clone();
-            match loaded {
-                Ok(Ok((plugin, recompiled))) => {
+            match self.load_one(entry).await {
+                Ok(plugin) => {
                     tracing::info!(plugin = %id, version = %plugin.entry.version, artifact = plugin.artifact.as_str(), "plugin loaded");
-                    if let Some(cwasm) = recompiled {
-                        self.rewrite_artifact(&plugin.entry, &cwasm);
-                    }
                     let plugin = Arc::new(plugin);
                     let mut inner = self.inner();
                     inner.index.plugins.insert(id.clone(), plugin.entry.clone());
                     inner.plugins.insert(id, plugin);
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(plugin = %id, error = %e, "cannot load installed plugin");
-                    self.inner().failed.insert(id, e);
                 }
                 Err(e) => {
                     tracing::error!(plugin = %id, error = %e, "cannot load installed plugin");
@@ -186,6 +226,76 @@ impl PluginManager {
                 }
             }
         }
+    }
+
+    /// Loads one installed plugin: from the AOT cache when this engine
+    /// wrote a valid artifact for it, else compiled again from the kept
+    /// wasm (in a worker, like every compile) and cached again.
+    async fn load_one(&self, entry: Entry) -> Result<LoadedPlugin, String> {
+        let dir = self.registry.bundle_dir(&entry);
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_bytes =
+            std::fs::read(&manifest_path).map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
+        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| format!("stored plugin.toml: {e}"))?;
+        let engine = self.arm_ctx.engine.clone();
+        // Entries older than the recorded memory minimum compile again to learn it.
+        let cached = match entry.memory_minimum {
+            Some(minimum) if entry.fingerprint == engine.fingerprint() => {
+                let path = self.registry.artifact_path(&entry.sha256, &entry.fingerprint);
+                let (engine, sha) = (engine.clone(), entry.cwasm_sha256.clone());
+                run_niced("loading the plugin", move || load_cached(&engine, &path, &sha)).await?.map(|c| (c, minimum))
+            }
+            _ => None,
+        };
+        let (component, memory_minimum, fresh) = match cached {
+            Some((component, minimum)) => (component, minimum, None),
+            None => {
+                let wasm = dir.join(WASM_FILE);
+                let path = wasm.clone();
+                let actual = run_niced("checking the plugin", move || sha256_file(&path))
+                    .await?
+                    .map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
+                if actual != entry.sha256 {
+                    return Err(format!("stored {WASM_FILE} does not match its recorded sha256 {}", entry.sha256));
+                }
+                let fresh = self.compile(&entry.id, &wasm).await.map_err(|e| e.to_string())?;
+                (fresh.component.clone(), fresh.report.memory_minimum, Some(fresh))
+            }
+        };
+        let imports = Imports::of(engine.engine(), &component);
+        check_manifest(&imports, &manifest)?;
+        let (entry, artifact) = match fresh {
+            Some(fresh) => (self.record_artifact(entry, &fresh), ArtifactSource::Compiled),
+            None => (entry, ArtifactSource::Cache),
+        };
+        Ok(LoadedPlugin { entry, manifest, component, imports, artifact, memory_minimum })
+    }
+
+    /// Compiles `input` in a worker under the live config's limits and
+    /// loads what it wrote: the one way a component gets compiled (installs,
+    /// image plugins, an unusable cache). `id` names the plugin in errors.
+    async fn compile(&self, id: &str, input: &Path) -> Result<Fresh, PluginError> {
+        let limits = CompileLimits::of(self.config.borrow().as_ref().map(|c| &c.config.machine.plugins.compile));
+        let artifact = self.registry.work_file("cwasm");
+        let args = WorkerArgs { input: input.to_path_buf(), output: artifact.path().to_path_buf() };
+        let started = Instant::now();
+        let report = self.compiler.compile(id, &args, limits).await.map_err(|e| PluginError::from_compile(id, e))?;
+        let took = started.elapsed();
+        let engine = self.arm_ctx.engine.clone();
+        if report.fingerprint != engine.fingerprint() {
+            return Err(PluginError::Internal(format!(
+                "compiling plugin {id}: the worker's engine {} is not the node's {}",
+                report.fingerprint,
+                engine.fingerprint()
+            )));
+        }
+        let (path, sha) = (artifact.path().to_path_buf(), report.cwasm_sha256.clone());
+        let component = run_niced("loading the compiled plugin", move || load_artifact(&engine, &path, &sha))
+            .await
+            .map_err(PluginError::Internal)?
+            .map_err(|e| PluginError::Internal(format!("compiling plugin {id}: the artifact does not load: {e}")))?;
+        tracing::info!(plugin = id, ms = took.as_millis() as u64, "plugin compiled in a worker");
+        Ok(Fresh { component, artifact, report, took })
     }
 
     /// Installs the image's bundles that are new or changed. An id an
@@ -214,7 +324,7 @@ impl PluginManager {
                 Some(entry) if entry.sha256 == sha256 && self.inner().plugins.contains_key(&id) => continue,
                 _ => {}
             }
-            match self.store_image_plugin(bundle, sha256).await {
+            match self.store_image_plugin(&bundle_dir, bundle, sha256).await {
                 Ok(entry) => tracing::info!(plugin = %id, version = %entry.version, "image plugin installed"),
                 Err(e) => {
                     tracing::error!(plugin = %id, error = %e, "cannot install image plugin");
@@ -224,23 +334,29 @@ impl PluginManager {
         }
     }
 
-    async fn store_image_plugin(&self, bundle: bronze_bundle::Bundle, sha256: String) -> Result<Entry, String> {
-        let engine = self.arm_ctx.engine.clone();
-        let wasm = bundle.wasm;
-        let (compiled, wasm) = run_niced("compiling", move || compile(&engine, &wasm).map(|c| (c, wasm))).await??;
+    async fn store_image_plugin(
+        &self,
+        dir: &Path,
+        bundle: bronze_bundle::Bundle,
+        sha256: String,
+    ) -> Result<Entry, String> {
+        // The image is read-only: the worker reads the very file loaded here.
+        let id = bundle.manifest.id.as_str().to_string();
+        let fresh = self.compile(&id, &dir.join(WASM_FILE)).await.map_err(|e| e.to_string())?;
         let engine = &self.arm_ctx.engine;
-        let imports = Imports::of(engine.engine(), &compiled.component);
+        let imports = Imports::of(engine.engine(), &fresh.component);
         check_manifest(&imports, &bundle.manifest)?;
-        prepare(engine, &compiled.component, bundle.manifest.world, &imports.capabilities, &imports.types)?;
-        let mut entry = new_entry(&bundle.manifest, sha256, None, &wasm, &compiled.cwasm, engine, SOURCE_IMAGE);
-        self.store_bundle(&mut entry, &bundle.manifest_bytes, &[], &wasm, &compiled.cwasm)
+        prepare(engine, &fresh.component, bundle.manifest.world, &imports.capabilities, &imports.types)?;
+        let mut entry = new_entry(&bundle.manifest, sha256, None, &bundle.wasm, &fresh.report, engine, SOURCE_IMAGE);
+        self.store_bundle(&mut entry, &bundle.manifest_bytes, &[], &bundle.wasm, fresh.artifact.path())
             .map_err(|e| format!("cannot store it: {e}"))?;
         let plugin = Arc::new(LoadedPlugin {
             entry: entry.clone(),
             manifest: bundle.manifest,
-            component: compiled.component,
+            component: fresh.component,
             imports,
             artifact: ArtifactSource::Compiled,
+            memory_minimum: fresh.report.memory_minimum,
         });
         let index = {
             let mut inner = self.inner();
@@ -253,23 +369,29 @@ impl PluginManager {
         Ok(entry)
     }
 
-    /// Stores a recompiled artifact and records its hash and engine.
-    fn rewrite_artifact(&self, entry: &Entry, cwasm: &[u8]) {
+    /// Moves a recompiled artifact into the cache and records its hash,
+    /// engine and memory minimum; returns the updated entry. Failing to
+    /// cache it is only logged: the plugin runs, and compiles again next
+    /// start.
+    fn record_artifact(&self, mut entry: Entry, fresh: &Fresh) -> Entry {
         let fingerprint = self.arm_ctx.engine.fingerprint().to_string();
-        if let Err(e) = self.registry.write_artifact(&entry.sha256, &fingerprint, cwasm) {
-            tracing::warn!(plugin = %entry.id, error = %e, "cannot write the recompiled artifact");
-            return;
+        let adopted = self.registry.adopt_artifact(fresh.artifact.path(), &entry.sha256, &fingerprint);
+        if let Err(e) = adopted {
+            tracing::warn!(plugin = %entry.id, error = %e, "cannot cache the recompiled artifact");
+            return entry;
         }
+        entry.cwasm_sha256 = fresh.report.cwasm_sha256.clone();
+        entry.fingerprint = fingerprint;
+        entry.memory_minimum = Some(fresh.report.memory_minimum);
         let mut inner = self.inner();
-        let Some(stored) = inner.index.plugins.get_mut(&entry.id) else { return };
-        stored.cwasm_sha256 = sha256_hex(cwasm);
-        stored.fingerprint = fingerprint;
+        inner.index.plugins.insert(entry.id.clone(), entry.clone());
         let index = inner.index.clone();
         drop(inner);
         if let Err(e) = self.registry.commit(&index) {
             tracing::warn!(error = %e, "cannot update the plugin index");
         }
         self.registry.collect_garbage(&index);
+        entry
     }
 
     /// Brings instances in line with `config` and the installed plugins.
@@ -370,25 +492,25 @@ impl PluginManager {
             )));
         }
 
-        let engine = self.arm_ctx.engine.clone();
-        let compiled = run_niced("compiling", move || compile(&engine, &wasm).map(|c| (c, wasm)))
-            .await
-            .map_err(PluginError::Internal)?
-            .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
-        let (compiled, wasm) = compiled;
+        let upload = self.registry.work_file("wasm");
+        std::fs::write(upload.path(), &wasm)
+            .map_err(|e| PluginError::Internal(format!("cannot stage plugin {id} for compiling: {e}")))?;
+        let fresh = self.compile(&id, upload.path()).await?;
+        drop(upload);
         let engine = &self.arm_ctx.engine;
-        let imports = Imports::of(engine.engine(), &compiled.component);
+        let imports = Imports::of(engine.engine(), &fresh.component);
         check_manifest(&imports, &manifest).map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
-        prepare(engine, &compiled.component, manifest.world, &imports.capabilities, &imports.types)
+        prepare(engine, &fresh.component, manifest.world, &imports.capabilities, &imports.types)
             .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
 
-        let entry = new_entry(&manifest, sha256.clone(), signed_by.clone(), &wasm, &compiled.cwasm, engine, SOURCE_API);
+        let entry = new_entry(&manifest, sha256.clone(), signed_by.clone(), &wasm, &fresh.report, engine, SOURCE_API);
         let plugin = Arc::new(LoadedPlugin {
             entry: entry.clone(),
             manifest,
-            component: compiled.component.clone(),
+            component: fresh.component.clone(),
             imports,
             artifact: ArtifactSource::Compiled,
+            memory_minimum: fresh.report.memory_minimum,
         });
         // Every enabled instance must accept it before anything is stored.
         let mut problems = Vec::new();
@@ -403,14 +525,15 @@ impl PluginManager {
         }
 
         let mut entry = entry;
-        let stored = self.store_bundle(&mut entry, &manifest_bytes, &signature, &wasm, &compiled.cwasm);
+        let stored = self.store_bundle(&mut entry, &manifest_bytes, &signature, &wasm, fresh.artifact.path());
         stored.map_err(|e| PluginError::Internal(format!("cannot store plugin {id}: {e}")))?;
         let plugin = Arc::new(LoadedPlugin {
             entry: entry.clone(),
             manifest: plugin.manifest.clone(),
-            component: compiled.component,
+            component: fresh.component,
             imports: plugin.imports.clone(),
             artifact: ArtifactSource::Compiled,
+            memory_minimum: fresh.report.memory_minimum,
         });
         let (previous, index) = {
             let mut inner = self.inner();
@@ -434,26 +557,27 @@ impl PluginManager {
             previous_version: previous,
             sha256,
             signed_by,
-            compile_ms: compiled.took.as_millis() as u64,
+            compile_ms: fresh.took.as_millis() as u64,
             instances: names,
         })
     }
 
-    /// Writes bundle files and artifact, then commits the index.
+    /// Writes the bundle files, moves the worker's artifact into the cache,
+    /// then commits the index.
     fn store_bundle(
         &self,
         entry: &mut Entry,
         manifest: &[u8],
         signature: &[u8],
         wasm: &[u8],
-        cwasm: &[u8],
+        artifact: &Path,
     ) -> std::io::Result<()> {
         let mut files: Vec<(&str, &[u8])> = vec![(WASM_FILE, wasm), (MANIFEST_FILE, manifest)];
         if !signature.is_empty() {
             files.push((SIGNATURE_FILE, signature));
         }
         entry.dir = self.registry.write_bundle(&entry.id, &files)?;
-        self.registry.write_artifact(&entry.sha256, &entry.fingerprint, cwasm)?;
+        self.registry.adopt_artifact(artifact, &entry.sha256, &entry.fingerprint)?;
         let mut index = self.inner().index.clone();
         index.plugins.insert(entry.id.clone(), entry.clone());
         self.registry.commit(&index)
@@ -603,7 +727,7 @@ fn new_entry(
     sha256: String,
     signed_by: Option<String>,
     wasm: &[u8],
-    cwasm: &[u8],
+    compiled: &WorkerReport,
     engine: &PluginEngine,
     source: &str,
 ) -> Entry {
@@ -616,40 +740,9 @@ fn new_entry(
         installed_at: crate::state::now_rfc3339(),
         dir: String::new(),
         wasm_bytes: wasm.len() as u64,
-        cwasm_sha256: sha256_hex(cwasm),
+        cwasm_sha256: compiled.cwasm_sha256.clone(),
         fingerprint: engine.fingerprint().to_string(),
+        memory_minimum: Some(compiled.memory_minimum),
         source: source.to_string(),
     }
-}
-
-/// Loads one installed plugin: the cached artifact when it is valid, else a
-/// recompile from the kept wasm (returned so the caller can re-cache it).
-fn load_one(
-    engine: &PluginEngine,
-    entry: Entry,
-    dir: &Path,
-    artifact: &Path,
-) -> Result<(LoadedPlugin, Option<Vec<u8>>), String> {
-    let read = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
-    };
-    let manifest_bytes = read(MANIFEST_FILE)?;
-    let manifest = Manifest::parse(&manifest_bytes).map_err(|e| format!("stored plugin.toml: {e}"))?;
-    let cached = (entry.fingerprint == engine.fingerprint())
-        .then(|| load_cached(engine, artifact, &entry.cwasm_sha256))
-        .flatten();
-    let (component, source, recompiled) = match cached {
-        Some(component) => (component, ArtifactSource::Cache, None),
-        None => {
-            let wasm = read(WASM_FILE)?;
-            if sha256_hex(&wasm) != entry.sha256 {
-                return Err(format!("stored {WASM_FILE} does not match its recorded sha256 {}", entry.sha256));
-            }
-            let compiled = compile(engine, &wasm)?;
-            (compiled.component, ArtifactSource::Compiled, Some(compiled.cwasm))
-        }
-    };
-    let imports = Imports::of(engine.engine(), &component);
-    check_manifest(&imports, &manifest)?;
-    Ok((LoadedPlugin { entry, manifest, component, imports, artifact: source }, recompiled))
 }

@@ -1,8 +1,11 @@
 //! The plugin host: sandboxed WebAssembly components that get capabilities
 //! only through the `bronze:host` interfaces the operator grants.
 //!
-//! - [`engine`]: one wasmtime engine, epoch ticker; [`background`]: compiling
-//!   and loading at a lower priority than the node's own work.
+//! - [`engine`]: the node's wasmtime engine (it cannot compile), epoch
+//!   ticker; [`background`]: loading at a lower priority than the node's
+//!   own work.
+//! - [`compiler`] + [`compile_worker`] + [`cgroup`]: every compile runs in a
+//!   separate process under memory and CPU limits.
 //! - [`registry`] + [`artifact`]: installed bundles and the AOT cache on disk.
 //! - [`capabilities`]: imports ∩ manifest ∩ grant, per-instance linkers.
 //! - [`context`]: the `bronze:host` functions; [`net`]: the http/probe client.
@@ -14,6 +17,9 @@ pub mod background;
 pub mod bindings;
 pub mod call;
 pub mod capabilities;
+pub mod cgroup;
+pub mod compile_worker;
+pub mod compiler;
 pub mod context;
 pub mod engine;
 pub mod facts;

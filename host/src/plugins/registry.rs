@@ -6,11 +6,13 @@
 //! bundles/<id>-<sha12>/plugin.toml
 //! bundles/<id>-<sha12>/plugin.sig    when signed
 //! cache/<sha256>-<fingerprint>.cwasm compiled artifacts
+//! work/                              what compile workers read and write now
 //! ```
 //!
-//! An install writes its bundle and artifact first and then replaces
-//! `index.json` atomically; a crash at any point leaves either the old or
-//! the new index, and [`Registry::open`] removes whatever no index names.
+//! An install writes its bundle and moves the worker's artifact into the
+//! cache first and then replaces `index.json` atomically; a crash at any
+//! point leaves either the old or the new index, and [`Registry::open`]
+//! removes whatever no index names and empties `work/`.
 
 use crate::statedir::{is_temp_name, write_file_atomic};
 use serde::{Deserialize, Serialize};
@@ -18,10 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const INDEX: &str = "index.json";
 const BUNDLES: &str = "bundles";
 const CACHE: &str = "cache";
+const WORK: &str = "work";
 
 /// One installed plugin, as recorded in the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,11 @@ pub struct Entry {
     pub cwasm_sha256: String,
     /// The engine the artifact was compiled for.
     pub fingerprint: String,
+    /// The component's largest initial memory in bytes, as the compile
+    /// worker found it; absent in entries older than the field, which are
+    /// compiled again at start to learn it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_minimum: Option<u64>,
     /// "api" (installed by an operator) or "image" (shipped with the image
     /// and installed at start; replaced when the image's copy changes).
     #[serde(default = "api_source")]
@@ -72,6 +81,11 @@ impl Registry {
     pub fn open(root: &Path) -> io::Result<(Registry, Index)> {
         fs::create_dir_all(root.join(BUNDLES))?;
         fs::create_dir_all(root.join(CACHE))?;
+        match fs::remove_dir_all(root.join(WORK)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::create_dir_all(root.join(WORK))?;
         let registry = Registry { root: root.to_path_buf() };
         let index = registry.read_index()?;
         registry.collect_garbage(&index);
@@ -147,9 +161,18 @@ impl Registry {
         Ok(name)
     }
 
-    pub fn write_artifact(&self, sha256: &str, fingerprint: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    /// A new file name in `work/` for a compile's input or output.
+    pub fn work_file(&self, extension: &str) -> WorkFile {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        WorkFile { path: self.root.join(WORK).join(format!("{n}.{extension}")) }
+    }
+
+    /// Moves an artifact a compile worker wrote (synced) into the cache.
+    pub fn adopt_artifact(&self, from: &Path, sha256: &str, fingerprint: &str) -> io::Result<PathBuf> {
         let path = self.artifact_path(sha256, fingerprint);
-        write_file_atomic(&path, bytes)?;
+        fs::rename(from, &path)?;
+        fs::File::open(self.root.join(CACHE))?.sync_all()?;
         Ok(path)
     }
 
@@ -157,6 +180,29 @@ impl Registry {
     pub fn commit(&self, index: &Index) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(index).map_err(io::Error::other)?;
         write_file_atomic(&self.root.join(INDEX), &bytes)
+    }
+}
+
+/// A file in `work/`, removed when dropped unless it was moved away.
+#[derive(Debug)]
+pub struct WorkFile {
+    path: PathBuf,
+}
+
+impl WorkFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkFile {
+    fn drop(&mut self) {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a compile's work file");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -168,7 +214,7 @@ fn remove_unlisted(dir: &Path, keep: impl Fn(&str) -> bool) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == INDEX || name == BUNDLES || name == CACHE || name == "index.json.corrupt" || keep(&name) {
+        if [INDEX, BUNDLES, CACHE, WORK, "index.json.corrupt"].contains(&name.as_str()) || keep(&name) {
             continue;
         }
         let path = entry.path();
@@ -196,6 +242,7 @@ mod tests {
             wasm_bytes: 3,
             cwasm_sha256: "00".into(),
             fingerprint: "fp".into(),
+            memory_minimum: Some(65536),
             source: SOURCE_API.into(),
         }
     }
@@ -207,11 +254,20 @@ mod tests {
         assert!(index.plugins.is_empty());
         let sha = "a".repeat(64);
         let dir = registry.write_bundle("p", &[("plugin.wasm", b"abc"), ("plugin.toml", b"id")]).unwrap();
-        registry.write_artifact(&sha, "fp", b"compiled").unwrap();
-        // Leftovers of an interrupted install of something else.
+        let compiled = registry.work_file("cwasm");
+        fs::write(compiled.path(), b"compiled").unwrap();
+        registry.adopt_artifact(compiled.path(), &sha, "fp").unwrap();
+        drop(compiled);
+        // Leftovers of an interrupted install of something else, and of a
+        // compile in flight.
         registry.write_bundle("q", &[("plugin.wasm", b"x")]).unwrap();
-        registry.write_artifact(&"b".repeat(64), "fp", b"x").unwrap();
+        let other = registry.work_file("cwasm");
+        fs::write(other.path(), b"x").unwrap();
+        registry.adopt_artifact(other.path(), &"b".repeat(64), "fp").unwrap();
         fs::create_dir_all(tmp.path().join("bundles/.tmp-half")).unwrap();
+        let in_flight = registry.work_file("wasm");
+        fs::write(in_flight.path(), b"upload").unwrap();
+        std::mem::forget(in_flight);
         let mut index = Index::default();
         index.plugins.insert("p".into(), entry("p", &sha, &dir));
         registry.commit(&index).unwrap();
@@ -224,6 +280,20 @@ mod tests {
         assert_eq!(fs::read(registry.bundle_dir(&index.plugins["p"]).join("plugin.wasm")).unwrap(), b"abc");
         let cache: Vec<_> = fs::read_dir(tmp.path().join("cache")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(cache, [std::ffi::OsString::from(artifact_name(&sha, "fp"))]);
+        assert_eq!(fs::read_dir(tmp.path().join("work")).unwrap().count(), 0, "work/ is emptied at open");
+    }
+
+    #[test]
+    fn a_work_file_is_removed_when_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (registry, _) = Registry::open(tmp.path()).unwrap();
+        let (a, b) = (registry.work_file("wasm"), registry.work_file("wasm"));
+        assert_ne!(a.path(), b.path());
+        fs::write(a.path(), b"x").unwrap();
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists());
+        drop(b); // never written: nothing to remove, nothing said
     }
 
     #[test]

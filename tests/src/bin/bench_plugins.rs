@@ -3,18 +3,20 @@
 //! 1. instantiate: a fresh Store plus instance from the cached pre-instance
 //!    (trivial plugin), median;
 //! 2. host → guest `check()` round trip on a live instance, median;
-//! 3. load from the AOT cache vs compile from wasm, per first-party plugin;
+//! 3. load from the AOT cache vs compile from wasm, per first-party plugin
+//!    (compiled here with the compile worker's engine: the bench is not the
+//!    node, whose engine cannot compile);
 //! 4. bronzed RSS with 10 health plugins scheduled every second, at start
 //!    and after `--minutes` (default 10).
 //!
 //! Run with `cargo xtask bench-plugins [--minutes N]` (release build).
 
 use bronze_bundle::World;
-use bronze_host::plugins::artifact::{compile, load_cached};
+use bronze_host::plugins::artifact::{load_cached, precompile};
 use bronze_host::plugins::call::{CallLimits, Prepared, new_store};
 use bronze_host::plugins::capabilities::Imports;
 use bronze_host::plugins::context::InstanceContext;
-use bronze_host::plugins::engine::PluginEngine;
+use bronze_host::plugins::engine::{PluginEngine, compiling_engine};
 use bronze_host::plugins::facts::Facts;
 use bronze_host::plugins::loaded::prepare;
 use bronze_host::plugins::log::PluginLog;
@@ -46,13 +48,24 @@ fn context() -> Arc<InstanceContext> {
     })
 }
 
+/// Compiles `wasm` as the compile worker does and loads it into the node's
+/// engine from a file, as the node does.
+fn compile_and_load(engine: &PluginEngine, wasm: &[u8]) -> anyhow::Result<wasmtime::component::Component> {
+    let compiled =
+        precompile(&compiling_engine().map_err(|e| anyhow::anyhow!("{e:#}"))?, wasm).map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("plugin.cwasm");
+    std::fs::write(&path, &compiled.cwasm)?;
+    load_cached(engine, &path, &bronze_bundle::sha256_hex(&compiled.cwasm))
+        .ok_or_else(|| anyhow::anyhow!("the compiled component does not load"))
+}
+
 async fn call_costs(engine: &PluginEngine) -> anyhow::Result<()> {
     let wasm = bundle("trivial").wasm;
-    let compiled = compile(engine, &wasm).map_err(anyhow::Error::msg)?;
-    let imports = Imports::of(engine.engine(), &compiled.component);
-    let Prepared::Health(pre) =
-        prepare(engine, &compiled.component, World::HealthCheck, &imports.capabilities, &imports.types)
-            .map_err(anyhow::Error::msg)?
+    let component = compile_and_load(engine, &wasm)?;
+    let imports = Imports::of(engine.engine(), &component);
+    let Prepared::Health(pre) = prepare(engine, &component, World::HealthCheck, &imports.capabilities, &imports.types)
+        .map_err(anyhow::Error::msg)?
     else {
         anyhow::bail!("trivial is not a health check");
     };
@@ -97,16 +110,17 @@ async fn call_costs(engine: &PluginEngine) -> anyhow::Result<()> {
 
 fn aot_ratios(engine: &PluginEngine) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let compiler = compiling_engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     for id in ["health-http", "health-tcp", "health-time"] {
         let wasm = bundle(id).wasm;
         let compiles: Vec<Duration> = (0..3)
             .map(|_| {
                 let start = Instant::now();
-                compile(engine, &wasm).map(|_| start.elapsed())
+                precompile(&compiler, &wasm).map(|_| start.elapsed())
             })
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?;
-        let compiled = compile(engine, &wasm).map_err(anyhow::Error::msg)?;
+        let compiled = precompile(&compiler, &wasm).map_err(anyhow::Error::msg)?;
         let path = dir.path().join(format!("{id}.cwasm"));
         std::fs::write(&path, &compiled.cwasm)?;
         let sha = bronze_bundle::sha256_hex(&compiled.cwasm);
