@@ -327,10 +327,17 @@ fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The type of `RLIMIT_*` constants: glibc has its own, musl (PID 1's
+/// static build) plain `int`.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
 /// Lowers `resource` to `soft`/`hard`, never above the current hard limit
 /// (raising it would fail without privileges).
 #[allow(unsafe_code)]
-fn set_limit(resource: libc::__rlimit_resource_t, soft: libc::rlim_t, hard: libc::rlim_t) -> std::io::Result<()> {
+fn set_limit(resource: RlimitResource, soft: libc::rlim_t, hard: libc::rlim_t) -> std::io::Result<()> {
     let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: both calls read or write only the rlimit structs on our stack.
     unsafe {
