@@ -9,8 +9,11 @@
 //!   do not count), `RLIMIT_CPU` at the CPU-time limit, no core dumps;
 //! - as PID 1, a cgroup with `memory.max` ([`super::cgroup`]);
 //! - a wall-clock limit, after which it is killed;
-//! - nice 10, no environment, `/` as its directory, stdin closed, and no
-//!   descriptor of the node's but stdout and stderr (no listening socket).
+//! - at most [`MAX_THREADS`] compiling threads (each thread's stack and
+//!   work counts against the memory limit, so the limit must not depend on
+//!   the machine's core count);
+//! - nice 10, no other environment, `/` as its directory, stdin closed, and
+//!   no descriptor of the node's but stdout and stderr (no listening socket).
 //!
 //! Its exit status comes from the one reaper, like every child's. Its
 //! stdout (the report) and stderr (why it failed) are read up to
@@ -40,6 +43,9 @@ pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(60);
 pub const WORKER_PROGRAM: &str = "/proc/self/exe";
 /// Bytes kept of each of the worker's stdout and stderr.
 pub const CAPTURE: usize = 4096;
+/// Threads a worker compiles with, at most (wasmtime's parallel
+/// compilation uses rayon's global pool, sized by `RAYON_NUM_THREADS`).
+pub const MAX_THREADS: usize = 4;
 
 /// What one compile may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,8 +279,16 @@ pub fn worker_command(
     let cgroup_procs = cgroup_procs
         .map(|p| CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} has a NUL byte", p.display())))
         .transpose()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
     let mut command = Command::new(program);
-    command.args(args).env_clear().current_dir("/").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .env_clear()
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     confine(&mut command, limits, cgroup_procs);
     Ok(command)
 }
@@ -502,6 +516,8 @@ mod tests {
         assert_eq!(section("nice"), [PLUGIN_WORK_NICE.to_string()], "{out}");
         let env = section("env");
         assert!(env.iter().all(|l| !l.starts_with("CARGO") && !l.starts_with("RUST")), "{out}");
+        let threads = std::thread::available_parallelism().unwrap().get().min(MAX_THREADS);
+        assert!(env.contains(&format!("RAYON_NUM_THREADS={threads}").as_str()), "{out}");
         let limit = |name: &str| {
             let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {out}"));
             line[name.len()..].split_whitespace().collect::<Vec<_>>().join(" ")
