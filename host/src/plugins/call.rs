@@ -4,6 +4,7 @@
 
 use super::bindings::{health, metadata, network};
 use super::context::{InstanceContext, PluginState};
+use super::engine::PluginEngine;
 use super::outcome::{DeadlineExceeded, Outcome, OutcomeKind, classify};
 use super::results::{CallResult, check_result};
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub struct CallInput {
 /// Runs one call to completion or its deadline. Never panics, never
 /// outlives `limits.timeout` by more than the task's cancellation.
 pub async fn call(
-    engine: &Engine,
+    engine: &PluginEngine,
     prepared: Arc<Prepared>,
     cx: Arc<InstanceContext>,
     limits: CallLimits,
@@ -49,9 +50,13 @@ pub async fn call(
     let started = crate::state::now_rfc3339();
     let clock = Instant::now();
     let deadline = tokio::time::Instant::now() + limits.timeout;
-    let engine = engine.clone();
+    let engine_handle = engine.engine().clone();
+    // Guest code runs only inside this task: the epoch ticks while it lives
+    // (an aborted task drops the guard too).
+    let busy = engine.busy();
     let task = tokio::spawn(async move {
-        let mut store = new_store(&engine, cx, limits, deadline);
+        let _busy = busy;
+        let mut store = new_store(&engine_handle, cx, limits, deadline);
         let result = invoke(&prepared, &mut store, input).await;
         let limit_hit = store.data_mut().limiter.hit.take();
         drop(store);

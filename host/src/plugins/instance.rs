@@ -231,8 +231,7 @@ impl Instance {
         self.record().running += 1;
         let running = RunningGuard(self);
         let (outcome, result) =
-            call(self.engine.engine(), armed.prepared.clone(), armed.cx.clone(), armed.limits, CallInput::default())
-                .await;
+            call(&self.engine, armed.prepared.clone(), armed.cx.clone(), armed.limits, CallInput::default()).await;
         drop(running);
         self.finish(&armed, &outcome, result.as_ref());
         Some((outcome, result))
