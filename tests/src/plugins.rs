@@ -109,6 +109,15 @@ pub fn client(channel: Channel) -> PluginServiceClient<Channel> {
     PluginServiceClient::new(channel).max_decoding_message_size(16 << 20)
 }
 
+/// A `plugins run` over the API; panics with the status if it fails.
+pub async fn run(c: &bronzectl::client::NodeClient, id: &str) -> pb::PluginRunResponse {
+    client(c.channel.clone())
+        .run(pb::PluginRunRequest { id: id.into() })
+        .await
+        .unwrap_or_else(|e| panic!("run {id}: {e}"))
+        .into_inner()
+}
+
 /// Every file under `dir`, relative, sorted (to prove nothing was left).
 pub fn files_under(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {

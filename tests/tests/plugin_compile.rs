@@ -7,7 +7,7 @@
 
 use bronze_api::v1 as pb;
 use bronze_bundle::{Bundle, Manifest};
-use bronze_tests::plugins::{client, config_with_plugins, files_under, install, instance_yaml};
+use bronze_tests::plugins::{client, config_with_plugins, files_under, install, instance_yaml, run};
 use bronze_tests::{Node, NodeOptions, Pki};
 use bronzectl::client::NodeClient;
 use std::time::{Duration, Instant};
@@ -134,14 +134,6 @@ async fn apply(c: &mut NodeClient, config: &str) {
         .apply_configuration(pb::ApplyConfigurationRequest { data: config.as_bytes().to_vec(), ..Default::default() })
         .await
         .expect("apply config");
-}
-
-async fn run(c: &NodeClient, id: &str) -> pb::PluginRunResponse {
-    client(c.channel.clone())
-        .run(pb::PluginRunRequest { id: id.into() })
-        .await
-        .unwrap_or_else(|e| panic!("run {id}: {e}"))
-        .into_inner()
 }
 
 /// The `artifact` row of every installed plugin once none is loading.

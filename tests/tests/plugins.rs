@@ -3,7 +3,7 @@
 
 use bronze_api::v1 as pb;
 use bronze_bundle::SigningKey;
-use bronze_tests::plugins::{TestHttpServer, bundle, client, config_with_plugins, install, instance_yaml, signed};
+use bronze_tests::plugins::{TestHttpServer, bundle, client, config_with_plugins, install, instance_yaml, run, signed};
 use bronze_tests::{Node, Pki};
 use bronzectl::client::NodeClient;
 use std::collections::BTreeMap;
@@ -123,15 +123,6 @@ async fn health_plugins_report_healthy_unhealthy_and_unreachable() {
     assert!(!tcp_ok.capabilities.iter().any(|c| c.contains("http")), "{tcp_ok:?}");
     assert!(tcp_ok.runs >= 1);
     drop(tcp);
-}
-
-/// A `plugins run` over the API.
-async fn run(c: &NodeClient, id: &str) -> pb::PluginRunResponse {
-    client(c.channel.clone())
-        .run(pb::PluginRunRequest { id: id.into() })
-        .await
-        .unwrap_or_else(|e| panic!("run {id}: {e}"))
-        .into_inner()
 }
 
 fn report(run: &pb::PluginRunResponse) -> serde_json::Value {
