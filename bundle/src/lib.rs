@@ -6,15 +6,17 @@
 //! escapes untrusted text (plugin output, node answers) for both.
 
 mod bundle;
+pub mod capability;
 mod manifest;
 mod signing;
 pub mod text;
 mod version;
 
 pub use bundle::{Bundle, BundleError, MAX_SIGNATURE_BYTES, MAX_WASM_BYTES, WASM_FILE, check_component_header};
+pub use capability::Capability;
 pub use manifest::{
-    Capabilities, Capability, ConfigKey, HOST_PACKAGE, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, ManifestError,
-    ManifestLimits, TYPE_ONLY_INTERFACES, UnknownWorld, UnrequestedImport, World,
+    Capabilities, ConfigKey, HOST_PACKAGE, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestLimits,
+    TYPE_ONLY_INTERFACES, UnknownWorld, UnrequestedImport, World,
 };
 pub use signing::{
     KeyError, SIGNATURE_FILE, SIGNATURE_FILE_LEN, Signature, SignatureError, SigningKey, public_key_path,

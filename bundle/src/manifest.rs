@@ -11,8 +11,9 @@ use bronze_config::{ByteSize, Duration, Fact, PluginId};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::capability::Capability;
 use crate::text::escape;
-use crate::version::Version;
+pub(crate) use crate::version::Version;
 
 /// The manifest's file name inside a bundle.
 pub const MANIFEST_FILE: &str = "plugin.toml";
@@ -45,6 +46,13 @@ pub struct Manifest {
     pub config: BTreeMap<String, ConfigKey>,
     #[serde(default)]
     pub limits: ManifestLimits,
+    /// `[grants]`: what a first-party plugin shipped in the image is
+    /// granted while no machine config says otherwise (same shape as
+    /// `machine.plugins.instances[].grants`). Each grant must be for a
+    /// capability the manifest requests. Installed plugins get only what
+    /// the operator grants; this table is ignored for them.
+    #[serde(default)]
+    pub grants: Option<bronze_config::Grants>,
 }
 
 /// The world a plugin's component targets (see `wit/plugin.wit`).
@@ -125,6 +133,8 @@ pub struct Capabilities {
     pub http: bool,
     #[serde(default)]
     pub probe: bool,
+    #[serde(default)]
+    pub volumes: bool,
 }
 
 /// One `[config.<key>]` table.
@@ -359,6 +369,22 @@ impl Manifest {
             let field = (!path.is_empty() && path != ".").then_some(path);
             invalid(e.inner(), field)
         })?;
+        if let Some(grants) = &manifest.grants {
+            let requested = manifest.capabilities();
+            let extra: Vec<&str> = crate::capability::TABLE
+                .iter()
+                .filter(|row| (row.granted)(grants) && !requested.contains(&row.capability))
+                .map(|row| row.interface)
+                .collect();
+            if !extra.is_empty() {
+                return Err(ManifestError::Invalid {
+                    line: None,
+                    column: None,
+                    field: Some("grants".into()),
+                    message: format!("[grants] grants {} but [capabilities] does not request it", extra.join(", ")),
+                });
+            }
+        }
         if !manifest.config.is_empty() && !manifest.capabilities.config {
             return Err(ManifestError::Invalid {
                 line: None,
@@ -374,18 +400,11 @@ impl Manifest {
 
     /// Every capability the manifest requests, `log` included.
     pub fn capabilities(&self) -> BTreeSet<Capability> {
-        let mut set = BTreeSet::from([Capability::Log]);
-        if self.capabilities.config {
-            set.insert(Capability::Config);
-        }
-        set.extend(self.capabilities.facts.iter().map(|f| Capability::Facts(*f)));
-        if self.capabilities.http {
-            set.insert(Capability::Http);
-        }
-        if self.capabilities.probe {
-            set.insert(Capability::Probe);
-        }
-        set
+        crate::capability::TABLE
+            .iter()
+            .filter(|row| (row.requested)(&self.capabilities))
+            .map(|row| row.capability)
+            .collect()
     }
 
     /// The `bronze:host` imports of a component that this manifest does not
@@ -454,7 +473,7 @@ impl Manifest {
 }
 
 /// Splits `pkg:name/iface@ver` into the name without version and the version.
-fn strip_version(name: &str) -> (&str, Option<&str>) {
+pub(crate) fn strip_version(name: &str) -> (&str, Option<&str>) {
     match name.split_once('@') {
         Some((base, version)) => (base, Some(version)),
         None => (name, None),
@@ -463,72 +482,6 @@ fn strip_version(name: &str) -> (&str, Option<&str>) {
 
 fn is_host_interface(name: &str) -> bool {
     name.strip_prefix(HOST_PACKAGE).is_some_and(|rest| rest.starts_with('/') || rest.starts_with('@'))
-}
-
-/// A `bronze:host` interface a plugin may import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Capability {
-    /// Always allowed.
-    Log,
-    Config,
-    Facts(Fact),
-    Http,
-    Probe,
-}
-
-impl Capability {
-    /// Every capability, in order.
-    pub fn all() -> Vec<Capability> {
-        let mut all = vec![Capability::Log, Capability::Config];
-        all.extend(Fact::ALL.iter().map(|f| Capability::Facts(*f)));
-        all.extend([Capability::Http, Capability::Probe]);
-        all
-    }
-
-    /// The WIT interface name without version, like `bronze:host/facts-time`.
-    pub const fn interface(self) -> &'static str {
-        match self {
-            Capability::Log => "bronze:host/log",
-            Capability::Config => "bronze:host/config",
-            Capability::Facts(Fact::Dmi) => "bronze:host/facts-dmi",
-            Capability::Facts(Fact::Links) => "bronze:host/facts-links",
-            Capability::Facts(Fact::Cmdline) => "bronze:host/facts-cmdline",
-            Capability::Facts(Fact::Time) => "bronze:host/facts-time",
-            Capability::Http => "bronze:host/http",
-            Capability::Probe => "bronze:host/probe",
-        }
-    }
-
-    /// The capability behind an interface name, with or without an
-    /// `@0.1.x` version; None for other packages, other versions (this host
-    /// implements the 0.1 track) and unknown interfaces.
-    pub fn from_interface(name: &str) -> Option<Capability> {
-        let (base, version) = strip_version(name);
-        if let Some(version) = version {
-            let version: Version = version.parse().ok()?;
-            if (version.major, version.minor) != (0, 1) {
-                return None;
-            }
-        }
-        Capability::all().into_iter().find(|c| c.interface() == base)
-    }
-
-    /// How to request this capability in `plugin.toml`.
-    pub fn manifest_hint(self) -> String {
-        match self {
-            Capability::Log => "it is always allowed".into(),
-            Capability::Config => "add `config = true` under [capabilities]".into(),
-            Capability::Facts(fact) => format!("add {:?} to `facts` under [capabilities]", fact.as_str()),
-            Capability::Http => "add `http = true` under [capabilities]".into(),
-            Capability::Probe => "add `probe = true` under [capabilities]".into(),
-        }
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.interface())
-    }
 }
 
 /// A `bronze:host` import the manifest does not allow.

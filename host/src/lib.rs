@@ -13,6 +13,7 @@ pub mod laps;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod platform;
 pub mod plugins;
 pub mod services;
 pub mod state;

@@ -40,6 +40,18 @@ struct Args {
     /// id. Defaults to /usr/lib/bronze/plugins as PID 1.
     #[arg(long)]
     image_plugins: Option<PathBuf>,
+    /// A config drive given as a directory, `LABEL=DIR` (repeatable): what
+    /// `bronze:host/volumes` offers in process mode instead of block devices.
+    #[arg(long = "volume", value_name = "LABEL=DIR")]
+    volumes: Vec<String>,
+    /// sysfs root for DMI facts and block devices (tests point it at a
+    /// fixture tree).
+    #[arg(long, default_value = "/sys", hide = true)]
+    sysfs: PathBuf,
+    /// File holding the kernel command line plugins and the platform
+    /// controller see (tests point it at a fixture).
+    #[arg(long, default_value = "/proc/cmdline", hide = true)]
+    cmdline_file: PathBuf,
     /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
     #[arg(long)]
     log: Option<String>,
@@ -95,6 +107,17 @@ fn main() -> std::process::ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
+    let volumes: Arc<dyn bronze_host::plugins::volumes::VolumeSource> = if args.volumes.is_empty() {
+        Arc::new(bronze_host::plugins::volumes::NoVolumes)
+    } else {
+        match bronze_host::plugins::volumes::DirVolumes::parse(&args.volumes) {
+            Ok(dirs) => Arc::new(dirs),
+            Err(e) => {
+                eprintln!("bronzed: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    };
     let opts = NodeOptions {
         mode,
         state_dir: args.state_dir,
@@ -105,7 +128,8 @@ fn main() -> std::process::ExitCode {
             .image_plugins
             .or_else(|| (mode == Mode::Pid1).then(|| PathBuf::from(bronze_host::plugins::IMAGE_PLUGINS_DIR))),
         early: early.clone(),
-        paths: SystemPaths::default(),
+        paths: SystemPaths { sys: args.sysfs, cmdline: args.cmdline_file, ..SystemPaths::default() },
+        volumes,
     };
     if let Some(early) = early {
         pid1_main(&runtime, opts, &early);

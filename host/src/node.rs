@@ -75,6 +75,8 @@ pub struct NodeOptions {
     /// the state disk, the kernel command line.
     pub early: Option<Arc<EarlyReport>>,
     pub paths: SystemPaths,
+    /// Where `bronze:host/volumes` finds config drives.
+    pub volumes: Arc<dyn crate::plugins::volumes::VolumeSource>,
 }
 
 /// What the API services and controllers share.
@@ -237,7 +239,8 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let plugins = crate::plugins::PluginManager::open(
         &opts.state_dir.join("plugins"),
         &store,
-        opts.paths.proc.clone(),
+        &opts.paths,
+        opts.volumes.clone(),
         opts.image_plugins.clone(),
         config.subscribe(),
         plugin_compiler(opts.mode, reaper),

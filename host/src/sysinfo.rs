@@ -10,11 +10,20 @@ use std::path::{Path, PathBuf};
 pub struct SystemPaths {
     pub proc: PathBuf,
     pub dev: PathBuf,
+    /// sysfs: DMI fields and block devices.
+    pub sys: PathBuf,
+    /// The kernel command line plugins and the platform controller see.
+    pub cmdline: PathBuf,
 }
 
 impl Default for SystemPaths {
     fn default() -> Self {
-        Self { proc: PathBuf::from("/proc"), dev: PathBuf::from("/dev") }
+        Self {
+            proc: PathBuf::from("/proc"),
+            dev: PathBuf::from("/dev"),
+            sys: PathBuf::from("/sys"),
+            cmdline: PathBuf::from("/proc/cmdline"),
+        }
     }
 }
 

@@ -38,7 +38,8 @@ async fn stopped_plugin_schedules_run_again_after_resume() {
     let manager = bronze_host::plugins::PluginManager::start(
         &dir.path().join("plugins"),
         &store,
-        "/proc".into(),
+        &bronze_host::sysinfo::SystemPaths::default(),
+        Arc::new(bronze_host::plugins::volumes::NoVolumes),
         Some(images),
         config_rx,
         compiler,

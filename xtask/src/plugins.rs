@@ -48,8 +48,12 @@ pub fn build(root: &Path, target: &Path) -> anyhow::Result<Vec<Bundle>> {
     let mut crates: Vec<PluginCrate> = Vec::new();
     for (sources, out, fixture) in [
         (root.join("plugins"), target.join("plugins"), false),
+        (root.join("plugins/providers"), target.join("plugins"), false),
         (root.join("plugins/fixtures"), target.join("plugin-fixtures"), true),
     ] {
+        if !sources.is_dir() {
+            continue;
+        }
         for dir in plugin_dirs(&sources)? {
             let krate = read_crate(&dir, &out, fixture)?;
             if let Some(other) = crates.iter().find(|c| c.id == krate.id) {

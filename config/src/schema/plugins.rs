@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::types::serde_util::{is_default, keyword_enum, nullable};
-use crate::types::{ByteSize, Duration, PluginId, ProbeTarget, TrustedKey, UniqueMap, Url};
+use crate::types::{ByteSize, Duration, PluginId, ProbeTarget, TrustedKey, UniqueMap, Url, VolumeLabel};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "a mapping")]
@@ -104,6 +104,9 @@ pub struct Grants {
     pub http: Vec<HttpGrant>,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeTarget>,
+    /// Labels of volumes (config drives) it may read files from.
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeLabel>,
 }
 
 keyword_enum! {

@@ -27,7 +27,7 @@ pub use hostname::Hostname;
 pub use ip::IpAddress;
 pub use key::TrustedKey;
 pub use link::LinkName;
-pub use names::{EnvName, ModuleName, Platform, PluginId, ServiceName};
+pub use names::{EnvName, ModuleName, Platform, PluginId, ServiceName, VolumeLabel};
 pub use path::AbsPath;
 pub use pem::{PemCertificate, PemPrivateKey};
 pub use role::Role;

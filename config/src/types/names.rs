@@ -97,6 +97,18 @@ checked_name!(
 );
 
 checked_name!(
+    /// A filesystem label a plugin may read a volume by (`cidata`,
+    /// `config-2`): what iso9660 and vfat allow, without spaces or `/`.
+    VolumeLabel,
+    "volume label",
+    "a volume label, like cidata or config-2",
+    |s| !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+    "expected 1-32 letters, digits, '-', '_' or '.', like cidata or config-2"
+);
+
+checked_name!(
     /// An environment variable name: anything `execve` can carry.
     EnvName,
     "environment variable name",
@@ -131,5 +143,11 @@ mod tests {
         assert!("PATH".parse::<EnvName>().is_ok());
         assert!("A=B".parse::<EnvName>().is_err());
         assert!("".parse::<EnvName>().is_err());
+        for ok in ["cidata", "CIDATA", "config-2", "x".repeat(32).as_str()] {
+            assert!(ok.parse::<VolumeLabel>().is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "../x", "a/b", "x".repeat(33).as_str()] {
+            assert!(bad.parse::<VolumeLabel>().is_err(), "{bad}");
+        }
     }
 }

@@ -29,6 +29,7 @@ macro_rules! plugin_world {
                 "bronze:host/facts-time": crate::plugins::bindings::host::bronze::host::facts_time,
                 "bronze:host/http": crate::plugins::bindings::host::bronze::host::http,
                 "bronze:host/probe": crate::plugins::bindings::host::bronze::host::probe,
+                "bronze:host/volumes": crate::plugins::bindings::host::bronze::host::volumes,
                 $($key: $path,)*
             },
         });

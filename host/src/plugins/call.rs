@@ -6,7 +6,7 @@ use super::bindings::{health, metadata, network};
 use super::context::{InstanceContext, PluginState};
 use super::engine::PluginEngine;
 use super::outcome::{DeadlineExceeded, Outcome, OutcomeKind, classify};
-use super::results::{CallResult, check_result};
+use super::results::{CallResult, RawResult, check_result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -127,7 +127,7 @@ enum Failure {
     Call(wasmtime::Error, Option<String>),
 }
 
-async fn invoke(prepared: &Prepared, store: &mut Store<PluginState>, input: CallInput) -> Result<CallResult, Failure> {
+async fn invoke(prepared: &Prepared, store: &mut Store<PluginState>, input: CallInput) -> Result<RawResult, Failure> {
     fn instantiate_failed(store: &mut Store<PluginState>, e: wasmtime::Error) -> Failure {
         Failure::Instantiate(e, store.data_mut().limiter.hit.take())
     }
@@ -138,17 +138,19 @@ async fn invoke(prepared: &Prepared, store: &mut Store<PluginState>, input: Call
         Prepared::Health(pre) => {
             let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| instantiate_failed(store, e))?;
             let report = plugin.call_check(&mut *store).await.map_err(|e| call_failed(store, e))?;
-            Ok(CallResult::Health(report))
+            Ok(RawResult::Health(report))
         }
         Prepared::Metadata(pre) => {
             let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| instantiate_failed(store, e))?;
+            store.data_mut().offline = true;
             let detected = plugin.call_detect(&mut *store).await.map_err(|e| call_failed(store, e))?;
+            store.data_mut().offline = false;
             let fetched = if detected {
                 Some(Box::new(plugin.call_fetch(&mut *store).await.map_err(|e| call_failed(store, e))?))
             } else {
                 None
             };
-            Ok(CallResult::Metadata { detected, fetched })
+            Ok(RawResult::Metadata { detected, fetched })
         }
         Prepared::Network(pre) => {
             let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| instantiate_failed(store, e))?;
@@ -157,7 +159,7 @@ async fn invoke(prepared: &Prepared, store: &mut Store<PluginState>, input: Call
                 .call_plan(&mut *store, &links, input.metadata.as_ref())
                 .await
                 .map_err(|e| call_failed(store, e))?;
-            Ok(CallResult::Plan(plan))
+            Ok(RawResult::Plan(plan))
         }
     }
 }

@@ -75,42 +75,16 @@ pub fn check_manifest(imports: &Imports, manifest: &Manifest) -> Result<(), Stri
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
-/// Whether the operator's grant covers `capability`.
-pub fn granted(capability: &Capability, grants: &Grants) -> bool {
-    match capability {
-        Capability::Log => true,
-        Capability::Config => grants.config,
-        Capability::Facts(fact) => grants.facts.contains(fact),
-        Capability::Http => !grants.http.is_empty(),
-        Capability::Probe => !grants.probe.is_empty(),
-    }
-}
-
 /// Every import the grant does not cover, as sentences naming the import
 /// and the grant that would allow it. `at` is the instance's config path.
 pub fn missing_grants(imports: &Imports, grants: &Grants, at: &str) -> Vec<String> {
-    imports
-        .capabilities
-        .iter()
-        .filter(|c| !granted(c, grants))
-        .map(|c| {
-            let grant = match c {
-                // `granted` always allows log.
-                Capability::Log => String::new(),
-                Capability::Config => "grants.config: true".to_string(),
-                Capability::Facts(fact) => format!("grants.facts: [{}]", fact.as_str()),
-                Capability::Http => "grants.http: [{url: ...}]".to_string(),
-                Capability::Probe => "grants.probe: [target]".to_string(),
-            };
-            format!("{} is imported but not granted (set {at}.{grant})", c.interface())
-        })
-        .collect()
+    imports.capabilities.iter().filter(|c| !c.granted_by(grants)).map(|c| c.missing_grant(at)).collect()
 }
 
 /// The effective capability set: imports ∩ manifest ∩ grant.
 pub fn effective(imports: &Imports, manifest: &Manifest, grants: &Grants) -> BTreeSet<Capability> {
     let requested = manifest.capabilities();
-    imports.capabilities.iter().filter(|c| requested.contains(c) && granted(c, grants)).copied().collect()
+    imports.capabilities.iter().filter(|c| requested.contains(c) && c.granted_by(grants)).copied().collect()
 }
 
 /// A linker with WASI (empty context), the type-only interfaces the
@@ -137,6 +111,7 @@ pub fn linker(
             },
             Capability::Http => wit::http::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
             Capability::Probe => wit::probe::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            Capability::Volumes => wit::volumes::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
         }
     }
     Ok(linker)

@@ -30,6 +30,8 @@ pub struct InstanceContext {
     pub facts: Facts,
     pub log: Arc<PluginLog>,
     pub resolver: Arc<dyn Resolver>,
+    /// The volumes it may read (empty labels unless `volumes` is granted).
+    pub volumes: super::volumes::VolumeAccess,
 }
 
 /// Store data for one call; dropped with the store after the call.
@@ -43,6 +45,9 @@ pub struct PluginState {
     /// When network imports must give up: a little before `deadline`, so
     /// the guest can still report the failure itself.
     net_deadline: Instant,
+    /// Network imports refuse every request (a provider's `detect`, which
+    /// must decide from facts alone).
+    pub offline: bool,
 }
 
 /// Share of the call's time kept back from network imports (at most
@@ -64,7 +69,15 @@ impl PluginState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_TABLE_ENTRIES);
         let reserve = (deadline.saturating_duration_since(Instant::now()) / NET_RESERVE_DIVISOR).min(MAX_NET_RESERVE);
-        PluginState { wasi, table, limiter: Limiter::new(memory_limit), cx, deadline, net_deadline: deadline - reserve }
+        PluginState {
+            wasi,
+            table,
+            limiter: Limiter::new(memory_limit),
+            cx,
+            deadline,
+            net_deadline: deadline - reserve,
+            offline: false,
+        }
     }
 
     /// Time left for a network import, capped by the guest's own timeout.
@@ -173,6 +186,9 @@ impl wit::http::Host for PluginState {
         req: wit::http::Request,
     ) -> wasmtime::Result<Result<wit::http::Response, wit::http::Error>> {
         use wit::http::{Error, Method};
+        if self.offline {
+            return Ok(Err(Error::Denied(OFFLINE.to_string())));
+        }
         let request = net::HttpRequest {
             method: match req.method {
                 Method::Get => net::Method::Get,
@@ -216,6 +232,9 @@ impl wit::probe::Host for PluginState {
         port: u16,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<u64, wit::probe::ProbeError>> {
+        if self.offline {
+            return Ok(Err(wit::probe::ProbeError::Denied(OFFLINE.to_string())));
+        }
         let cx = self.cx.clone();
         let budget = self.budget(Some(timeout_ms));
         let result = net::tcp_connect(&cx.probe, cx.resolver.as_ref(), &host, port, budget, self.net_deadline).await;
@@ -227,10 +246,57 @@ impl wit::probe::Host for PluginState {
         url: String,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<u16, wit::probe::ProbeError>> {
+        if self.offline {
+            return Ok(Err(wit::probe::ProbeError::Denied(OFFLINE.to_string())));
+        }
         let cx = self.cx.clone();
         let budget = self.budget(Some(timeout_ms));
         let result = net::http_status(&cx.probe, cx.resolver.as_ref(), &url, budget, self.net_deadline).await;
         Ok(result.map_err(probe_error))
+    }
+}
+
+/// Why a network import refused during `detect`.
+const OFFLINE: &str = "no network during detect(): decide from facts (dmi, cmdline, volumes) only";
+
+impl wit::volumes::Host for PluginState {
+    async fn devices(&mut self) -> wasmtime::Result<Vec<wit::volumes::BlockDevice>> {
+        let source = self.cx.volumes.source.clone();
+        let devices = tokio::task::spawn_blocking(move || source.devices()).await.unwrap_or_default();
+        Ok(devices
+            .into_iter()
+            .map(|d| wit::volumes::BlockDevice {
+                name: d.name,
+                size_bytes: d.size_bytes,
+                fs_type: d.fs_type,
+                label: d.label,
+            })
+            .collect())
+    }
+
+    async fn read_file(
+        &mut self,
+        label: String,
+        path: String,
+        max_bytes: Option<u32>,
+    ) -> wasmtime::Result<Result<Vec<u8>, wit::volumes::VolumeError>> {
+        use super::volumes::VolumeError as E;
+        use wit::volumes::VolumeError as W;
+        let access = self.cx.volumes.clone();
+        // Mounting and reading block; the call's deadline still bounds it.
+        let read = tokio::task::spawn_blocking(move || access.read(&label, &path, max_bytes));
+        let result = match tokio::time::timeout_at(self.net_deadline, read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(E::Io(format!("the read failed: {join}"))),
+            Err(_) => Err(E::Io("the read did not finish before the call's deadline".into())),
+        };
+        Ok(result.map_err(|e| match e {
+            E::Denied(m) => W::Denied(m),
+            E::NotFound(m) => W::NotFound(m),
+            E::InvalidPath(m) => W::InvalidPath(m),
+            E::TooLarge(n) => W::TooLarge(n),
+            E::Io(m) => W::Io(m),
+        }))
     }
 }
 

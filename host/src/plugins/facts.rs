@@ -27,7 +27,7 @@ const MAX_FIELD: u64 = 4096;
 pub struct Facts {
     store: Store,
     dmi_dir: PathBuf,
-    proc: PathBuf,
+    cmdline: PathBuf,
 }
 
 /// One link with its addresses.
@@ -52,8 +52,10 @@ pub struct TimeFact {
 }
 
 impl Facts {
-    pub fn new(store: Store, sys: PathBuf, proc: PathBuf) -> Self {
-        Facts { store, dmi_dir: sys.join("class/dmi/id"), proc }
+    /// Facts from `sys` (DMI under `class/dmi/id`) and the command line in
+    /// the file `cmdline` (normally /proc/cmdline).
+    pub fn new(store: Store, sys: PathBuf, cmdline: PathBuf) -> Self {
+        Facts { store, dmi_dir: sys.join("class/dmi/id"), cmdline }
     }
 
     /// Each DMI field in [`DMI_FIELDS`] order; `None` when absent,
@@ -85,9 +87,7 @@ impl Facts {
 
     /// The kernel command line, split into words.
     pub fn cmdline(&self) -> Vec<String> {
-        read_small(&self.proc.join("cmdline"))
-            .map(|line| line.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default()
+        read_small(&self.cmdline).map(|line| line.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
     }
 
     pub fn time(&self) -> TimeFact {

@@ -59,6 +59,7 @@ pub struct ArmContext {
     pub engine: PluginEngine,
     pub facts: Facts,
     pub resolver: Arc<dyn Resolver>,
+    pub volumes: Arc<dyn super::volumes::VolumeSource>,
 }
 
 /// Links `plugin` for `instance` (its grants, config and limits). Errors
@@ -107,6 +108,14 @@ pub fn arm(
         facts: ctx.facts.clone(),
         log,
         resolver: ctx.resolver.clone(),
+        volumes: super::volumes::VolumeAccess {
+            source: ctx.volumes.clone(),
+            labels: if capabilities.contains(&Capability::Volumes) {
+                instance.grants.volumes.iter().map(|l| l.as_str().to_string()).collect()
+            } else {
+                Vec::new()
+            },
+        },
     };
     let timeout = instance
         .schedule

@@ -135,12 +135,13 @@ impl PluginManager {
     pub fn start(
         root: &Path,
         store: &Store,
-        proc: PathBuf,
+        paths: &crate::sysinfo::SystemPaths,
+        volumes: Arc<dyn super::volumes::VolumeSource>,
         image_plugins: Option<PathBuf>,
         config: watch::Receiver<Option<LiveConfig>>,
         compiler: Compiler,
     ) -> anyhow::Result<Arc<PluginManager>> {
-        let manager = Self::open(root, store, proc, image_plugins, config, compiler)?;
+        let manager = Self::open(root, store, paths, volumes, image_plugins, config, compiler)?;
         manager.load_in_background();
         Ok(manager)
     }
@@ -150,16 +151,17 @@ impl PluginManager {
     pub fn open(
         root: &Path,
         store: &Store,
-        proc: PathBuf,
+        paths: &crate::sysinfo::SystemPaths,
+        volumes: Arc<dyn super::volumes::VolumeSource>,
         image_plugins: Option<PathBuf>,
         config: watch::Receiver<Option<LiveConfig>>,
         compiler: Compiler,
     ) -> anyhow::Result<Arc<PluginManager>> {
         let engine = PluginEngine::new().map_err(|e| anyhow::anyhow!("cannot create the plugin engine: {e:#}"))?;
         let (registry, index) = Registry::open(root)?;
-        let facts = Facts::new(store.clone(), PathBuf::from("/sys"), proc);
+        let facts = Facts::new(store.clone(), paths.sys.clone(), paths.cmdline.clone());
         let manager = Arc::new(PluginManager {
-            arm_ctx: ArmContext { engine, facts, resolver: Arc::new(SystemResolver) },
+            arm_ctx: ArmContext { engine, facts, resolver: Arc::new(SystemResolver), volumes },
             compiler,
             registry,
             health: Arc::new(store.writer()?),

@@ -34,6 +34,7 @@ pub mod outcome;
 pub mod registry;
 pub mod resources;
 pub mod results;
+pub mod volumes;
 
 pub use manager::{PluginError, PluginManager};
 

@@ -4,6 +4,7 @@
 //! and JSON for `plugins run`.
 
 use super::bindings::{health, metadata, network};
+use crate::platform::metadata::PlatformMetadata;
 use bronze_bundle::text::{escape, escape_within};
 use serde_json::{Value, json};
 
@@ -19,9 +20,18 @@ pub const MAX_SUMMARY: usize = 1024;
 pub const MAX_DETAILS: usize = 32;
 pub const MAX_DETAIL_BYTES: usize = 1024;
 
-pub enum CallResult {
+/// What a call returned, as the guest handed it over.
+pub enum RawResult {
     Health(Report),
     Metadata { detected: bool, fetched: Option<Box<Result<InstanceMetadata, FetchError>>> },
+    Plan(Result<NetworkPlan, String>),
+}
+
+/// What a call returned, checked: sizes, escaping, and for metadata the
+/// host's validation ([`PlatformMetadata`]).
+pub enum CallResult {
+    Health(Report),
+    Metadata { detected: bool, fetched: Option<Box<Result<PlatformMetadata, FetchError>>> },
     Plan(Result<NetworkPlan, String>),
 }
 
@@ -37,13 +47,13 @@ pub struct HealthReport {
 /// health reports to what is kept (the limits apply to the escaped text).
 /// Escaping can make a metadata or plan result up to eight times the
 /// [`MAX_RESULT_BYTES`] it was checked against; it is dropped after the call.
-pub fn check_result(result: CallResult) -> Result<CallResult, String> {
+pub fn check_result(result: RawResult) -> Result<CallResult, String> {
     let size = result_size(&result);
     if size > MAX_RESULT_BYTES {
         return Err(format!("result too large: {size} bytes; the limit is {MAX_RESULT_BYTES} bytes"));
     }
     Ok(match result {
-        CallResult::Health(mut report) => {
+        RawResult::Health(mut report) => {
             report.summary = escape_within(&report.summary, MAX_SUMMARY).into_owned();
             report.details.truncate(MAX_DETAILS);
             for (k, v) in &mut report.details {
@@ -52,10 +62,11 @@ pub fn check_result(result: CallResult) -> Result<CallResult, String> {
             }
             CallResult::Health(report)
         }
-        CallResult::Metadata { detected, fetched } => {
+        RawResult::Metadata { detected, fetched } => {
             let fetched = fetched.map(|fetched| {
                 Box::new(match *fetched {
-                    Ok(m) => Ok(escape_metadata(m)),
+                    Ok(m) => PlatformMetadata::from_wit(m)
+                        .map_err(|e| FetchError::Invalid(format!("the host refused the answer: {e}"))),
                     Err(FetchError::NotDetected) => Err(FetchError::NotDetected),
                     Err(FetchError::Unavailable(m)) => Err(FetchError::Unavailable(escaped(m))),
                     Err(FetchError::Invalid(m)) => Err(FetchError::Invalid(escaped(m))),
@@ -63,8 +74,8 @@ pub fn check_result(result: CallResult) -> Result<CallResult, String> {
             });
             CallResult::Metadata { detected, fetched }
         }
-        CallResult::Plan(Ok(plan)) => CallResult::Plan(Ok(escape_plan(plan))),
-        CallResult::Plan(Err(e)) => CallResult::Plan(Err(escaped(e))),
+        RawResult::Plan(Ok(plan)) => CallResult::Plan(Ok(escape_plan(plan))),
+        RawResult::Plan(Err(e)) => CallResult::Plan(Err(escaped(e))),
     })
 }
 
@@ -78,34 +89,6 @@ fn escaped(text: String) -> String {
 
 fn escaped_all(list: Vec<String>) -> Vec<String> {
     list.into_iter().map(escaped).collect()
-}
-
-fn escape_metadata(m: InstanceMetadata) -> InstanceMetadata {
-    InstanceMetadata {
-        platform: escaped(m.platform),
-        instance_id: m.instance_id.map(escaped),
-        instance_type: m.instance_type.map(escaped),
-        hostname: m.hostname.map(escaped),
-        region: m.region.map(escaped),
-        zone: m.zone.map(escaped),
-        public_ipv4: escaped_all(m.public_ipv4),
-        private_ipv4: escaped_all(m.private_ipv4),
-        public_ipv6: escaped_all(m.public_ipv6),
-        interfaces: m
-            .interfaces
-            .into_iter()
-            .map(|i| metadata::bronze::plugin::metadata::PlatformInterface {
-                mac: escaped(i.mac),
-                addresses: escaped_all(i.addresses),
-                gateway: i.gateway.map(escaped),
-                mtu: i.mtu,
-            })
-            .collect(),
-        nameservers: escaped_all(m.nameservers),
-        // Bytes for the machine, never printed (only their count is shown).
-        user_data: m.user_data,
-        attributes: m.attributes.into_iter().map(|(k, v)| (escaped(k), escaped(v))).collect(),
-    }
 }
 
 fn escape_plan(plan: NetworkPlan) -> NetworkPlan {
@@ -143,21 +126,21 @@ fn strings_size(list: &[String]) -> usize {
     list.iter().map(|s| s.len() + 8).sum()
 }
 
-fn result_size(result: &CallResult) -> usize {
+fn result_size(result: &RawResult) -> usize {
     match result {
-        CallResult::Health(r) => r.summary.len() + pairs_size(&r.details),
-        CallResult::Metadata { fetched: Some(fetched), .. } => match fetched.as_ref() {
+        RawResult::Health(r) => r.summary.len() + pairs_size(&r.details),
+        RawResult::Metadata { fetched: Some(fetched), .. } => match fetched.as_ref() {
             Ok(m) => metadata_size(m),
             Err(FetchError::NotDetected) => 0,
             Err(FetchError::Unavailable(m) | FetchError::Invalid(m)) => m.len(),
         },
-        CallResult::Metadata { fetched: None, .. } => 0,
-        CallResult::Plan(Ok(plan)) => {
+        RawResult::Metadata { fetched: None, .. } => 0,
+        RawResult::Plan(Ok(plan)) => {
             strings_size(&plan.nameservers)
                 + strings_size(&plan.search)
                 + plan.ethernets.iter().map(|e| strings_size(&e.addresses) + e.routes.len() * 64 + 64).sum::<usize>()
         }
-        CallResult::Plan(Err(e)) => e.len(),
+        RawResult::Plan(Err(e)) => e.len(),
     }
 }
 
@@ -173,7 +156,16 @@ fn metadata_size(m: &InstanceMetadata) -> usize {
         + strings_size(&m.private_ipv4)
         + strings_size(&m.public_ipv6)
         + strings_size(&m.nameservers)
-        + m.interfaces.iter().map(|i| i.mac.len() + strings_size(&i.addresses) + 32).sum::<usize>()
+        + opt(&m.provider_id)
+        + pairs_size(&m.tags)
+        + strings_size(&m.external_ips)
+        + strings_size(&m.search_domains)
+        + strings_size(&m.time_servers)
+        + m.network_config.as_ref().map_or(0, |n| n.body.len())
+        + m.interfaces
+            .iter()
+            .map(|i| opt(&i.mac) + opt(&i.name) + strings_size(&i.addresses) + i.routes.len() * 64 + 32)
+            .sum::<usize>()
         + m.user_data.as_ref().map_or(0, Vec::len)
         + pairs_size(&m.attributes)
 }
@@ -220,24 +212,14 @@ pub fn to_json(result: &CallResult) -> Value {
     }
 }
 
-fn metadata_json(m: &InstanceMetadata) -> Value {
-    json!({
-        "platform": m.platform,
-        "instanceId": m.instance_id,
-        "instanceType": m.instance_type,
-        "hostname": m.hostname,
-        "region": m.region,
-        "zone": m.zone,
-        "publicIpv4": m.public_ipv4,
-        "privateIpv4": m.private_ipv4,
-        "publicIpv6": m.public_ipv6,
-        "interfaces": m.interfaces.iter().map(|i| json!({
-            "mac": i.mac, "addresses": i.addresses, "gateway": i.gateway, "mtu": i.mtu,
-        })).collect::<Vec<_>>(),
-        "nameservers": m.nameservers,
-        "userDataBytes": m.user_data.as_ref().map(Vec::len),
-        "attributes": m.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-    })
+fn metadata_json(m: &PlatformMetadata) -> Value {
+    let mut value = serde_json::to_value(m).unwrap_or(Value::Null);
+    // User data is for the machine, never printed: only its size is shown.
+    if let Some(map) = value.as_object_mut() {
+        map.remove("userData");
+        map.insert("userDataBytes".into(), json!(m.user_data.as_ref().map(Vec::len)));
+    }
+    value
 }
 
 fn plan_json(plan: &NetworkPlan) -> Value {
@@ -271,7 +253,7 @@ mod tests {
             summary: HOSTILE.into(),
             details: vec![(HOSTILE.into(), HOSTILE.into()), ("bells".into(), "\x07".repeat(MAX_DETAIL_BYTES))],
         };
-        let Ok(CallResult::Health(report)) = check_result(CallResult::Health(report)) else { panic!() };
+        let Ok(CallResult::Health(report)) = check_result(RawResult::Health(report)) else { panic!() };
         assert_eq!(report.summary, ESCAPED);
         assert_eq!(report.details[0], (ESCAPED.to_string(), ESCAPED.to_string()));
         assert_eq!(report.details[1].1, "\\x07".repeat(MAX_DETAIL_BYTES / 4));
@@ -279,33 +261,37 @@ mod tests {
 
     #[test]
     fn every_string_of_metadata_plans_and_errors_is_escaped() {
-        let metadata = InstanceMetadata {
-            platform: HOSTILE.into(),
-            instance_id: Some(HOSTILE.into()),
-            instance_type: None,
-            hostname: Some(HOSTILE.into()),
-            region: None,
-            zone: None,
-            public_ipv4: vec![HOSTILE.into()],
-            private_ipv4: vec![],
-            public_ipv6: vec![],
-            interfaces: vec![],
-            nameservers: vec![HOSTILE.into()],
-            user_data: Some(HOSTILE.as_bytes().to_vec()),
-            attributes: vec![(HOSTILE.into(), HOSTILE.into())],
-        };
+        let mut metadata = crate::platform::metadata::tests::empty("aws");
+        metadata.zone = Some(HOSTILE.into());
+        metadata.instance_id = Some(HOSTILE.into());
+        metadata.region = Some(HOSTILE.into());
+        metadata.tags = vec![(HOSTILE.into(), HOSTILE.into())];
+        metadata.user_data = Some(HOSTILE.as_bytes().to_vec());
+        metadata.attributes = vec![(HOSTILE.into(), HOSTILE.into())];
         let fetched = Some(Box::new(Ok(metadata)));
-        let Ok(result) = check_result(CallResult::Metadata { detected: true, fetched }) else { panic!() };
+        let Ok(result) = check_result(RawResult::Metadata { detected: true, fetched }) else { panic!() };
         let json = to_json(&result).to_string();
         assert!(!json.contains("\\u001b") && !json.contains('\u{9b}'), "{json}");
         assert_eq!(json.matches("admin authenticated").count(), 7, "{json}");
-        assert_eq!(to_json(&result)["fetch"]["ok"]["hostname"], ESCAPED);
+        assert_eq!(to_json(&result)["fetch"]["ok"]["region"], ESCAPED);
         assert_eq!(to_json(&result)["fetch"]["ok"]["userDataBytes"], HOSTILE.len());
 
+        // A host name that is not one is refused, its text escaped.
+        let mut metadata = crate::platform::metadata::tests::empty("aws");
+        metadata.hostname = Some(HOSTILE.into());
+        let fetched = Some(Box::new(Ok(metadata)));
+        let Ok(result) = check_result(RawResult::Metadata { detected: true, fetched }) else { panic!() };
+        assert_eq!(to_json(&result)["fetch"]["error"], "invalid");
+        let message = to_json(&result)["fetch"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.starts_with("the host refused the answer: hostname: ") && !message.contains('\x1b'),
+            "{message}"
+        );
+
         let unavailable = Some(Box::new(Err(FetchError::Unavailable(HOSTILE.into()))));
-        let Ok(result) = check_result(CallResult::Metadata { detected: true, fetched: unavailable }) else { panic!() };
+        let Ok(result) = check_result(RawResult::Metadata { detected: true, fetched: unavailable }) else { panic!() };
         assert_eq!(to_json(&result)["fetch"]["message"], ESCAPED);
-        let Ok(result) = check_result(CallResult::Plan(Err(HOSTILE.into()))) else { panic!() };
+        let Ok(result) = check_result(RawResult::Plan(Err(HOSTILE.into()))) else { panic!() };
         assert_eq!(to_json(&result)["error"], ESCAPED);
         let plan = NetworkPlan {
             ethernets: vec![Ethernet {
@@ -320,7 +306,7 @@ mod tests {
             nameservers: vec![HOSTILE.into()],
             search: vec![HOSTILE.into()],
         };
-        let Ok(result) = check_result(CallResult::Plan(Ok(plan))) else { panic!() };
+        let Ok(result) = check_result(RawResult::Plan(Ok(plan))) else { panic!() };
         let json = to_json(&result).to_string();
         assert!(!json.contains("\\u001b") && !json.contains('\u{9b}'), "{json}");
         assert_eq!(to_json(&result)["ok"]["ethernets"][0]["match"]["name"], ESCAPED);

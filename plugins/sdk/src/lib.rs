@@ -42,6 +42,7 @@ pub mod log;
 mod plan;
 pub mod probe;
 mod report;
+pub mod volumes;
 
 /// Raw bindings for the `bronze:host` imports (world
 /// `bronze:host/capabilities`), generated once and shared by every world so
@@ -65,9 +66,9 @@ pub mod types {
         inline: "
             package bronze:sdk;
             world plugin-types {
-                import bronze:plugin/health@0.1.0;
-                import bronze:plugin/metadata@0.1.0;
-                import bronze:plugin/network@0.1.0;
+                import bronze:plugin/health@0.2.0;
+                import bronze:plugin/metadata@0.2.0;
+                import bronze:plugin/network@0.2.0;
             }
         ",
         generate_all,
@@ -94,6 +95,7 @@ macro_rules! plugin_world {
                 "bronze:host/facts-time@0.1.0": crate::host::bronze::host::facts_time,
                 "bronze:host/http@0.1.0": crate::host::bronze::host::http,
                 "bronze:host/probe@0.1.0": crate::host::bronze::host::probe,
+                "bronze:host/volumes@0.1.0": crate::host::bronze::host::volumes,
                 $($extra)*
             },
             pub_export_macro: true,
@@ -108,7 +110,7 @@ macro_rules! plugin_world {
 #[allow(missing_docs)]
 pub mod health {
     plugin_world!("bronze:plugin/health-check", "export_health_check", "$crate::health", {
-        "bronze:plugin/health@0.1.0": crate::types::bronze::plugin::health,
+        "bronze:plugin/health@0.2.0": crate::types::bronze::plugin::health,
     });
 }
 
@@ -117,7 +119,7 @@ pub mod health {
 #[allow(missing_docs)]
 pub mod metadata {
     plugin_world!("bronze:plugin/metadata-provider", "export_metadata_provider", "$crate::metadata", {
-        "bronze:plugin/metadata@0.1.0": crate::types::bronze::plugin::metadata,
+        "bronze:plugin/metadata@0.2.0": crate::types::bronze::plugin::metadata,
     });
 }
 
@@ -126,8 +128,8 @@ pub mod metadata {
 #[allow(missing_docs)]
 pub mod network {
     plugin_world!("bronze:plugin/network-configurator", "export_network_configurator", "$crate::network", {
-        "bronze:plugin/metadata@0.1.0": crate::types::bronze::plugin::metadata,
-        "bronze:plugin/network@0.1.0": crate::types::bronze::plugin::network,
+        "bronze:plugin/metadata@0.2.0": crate::types::bronze::plugin::metadata,
+        "bronze:plugin/network@0.2.0": crate::types::bronze::plugin::network,
     });
 }
 
@@ -160,5 +162,8 @@ pub use network::export_network_configurator;
 
 pub use host::bronze::host::types::Link;
 pub use types::bronze::plugin::health::{Report, Status};
-pub use types::bronze::plugin::metadata::{FetchError, InstanceMetadata, PlatformInterface};
+pub use types::bronze::plugin::metadata::{
+    DhcpOperator, FetchError, InstanceMetadata, IpFamily, NetworkConfig, NetworkConfigFormat, PlatformInterface,
+    PlatformRoute,
+};
 pub use types::bronze::plugin::network::{Ethernet, LinkMatch, NetworkPlan, Route};

@@ -1,26 +1,57 @@
 //! Empty-value constructors for the metadata and network records, which
 //! have many optional fields.
 
-use crate::{Ethernet, InstanceMetadata, LinkMatch, NetworkPlan};
+use crate::{Ethernet, InstanceMetadata, LinkMatch, NetworkPlan, PlatformInterface, PlatformRoute};
 
 impl InstanceMetadata {
     /// Metadata for `platform` with every other field empty.
     pub fn new(platform: impl Into<String>) -> Self {
         InstanceMetadata {
             platform: platform.into(),
+            provider_id: None,
             instance_id: None,
             instance_type: None,
             hostname: None,
             region: None,
             zone: None,
+            spot: false,
+            tags: Vec::new(),
+            external_ips: Vec::new(),
             public_ipv4: Vec::new(),
             private_ipv4: Vec::new(),
             public_ipv6: Vec::new(),
             interfaces: Vec::new(),
             nameservers: Vec::new(),
+            search_domains: Vec::new(),
+            time_servers: Vec::new(),
+            network_config: None,
             user_data: None,
             attributes: Vec::new(),
         }
+    }
+}
+
+impl PlatformInterface {
+    /// An interface known by its MAC (lower-cased), with nothing configured.
+    pub fn with_mac(mac: impl Into<String>) -> Self {
+        PlatformInterface {
+            mac: Some(mac.into().to_ascii_lowercase()),
+            name: None,
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            mtu: None,
+            dhcp: Vec::new(),
+        }
+    }
+}
+
+impl PlatformRoute {
+    /// A default route (`0.0.0.0/0` or `::/0` by the gateway's family)
+    /// through `gateway`.
+    pub fn default_via(gateway: impl Into<String>) -> Self {
+        let gateway = gateway.into();
+        let to = if gateway.contains(':') { "::/0" } else { "0.0.0.0/0" };
+        PlatformRoute { to: to.to_string(), gateway: Some(gateway), on_link: false, metric: None }
     }
 }
 

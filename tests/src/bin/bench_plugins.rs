@@ -45,6 +45,10 @@ fn context() -> Arc<InstanceContext> {
         facts: Facts::new(bronze_host::state::Store::new(), "/sys".into(), "/proc".into()),
         log: PluginLog::new("bench"),
         resolver: Arc::new(SystemResolver),
+        volumes: bronze_host::plugins::volumes::VolumeAccess {
+            source: Arc::new(bronze_host::plugins::volumes::NoVolumes),
+            labels: Vec::new(),
+        },
     })
 }
 
