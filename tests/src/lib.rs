@@ -9,6 +9,7 @@ pub mod mockcloud;
 pub mod netns;
 pub mod ntp;
 pub mod plugins;
+pub mod talos;
 
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
 use bronzectl::client::NodeClient;
