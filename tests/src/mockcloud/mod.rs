@@ -6,6 +6,11 @@
 //! can run one inside a network namespace at 169.254.169.254:80 or behind
 //! qemu's user network.
 
+pub mod akamai;
+pub mod digitalocean;
+pub mod exoscale;
+pub mod oracle;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
@@ -253,6 +258,10 @@ pub fn skip_without_fixtures(test: &str) {
 /// (what `mockcloud --cloud NAME` serves). Each cloud module adds its arm.
 pub fn by_name(name: &str) -> Option<Arc<dyn Cloud>> {
     match name {
+        "akamai" => Some(Arc::new(akamai::Akamai::new())),
+        "digitalocean" => Some(Arc::new(digitalocean::DigitalOcean::new())),
+        "exoscale" => Some(Arc::new(exoscale::Exoscale::new())),
+        "oracle" => Some(Arc::new(oracle::Oracle::new())),
         _ => None,
     }
 }
