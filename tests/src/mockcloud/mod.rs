@@ -7,6 +7,7 @@
 //! qemu's user network.
 
 pub mod akamai;
+pub mod aws;
 pub mod digitalocean;
 pub mod exoscale;
 pub mod oracle;
@@ -258,6 +259,7 @@ pub fn skip_without_fixtures(test: &str) {
 /// (what `mockcloud --cloud NAME` serves). Each cloud module adds its arm.
 pub fn by_name(name: &str) -> Option<Arc<dyn Cloud>> {
     match name {
+        "aws" => Some(Arc::new(aws::Aws::new())),
         "akamai" => Some(Arc::new(akamai::Akamai::new())),
         "digitalocean" => Some(Arc::new(digitalocean::DigitalOcean::new())),
         "exoscale" => Some(Arc::new(exoscale::Exoscale::new())),
