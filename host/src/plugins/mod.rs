@@ -35,6 +35,7 @@ pub mod registry;
 pub mod resources;
 pub mod results;
 pub mod volumes;
+pub mod volumes_kernel;
 
 pub use manager::{PluginError, PluginManager};
 
