@@ -10,7 +10,12 @@ pub mod akamai;
 pub mod aws;
 pub mod digitalocean;
 pub mod exoscale;
+pub mod hetzner;
+pub mod nocloud;
+pub mod openstack;
 pub mod oracle;
+pub mod upcloud;
+pub mod vultr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
@@ -264,6 +269,11 @@ pub fn by_name(name: &str) -> Option<Arc<dyn Cloud>> {
         "digitalocean" => Some(Arc::new(digitalocean::DigitalOcean::new())),
         "exoscale" => Some(Arc::new(exoscale::Exoscale::new())),
         "oracle" => Some(Arc::new(oracle::Oracle::new())),
+        "hetzner" => Some(Arc::new(hetzner::Hetzner::new())),
+        "nocloud" => Some(Arc::new(nocloud::NoCloud::new())),
+        "openstack" => Some(Arc::new(openstack::OpenStack::new())),
+        "upcloud" => Some(Arc::new(upcloud::UpCloud::new())),
+        "vultr" => Some(Arc::new(vultr::Vultr::new())),
         _ => None,
     }
 }
