@@ -150,8 +150,8 @@ fn parse(instance: Instance, network: Network) -> Result<InstanceMetadata, Fetch
         metadata.private_ipv4.push(addr.to_string());
     }
     for (i, text) in network.ipv4.shared.iter().enumerate() {
-        let (addr, _) = cidr("ipv4.shared", text, false)?;
-        metadata.attributes.push((format!("shared-ipv4-{i}"), addr.to_string()));
+        let (_, net) = cidr("ipv4.shared", text, false)?;
+        metadata.attributes.push((format!("shared-ipv4-{i}"), net));
     }
     for text in &network.ipv6.ranges {
         let (addr, net) = cidr("ipv6.ranges", text, true)?;
@@ -163,8 +163,9 @@ fn parse(instance: Instance, network: Network) -> Result<InstanceMetadata, Fetch
         metadata.attributes.push((format!("shared-ipv6-range-{i}"), net));
     }
     if let Some(text) = non_empty(network.ipv6.slaac) {
-        let (addr, _) = cidr("ipv6.slaac", &text, true)?;
+        let (addr, net) = cidr("ipv6.slaac", &text, true)?;
         metadata.public_ipv6.push(addr.to_string());
+        metadata.attributes.push(("ipv6-slaac".into(), net));
     }
     if let Some(text) = non_empty(network.ipv6.link_local) {
         let (_, net) = cidr("ipv6.link_local", &text, true)?;
