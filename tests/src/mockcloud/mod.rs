@@ -10,6 +10,7 @@ pub mod akamai;
 pub mod aws;
 pub mod digitalocean;
 pub mod exoscale;
+pub mod gcp;
 pub mod hetzner;
 pub mod nocloud;
 pub mod openstack;
@@ -264,6 +265,7 @@ pub fn skip_without_fixtures(test: &str) {
 /// (what `mockcloud --cloud NAME` serves). Each cloud module adds its arm.
 pub fn by_name(name: &str) -> Option<Arc<dyn Cloud>> {
     match name {
+        "gcp" => Some(Arc::new(gcp::Gcp::new())),
         "aws" => Some(Arc::new(aws::Aws::new())),
         "akamai" => Some(Arc::new(akamai::Akamai::new())),
         "digitalocean" => Some(Arc::new(digitalocean::DigitalOcean::new())),
