@@ -8,6 +8,7 @@
 
 pub mod akamai;
 pub mod aws;
+pub mod azure;
 pub mod digitalocean;
 pub mod exoscale;
 pub mod gcp;
@@ -265,6 +266,7 @@ pub fn skip_without_fixtures(test: &str) {
 /// (what `mockcloud --cloud NAME` serves). Each cloud module adds its arm.
 pub fn by_name(name: &str) -> Option<Arc<dyn Cloud>> {
     match name {
+        "azure" => Some(Arc::new(azure::Azure::new())),
         "gcp" => Some(Arc::new(gcp::Gcp::new())),
         "aws" => Some(Arc::new(aws::Aws::new())),
         "akamai" => Some(Arc::new(akamai::Akamai::new())),
