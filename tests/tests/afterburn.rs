@@ -133,6 +133,47 @@ fn oracle(m: &Value) -> BTreeMap<String, String> {
     ])
 }
 
+fn aws(m: &Value) -> BTreeMap<String, String> {
+    map([
+        ("AWS_INSTANCE_ID".into(), s(m, "instanceId")),
+        ("AWS_INSTANCE_TYPE".into(), s(m, "instanceType")),
+        ("AWS_HOSTNAME".into(), s(m, "hostname")),
+        ("AWS_PUBLIC_HOSTNAME".into(), attr(m, "public-hostname")),
+        ("AWS_REGION".into(), s(m, "region")),
+        ("AWS_AVAILABILITY_ZONE".into(), s(m, "zone")),
+        ("AWS_AVAILABILITY_ZONE_ID".into(), attr(m, "availability-zone-id")),
+        ("AWS_IPV4_LOCAL".into(), strings(m, "privateIpv4").first().cloned()),
+        ("AWS_IPV4_PUBLIC".into(), strings(m, "publicIpv4").first().cloned()),
+        ("AWS_IPV6".into(), strings(m, "publicIpv6").first().cloned()),
+    ])
+}
+
+fn openstack(m: &Value) -> BTreeMap<String, String> {
+    map([
+        ("OPENSTACK_HOSTNAME".into(), s(m, "hostname")),
+        ("OPENSTACK_INSTANCE_ID".into(), s(m, "instanceId")),
+        ("OPENSTACK_INSTANCE_TYPE".into(), s(m, "instanceType")),
+        ("OPENSTACK_IPV4_LOCAL".into(), strings(m, "privateIpv4").first().cloned()),
+        ("OPENSTACK_IPV4_PUBLIC".into(), strings(m, "publicIpv4").first().cloned()),
+    ])
+}
+
+fn upcloud(m: &Value) -> BTreeMap<String, String> {
+    map([
+        ("UPCLOUD_HOSTNAME".into(), s(m, "hostname")),
+        ("UPCLOUD_INSTANCE_ID".into(), s(m, "instanceId")),
+        ("UPCLOUD_REGION".into(), s(m, "region")),
+    ])
+}
+
+fn vultr(m: &Value) -> BTreeMap<String, String> {
+    map([
+        ("VULTR_HOSTNAME".into(), s(m, "hostname")),
+        ("VULTR_INSTANCE_ID".into(), s(m, "instanceId")),
+        ("VULTR_REGION_CODE".into(), s(m, "region")),
+    ])
+}
+
 /// A temp dir holding `class/dmi/id/<field>` files.
 fn sysfs(fields: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -254,6 +295,59 @@ async fn oracle_agrees_with_afterburn() {
         dmi: &[("chassis_asset_tag", "OracleCloud.com")],
         attributes: oracle,
         documented: &[],
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn aws_agrees_with_afterburn() {
+    check(Case {
+        platform: "aws",
+        afterburn: "aws",
+        dmi: &[("sys_vendor", "Amazon EC2"), ("product_uuid", "ec2e1916-9099-7caf-fd21-012345abcdef")],
+        attributes: aws,
+        // Bronze's aws plugin does not read placement/availability-zone-id.
+        documented: &[r#"AWS_AVAILABILITY_ZONE_ID: afterburn "euw1-az2", bronze none"#],
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn openstack_agrees_with_afterburn() {
+    check(Case {
+        platform: "openstack",
+        afterburn: "openstack-metadata",
+        dmi: &[("product_name", "OpenStack Nova")],
+        attributes: openstack,
+        documented: &[],
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upcloud_agrees_with_afterburn() {
+    check(Case {
+        platform: "upcloud",
+        afterburn: "upcloud",
+        dmi: &[("sys_vendor", "UpCloud")],
+        attributes: upcloud,
+        documented: &[],
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vultr_agrees_with_afterburn() {
+    check(Case {
+        platform: "vultr",
+        afterburn: "vultr",
+        dmi: &[("sys_vendor", "Vultr")],
+        attributes: vultr,
+        // Vultr has two ids: Afterburn reads the legacy numeric
+        // /v1/instanceid; Bronze reports the instance-v2-id UUID that API v2
+        // and Vultr's cloud controller manager use (the numeric one is the
+        // attribute `instanceid`).
+        documented: &[r#"VULTR_INSTANCE_ID: afterburn "61234567", bronze "5f1c3a52-8c4e-4f7a-9d21-0b6e1f9a7c33""#],
     })
     .await;
 }
