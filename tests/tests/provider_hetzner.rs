@@ -122,6 +122,8 @@ async fn user_data_plain_or_base64_and_hostile_answers() {
     flaky.faults.fail_next.store(5, Ordering::SeqCst);
     let huge = mock(Hetzner::new()).await;
     huge.faults.huge.store(true, Ordering::SeqCst);
+    let trickle = mock(Hetzner::new()).await;
+    trickle.faults.trickle.store(true, Ordering::SeqCst);
     let s = setup(
         "Hetzner",
         &[
@@ -133,6 +135,7 @@ async fn user_data_plain_or_base64_and_hostile_answers() {
             ("long-name", &long_name),
             ("flaky", &flaky),
             ("huge", &huge),
+            ("trickle", &trickle),
         ],
     )
     .await;
@@ -160,6 +163,13 @@ async fn user_data_plain_or_base64_and_hostile_answers() {
     let (kind, message) = error(&result(&s, "huge").await);
     assert!(kind == "unavailable" || kind == "invalid", "{kind}: {message}");
     assert!(message.contains("larger than") || message.contains("too large"), "{message}");
+    // One byte a second: the request's timeout ends it, well inside the
+    // plugin's 10 s deadline, and the host retries later.
+    let started = std::time::Instant::now();
+    let (kind, message) = error(&result(&s, "trickle").await);
+    assert_eq!(kind, "unavailable", "{message}");
+    assert!(message.contains("timed out"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
 }
 
 /// Every difference from Talos's expected output, and why (see

@@ -84,6 +84,15 @@ pub fn parse(document: &str, link_of: &dyn Fn(&str) -> Option<String>) -> Result
     if !root.is_mapping() {
         return Err("network config: expected a mapping with `version: 1` or `version: 2`".into());
     }
+    // `network: {config: disabled}`: cloud-init configures no network.
+    if root.get("config").and_then(Value::as_str) == Some("disabled") {
+        return Ok(NetworkSettings {
+            version: 1,
+            interfaces: Vec::new(),
+            nameservers: Vec::new(),
+            search_domains: Vec::new(),
+        });
+    }
     match root.get("version").map(version_number) {
         Some(Some(1)) => v1(&root, link_of),
         Some(Some(2)) => v2(&root, link_of),
@@ -708,6 +717,12 @@ mod tests {
         assert!(e.contains("no /prefix"), "{e}");
         let e = bad("version: 2\nethernets:\n  e:\n    routes: [{to: 10.0.0.0/8, via: 'fe80::1'}]\n");
         assert!(e.contains("family"), "{e}");
+    }
+
+    #[test]
+    fn disabled_configures_nothing() {
+        let s = parse("network:\n  config: disabled\n", &no_links).unwrap();
+        assert!(s.interfaces.is_empty() && s.nameservers.is_empty());
     }
 
     #[test]
