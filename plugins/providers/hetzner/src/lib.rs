@@ -108,7 +108,7 @@ fn decode_user_data(body: Vec<u8>) -> Vec<u8> {
 
 /// Standard base64 with padding; None when it is not.
 fn base64(input: &[u8]) -> Option<Vec<u8>> {
-    if input.is_empty() || input.len() % 4 != 0 {
+    if input.is_empty() || !input.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {
