@@ -301,4 +301,11 @@ async fn conformance_with_talos() {
         failures.push(format!("{input}: {differences:#?}"));
     }
     assert!(failures.is_empty(), "undocumented differences:\n{}", failures.join("\n"));
+
+    // Talos's meta-data fixture (a real NoCloud meta-data file).
+    let meta = std::fs::read_to_string(shared_fixture("nocloud", "talos-metadata-nocloud.yaml").unwrap()).unwrap();
+    write_volume(&s.cidata(), &meta, None, None);
+    let got = result(&s).await;
+    assert_eq!(got["fetch"]["ok"]["hostname"], "talos-worker-3", "{got}");
+    assert_eq!(got["fetch"]["ok"]["instanceId"], "80d6927ecb30c1707b12f38ed1211535930ff16e", "{got}");
 }
