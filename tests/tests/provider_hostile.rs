@@ -1,6 +1,6 @@
 //! Hostile metadata services against the real aws plugin in a real
 //! bronzed: a 100 MB body, an identity document that is not JSON, one with
-//! a number where a string belongs, a 10 kB host name, 10,000 addresses, a
+//! a number where a string belongs, a 10 kB host name, 10,000 addresses, 2 MiB of user data, a
 //! server that trickles one byte a second, and 503 five times before it
 //! answers. Each call must come back within the instance's timeout with a
 //! clear error naming the field (`invalid`) or `unavailable`; bronzed's
@@ -67,6 +67,9 @@ async fn hostile_answers_are_bounded_named_and_harmless() {
         (0..10_000).map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)).collect();
     let many = Aws::new().set("meta-data/network/interfaces/macs/0a:1b:2c:3d:4e:5f/local-ipv4s", addresses.join("\n"));
     let many = MockServer::loopback(Arc::new(many)).await;
+    let mut big_user_data = Aws::new();
+    big_user_data.insert("user-data", Response::new(200, "application/octet-stream", vec![b'x'; 2 << 20]));
+    let big_user_data = MockServer::loopback(Arc::new(big_user_data)).await;
     let trickle = MockServer::loopback(Arc::new(Aws::new())).await;
     trickle.faults.trickle.store(true, Ordering::SeqCst);
     let flaky = MockServer::loopback(Arc::new(Aws::new())).await;
@@ -78,6 +81,7 @@ async fn hostile_answers_are_bounded_named_and_harmless() {
         mock_instance("wrong-type", &wrong_type.base()),
         mock_instance("long-name", &long_name.base()),
         mock_instance("many", &many.base()),
+        mock_instance("big-user-data", &big_user_data.base()),
         mock_instance("trickle", &trickle.base()),
         mock_instance("flaky", &flaky.base()),
     ];
@@ -105,6 +109,7 @@ async fn hostile_answers_are_bounded_named_and_harmless() {
         ),
         ("long-name", "invalid", "GET /latest/meta-data/hostname: the answer is larger than 4096 bytes"),
         ("many", "invalid", "local-ipv4s: the answer is larger than 65536 bytes"),
+        ("big-user-data", "invalid", "GET /latest/user-data: the answer is larger than 1048576 bytes"),
         ("trickle", "unavailable", "timed out"),
     ];
     for (id, kind, says) in cases {
