@@ -6,6 +6,7 @@
 
 use bronze_tests::mockcloud::nocloud::{DEFAULT_META_DATA, NoCloud};
 use bronze_tests::mockcloud::{MockServer, shared_fixture, skip_without_fixtures};
+use bronze_tests::netns::NetNs;
 use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
 use bronze_tests::{Node, NodeOptions, Pki};
 use bronzectl::client::NodeClient;
@@ -31,6 +32,12 @@ impl Setup {
 /// `cmdline`, a `cidata` volume directory when `volume`, and one nocloud
 /// instance granted `http` (the seed's URL).
 async fn setup(serial: &str, cmdline: &str, volume: bool, http: Option<&str>) -> Setup {
+    setup_in(None, serial, cmdline, volume, http).await
+}
+
+/// [`setup`], with bronzed inside `ns` when given (the API reached through
+/// a relay), so that the `links` fact is the namespace's links.
+async fn setup_in(ns: Option<&mut NetNs>, serial: &str, cmdline: &str, volume: bool, http: Option<&str>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let dmi = dir.path().join("sys/class/dmi/id");
     std::fs::create_dir_all(&dmi).unwrap();
@@ -57,7 +64,22 @@ async fn setup(serial: &str, cmdline: &str, volume: bool, http: Option<&str>) ->
     let instances = instance_yaml(PLUGIN, PLUGIN, "", &grants, None);
     let pki = Pki::new();
     let config = config_with_plugins(&pki, "nocloud", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions { config: Some(config), args, ..Default::default() }).await;
+    let node = match ns {
+        None => Node::start_with(NodeOptions { config: Some(config), args, ..Default::default() }).await,
+        Some(ns) => {
+            let port = bronze_tests::free_port();
+            let mut node = Node::spawn(NodeOptions {
+                config: Some(config),
+                args,
+                port: Some(port),
+                wrapper: vec!["ip".into(), "netns".into(), "exec".into(), ns.name().into()],
+                ..Default::default()
+            });
+            node.addr = format!("127.0.0.1:{}", ns.tcp_into(port).unwrap());
+            node.wait_ready().await;
+            node
+        }
+    };
     let client = node.client(&pki.auth(&["os:admin"])).await;
     install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
     Setup { node, client, dir }
@@ -308,4 +330,55 @@ async fn conformance_with_talos() {
     let got = result(&s).await;
     assert_eq!(got["fetch"]["ok"]["hostname"], "talos-worker-3", "{got}");
     assert_eq!(got["fetch"]["ok"]["instanceId"], "80d6927ecb30c1707b12f38ed1211535930ff16e", "{got}");
+}
+
+/// `ip -n NS ...`, which must succeed.
+fn ip(ns: &NetNs, args: &[&str]) {
+    let out = std::process::Command::new("ip").args(["-n", ns.name()]).args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The same cases with Talos's links for real: bronzed runs in a network
+/// namespace holding links eth0, eth1, eth2, eno1np0, eno2np1 with Talos's
+/// MACs (veth pairs; this kernel has no dummy links), plus a bridge called
+/// bond0 that carries eth0's MAC, as Talos's test has a bond that must be
+/// ignored. The plugin names interfaces from the `links` fact, and the
+/// answer is compared as it is, names and all.
+#[tokio::test]
+async fn conformance_with_talos_links_in_a_network_namespace() {
+    if shared_fixture("nocloud", "talos-in-v1.yaml").is_none() {
+        skip_without_fixtures("provider_nocloud::conformance_with_talos_links_in_a_network_namespace");
+        return;
+    }
+    if let Some(why) = bronze_tests::netns::unavailable() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED provider_nocloud::conformance_with_talos_links_in_a_network_namespace: {why} !!!!!!!!\n"
+        );
+        return;
+    }
+    let mut ns = NetNs::new().unwrap();
+    for (i, (name, mac)) in TALOS_LINKS.iter().enumerate() {
+        let peer = format!("peer{i}");
+        ip(&ns, &["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        ip(&ns, &["link", "set", name, "address", mac]);
+    }
+    ip(&ns, &["link", "add", "bond0", "type", "bridge"]);
+    ip(&ns, &["link", "set", "bond0", "address", "68:05:ca:b8:f1:f7"]);
+    let s = setup_in(Some(&mut ns), "", "", true, None).await;
+    let mut failures = Vec::new();
+    for (input, expected, documented) in CASES {
+        let text = std::fs::read_to_string(shared_fixture("nocloud", input).unwrap()).unwrap();
+        write_volume(&s.cidata(), TALOS_META, Some(&text), None);
+        let got = result(&s).await;
+        let ours = &got["fetch"]["ok"];
+        assert!(ours.is_object(), "{input}: {got}");
+        let expected = bronze_tests::talos::expected(shared_fixture("nocloud", expected).unwrap()).unwrap();
+        // No link table: the names are the plugin's own.
+        let mut differences = bronze_tests::talos::compare(&expected, ours, &[]);
+        differences.retain(|l| !is_default_metric(l));
+        if differences != *documented {
+            failures.push(format!("{input}: {differences:#?}\nours: {ours:#}"));
+        }
+    }
+    assert!(failures.is_empty(), "undocumented differences:\n{}", failures.join("\n"));
 }

@@ -58,11 +58,29 @@ impl NetworkSettings {
 }
 
 /// A MAC → host link name lookup that reads the `links` fact once.
+///
+/// A bond or bridge usually carries the MAC of one of its members, so when
+/// several links have the MAC, one whose name does not look logical
+/// (`bond*`, `team*`, `br*`, `virbr*`, `vlan*`, or a `.` VLAN suffix) wins.
+/// (The fact has no link kind; with one, this would not need names.)
 pub fn host_links() -> impl Fn(&str) -> Option<String> {
-    let links = bronze_plugin_sdk::facts::links();
-    move |mac: &str| {
-        links.iter().find(|l| l.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac))).map(|l| l.name.clone())
+    let links: Vec<(String, String)> = bronze_plugin_sdk::facts::links()
+        .into_iter()
+        .filter_map(|l| Some((l.name, l.mac?.to_ascii_lowercase())))
+        .collect();
+    move |mac: &str| link_for_mac(&links, mac)
+}
+
+/// The link of `links` (name, MAC) with `mac`, physical-looking names first.
+pub fn link_for_mac(links: &[(String, String)], mac: &str) -> Option<String> {
+    let logical =
+        |name: &str| ["bond", "team", "br", "virbr", "vlan"].iter().any(|p| name.starts_with(p)) || name.contains('.');
+    let mut found = links.iter().filter(|(_, m)| m.eq_ignore_ascii_case(mac)).map(|(n, _)| n.as_str());
+    let first = found.next()?;
+    if !logical(first) {
+        return Some(first.to_string());
     }
+    Some(found.find(|n| !logical(n)).unwrap_or(first).to_string())
 }
 
 /// A lookup that knows no link (every entry keeps the document's name).
@@ -717,6 +735,19 @@ mod tests {
         assert!(e.contains("no /prefix"), "{e}");
         let e = bad("version: 2\nethernets:\n  e:\n    routes: [{to: 10.0.0.0/8, via: 'fe80::1'}]\n");
         assert!(e.contains("family"), "{e}");
+    }
+
+    #[test]
+    fn a_bond_sharing_a_mac_is_not_the_link() {
+        let links: Vec<(String, String)> =
+            [("bond0", "68:05:ca:b8:f1:f7"), ("eth0", "68:05:ca:b8:f1:f7"), ("eth1", "aa:00:00:00:00:01")]
+                .iter()
+                .map(|(n, m)| (n.to_string(), m.to_string()))
+                .collect();
+        assert_eq!(link_for_mac(&links, "68:05:CA:b8:f1:f7").as_deref(), Some("eth0"));
+        assert_eq!(link_for_mac(&links, "aa:00:00:00:00:01").as_deref(), Some("eth1"));
+        assert_eq!(link_for_mac(&links[..1], "68:05:ca:b8:f1:f7").as_deref(), Some("bond0"));
+        assert_eq!(link_for_mac(&links, "00:00:00:00:00:00"), None);
     }
 
     #[test]

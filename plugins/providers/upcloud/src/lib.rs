@@ -14,8 +14,8 @@
 use bronze_plugin_sdk::{
     DhcpOperator, FetchError, InstanceMetadata, IpFamily, MetadataProvider, PlatformInterface, PlatformRoute, config,
 };
-use bronze_provider_common::cloudinit::{ip, normalize_mac};
-use bronze_provider_common::{Fetcher, dmi, json, links};
+use bronze_provider_common::cloudinit::{host_links, ip, normalize_mac};
+use bronze_provider_common::{Fetcher, dmi, json};
 use serde::Deserialize;
 
 const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
@@ -112,11 +112,12 @@ impl MetadataProvider for UpCloud {
             return Err(invalid(format!("{} interfaces", nics.len())));
         }
         nics.sort_by_key(|n| n.index);
+        let link_of = host_links();
         for (i, nic) in nics.iter().enumerate() {
             let at = format!("network.interfaces[{i}]");
             let mac = normalize_mac(&format!("{at}.mac"), &nic.mac).map_err(invalid)?;
             let mut iface = PlatformInterface::with_mac(mac.clone());
-            iface.name = links::name_of(&mac);
+            iface.name = link_of(&mac);
             let public = nic.kind == "public";
             for (k, a) in nic.ip_addresses.iter().enumerate() {
                 let a_at = format!("{at}.ip_addresses[{k}]");

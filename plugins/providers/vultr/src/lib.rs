@@ -11,8 +11,8 @@
 //! `instance-v2-id` (`vultr://<id>`); the v1 `instanceid` is an attribute.
 
 use bronze_plugin_sdk::{FetchError, InstanceMetadata, MetadataProvider, PlatformInterface, PlatformRoute, config};
-use bronze_provider_common::cloudinit::{cidr_host, ip, normalize_mac};
-use bronze_provider_common::{Fetcher, dmi, json, links};
+use bronze_provider_common::cloudinit::{cidr_host, host_links, ip, normalize_mac};
+use bronze_provider_common::{Fetcher, dmi, json};
 use serde::Deserialize;
 
 const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
@@ -115,11 +115,12 @@ impl MetadataProvider for Vultr {
             return Err(invalid(format!("{} interfaces", doc.interfaces.len())));
         }
 
+        let link_of = host_links();
         for (i, nic) in doc.interfaces.iter().enumerate() {
             let at = format!("interfaces[{i}]");
             let mac = normalize_mac(&format!("{at}.mac"), &nic.mac).map_err(invalid)?;
             let mut iface = PlatformInterface::with_mac(mac.clone());
-            iface.name = links::name_of(&mac);
+            iface.name = link_of(&mac);
             let public = nic.network_type == "public";
             if !public {
                 iface.mtu = Some(VPC_MTU);
