@@ -148,6 +148,15 @@ fn aws(m: &Value) -> BTreeMap<String, String> {
     ])
 }
 
+fn gcp(m: &Value) -> BTreeMap<String, String> {
+    map([
+        ("GCP_HOSTNAME".into(), s(m, "hostname")),
+        ("GCP_IP_EXTERNAL_0".into(), strings(m, "publicIpv4").first().cloned()),
+        ("GCP_IP_LOCAL_0".into(), strings(m, "privateIpv4").first().cloned()),
+        ("GCP_MACHINE_TYPE".into(), s(m, "instanceType")),
+    ])
+}
+
 fn openstack(m: &Value) -> BTreeMap<String, String> {
     map([
         ("OPENSTACK_HOSTNAME".into(), s(m, "hostname")),
@@ -348,6 +357,23 @@ async fn vultr_agrees_with_afterburn() {
         // and Vultr's cloud controller manager use (the numeric one is the
         // attribute `instanceid`).
         documented: &[r#"VULTR_INSTANCE_ID: afterburn "61234567", bronze "5f1c3a52-8c4e-4f7a-9d21-0b6e1f9a7c33""#],
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gcp_agrees_with_afterburn() {
+    check(Case {
+        platform: "gcp",
+        afterburn: "gcp",
+        dmi: &[("product_name", "Google Compute Engine")],
+        attributes: gcp,
+        // Afterburn passes instance/machine-type through as GCE serves it (a
+        // resource path); Bronze, like Talos, reports the type's name, which
+        // is what Kubernetes' instance-type label carries.
+        documented: &[
+            r#"GCP_MACHINE_TYPE: afterburn "projects/804113012345/machineTypes/e2-standard-2", bronze "e2-standard-2""#,
+        ],
     })
     .await;
 }
