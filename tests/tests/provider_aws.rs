@@ -26,8 +26,20 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &[&str] = &["os:admin"];
 
-/// The grants of the plugin's manifest: both real endpoints.
-const REAL_GRANTS: &str = r#"config: true, facts: [dmi, links], http: [{ url: "http://169.254.169.254/latest/", methods: [GET, PUT] }, { url: "http://[fd00:ec2::254]/latest/", methods: [GET, PUT] }]"#;
+/// The `[grants]` of the plugin's manifest, as an instance's grants (a
+/// YAML flow body): what the image's first-party plugin runs with before
+/// any config exists. They must name exactly IMDS's two endpoints.
+fn manifest_grants() -> String {
+    let grants = bundle("aws").manifest.grants.expect("the aws manifest has [grants]");
+    let json = serde_json::to_value(&grants).unwrap();
+    let urls: Vec<&str> = json["http"].as_array().unwrap().iter().map(|g| g["url"].as_str().unwrap()).collect();
+    assert_eq!(urls, ["http://169.254.169.254/latest/", "http://[fd00:ec2::254]/latest/"], "{json}");
+    for grant in json["http"].as_array().unwrap() {
+        assert_eq!(grant["methods"], serde_json::json!(["GET", "PUT"]), "{json}");
+    }
+    let flow = json.to_string();
+    flow[1..flow.len() - 1].to_string()
+}
 
 /// A fake sysfs whose DMI says "Amazon EC2" (what a Nitro instance shows).
 fn ec2_sysfs() -> tempfile::TempDir {
@@ -343,7 +355,7 @@ async fn the_unchanged_plugin_reads_the_real_endpoints_in_a_namespace() {
     let _v4 = NsMock::start(&ns, "169.254.169.254:80");
     let _v6 = NsMock::start(&ns, "[fd00:ec2::254]:80");
     let port = bronze_tests::free_port();
-    let node = node_with(&pki, sysfs.path(), &[instance("aws", "", REAL_GRANTS)], Some((&mut ns, port))).await;
+    let node = node_with(&pki, sysfs.path(), &[instance("aws", "", &manifest_grants())], Some((&mut ns, port))).await;
     let result = fetch(&node, &pki, "aws").await;
     let m = ok(&result);
     assert_eq!(m["instanceId"], "i-0b22a22eec53b9321", "{}", node.log());
@@ -356,7 +368,7 @@ async fn the_unchanged_plugin_reads_the_real_endpoints_in_a_namespace() {
     let Some(mut ns6) = imds_namespace(false, true) else { return };
     let _v6only = NsMock::start(&ns6, "[fd00:ec2::254]:80");
     let port = bronze_tests::free_port();
-    let node = node_with(&pki, sysfs.path(), &[instance("aws", "", REAL_GRANTS)], Some((&mut ns6, port))).await;
+    let node = node_with(&pki, sysfs.path(), &[instance("aws", "", &manifest_grants())], Some((&mut ns6, port))).await;
     let started = Instant::now();
     let result = fetch(&node, &pki, "aws").await;
     let m = ok(&result);
@@ -383,7 +395,7 @@ async fn moto_answers_the_plugin_in_a_namespace() {
     let pki = Pki::new();
     let sysfs = ec2_sysfs();
     let port = bronze_tests::free_port();
-    let node = node_with(&pki, sysfs.path(), &[instance("aws", "", REAL_GRANTS)], Some((&mut ns, port))).await;
+    let node = node_with(&pki, sysfs.path(), &[instance("aws", "", &manifest_grants())], Some((&mut ns, port))).await;
     let result = fetch(&node, &pki, "aws").await;
     let m = ok(&result);
     // moto's INSTANCE_METADATA (moto/instance_metadata/responses.py).
