@@ -526,6 +526,30 @@ metadata:
     }
 
     #[test]
+    fn every_shared_talos_expectation_loads() {
+        let Some(any) = crate::mockcloud::shared_fixture("aws", "talos-expected.yaml") else {
+            crate::mockcloud::skip_without_fixtures("talos::every_shared_talos_expectation_loads");
+            return;
+        };
+        let root = any.parent().unwrap().parent().unwrap();
+        let mut loaded = 0;
+        for provider in std::fs::read_dir(root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+            for file in std::fs::read_dir(provider.path()).unwrap().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.starts_with("talos-expected") && name.ends_with(".yaml") {
+                    let e = expected(file.path()).unwrap_or_else(|err| panic!("{}: {err:#}", file.path().display()));
+                    // An empty answer differs from every expectation that
+                    // says anything.
+                    let differences = compare(&e, &serde_json::json!({"platform": "none"}), &[]);
+                    assert!(!differences.is_empty(), "{}", file.path().display());
+                    loaded += 1;
+                }
+            }
+        }
+        assert!(loaded >= 28, "only {loaded} talos-expected files");
+    }
+
+    #[test]
     fn the_shared_talos_files_load() {
         let Some(path) = crate::mockcloud::shared_fixture("aws", "talos-expected-v6.yaml") else {
             crate::mockcloud::skip_without_fixtures("talos::the_shared_talos_files_load");
