@@ -157,3 +157,48 @@ async fn conformance_with_talos() {
     let differences = talos::compare(&expected, ok(&result), &[("eth0", "00:0d:3a:d6:31:ee")]);
     assert_eq!(differences, DOCUMENTED, "{:#}", result["fetch"]["ok"]);
 }
+
+#[tokio::test]
+async fn hostile_documents_are_refused_naming_the_field() {
+    let pki = Pki::new();
+    let mut bad_mac = Azure::new();
+    bad_mac.interfaces[0]["macAddress"] = json!("60-45-BD-ZZ");
+    let bad_mac = MockServer::loopback(Arc::new(bad_mac)).await;
+    let mut wrong_type = Azure::new();
+    wrong_type.compute["vmSize"] = json!(2);
+    let wrong_type = MockServer::loopback(Arc::new(wrong_type)).await;
+    let mut not_list = Azure::new();
+    not_list.interfaces = json!({"macAddress": "6045BDA1B2C3"});
+    let not_list = MockServer::loopback(Arc::new(not_list)).await;
+    let mut bad_user_data = Azure::new();
+    bad_user_data.compute["userData"] = json!("not base64 at all!");
+    let bad_user_data = MockServer::loopback(Arc::new(bad_user_data)).await;
+    let down = MockServer::loopback(Arc::new(Azure::new())).await;
+    down.faults.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
+    let (node, _sysfs) = node_with(
+        &pki,
+        &[
+            mock_instance("bad-mac", &bad_mac.base()),
+            mock_instance("wrong-type", &wrong_type.base()),
+            mock_instance("not-list", &not_list.base()),
+            mock_instance("bad-user-data", &bad_user_data.base()),
+            mock_instance("down", &down.base()),
+        ],
+    )
+    .await;
+    let cases = [
+        ("bad-mac", "invalid", "interface[0].macAddress: \"60-45-BD-ZZ\" is not a MAC"),
+        ("wrong-type", "invalid", "compute.vmSize: expected a string"),
+        ("not-list", "invalid", "/metadata/instance/network/interface: expected a JSON array"),
+        ("bad-user-data", "invalid", "/metadata/instance/compute/userData: not base64"),
+        ("down", "unavailable", "HTTP 503"),
+    ];
+    for (id, kind, says) in cases {
+        let result = fetch(&node, &pki, id).await;
+        assert_eq!(result["fetch"]["error"], kind, "{id}: {result:#}");
+        let message = result["fetch"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{id}: {message:?} does not say {says:?}");
+    }
+    let again = fetch(&node, &pki, "down").await;
+    assert_eq!(ok(&again)["instanceType"], "Standard_D2s_v5");
+}

@@ -148,3 +148,45 @@ async fn conformance_with_talos() {
     let differences = talos::compare(&expected, ok(&result), &[("eth0", "42:01:ac:10:00:04")]);
     assert_eq!(differences, DOCUMENTED, "{:#}", result["fetch"]["ok"]);
 }
+
+#[tokio::test]
+async fn hostile_trees_are_refused_naming_the_field() {
+    let pki = Pki::new();
+    let mut wrong_type = Gcp::new();
+    wrong_type.instance["networkInterfaces"][0]["mtu"] = json!("1460");
+    let wrong_type = MockServer::loopback(Arc::new(wrong_type)).await;
+    let mut long_name = Gcp::new();
+    long_name.instance["hostname"] = json!("a".repeat(10_000));
+    let long_name = MockServer::loopback(Arc::new(long_name)).await;
+    let mut many = Gcp::new();
+    many.instance["tags"] = json!((0..10_000).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    let many = MockServer::loopback(Arc::new(many)).await;
+    let down = MockServer::loopback(Arc::new(Gcp::new())).await;
+    down.faults.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
+    let (node, _sysfs) = node_with(
+        &pki,
+        "Google Compute Engine",
+        &[
+            mock_instance("wrong-type", &wrong_type.base()),
+            mock_instance("long-name", &long_name.base()),
+            mock_instance("many", &many.base()),
+            mock_instance("down", &down.base()),
+        ],
+    )
+    .await;
+    let cases = [
+        ("wrong-type", "invalid", "instance.networkInterfaces[0].mtu: expected a number"),
+        ("long-name", "invalid", "instance.hostname: 10000 bytes, too long"),
+        ("many", "invalid", "instance.tags: 10000 entries, too many"),
+        ("down", "unavailable", "HTTP 503"),
+    ];
+    for (id, kind, says) in cases {
+        let result = fetch(&node, &pki, id).await;
+        assert_eq!(result["fetch"]["error"], kind, "{id}: {result:#}");
+        let message = result["fetch"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{id}: {message:?} does not say {says:?}");
+    }
+    // The fault is spent: the next call answers.
+    let again = fetch(&node, &pki, "down").await;
+    assert_eq!(ok(&again)["instanceId"], "4520031799277581759");
+}
