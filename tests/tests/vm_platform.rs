@@ -1,13 +1,14 @@
 //! The image booted as a cloud instance would be: a config drive on a
 //! CD-ROM, SMBIOS strings, a metadata service at 169.254.169.254.
 //!
-//! `cidata_volume_is_read_by_the_nocloud_plugin`: a `cidata` ISO made by
+//! `cidata_iso_is_read_by_the_nocloud_plugin`: a `cidata` ISO made by
 //! Debian's genisoimage from files this test writes is attached as an IDE
 //! CD-ROM. From outside, over the API only, the test proves the guest found
 //! it: the image's nocloud plugin, run in the guest, detects it (a `cidata`
 //! volume, through `bronze:host/volumes`) and reads the instance id and
 //! hostname back from it (PID 1 mounted the ISO read-only), and the guest's
-//! kernel log shows the iso9660 mount.
+//! kernel log shows the iso9660 mount. `cidata_vfat_drive_...` does the same
+//! with a vfat disk labelled `CIDATA` (mkfs.vfat + mcopy).
 //!
 //! `the_guest_reaches_a_mock_imds_at_169_254_169_254`: the VM carries EC2's
 //! SMBIOS strings and its user network forwards 169.254.169.254:80 to a mock
@@ -15,8 +16,8 @@
 //! with its real endpoint, detects EC2 from the DMI and fetches the
 //! instance over IMDSv2 from the mock.
 //!
-//! Needs the image (`cargo xtask image`), qemu and genisoimage; `cargo xtask
-//! test` provides all three.
+//! Needs the image (`cargo xtask image`), qemu, genisoimage, dosfstools and
+//! mtools; `cargo xtask test` provides them.
 
 use bronze_api::v1 as pb;
 use bronze_images::layout::ImageLayout;
@@ -171,40 +172,94 @@ async fn shutdown(b: &mut Booted) {
     assert!(exit.success(), "qemu exit {exit}:\n{}", b.vm.console().unwrap_or_default());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cidata_volume_is_read_by_the_nocloud_plugin() {
-    let layout = layout();
-    let tmp = tempfile::tempdir().unwrap();
-    // Values no image could carry by chance.
+/// A seed's meta-data with values no image could carry by chance:
+/// `(instance id, hostname, meta-data)`.
+fn seed_meta_data() -> (String, String, String) {
     let instance_id = format!("iid-vm-{}-{}", std::process::id(), free_port());
     let hostname = format!("seed-{}", free_port());
     let meta_data = format!("instance-id: {instance_id}\nlocal-hostname: {hostname}\n");
-    let iso = cidata_iso(tmp.path(), &[("meta-data", &meta_data), ("user-data", "#cloud-config\n")]);
+    (instance_id, hostname, meta_data)
+}
 
+/// A VM with a state disk, the first boot address and a closed NTP port.
+fn plain_spec(layout: &ImageLayout, dir: &Path) -> VmSpec {
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), free_port());
-    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
-    spec.cdroms.push(iso);
+    spec.disks.push(Disk { path: state_disk(dir), format: DiskFormat::Raw });
     spec.append = vec![spec.first_boot_ip().to_string(), "bronze.ntp=127.0.0.1:1".into()];
-    // A nocloud instance granted the cidata volume (the image ships the
-    // plugin; it imports http for seed URLs, so it needs some http grant).
+    spec
+}
+
+/// Boots `spec` (with a seed attached), configures a nocloud instance
+/// granted the cidata volumes (the image ships the plugin; it imports http
+/// for seed URLs, so it needs some http grant), and runs it in the guest: it
+/// must detect the volume and read `instance_id` and `hostname` from it.
+async fn nocloud_reads_the_seed(spec: &VmSpec, dir: &Path, instance_id: &str, hostname: &str) -> Booted {
     let grants =
         r#"facts: [dmi, links, cmdline], volumes: [cidata, CIDATA], http: [{ url: "http://127.0.0.1:1/no-seed/" }]"#;
     let instances = instance_yaml("nocloud", "nocloud", "", grants, None);
-    let mut b = boot_and_configure(&spec, tmp.path(), "vm-cidata", &instances).await;
-
-    // The plugin in the guest sees the volume and reads it.
+    let b = boot_and_configure(spec, dir, "vm-cidata", &instances).await;
     let result = run_plugin(&b.vm, &b.client, "nocloud", Duration::from_secs(180)).await;
     assert_eq!(result["detected"], true, "{result}");
     let metadata = &result["fetch"]["ok"];
     assert_eq!(metadata["platform"], "nocloud", "{result}");
-    assert_eq!(metadata["instanceId"], instance_id.as_str(), "{result}");
-    assert_eq!(metadata["hostname"], hostname.as_str(), "{result}");
+    assert_eq!(metadata["instanceId"], instance_id, "{result}");
+    assert_eq!(metadata["hostname"], hostname, "{result}");
+    b
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cidata_iso_is_read_by_the_nocloud_plugin() {
+    let layout = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let (instance_id, hostname, meta_data) = seed_meta_data();
+    let iso = cidata_iso(tmp.path(), &[("meta-data", &meta_data), ("user-data", "#cloud-config\n")]);
+    let mut spec = plain_spec(&layout, tmp.path());
+    spec.cdroms.push(iso);
+    let mut b = nocloud_reads_the_seed(&spec, tmp.path(), &instance_id, &hostname).await;
     // The guest kernel found the CD-ROM and mounted an iso9660 filesystem
     // (isofs logs its Rock Ridge extensions at mount).
     let messages = dmesg(&b.admin).await;
     assert!(messages.iter().any(|m| m.contains("sr0")), "no CD-ROM in the kernel log: {messages:#?}");
     assert!(messages.iter().any(|m| m.contains("ISO 9660 Extensions")), "no iso9660 mount: {messages:#?}");
+    shutdown(&mut b).await;
+}
+
+/// `mkfs.vfat -n CIDATA` holding `files` (copied in with mtools' mcopy, no
+/// root needed).
+fn cidata_vfat(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let image = dir.join("seed.vfat");
+    let out = Command::new("mkfs.vfat")
+        .args(["-C", "-n", "CIDATA"])
+        .arg(&image)
+        .arg("2048")
+        .output()
+        .expect("mkfs.vfat (Debian package dosfstools; cargo xtask test installs it)");
+    assert!(out.status.success(), "mkfs.vfat: {}", String::from_utf8_lossy(&out.stderr));
+    for (name, text) in files {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new("mcopy")
+            .arg("-i")
+            .arg(&image)
+            .arg(&file)
+            .arg(format!("::{name}"))
+            .output()
+            .expect("mcopy (Debian package mtools; cargo xtask test installs it)");
+        assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    image
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cidata_vfat_drive_is_read_by_the_nocloud_plugin() {
+    let layout = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let (instance_id, hostname, meta_data) = seed_meta_data();
+    let seed = cidata_vfat(tmp.path(), &[("meta-data", &meta_data), ("user-data", "#cloud-config\n")]);
+    let mut spec = plain_spec(&layout, tmp.path());
+    // /dev/vdb, after the state disk.
+    spec.disks.push(Disk { path: seed, format: DiskFormat::Raw });
+    let mut b = nocloud_reads_the_seed(&spec, tmp.path(), &instance_id, &hostname).await;
     shutdown(&mut b).await;
 }
 
@@ -232,11 +287,11 @@ async fn the_guest_reaches_a_mock_imds_at_169_254_169_254() {
     let aws = Aws::new().set("meta-data/instance-id", instance_id.clone());
     let mock = MockServer::loopback(Arc::new(aws)).await;
 
-    let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), free_port());
-    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
+    let mut spec = plain_spec(&layout, tmp.path());
     spec.smbios = ec2_smbios();
     spec.metadata = Some(MetadataService::Relay(mock.addr.port()));
-    spec.append = vec![spec.first_boot_ip().to_string(), "bronze.ntp=127.0.0.1:1".into()];
+    // The metadata network moves the guest: its first boot address too.
+    spec.append[0] = spec.first_boot_ip().to_string();
     // The plugin with its real endpoint (no `endpoint` config).
     let instances = instance_yaml("aws", "aws", "", AWS_GRANTS, None);
     let mut b = boot_and_configure(&spec, tmp.path(), "vm-aws", &instances).await;

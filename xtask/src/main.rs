@@ -188,7 +188,8 @@ fn ensure_packages(root: &Path) -> anyhow::Result<()> {
 /// chrony, for real NTP servers on loopback (the tests only ever run
 /// `chronyd -x` with their own configs); openssl (pkey, x509, asn1parse,
 /// s_client) and a python3 that can make venvs, for the interop tests;
-/// genisoimage and dosfstools (mkfs.vfat), for config-drive images.
+/// genisoimage, dosfstools (mkfs.vfat) and mtools (mcopy), for config-drive
+/// images.
 fn ensure_debian_packages() -> anyhow::Result<()> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = |program: &str| {
@@ -209,6 +210,9 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     }
     if !found("mkfs.vfat") {
         missing.push("dosfstools");
+    }
+    if !found("mcopy") {
+        missing.push("mtools");
     }
     // Debian's python3 makes venvs only with python3-venv (ensurepip).
     let makes_venvs = Command::new("python3").args(["-c", "import ensurepip, venv"]).status();
