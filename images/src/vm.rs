@@ -150,9 +150,15 @@ pub enum MetadataService {
 
 /// Copies one connection between its stdin/stdout (the guest's connection,
 /// which slirp hands over as a socket) and `127.0.0.1:argv[1]`, both ways.
-/// No single quote: it is quoted with them.
+/// stderr is that socket too: it goes to /dev/null, so no traceback ever
+/// reaches the guest; with nothing listening the guest's connection just
+/// closes. No single quote: it is quoted with them.
 const RELAY_PY: &str = r#"import os, socket, sys, threading
-up = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+try:
+    up = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
 def guest_to_host():
     while True:
         data = os.read(0, 65536)
@@ -705,6 +711,26 @@ mod tests {
         assert_eq!(answer, "HTTP/1.0 200 OK\r\n\r\ngot GET /latest/ HTTP/1.0\r\n\r\n");
         serve.join().unwrap();
         assert!(relay.wait().unwrap().success());
+
+        // Nothing listening: the connection closes without a byte (no
+        // traceback on the guest's socket, which is also the relay's stderr).
+        let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let (mut guest, relay_end) = UnixStream::pair().unwrap();
+        let mut relay = Command::new("python3")
+            .args(["-c", script, &closed.to_string()])
+            .stdin(std::os::fd::OwnedFd::from(relay_end.try_clone().unwrap()))
+            .stdout(std::os::fd::OwnedFd::from(relay_end.try_clone().unwrap()))
+            .stderr(std::os::fd::OwnedFd::from(relay_end))
+            .spawn()
+            .unwrap();
+        guest.write_all(b"GET /latest/ HTTP/1.0\r\n\r\n").unwrap();
+        assert!(relay.wait().unwrap().success());
+        // Closed (or reset: the request was never read), never answered.
+        let mut answer = Vec::new();
+        if let Err(e) = guest.read_to_end(&mut answer) {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+        assert_eq!(String::from_utf8_lossy(&answer), "");
     }
 
     #[test]
