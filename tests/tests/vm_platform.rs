@@ -8,7 +8,8 @@
 //! volume, through `bronze:host/volumes`) and reads the instance id and
 //! hostname back from it (PID 1 mounted the ISO read-only), and the guest's
 //! kernel log shows the iso9660 mount. `cidata_vfat_drive_...` does the same
-//! with a vfat disk labelled `CIDATA` (mkfs.vfat + mcopy).
+//! with a vfat disk labelled `CIDATA` (mkfs.vfat + mcopy), on a VM whose
+//! SMBIOS chassis asset tag the oracle plugin detects.
 //!
 //! `the_guest_reaches_a_mock_imds_at_169_254_169_254`: the VM carries EC2's
 //! SMBIOS strings and its user network forwards 169.254.169.254:80 to a mock
@@ -193,10 +194,11 @@ fn plain_spec(layout: &ImageLayout, dir: &Path) -> VmSpec {
 /// granted the cidata volumes (the image ships the plugin; it imports http
 /// for seed URLs, so it needs some http grant), and runs it in the guest: it
 /// must detect the volume and read `instance_id` and `hostname` from it.
-async fn nocloud_reads_the_seed(spec: &VmSpec, dir: &Path, instance_id: &str, hostname: &str) -> Booted {
+/// `more` is appended to the config's plugin instances.
+async fn nocloud_reads_the_seed(spec: &VmSpec, dir: &Path, instance_id: &str, hostname: &str, more: &str) -> Booted {
     let grants =
         r#"facts: [dmi, links, cmdline], volumes: [cidata, CIDATA], http: [{ url: "http://127.0.0.1:1/no-seed/" }]"#;
-    let instances = instance_yaml("nocloud", "nocloud", "", grants, None);
+    let instances = instance_yaml("nocloud", "nocloud", "", grants, None) + more;
     let b = boot_and_configure(spec, dir, "vm-cidata", &instances).await;
     let result = run_plugin(&b.vm, &b.client, "nocloud", Duration::from_secs(180)).await;
     assert_eq!(result["detected"], true, "{result}");
@@ -215,7 +217,7 @@ async fn cidata_iso_is_read_by_the_nocloud_plugin() {
     let iso = cidata_iso(tmp.path(), &[("meta-data", &meta_data), ("user-data", "#cloud-config\n")]);
     let mut spec = plain_spec(&layout, tmp.path());
     spec.cdroms.push(iso);
-    let mut b = nocloud_reads_the_seed(&spec, tmp.path(), &instance_id, &hostname).await;
+    let mut b = nocloud_reads_the_seed(&spec, tmp.path(), &instance_id, &hostname, "").await;
     // The guest kernel found the CD-ROM and mounted an iso9660 filesystem
     // (isofs logs its Rock Ridge extensions at mount).
     let messages = dmesg(&b.admin).await;
@@ -259,7 +261,19 @@ async fn cidata_vfat_drive_is_read_by_the_nocloud_plugin() {
     let mut spec = plain_spec(&layout, tmp.path());
     // /dev/vdb, after the state disk.
     spec.disks.push(Disk { path: seed, format: DiskFormat::Raw });
-    let mut b = nocloud_reads_the_seed(&spec, tmp.path(), &instance_id, &hostname).await;
+    // And an SMBIOS type 3 string, which only the chassis carries: Oracle's
+    // asset tag. The oracle plugin in the guest detects it from the DMI.
+    spec.smbios.asset_tag = Some("OracleCloud.com".into());
+    let oracle = instance_yaml(
+        "oracle",
+        "oracle",
+        "",
+        r#"config: true, facts: [dmi, links], http: [{ url: "http://169.254.169.254/opc/v2/", methods: [GET] }]"#,
+        None,
+    );
+    let mut b = nocloud_reads_the_seed(&spec, tmp.path(), &instance_id, &hostname, &oracle).await;
+    let result = run_plugin(&b.vm, &b.client, "oracle", Duration::from_secs(180)).await;
+    assert_eq!(result["detected"], true, "{result}");
     shutdown(&mut b).await;
 }
 
