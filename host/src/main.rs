@@ -108,7 +108,14 @@ fn main() -> std::process::ExitCode {
             .init();
     }
     let volumes: Arc<dyn bronze_host::plugins::volumes::VolumeSource> = if args.volumes.is_empty() {
-        Arc::new(bronze_host::plugins::volumes::NoVolumes)
+        match mode {
+            // The kernel's block devices, mounted read-only on first read.
+            Mode::Pid1 => Arc::new(bronze_host::plugins::volumes_kernel::KernelVolumes::pid1(
+                &args.sysfs,
+                &SystemPaths::default().dev,
+            )),
+            Mode::Process => Arc::new(bronze_host::plugins::volumes::NoVolumes),
+        }
     } else {
         match bronze_host::plugins::volumes::DirVolumes::parse(&args.volumes) {
             Ok(dirs) => Arc::new(dirs),

@@ -35,6 +35,19 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
 /// The guest address of qemu user networking (`-nic user`), for a first boot
 /// without config.
 pub const FIRST_BOOT_IP: &str = "bronze.ip=eth0:10.0.2.15/24:10.0.2.2";
+/// The link-local address clouds serve instance metadata on.
+pub const METADATA_ADDR: &str = "169.254.169.254";
+/// The user network of a VM with a [`MetadataService`]: it must contain
+/// [`METADATA_ADDR`] (qemu refuses a `guestfwd` outside it), so the guest's
+/// own address, gateway and DNS move into it too (x.x.x.15, .2, .3).
+pub const METADATA_NET: &str = "169.254.169.0/24";
+/// The guest address on that network.
+pub const METADATA_GUEST: &str = "169.254.169.15";
+/// slirp's gateway (the host) on that network.
+pub const METADATA_GATEWAY: &str = "169.254.169.2";
+/// [`FIRST_BOOT_IP`] for a VM with a [`MetadataService`]: 169.254.169.254 is
+/// on-link, and slirp answers ARP for its `guestfwd` addresses.
+pub const METADATA_FIRST_BOOT_IP: &str = "bronze.ip=eth0:169.254.169.15/24:169.254.169.2";
 /// How often [`Vm::wait_for_line`] looks at the console file.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -78,6 +91,103 @@ pub enum VmNetwork {
     Namespace(String),
 }
 
+/// SMBIOS strings the guest reads from `/sys/class/dmi/id` (how clouds are
+/// detected): type 1 (system) and type 3 (chassis). `None` leaves qemu's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Smbios {
+    /// `sys_vendor`.
+    pub manufacturer: Option<String>,
+    /// `product_name`.
+    pub product: Option<String>,
+    /// `product_version`.
+    pub version: Option<String>,
+    /// `product_serial`.
+    pub serial: Option<String>,
+    /// `product_uuid` (a UUID; EC2's start with `ec2`).
+    pub uuid: Option<String>,
+    /// `chassis_asset_tag` (type 3: Azure's and Oracle's marks).
+    pub asset_tag: Option<String>,
+}
+
+impl Smbios {
+    /// The `-smbios` arguments: type 1 when any of its strings is set, type 3
+    /// when the asset tag is.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let fields = [
+            ("manufacturer", &self.manufacturer),
+            ("product", &self.product),
+            ("version", &self.version),
+            ("serial", &self.serial),
+            ("uuid", &self.uuid),
+        ];
+        let type1: Vec<String> = fields
+            .iter()
+            .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={}", escape_option(v))))
+            .collect();
+        if !type1.is_empty() {
+            args.extend(["-smbios".to_string(), format!("type=1,{}", type1.join(","))]);
+        }
+        if let Some(tag) = &self.asset_tag {
+            args.extend(["-smbios".to_string(), format!("type=3,asset={}", escape_option(tag))]);
+        }
+        args
+    }
+}
+
+/// Where the guest's connections to `169.254.169.254:80` go (qemu's
+/// `guestfwd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataService {
+    /// A TCP server on the host's 127.0.0.1 reached through a relay that qemu
+    /// runs for each guest connection (`cmd:`; a small python3 program). This
+    /// is the one that works for HTTP: every guest connection gets its own.
+    Relay(u16),
+    /// `tcp:127.0.0.1:PORT`: qemu connects **once**, when it starts (the server
+    /// must already listen, or qemu exits), and carries a single stream.
+    SingleStream(u16),
+}
+
+/// Copies one connection between its stdin/stdout (the guest's connection,
+/// which slirp hands over as a socket) and `127.0.0.1:argv[1]`, both ways.
+/// stderr is that socket too: it goes to /dev/null, so no traceback ever
+/// reaches the guest; with nothing listening the guest's connection just
+/// closes. No single quote: it is quoted with them.
+const RELAY_PY: &str = r#"import os, socket, sys, threading
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+try:
+    up = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
+def guest_to_host():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            up.shutdown(socket.SHUT_WR)
+            return
+        up.sendall(data)
+threading.Thread(target=guest_to_host, daemon=True).start()
+while True:
+    data = up.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"#;
+
+impl MetadataService {
+    /// The `guestfwd=` value (unescaped).
+    pub fn guestfwd(&self) -> String {
+        match self {
+            MetadataService::Relay(port) => {
+                // slirp splits the command like a shell (g_shell_parse_argv) and
+                // runs it directly; the script has no single quote.
+                format!("tcp:{METADATA_ADDR}:80-cmd:python3 -c '{RELAY_PY}' {port}")
+            }
+            MetadataService::SingleStream(port) => format!("tcp:{METADATA_ADDR}:80-tcp:127.0.0.1:{port}"),
+        }
+    }
+}
+
 /// Everything that varies between VM boots. [`VmSpec::args`] turns it into qemu's
 /// arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +215,13 @@ pub struct VmSpec {
     pub no_reboot: bool,
     /// How the guest's network is fenced in.
     pub network: VmNetwork,
+    /// SMBIOS strings (`-smbios type=1,...`, `type=3,asset=...`).
+    pub smbios: Smbios,
+    /// ISO images attached as IDE CD-ROMs (`/dev/sr0`, ...): config drives.
+    pub cdroms: Vec<PathBuf>,
+    /// Serve `169.254.169.254:80` to the guest from the host. The user network
+    /// moves to [`METADATA_NET`]: boot with [`VmSpec::first_boot_ip`].
+    pub metadata: Option<MetadataService>,
     /// Further qemu arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -125,6 +242,9 @@ impl VmSpec {
             rtc_base: None,
             no_reboot: true,
             network: VmNetwork::Restricted,
+            smbios: Smbios::default(),
+            cdroms: Vec::new(),
+            metadata: None,
             extra_args: Vec::new(),
         }
     }
@@ -144,8 +264,38 @@ impl VmSpec {
     pub fn machine(layout: &ImageLayout, api_port: u16, append: impl IntoIterator<Item = String>) -> Self {
         let mut spec = Self::from_layout(layout, api_port);
         spec.no_reboot = false;
-        spec.append = std::iter::once(FIRST_BOOT_IP.to_string()).chain(append).collect();
+        spec.append = std::iter::once(spec.first_boot_ip().to_string()).chain(append).collect();
         spec
+    }
+
+    /// The `bronze.ip=` a first boot needs on this VM's user network:
+    /// [`FIRST_BOOT_IP`], or [`METADATA_FIRST_BOOT_IP`] with a metadata service.
+    pub fn first_boot_ip(&self) -> &'static str {
+        if self.metadata.is_some() { METADATA_FIRST_BOOT_IP } else { FIRST_BOOT_IP }
+    }
+
+    /// The `-nic user,...` value.
+    fn nic(&self) -> String {
+        // restrict=on: the guest reaches no network at all; only the forwards
+        // below get in (the API from the host's loopback, the metadata address
+        // to one host port). In a namespace, the namespace is the fence.
+        let restrict = match self.network {
+            VmNetwork::Restricted => "restrict=on,",
+            VmNetwork::Namespace(_) => "",
+        };
+        match &self.metadata {
+            None => {
+                format!("user,model=virtio-net-pci,{restrict}hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}", self.api_port)
+            }
+            // Off the default network, hostfwd needs the guest address spelled
+            // out (vm-boot.md: without it the API never answered).
+            Some(service) => format!(
+                "user,model=virtio-net-pci,{restrict}net={METADATA_NET},host={METADATA_GATEWAY},\
+                 dhcpstart={METADATA_GUEST},hostfwd=tcp:127.0.0.1:{}-{METADATA_GUEST}:{GUEST_API_PORT},guestfwd={}",
+                self.api_port,
+                escape_option(&service.guestfwd())
+            ),
+        }
     }
 
     /// The kernel command line: [`BASE_CMDLINE`] and then [`VmSpec::append`].
@@ -182,23 +332,20 @@ impl VmSpec {
         }
         args.extend(["-kernel".into(), path_arg(&self.kernel), "-initrd".into(), path_arg(&self.initrd)]);
         args.extend(["-append".into(), self.kernel_cmdline()]);
-        // restrict=on: the guest reaches no network at all; only the forward below,
-        // bound to the host's loopback, gets in. In a namespace, the namespace is the
-        // fence.
-        let restrict = match self.network {
-            VmNetwork::Restricted => "restrict=on,",
-            VmNetwork::Namespace(_) => "",
-        };
-        args.extend([
-            "-nic".into(),
-            format!("user,model=virtio-net-pci,{restrict}hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}", self.api_port),
-        ]);
+        args.extend(["-nic".into(), self.nic()]);
         for disk in &self.disks {
             args.extend([
                 "-drive".into(),
                 format!("file={},if=virtio,format={}", escape_option(&path_arg(&disk.path)), disk.format.as_str()),
             ]);
         }
+        for iso in &self.cdroms {
+            args.extend([
+                "-drive".into(),
+                format!("file={},media=cdrom,if=ide,format=raw,readonly=on", escape_option(&path_arg(iso))),
+            ]);
+        }
+        args.extend(self.smbios.args());
         // Host entropy, so the guest's crng is ready at once (keys are made at boot).
         args.extend(["-device", "virtio-rng-pci"].map(String::from));
         if self.pvpanic {
@@ -484,6 +631,106 @@ mod tests {
         assert_eq!(command.get_program(), "ip");
         let run: Vec<_> = command.get_args().take(4).map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(run, ["netns", "exec", "bronze-test", "qemu-system-x86_64"]);
+    }
+
+    #[test]
+    fn a_cloud_vm_has_smbios_strings_a_cdrom_and_the_metadata_address() {
+        let mut spec = VmSpec::new("k", "i", 7);
+        spec.smbios = Smbios {
+            manufacturer: Some("Amazon EC2".into()),
+            product: Some("t3.micro".into()),
+            serial: Some("ec2e1916-9099-7caf-fd21-012345abcdef".into()),
+            uuid: Some("ec2e1916-9099-7caf-fd21-012345abcdef".into()),
+            asset_tag: Some("i-0123,x".into()),
+            ..Smbios::default()
+        };
+        spec.cdroms.push("/tmp/seed.iso".into());
+        spec.metadata = Some(MetadataService::SingleStream(8111));
+        let args = spec.args();
+        let after =
+            |flag: &str| -> Vec<&str> { args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect() };
+        assert_eq!(
+            after("-smbios"),
+            [
+                "type=1,manufacturer=Amazon EC2,product=t3.micro,serial=ec2e1916-9099-7caf-fd21-012345abcdef,\
+                 uuid=ec2e1916-9099-7caf-fd21-012345abcdef",
+                "type=3,asset=i-0123,,x",
+            ]
+        );
+        assert_eq!(after("-drive"), ["file=/tmp/seed.iso,media=cdrom,if=ide,format=raw,readonly=on"]);
+        // The user network contains 169.254.169.254; the API forward names the
+        // guest address on it, and the first boot address matches.
+        assert_eq!(
+            after("-nic"),
+            ["user,model=virtio-net-pci,restrict=on,net=169.254.169.0/24,host=169.254.169.2,\
+              dhcpstart=169.254.169.15,hostfwd=tcp:127.0.0.1:7-169.254.169.15:50000,\
+              guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:8111"]
+        );
+        assert_eq!(spec.first_boot_ip(), "bronze.ip=eth0:169.254.169.15/24:169.254.169.2");
+        assert_eq!(VmSpec::new("k", "i", 7).first_boot_ip(), FIRST_BOOT_IP);
+        // Nothing of it by default.
+        let plain = VmSpec::new("k", "i", 7).args();
+        assert!(!plain.iter().any(|a| a == "-smbios" || a.contains("cdrom") || a.contains("guestfwd")), "{plain:?}");
+        // An empty type 1 is left out; type 3 alone is fine.
+        let tag_only = Smbios { asset_tag: Some("OracleCloud.com".into()), ..Smbios::default() };
+        assert_eq!(tag_only.args(), ["-smbios", "type=3,asset=OracleCloud.com"]);
+    }
+
+    #[test]
+    fn the_metadata_relay_carries_each_connection_both_ways() {
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        // An HTTP-ish server on loopback that answers one request.
+        let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let serve = std::thread::spawn(move || {
+            let (mut conn, _) = server.accept().unwrap();
+            let mut request = Vec::new();
+            conn.read_to_end(&mut request).unwrap();
+            conn.write_all(b"HTTP/1.0 200 OK\r\n\r\ngot ").unwrap();
+            conn.write_all(&request).unwrap();
+        });
+        // The relay as slirp runs it: its stdin and stdout are the guest's
+        // connection (here one end of a socket pair).
+        let fwd = MetadataService::Relay(port).guestfwd();
+        let (head, script) = fwd.split_once(" -c '").unwrap();
+        assert_eq!(head, "tcp:169.254.169.254:80-cmd:python3");
+        let (script, arg) = script.rsplit_once("' ").unwrap();
+        assert_eq!(arg, port.to_string());
+        let (mut guest, relay_end) = UnixStream::pair().unwrap();
+        let mut relay = Command::new("python3")
+            .args(["-c", script, arg])
+            .stdin(std::os::fd::OwnedFd::from(relay_end.try_clone().unwrap()))
+            .stdout(std::os::fd::OwnedFd::from(relay_end))
+            .spawn()
+            .unwrap();
+        guest.write_all(b"GET /latest/ HTTP/1.0\r\n\r\n").unwrap();
+        guest.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        guest.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "HTTP/1.0 200 OK\r\n\r\ngot GET /latest/ HTTP/1.0\r\n\r\n");
+        serve.join().unwrap();
+        assert!(relay.wait().unwrap().success());
+
+        // Nothing listening: the connection closes without a byte (no
+        // traceback on the guest's socket, which is also the relay's stderr).
+        let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let (mut guest, relay_end) = UnixStream::pair().unwrap();
+        let mut relay = Command::new("python3")
+            .args(["-c", script, &closed.to_string()])
+            .stdin(std::os::fd::OwnedFd::from(relay_end.try_clone().unwrap()))
+            .stdout(std::os::fd::OwnedFd::from(relay_end.try_clone().unwrap()))
+            .stderr(std::os::fd::OwnedFd::from(relay_end))
+            .spawn()
+            .unwrap();
+        guest.write_all(b"GET /latest/ HTTP/1.0\r\n\r\n").unwrap();
+        assert!(relay.wait().unwrap().success());
+        // Closed (or reset: the request was never read), never answered.
+        let mut answer = Vec::new();
+        if let Err(e) = guest.read_to_end(&mut answer) {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+        assert_eq!(String::from_utf8_lossy(&answer), "");
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! The binaries are built by `cargo xtask test` (or `cargo build --bins`)
 //! before the tests run; [`bin`] says so plainly when they are missing.
 
+pub mod afterburn;
 pub mod mockcloud;
 pub mod netns;
 pub mod ntp;
 pub mod plugins;
+pub mod talos;
 
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
 use bronzectl::client::NodeClient;

@@ -187,7 +187,9 @@ fn ensure_packages(root: &Path) -> anyhow::Result<()> {
 
 /// chrony, for real NTP servers on loopback (the tests only ever run
 /// `chronyd -x` with their own configs); openssl (pkey, x509, asn1parse,
-/// s_client) and a python3 that can make venvs, for the interop tests.
+/// s_client) and a python3 that can make venvs, for the interop tests;
+/// genisoimage, dosfstools (mkfs.vfat) and mtools (mcopy), for config-drive
+/// images.
 fn ensure_debian_packages() -> anyhow::Result<()> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = |program: &str| {
@@ -201,6 +203,16 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     }
     if !found("openssl") {
         missing.push("openssl");
+    }
+    // Config drives for the volume tests: a `cidata` ISO and a vfat image.
+    if !found("genisoimage") {
+        missing.push("genisoimage");
+    }
+    if !found("mkfs.vfat") {
+        missing.push("dosfstools");
+    }
+    if !found("mcopy") {
+        missing.push("mtools");
     }
     // Debian's python3 makes venvs only with python3-venv (ensurepip).
     let makes_venvs = Command::new("python3").args(["-c", "import ensurepip, venv"]).status();

@@ -35,6 +35,7 @@ pub mod outcome;
 pub mod registry;
 pub mod resources;
 pub mod volumes;
+pub mod volumes_kernel;
 pub mod worlds;
 
 pub use manager::{PluginError, PluginManager};

@@ -6,6 +6,19 @@
 //! can run one inside a network namespace at 169.254.169.254:80 or behind
 //! qemu's user network.
 
+pub mod akamai;
+pub mod aws;
+pub mod azure;
+pub mod digitalocean;
+pub mod exoscale;
+pub mod gcp;
+pub mod hetzner;
+pub mod nocloud;
+pub mod openstack;
+pub mod oracle;
+pub mod upcloud;
+pub mod vultr;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
@@ -253,6 +266,18 @@ pub fn skip_without_fixtures(test: &str) {
 /// (what `mockcloud --cloud NAME` serves). Each cloud module adds its arm.
 pub fn by_name(name: &str) -> Option<Arc<dyn Cloud>> {
     match name {
+        "azure" => Some(Arc::new(azure::Azure::new())),
+        "gcp" => Some(Arc::new(gcp::Gcp::new())),
+        "aws" => Some(Arc::new(aws::Aws::new())),
+        "akamai" => Some(Arc::new(akamai::Akamai::new())),
+        "digitalocean" => Some(Arc::new(digitalocean::DigitalOcean::new())),
+        "exoscale" => Some(Arc::new(exoscale::Exoscale::new())),
+        "oracle" => Some(Arc::new(oracle::Oracle::new())),
+        "hetzner" => Some(Arc::new(hetzner::Hetzner::new())),
+        "nocloud" => Some(Arc::new(nocloud::NoCloud::new())),
+        "openstack" => Some(Arc::new(openstack::OpenStack::new())),
+        "upcloud" => Some(Arc::new(upcloud::UpCloud::new())),
+        "vultr" => Some(Arc::new(vultr::Vultr::new())),
         _ => None,
     }
 }

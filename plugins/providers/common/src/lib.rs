@@ -9,6 +9,8 @@
 //! Everything here runs inside the sandbox: it can only reach what the
 //! plugin's grant allows, and the host validates whatever it returns.
 
+pub mod cloudinit;
+
 use bronze_plugin_sdk::FetchError;
 use bronze_plugin_sdk::http::{self, Method, Request, Response};
 
