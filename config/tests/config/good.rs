@@ -163,7 +163,7 @@ machine:
     detect: false
     fetchTimeout: 20s
     providers:
-      aws: health
+      aws: health-http
   logging:
     level: debug
 "#,
@@ -204,7 +204,7 @@ fn maximal_config_loads() {
     assert_eq!(m.platform.name.as_ref().unwrap().as_str(), "metal");
     assert!(!m.platform.detect);
     assert_eq!(m.platform.fetch_timeout.as_std(), std::time::Duration::from_secs(20));
-    assert_eq!(m.platform.providers.iter().next().map(|(k, v)| (k.as_str(), v.as_str())), Some(("aws", "health")));
+    assert_eq!(m.platform.providers.iter().next().map(|(k, v)| (k.as_str(), v.as_str())), Some(("aws", "health-http")));
     assert_eq!(m.logging.level, LogLevel::Debug);
     // Only the deliberate warning: unsigned plugins.
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);

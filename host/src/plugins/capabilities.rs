@@ -85,7 +85,7 @@ pub fn missing_grants(imports: &Imports, grants: &Grants, at: &str, scoped_may_b
     imports
         .capabilities
         .iter()
-        .filter(|c| !c.granted_by(grants) && !(scoped_may_be_empty && c.row().scoped))
+        .filter(|c| !(c.granted_by(grants) || (scoped_may_be_empty && c.row().scoped)))
         .map(|c| c.missing_grant(at))
         .collect()
 }
