@@ -144,6 +144,9 @@ pub struct Run {
     /// `AFTERBURN_` prefix removed.
     pub attributes: BTreeMap<String, String>,
     pub stderr: String,
+    /// From its first request to its last answer, by its own log's
+    /// millisecond timestamps (its requests alone, without its start).
+    pub requests_span: Option<Duration>,
 }
 
 /// `ip netns exec NS afterburn --provider PROVIDER --attributes FILE`.
@@ -162,12 +165,29 @@ pub fn run(afterburn: &Path, ns: &NetNs, provider: &str) -> Run {
         .expect("run afterburn");
     let elapsed = started.elapsed();
     let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     Run {
         success: out.status.success(),
         elapsed,
         attributes: parse_attributes(&text),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        requests_span: requests_span(&stderr),
+        stderr,
     }
+}
+
+/// The time from the first `Fetching`/`Putting` line of Afterburn's log
+/// (`Dec 05 16:05:04.447 INFO Fetching ...`) to its last `Fetch successful`.
+pub fn requests_span(log: &str) -> Option<Duration> {
+    let stamp = |line: &str| -> Option<u64> {
+        let time = line.split_whitespace().nth(2)?;
+        let (hms, millis) = time.split_once('.')?;
+        let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
+        let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+        Some(((h * 60 + m) * 60 + s) * 1000 + millis.parse::<u64>().ok()?)
+    };
+    let first = log.lines().find(|l| l.contains(" Fetching ") || l.contains(" Putting ")).and_then(stamp)?;
+    let last = log.lines().filter(|l| l.contains("Fetch successful")).last().and_then(stamp)?;
+    last.checked_sub(first).map(Duration::from_millis)
 }
 
 /// `AFTERBURN_KEY=value` lines as KEY → value.
@@ -207,6 +227,12 @@ mod tests {
         let a = parse_attributes("AFTERBURN_AWS_REGION=us-east-1\nAFTERBURN_AWS_HOSTNAME=a=b\n\n");
         assert_eq!(a["AWS_REGION"], "us-east-1");
         assert_eq!(a["AWS_HOSTNAME"], "a=b");
+        let log = "Dec 05 16:05:04.447 INFO Putting http://x/latest/api/token: Attempt #1\n\
+                   Dec 05 16:05:04.450 INFO Fetch successful\n\
+                   Dec 05 16:05:04.451 INFO Fetching http://x/a: Attempt #1\n\
+                   Dec 05 16:05:05.012 INFO Fetch successful\n";
+        assert_eq!(requests_span(log), Some(Duration::from_millis(565)));
+        assert_eq!(requests_span("nothing"), None);
         let mut b = a.clone();
         b.insert("AWS_REGION".into(), "eu-west-1".into());
         b.insert("AWS_ZONE".into(), "x".into());

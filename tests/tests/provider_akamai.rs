@@ -176,6 +176,10 @@ async fn detection_and_hostile_answers() {
         mock(Akamai::with_documents(INSTANCE, &NETWORK.replace("172.232.10.20/32", "172.232.10.20/33"), None)).await;
     let v6_as_v4 =
         mock(Akamai::with_documents(INSTANCE, &NETWORK.replace("192.168.140.7/17", "2001:db8::1/64"), None)).await;
+    let many: Vec<String> =
+        (0..10_000).map(|i| format!("\"10.{}.{}.{}/32\"", i / 65536, (i / 256) % 256, i % 256)).collect();
+    let many =
+        mock(Akamai::with_documents(INSTANCE, &NETWORK.replace("\"172.232.10.20/32\"", &many.join(",")), None)).await;
     let wrong_type = mock(Akamai::with_documents(&INSTANCE.replace("51234567", "\"51234567\""), NETWORK, None)).await;
     let s = setup(
         LINODE,
@@ -185,6 +189,7 @@ async fn detection_and_hostile_answers() {
             ("bad-cidr", &bad_cidr),
             ("v6-as-v4", &v6_as_v4),
             ("wrong-type", &wrong_type),
+            ("many", &many),
         ],
     )
     .await;
@@ -194,6 +199,8 @@ async fn detection_and_hostile_answers() {
         ("bad-cidr", "172.232.10.20/33"),
         ("v6-as-v4", "ipv4.private"),
         ("wrong-type", "/v1/instance: invalid JSON"),
+        // 10,000 addresses: the host's bound, naming the list.
+        ("many", "10000 entries; at most 256"),
     ] {
         let got = result(&s, id).await;
         assert_eq!(got["fetch"]["error"], "invalid", "{id}: {got}");
