@@ -33,6 +33,9 @@ pub struct Row {
     pub requested: fn(&Capabilities) -> bool,
     /// Whether an operator's grant covers it.
     pub granted: fn(&Grants) -> bool,
+    /// The grant is a list of allowed targets (URLs, probes, labels):
+    /// linked with an empty list, every use is denied at run time.
+    pub scoped: bool,
 }
 
 /// Every capability, in the order of `world capabilities` in `host.wit`.
@@ -44,6 +47,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "",
         requested: |_| true,
         granted: |_| true,
+        scoped: false,
     },
     Row {
         capability: Capability::Config,
@@ -52,6 +56,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "config: true",
         requested: |c| c.config,
         granted: |g| g.config,
+        scoped: false,
     },
     Row {
         capability: Capability::Facts(Fact::Dmi),
@@ -60,6 +65,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "facts: [dmi]",
         requested: |c| c.facts.contains(&Fact::Dmi),
         granted: |g| g.facts.contains(&Fact::Dmi),
+        scoped: false,
     },
     Row {
         capability: Capability::Facts(Fact::Links),
@@ -68,6 +74,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "facts: [links]",
         requested: |c| c.facts.contains(&Fact::Links),
         granted: |g| g.facts.contains(&Fact::Links),
+        scoped: false,
     },
     Row {
         capability: Capability::Facts(Fact::Cmdline),
@@ -76,6 +83,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "facts: [cmdline]",
         requested: |c| c.facts.contains(&Fact::Cmdline),
         granted: |g| g.facts.contains(&Fact::Cmdline),
+        scoped: false,
     },
     Row {
         capability: Capability::Facts(Fact::Time),
@@ -84,6 +92,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "facts: [time]",
         requested: |c| c.facts.contains(&Fact::Time),
         granted: |g| g.facts.contains(&Fact::Time),
+        scoped: false,
     },
     Row {
         capability: Capability::Http,
@@ -92,6 +101,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "http: [{url: ...}]",
         requested: |c| c.http,
         granted: |g| !g.http.is_empty(),
+        scoped: true,
     },
     Row {
         capability: Capability::Probe,
@@ -100,6 +110,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "probe: [target]",
         requested: |c| c.probe,
         granted: |g| !g.probe.is_empty(),
+        scoped: true,
     },
     Row {
         capability: Capability::Volumes,
@@ -108,6 +119,7 @@ pub const TABLE: &[Row] = &[
         grant_hint: "volumes: [label]",
         requested: |c| c.volumes,
         granted: |g| !g.volumes.is_empty(),
+        scoped: true,
     },
 ];
 

@@ -82,6 +82,13 @@ pub async fn reboot(mut c: NodeClient) -> Result<Output, String> {
     Ok(Output::single(obj(json!({ "message": r.message })), MESSAGE_COLUMNS))
 }
 
+pub const PLATFORM_REFRESH_COLUMNS: &[&str] = &["platform", "message"];
+
+pub async fn platform_refresh(mut c: NodeClient) -> Result<Output, String> {
+    let r = call(c.machine.platform_refresh(pb::PlatformRefreshRequest {})).await?;
+    Ok(Output::single(obj(json!({ "platform": r.platform, "message": r.message })), PLATFORM_REFRESH_COLUMNS))
+}
+
 pub async fn shutdown(mut c: NodeClient) -> Result<Output, String> {
     let r = call(c.machine.shutdown(pb::ShutdownRequest {})).await?;
     Ok(Output::single(obj(json!({ "message": r.message })), MESSAGE_COLUMNS))

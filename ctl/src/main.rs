@@ -129,6 +129,18 @@ enum Command {
         #[command(subcommand)]
         what: PluginsCommand,
     },
+    /// The cloud or platform the node runs on (`get platformdetection` and
+    /// `get platformmetadata` show what it found).
+    Platform {
+        #[command(subcommand)]
+        what: PlatformCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlatformCommand {
+    /// Detect the platform and fetch its metadata again now (operator).
+    Refresh,
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +422,11 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(print(format, commands::HEALTH_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::health).await))
         }
         Command::Plugins { what } => run_plugins(cli, what, format).await,
+        Command::Platform { what: PlatformCommand::Refresh } => {
+            let target = cli.target()?;
+            let results = fan_out(&target.nodes, &target.auth, commands::platform_refresh).await;
+            Ok(print(format, commands::PLATFORM_REFRESH_COLUMNS, &results))
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod controllers;
 pub mod init;
 pub mod laps;
+pub mod lifecycle;
 pub mod logs;
 pub mod network;
 pub mod node;

@@ -7,16 +7,22 @@
 //! a shutdown returns from [`run`] (the process exits 0).
 
 use crate::api::audit::{AUDIT_RING, AuditLog};
+use crate::api::context::ApiContext;
 use crate::api::security::{Gate, Security};
 use crate::api::tls;
 use crate::config::{ConfigManager, LiveConfig};
 use crate::controllers::Runtime;
+use crate::controllers::machine_settings::MachineSettingsController;
 use crate::controllers::machine_status::MachineStatusController;
 use crate::init::EarlyReport;
 use crate::network::apply::Applier;
+use crate::network::apply_controller::NetworkApplyController;
 use crate::network::controller::NetworkStatusController;
 use crate::network::netlink::RtNetlink;
 use crate::network::observe::{KernelObserver, Publisher};
+use crate::platform::PlatformHandle;
+use crate::platform::controller::{PlatformController, RetryPolicy};
+use crate::plugins::manager::PluginConfigController;
 use crate::services::reaper::Reaper;
 use crate::services::{ServicesController, Supervisor};
 use crate::state::Store;
@@ -34,30 +40,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-/// How bronzed runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The node's init: owns the machine.
-    Pid1,
-    /// An unprivileged process: no mounts, no clock changes, no reboot(2).
-    Process,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Pid1 => "pid1",
-            Mode::Process => "process",
-        }
-    }
-}
-
-/// A request to change the machine's power state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerAction {
-    Reboot,
-    Shutdown,
-}
+pub use crate::lifecycle::{Mode, PowerAction};
 
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -77,42 +60,6 @@ pub struct NodeOptions {
     pub paths: SystemPaths,
     /// Where `bronze:host/volumes` finds config drives.
     pub volumes: Arc<dyn crate::plugins::volumes::VolumeSource>,
-}
-
-/// What the API services and controllers share.
-pub struct Node {
-    pub mode: Mode,
-    pub store: Store,
-    pub config: Arc<ConfigManager>,
-    pub security: Arc<Security>,
-    pub audit: Arc<AuditLog>,
-    /// Machine events (time corrections, refusals, ...).
-    pub events: Arc<Ring<MachineEventSpec>>,
-    pub services: Arc<Supervisor>,
-    pub plugins: Arc<crate::plugins::PluginManager>,
-    pub power: mpsc::UnboundedSender<PowerAction>,
-    pub paths: SystemPaths,
-    pub listen: SocketAddr,
-    /// Time servers held off after a kiss-o'-death: set by the time
-    /// controller, respected by TimeCheck.
-    pub time_holds: SharedHoldOffs,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("mode", &self.mode).field("listen", &self.listen).finish_non_exhaustive()
-    }
-}
-
-impl Node {
-    /// The configured hostname, else the kernel's.
-    pub fn hostname(&self) -> String {
-        self.config
-            .live()
-            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
-            .or_else(|| nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()))
-            .unwrap_or_default()
-    }
 }
 
 /// Machine events kept.
@@ -180,6 +127,7 @@ fn time_controller(
     config: &ConfigManager,
     events: Arc<Ring<MachineEventSpec>>,
     holds: SharedHoldOffs,
+    platform: &PlatformHandle,
 ) -> anyhow::Result<TimeController> {
     let (boot_servers, discipline) = match opts.mode {
         Mode::Pid1 => {
@@ -199,7 +147,11 @@ fn time_controller(
         boot_servers,
         discipline,
         holds,
-    ))
+    )
+    // The platform's time servers (a cloud node often has no route to
+    // the internet) sit between the config's and the default; process
+    // mode never contacts servers it was not given.
+    .with_platform_servers((opts.mode == Mode::Pid1).then(|| platform.time_servers())))
 }
 
 /// Runs a node until it is shut down.
@@ -251,15 +203,17 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     let (power, mut power_rx) = mpsc::unbounded_channel();
-    let node = Arc::new(Node {
+    let platform = PlatformHandle::default();
+    let node = Arc::new(ApiContext {
         mode: opts.mode,
         store: store.clone(),
         config: config.clone(),
         security: security.clone(),
-        audit,
+        audit: audit.clone(),
         events: events.clone(),
         services: services.clone(),
         plugins: plugins.clone(),
+        platform: platform.clone(),
         power,
         paths: opts.paths.clone(),
         listen: bound,
@@ -283,6 +237,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     // Only PID 1 configures the network; it starts as soon as the config
     // is known (the API is reachable only once it is up) and never blocks
     // the API.
+    let mut network_apply = None;
     let applier = match opts.mode {
         Mode::Pid1 => match RtNetlink::connect() {
             Ok(netlink) => {
@@ -291,7 +246,12 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                     tracing::error!(error = %e, "ignoring bronze.ip= on the kernel command line");
                     vec![]
                 });
-                tokio::spawn(follow_network(config.subscribe(), applier.clone(), cmdline, network_ready_tx));
+                network_apply = Some(Arc::new(NetworkApplyController {
+                    config: config.subscribe(),
+                    applier: applier.clone(),
+                    cmdline,
+                    ready: network_ready_tx,
+                }));
                 Some(applier)
             }
             Err(e) => {
@@ -326,10 +286,23 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         mode: opts.mode.as_str(),
         storage: storage_description(&opts),
     });
-    if opts.mode == Mode::Pid1 {
-        tokio::spawn(apply_machine_settings(config.subscribe()));
-    }
-    let time = Arc::new(time_controller(&opts, &store, &config, events, node.time_holds.clone())?);
+    let machine_settings = (opts.mode == Mode::Pid1)
+        .then(|| Arc::new(MachineSettingsController { config: config.subscribe(), platform: platform.clone() }));
+    let platform_controller = Arc::new(PlatformController {
+        plugins: plugins.clone(),
+        config: config.clone(),
+        cmdline: opts.paths.cmdline.clone(),
+        dir: dir.clone(),
+        detection: store.writer()?,
+        metadata: store.writer()?,
+        handle: platform.clone(),
+        events: events.clone(),
+        audit,
+        retry: RetryPolicy::default(),
+        started: std::time::Instant::now(),
+    });
+    let plugin_config = Arc::new(PluginConfigController { manager: plugins.clone() });
+    let time = Arc::new(time_controller(&opts, &store, &config, events, node.time_holds.clone(), &platform)?);
     let services_controller = Arc::new(ServicesController { supervisor: services.clone(), config: config.subscribe() });
 
     let mut signals = Signals::new()?;
@@ -340,6 +313,14 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         runtime.spawn(time.clone());
         runtime.spawn(network_status.clone());
         runtime.spawn(services_controller.clone());
+        runtime.spawn(plugin_config.clone());
+        runtime.spawn(platform_controller.clone());
+        if let Some(network) = &network_apply {
+            runtime.spawn(network.clone());
+        }
+        if let Some(settings) = &machine_settings {
+            runtime.spawn(settings.clone());
+        }
         stage_tx.send_replace(Stage::Running);
 
         let action = tokio::select! {
@@ -411,79 +392,6 @@ fn storage_description(opts: &NodeOptions) -> String {
             None => format!("no state disk: {} is in memory and lost at reboot", opts.state_dir.display()),
         },
         None => format!("state dir {}", opts.state_dir.display()),
-    }
-}
-
-/// PID 1: plans and applies the network (kernel command line < config)
-/// whenever the live config changes; `network-ready` after the first apply.
-async fn follow_network(
-    mut live: watch::Receiver<Option<LiveConfig>>,
-    applier: Arc<Applier>,
-    cmdline: Vec<crate::network::cmdline::CmdlineIp>,
-    ready: watch::Sender<bool>,
-) {
-    loop {
-        let started = std::time::Instant::now();
-        tracing::debug!("network: planning and applying");
-        let current = live.borrow_and_update().clone();
-        match crate::network::plan::plan(current.as_ref().map(|c| &c.config.machine.network), &cmdline) {
-            Err(e) => tracing::error!(error = %e, "network plan refused; keeping the current network"),
-            Ok(plan) => {
-                for w in &plan.warnings {
-                    tracing::warn!(warning = %w, "network plan");
-                }
-                match applier.apply(&plan).await {
-                    Ok(report) => {
-                        for e in &report.errors {
-                            tracing::warn!(error = %e, "network apply");
-                        }
-                        for link in &report.missing_links {
-                            tracing::warn!(%link, "planned link does not exist");
-                        }
-                        if !*ready.borrow() {
-                            let ms = started.elapsed().as_millis() as u64;
-                            tracing::info!(apply_ms = ms, "network ready: the first plan is applied");
-                        }
-                        ready.send_replace(true);
-                    }
-                    Err(e) => tracing::error!(error = %e, "network apply failed"),
-                }
-            }
-        }
-        if live.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// PID 1: applies the live config's kernel modules, sysctls and hostname
-/// whenever it changes.
-async fn apply_machine_settings(mut live: watch::Receiver<Option<LiveConfig>>) {
-    loop {
-        let current = live.borrow_and_update().clone();
-        if let Some(cfg) = current {
-            let machine = &cfg.config.machine;
-            let report = crate::init::apply_kernel_settings(
-                std::path::Path::new("/"),
-                &machine.kernel,
-                &machine.sysctls,
-                &crate::init::KernelModuleLoader,
-            );
-            for e in &report.modules.errors {
-                tracing::warn!(error = %e, "kernel module");
-            }
-            for e in &report.sysctls.errors {
-                tracing::warn!(error = %e, "sysctl");
-            }
-            if let Some(hostname) = &machine.hostname
-                && let Err(e) = crate::init::set_hostname(hostname.as_str())
-            {
-                tracing::warn!(error = %e, "cannot set the hostname");
-            }
-        }
-        if live.changed().await.is_err() {
-            return;
-        }
     }
 }
 

@@ -66,6 +66,28 @@ impl NetNs {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
+    /// A TCP listener made inside the namespace (a socket keeps the
+    /// namespace it was made in), so an in-process server can serve
+    /// addresses that exist only there, like 169.254.169.254:80. Adds
+    /// `addr`'s IP to the namespace's `lo` first unless it is loopback.
+    pub fn listen(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        if !addr.ip().is_loopback() {
+            let prefix = if addr.is_ipv4() { 32 } else { 128 };
+            let cidr = format!("{}/{prefix}", addr.ip());
+            // Already there (a second listener) is fine.
+            let _ = ip(&["-n", &self.name, "addr", "add", &cidr, "dev", "lo"]);
+        }
+        let path = self.path();
+        std::thread::spawn(move || {
+            enter(&path)?;
+            let listener = TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    }
+
     /// Relays TCP connections to a free port on the host's 127.0.0.1 to
     /// `127.0.0.1:inner_port` inside the namespace; returns the host port.
     pub fn tcp_into(&mut self, inner_port: u16) -> io::Result<u16> {

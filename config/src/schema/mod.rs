@@ -6,6 +6,7 @@ mod api;
 mod kernel;
 mod logging;
 mod network;
+mod platform;
 mod plugins;
 mod services;
 mod time;
@@ -19,12 +20,13 @@ pub use api::{Api, Ca, CertSan};
 pub use kernel::{Kernel, KernelModule};
 pub use logging::{LogLevel, Logging};
 pub use network::{Interface, Network, Route};
+pub use platform::PlatformSettings;
 pub use plugins::{Fact, Grants, HttpGrant, HttpMethod, Limits, PluginCompile, PluginInstance, Plugins, Schedule};
 pub use services::{Health, RestartPolicy, Service};
 pub use time::Time;
 
 use crate::types::serde_util::{is_default, nullable};
-use crate::types::{Hostname, Platform, SysctlKey, UniqueMap};
+use crate::types::{Hostname, SysctlKey, UniqueMap};
 
 /// One machine config document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,8 +113,8 @@ pub struct Machine {
     pub services: Vec<Service>,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub plugins: Plugins,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub platform: PlatformSettings,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub logging: Logging,
 }
@@ -129,7 +131,7 @@ impl Machine {
             network: Network::default(),
             services: Vec::new(),
             plugins: Plugins::default(),
-            platform: None,
+            platform: PlatformSettings::default(),
             logging: Logging::default(),
         }
     }

@@ -52,6 +52,7 @@ pub fn validate(cfg: &MachineConfig) -> Validation {
     network::check(&machine.network, &mut out);
     services::check(machine, &mut out);
     plugins::check(&machine.plugins, &mut out);
+    plugins::check_platform(machine, &mut out);
     out
 }
 

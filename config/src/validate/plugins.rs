@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::schema::{PluginCompile, Plugins};
+use crate::schema::{Machine, PluginCompile, Plugins};
 use crate::validate::Validation;
 
 pub(super) fn check(plugins: &Plugins, out: &mut Validation) {
@@ -52,6 +52,22 @@ pub(super) fn check(plugins: &Plugins, out: &mut Validation) {
             && schedule.interval.is_zero()
         {
             out.error(format!("{at}.schedule.interval"), "must be greater than zero");
+        }
+    }
+}
+
+/// `machine.platform.providers` names instances that exist.
+pub(super) fn check_platform(machine: &Machine, out: &mut Validation) {
+    for (platform, instance) in &machine.platform.providers {
+        if !machine.plugins.instances.iter().any(|i| i.id == *instance) {
+            out.error(
+                format!("machine.platform.providers.{platform}"),
+                format!(
+                    "instance {:?} is not defined in machine.plugins.instances; expected the id of a \
+                     metadata-provider instance",
+                    instance.as_str()
+                ),
+            );
         }
     }
 }

@@ -158,7 +158,12 @@ machine:
             - http://127.0.0.1:8080/ok
         schedule: {{interval: 10s, timeout: 2s}}
         limits: {{memory: 64MiB, concurrency: 1, timeout: 5s}}
-  platform: metal
+  platform:
+    name: metal
+    detect: false
+    fetchTimeout: 20s
+    providers:
+      aws: health-http
   logging:
     level: debug
 "#,
@@ -196,7 +201,10 @@ fn maximal_config_loads() {
     assert_eq!(plugin.grants.http[0].methods, [HttpMethod::Get, HttpMethod::Head]);
     assert_eq!(plugin.grants.http[1].methods, [HttpMethod::Get]);
     assert_eq!(plugin.limits.memory.unwrap().as_u64(), 64 << 20);
-    assert_eq!(m.platform.as_ref().unwrap().as_str(), "metal");
+    assert_eq!(m.platform.name.as_ref().unwrap().as_str(), "metal");
+    assert!(!m.platform.detect);
+    assert_eq!(m.platform.fetch_timeout.as_std(), std::time::Duration::from_secs(20));
+    assert_eq!(m.platform.providers.iter().next().map(|(k, v)| (k.as_str(), v.as_str())), Some(("aws", "health-http")));
     assert_eq!(m.logging.level, LogLevel::Debug);
     // Only the deliberate warning: unsigned plugins.
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);

@@ -187,6 +187,15 @@ fn plugin_rules() {
 }
 
 #[test]
+fn platform_providers_name_existing_instances() {
+    let d = doc(
+        "  plugins:\n    instances:\n      - id: my-aws\n  platform:\n    providers:\n      aws: my-aws\n      gcp: nope\n",
+    );
+    expect_issue(&d, "machine.platform.providers.gcp", "instance \"nope\" is not defined in machine.plugins.instances");
+    assert_eq!(issues(&d).len(), 1, "{:?}", issues(&d));
+}
+
+#[test]
 fn warnings_do_not_refuse() {
     let d =
         format!("version: v1alpha1\nmachine:\n{}  plugins:\n    allowUnsigned: true\n", crate::fixtures::api_section());

@@ -54,6 +54,24 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Records a change the node made on its own behalf, like applying a
+    /// platform's user data: `source` stands where an API caller would.
+    pub fn record_source(&self, source: &str, method: &str, result: &str, message: &str) {
+        let spec = AuditEventSpec {
+            time: now_rfc3339(),
+            subject: source.to_string(),
+            roles: Vec::new(),
+            method: method.to_string(),
+            result: result.to_string(),
+            message: message.to_string(),
+            peer: String::new(),
+        };
+        tracing::info!(target: "audit", subject = %spec.subject, method = %spec.method, %result, "node change");
+        self.ring.push(&spec);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

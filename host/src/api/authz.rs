@@ -65,6 +65,8 @@ pub static TABLE: &[Rule] = &[
     read("/bronze.v1.MachineService/Logs"),
     read("/bronze.v1.MachineService/Dmesg"),
     read("/bronze.v1.MachineService/LoadAvg"),
+    // Makes the node ask its metadata service again.
+    Rule { method: "/bronze.v1.MachineService/PlatformRefresh", roles: OPERATOR, mutating: true, maintenance: false },
     // Sensitive resource types are further limited to admin by the service.
     read("/bronze.v1.ResourceService/Get"),
     read("/bronze.v1.ResourceService/List"),

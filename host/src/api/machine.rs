@@ -2,8 +2,9 @@
 //! (config manager, power channel, store) and answers.
 
 use super::authz::Caller;
+use crate::api::context::ApiContext;
 use crate::config::{ApplyError, ApplyMode, DEFAULT_TRY_TIMEOUT};
-use crate::node::{Node, PowerAction};
+use crate::lifecycle::PowerAction;
 use crate::services::ServiceError;
 use crate::services::status::{SERVICE_STATUS, ServiceStatusSpec};
 use crate::state::types::{AUDIT_EVENT, AuditEventSpec, MACHINE_EVENT, MachineEventSpec};
@@ -26,7 +27,7 @@ pub const MAX_APPLY_MESSAGE: usize = 16 * 1024 * 1024;
 const POWER_GRACE: Duration = Duration::from_millis(100);
 
 pub struct MachineApi {
-    pub node: Arc<Node>,
+    pub node: Arc<ApiContext>,
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
@@ -403,5 +404,39 @@ impl MachineService for MachineApi {
         let (load1, load5, load15) =
             crate::sysinfo::loadavg(&self.node.paths.proc).map_err(|e| Status::unavailable(format!("loadavg: {e}")))?;
         Ok(Response::new(pb::LoadAvgResponse { load1, load5, load15 }))
+    }
+
+    async fn platform_refresh(
+        &self,
+        _req: Request<pb::PlatformRefreshRequest>,
+    ) -> Result<Response<pb::PlatformRefreshResponse>, Status> {
+        use crate::platform::resources::{PLATFORM_ID, PlatformDetectionSpec};
+        let store = &self.node.store;
+        let version = |store: &crate::state::Store| {
+            store.get_typed::<PlatformDetectionSpec>(PLATFORM_ID).map(|(m, spec)| (m.version, spec))
+        };
+        let before = version(store).map(|(v, _)| v);
+        self.node.platform.refresh();
+        // The controller re-chooses (detection is bounded by its budget);
+        // wait for that, not for the fetch, which may retry for long.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some((v, spec)) = version(store)
+                && Some(v) != before
+            {
+                let message = if !spec.error.is_empty() {
+                    spec.error
+                } else {
+                    format!("platform {} (from {}); metadata is being fetched", spec.platform, spec.source)
+                };
+                return Ok(Response::new(pb::PlatformRefreshResponse { platform: spec.platform, message }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(
+                    "the platform controller did not choose a platform within 20 s; see `get platformdetection`",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod context;
 pub mod machine;
 pub mod plugin;
 pub mod resource;
@@ -11,11 +12,11 @@ pub mod security;
 pub mod time;
 pub mod tls;
 
-use crate::node::Node;
 use bronze_api::v1::machine_service_server::MachineServiceServer;
 use bronze_api::v1::plugin_service_server::PluginServiceServer;
 use bronze_api::v1::resource_service_server::ResourceServiceServer;
 use bronze_api::v1::time_service_server::TimeServiceServer;
+use context::ApiContext;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    node: Arc<Node>,
+    node: Arc<ApiContext>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_serving: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! stored), list, status, run and remove plugins.
 
 use crate::plugins::PluginManager;
-use crate::plugins::instance::{InstanceView, result_json};
+use crate::plugins::instance::InstanceView;
 use crate::plugins::manager::{PluginError, PluginView};
 use crate::plugins::outcome::Outcome;
 use bronze_api::v1 as pb;
@@ -183,7 +183,7 @@ impl PluginService for PluginApi {
         Ok(Response::new(pb::PluginRunResponse {
             instance,
             outcome: Some(outcome(&result)),
-            result_json: result_json(value.as_ref()),
+            result_json: value.map(|v| v.to_string()).unwrap_or_default(),
         }))
     }
 }

@@ -267,6 +267,20 @@ impl ConfigManager {
         Ok((live, warnings))
     }
 
+    /// Applies `bytes` like an `auto` apply, but only when no config is
+    /// stored: `Ok(None)` leaves a stored config alone. Used for a
+    /// platform's user data, which never replaces an operator's config.
+    pub async fn apply_if_unconfigured(&self, bytes: &[u8]) -> Result<Option<Vec<String>>, ApplyError> {
+        let mut state = self.state.lock().await;
+        if state.stored.is_some() {
+            return Ok(None);
+        }
+        let (new, warnings) = self.check(bytes)?;
+        self.persist(&mut state, &new)?;
+        self.publish(&state, Some(new));
+        Ok(Some(warnings))
+    }
+
     /// Whether a `try` is waiting for confirmation.
     pub async fn try_pending(&self) -> bool {
         self.state.lock().await.try_pending.is_some()

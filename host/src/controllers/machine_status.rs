@@ -2,6 +2,7 @@
 //! lifecycle stage, the presence of a machine config and unhealthy checks.
 
 use super::{Controller, ControllerError};
+use crate::platform::resources::{PLATFORM_ID, PLATFORM_METADATA, PlatformMetadataSpec};
 use crate::plugins::resources::{HEALTH_CHECK, HealthCheckSpec};
 use crate::state::types::{MACHINE_CONFIG, MachineStatusSpec, Stage, UnmetCondition};
 use crate::state::{Store, WatchEvent, Writer};
@@ -25,7 +26,17 @@ impl MachineStatusController {
         let stage = *self.stage.borrow();
         let mut unmet = Vec::new();
         if store.get(&MACHINE_CONFIG, crate::config::CONFIG_ID).is_none() {
-            unmet.push(UnmetCondition { name: "config".into(), reason: "no machine config: apply one".into() });
+            let invalid_user_data = store
+                .get_typed::<PlatformMetadataSpec>(PLATFORM_ID)
+                .filter(|(_, spec)| spec.user_data.action == "invalid")
+                .map(|(_, spec)| (spec.platform, spec.user_data.message));
+            let reason = match invalid_user_data {
+                Some((platform, error)) => {
+                    format!("no machine config: the {platform} user data is not a valid machine config: {error}")
+                }
+                None => "no machine config: apply one".into(),
+            };
+            unmet.push(UnmetCondition { name: "config".into(), reason });
         }
         // Checks that report unhealthy; a failing *plugin* reports unknown
         // and is not listed (the check could not tell).
@@ -60,6 +71,7 @@ impl Controller for MachineStatusController {
             let store = self.writer.store().clone();
             let mut config_watch = store.watch(&MACHINE_CONFIG, None);
             let mut health_watch = store.watch(&HEALTH_CHECK, None);
+            let mut platform_watch = store.watch(&PLATFORM_METADATA, None);
             let mut stage = self.stage.clone();
             loop {
                 self.writer.put(MACHINE_ID, &self.compute(&store))?;
@@ -68,6 +80,7 @@ impl Controller for MachineStatusController {
                     changed = stage.changed() => if changed.is_err() { return Ok(()) },
                     event = config_watch.next() => { let _: WatchEvent = event?; }
                     event = health_watch.next() => { let _: WatchEvent = event?; }
+                    event = platform_watch.next() => { let _: WatchEvent = event?; }
                 }
             }
         })

@@ -2,6 +2,7 @@
 //! inputs and writes its outputs; when it fails or panics it is restarted
 //! with exponential backoff. A controller never takes the node down.
 
+pub mod machine_settings;
 pub mod machine_status;
 
 use futures::future::BoxFuture;

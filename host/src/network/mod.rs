@@ -14,6 +14,7 @@
 //! read-only and works unprivileged.
 
 pub mod apply;
+pub mod apply_controller;
 pub mod cmdline;
 pub mod controller;
 pub mod netlink;

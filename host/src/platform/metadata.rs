@@ -5,7 +5,7 @@
 //! that breaks a rule is refused whole, with the field and what was
 //! expected, so half an answer is never used.
 
-use crate::plugins::bindings::metadata::bronze::plugin::metadata as wit;
+use crate::plugins::worlds::metadata::wit;
 use bronze_bundle::text::escape;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -152,6 +152,20 @@ impl Check {
             self.fail(field, format!("{} bytes; at most {max} are accepted", value.len()));
         }
         escape(&value).into_owned()
+    }
+
+    /// A bounded document kept verbatim: no control characters but tab,
+    /// CR and LF, no DEL or C1 controls.
+    fn document(&mut self, field: &str, value: String, max: usize) -> String {
+        if value.len() > max {
+            self.fail(field, format!("{} bytes; at most {max} are accepted", value.len()));
+            return String::new();
+        }
+        if let Some((at, ch)) = value.char_indices().find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\r' | '\n')) {
+            self.fail(field, format!("control character U+{:04X} at byte {at}; expected text", ch as u32));
+            return String::new();
+        }
+        value
     }
 
     fn opt(&mut self, field: &str, value: Option<String>, max: usize) -> Option<String> {
@@ -346,9 +360,10 @@ impl PlatformMetadata {
                 wit::NetworkConfigFormat::CloudInitV2 => "cloud-init-v2".into(),
                 wit::NetworkConfigFormat::Openstack => "openstack".into(),
             },
-            // A document for the configurator, kept as served but escaped
-            // like every other string (YAML and JSON survive that).
-            body: c.text("network-config.body", n.body, MAX_NETWORK_CONFIG),
+            // A document for the configurator, kept as served: escaping
+            // would break it, so it may hold no control character but tab
+            // and line ends (then nothing in it can drive a terminal).
+            body: c.document("network-config.body", n.body, MAX_NETWORK_CONFIG),
         });
         if let Some(u) = &m.user_data
             && u.len() > MAX_USER_DATA
@@ -476,6 +491,15 @@ pub(crate) mod tests {
         m.instance_id = Some("i-\x1b[31mred".into());
         let e = PlatformMetadata::from_wit(m).unwrap_err();
         assert!(e.contains("hostname: \"evil\\x1b[2J\""), "{e}");
+
+        let mut m = empty("hetzner");
+        let body = "network:\n  version: 1\n\tconfig: []\r\n".to_string();
+        m.network_config =
+            Some(wit::NetworkConfig { format: wit::NetworkConfigFormat::CloudInitV1, body: body.clone() });
+        assert_eq!(PlatformMetadata::from_wit(m.clone()).unwrap().network_config.unwrap().body, body, "kept verbatim");
+        m.network_config.as_mut().unwrap().body = "version: 1\n\x1b]0;owned\x07".into();
+        let e = PlatformMetadata::from_wit(m).unwrap_err();
+        assert_eq!(e, "network-config.body: control character U+001B at byte 11; expected text");
 
         let mut m = empty("aws");
         m.instance_id = Some("i-\x1b[31mred".into());

@@ -1,6 +1,6 @@
 //! Rust bindings generated from `wit/`: the `bronze:host` interfaces the
-//! host implements (generated once) and the three plugin worlds, which
-//! reuse them.
+//! host implements (generated once), and [`plugin_world!`], with which each
+//! world module (`super::worlds`) generates its world reusing them.
 
 /// The `bronze:host` imports, generated from the `capabilities` world.
 pub mod host {
@@ -11,7 +11,8 @@ pub mod host {
     });
 }
 
-/// Shorthand for every `with` mapping onto [`host`].
+/// Generates a plugin world's bindings, mapping every `bronze:host`
+/// interface onto [`host`].
 macro_rules! plugin_world {
     ($world:literal $(, $key:literal => $path:path)*) => {
         wasmtime::component::bindgen!({
@@ -36,20 +37,4 @@ macro_rules! plugin_world {
     };
 }
 
-/// `health-check`: `check() -> report`.
-pub mod health {
-    plugin_world!("bronze:plugin/health-check");
-}
-
-/// `metadata-provider`: `detect() -> bool`, `fetch() -> result<...>`.
-pub mod metadata {
-    plugin_world!("bronze:plugin/metadata-provider");
-}
-
-/// `network-configurator`: `plan(links, metadata) -> result<plan, string>`.
-pub mod network {
-    plugin_world!(
-        "bronze:plugin/network-configurator",
-        "bronze:plugin/metadata" => crate::plugins::bindings::metadata::bronze::plugin::metadata
-    );
-}
+pub(crate) use plugin_world;

@@ -1,12 +1,12 @@
-//! One plugin call: a fresh `Store` from the instance's cached pre-instance,
-//! run in its own task under a deadline, memory limits and lowered hostcall
-//! fuel, and classified into an [`Outcome`]. The store is always dropped.
+//! One plugin call of any world: a fresh `Store` from the instance's cached
+//! pre-instance, run in its own task under a deadline, memory limits and
+//! lowered hostcall fuel, the result size-checked and checked by its world,
+//! and classified into an [`Outcome`]. The store is always dropped.
 
-use super::bindings::{health, metadata, network};
 use super::context::{InstanceContext, PluginState};
 use super::engine::PluginEngine;
 use super::outcome::{DeadlineExceeded, Outcome, OutcomeKind, classify};
-use super::results::{CallResult, RawResult, check_result};
+use super::worlds::{MAX_RESULT_BYTES, Prepared, Step, World};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -17,13 +17,6 @@ const HOSTCALL_FUEL: usize = 2 << 20;
 /// Most component handles (resources) live at once.
 const MAX_HANDLES: usize = 1024;
 
-/// A component linked against one instance's grants, ready to instantiate.
-pub enum Prepared {
-    Health(health::HealthCheckPre<PluginState>),
-    Metadata(metadata::MetadataProviderPre<PluginState>),
-    Network(network::NetworkConfiguratorPre<PluginState>),
-}
-
 /// What a call gets to work with.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
@@ -31,22 +24,15 @@ pub struct CallLimits {
     pub timeout: Duration,
 }
 
-/// Input for worlds whose export takes arguments.
-#[derive(Debug, Clone, Default)]
-pub struct CallInput {
-    /// For `network-configurator`: the metadata to plan from.
-    pub metadata: Option<metadata::bronze::plugin::metadata::InstanceMetadata>,
-}
-
-/// Runs one call to completion or its deadline. Never panics, never
-/// outlives `limits.timeout` by more than the task's cancellation.
-pub async fn call(
+/// Runs one call of world `W` to completion or its deadline. Never panics,
+/// never outlives `limits.timeout` by more than the task's cancellation.
+pub async fn call<W: World>(
     engine: &PluginEngine,
     prepared: Arc<Prepared>,
     cx: Arc<InstanceContext>,
     limits: CallLimits,
-    input: CallInput,
-) -> (Outcome, Option<CallResult>) {
+    input: W::Input,
+) -> (Outcome, Option<W::Output>) {
     let started = crate::state::now_rfc3339();
     let clock = Instant::now();
     let deadline = tokio::time::Instant::now() + limits.timeout;
@@ -57,7 +43,14 @@ pub async fn call(
     let task = tokio::spawn(async move {
         let _busy = busy;
         let mut store = new_store(&engine_handle, cx, limits, deadline);
-        let result = invoke(&prepared, &mut store, input).await;
+        let result = match W::pre(&prepared) {
+            Some(pre) => W::invoke(pre, &mut store, input).await,
+            None => Err(Step::Instantiate(wasmtime::format_err!(
+                "the instance runs world {}, not {}",
+                prepared.world().as_str(),
+                W::WORLD.as_str()
+            ))),
+        };
         let limit_hit = store.data_mut().limiter.hit.take();
         drop(store);
         (result, limit_hit)
@@ -75,26 +68,31 @@ pub async fn call(
             (finish(OutcomeKind::Timeout, message), None)
         }
         Ok(Err(join)) => (finish(OutcomeKind::HostError, format!("the call's task failed: {join}")), None),
-        Ok(Ok((Err(failure), _))) => match failure {
-            Failure::Instantiate(e, hit) => {
-                let (kind, message) = match hit {
-                    Some(hit) => (OutcomeKind::Limit, hit),
-                    None => match classify(&e, None, limits.timeout) {
-                        (OutcomeKind::Timeout, m) => (OutcomeKind::Timeout, m),
-                        _ => (OutcomeKind::HostError, format!("cannot instantiate: {e:#}")),
-                    },
-                };
-                (finish(kind, message), None)
+        Ok(Ok((Err(Step::Instantiate(e)), hit))) => {
+            let (kind, message) = match hit {
+                Some(hit) => (OutcomeKind::Limit, hit),
+                None => match classify(&e, None, limits.timeout) {
+                    (OutcomeKind::Timeout, m) => (OutcomeKind::Timeout, m),
+                    _ => (OutcomeKind::HostError, format!("cannot instantiate: {e:#}")),
+                },
+            };
+            (finish(kind, message), None)
+        }
+        Ok(Ok((Err(Step::Call(e)), hit))) => {
+            let (kind, message) = classify(&e, hit, limits.timeout);
+            (finish(kind, message), None)
+        }
+        Ok(Ok((Ok(raw), _))) => {
+            let size = W::raw_size(&raw);
+            if size > MAX_RESULT_BYTES {
+                let message = format!("result too large: {size} bytes; the limit is {MAX_RESULT_BYTES} bytes");
+                return (finish(OutcomeKind::Limit, message), None);
             }
-            Failure::Call(e, hit) => {
-                let (kind, message) = classify(&e, hit, limits.timeout);
-                (finish(kind, message), None)
+            match W::check(raw) {
+                Ok(output) => (finish(OutcomeKind::Ok, String::new()), Some(output)),
+                Err(message) => (finish(OutcomeKind::Limit, message), None),
             }
-        },
-        Ok(Ok((Ok(result), _))) => match check_result(result) {
-            Ok(result) => (finish(OutcomeKind::Ok, String::new()), Some(result)),
-            Err(message) => (finish(OutcomeKind::Limit, message), None),
-        },
+        }
     }
 }
 
@@ -120,46 +118,4 @@ pub fn new_store(
         }
     });
     store
-}
-
-enum Failure {
-    Instantiate(wasmtime::Error, Option<String>),
-    Call(wasmtime::Error, Option<String>),
-}
-
-async fn invoke(prepared: &Prepared, store: &mut Store<PluginState>, input: CallInput) -> Result<RawResult, Failure> {
-    fn instantiate_failed(store: &mut Store<PluginState>, e: wasmtime::Error) -> Failure {
-        Failure::Instantiate(e, store.data_mut().limiter.hit.take())
-    }
-    fn call_failed(store: &mut Store<PluginState>, e: wasmtime::Error) -> Failure {
-        Failure::Call(e, store.data_mut().limiter.hit.take())
-    }
-    match prepared {
-        Prepared::Health(pre) => {
-            let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| instantiate_failed(store, e))?;
-            let report = plugin.call_check(&mut *store).await.map_err(|e| call_failed(store, e))?;
-            Ok(RawResult::Health(report))
-        }
-        Prepared::Metadata(pre) => {
-            let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| instantiate_failed(store, e))?;
-            store.data_mut().offline = true;
-            let detected = plugin.call_detect(&mut *store).await.map_err(|e| call_failed(store, e))?;
-            store.data_mut().offline = false;
-            let fetched = if detected {
-                Some(Box::new(plugin.call_fetch(&mut *store).await.map_err(|e| call_failed(store, e))?))
-            } else {
-                None
-            };
-            Ok(RawResult::Metadata { detected, fetched })
-        }
-        Prepared::Network(pre) => {
-            let plugin = pre.instantiate_async(&mut *store).await.map_err(|e| instantiate_failed(store, e))?;
-            let links = store.data().links();
-            let plan = plugin
-                .call_plan(&mut *store, &links, input.metadata.as_ref())
-                .await
-                .map_err(|e| call_failed(store, e))?;
-            Ok(RawResult::Plan(plan))
-        }
-    }
 }

@@ -77,14 +77,33 @@ pub fn check_manifest(imports: &Imports, manifest: &Manifest) -> Result<(), Stri
 
 /// Every import the grant does not cover, as sentences naming the import
 /// and the grant that would allow it. `at` is the instance's config path.
-pub fn missing_grants(imports: &Imports, grants: &Grants, at: &str) -> Vec<String> {
-    imports.capabilities.iter().filter(|c| !c.granted_by(grants)).map(|c| c.missing_grant(at)).collect()
+/// With `scoped_may_be_empty` (first-party image plugins, whose
+/// `[grants]` cannot name targets known only at boot, like a nocloud seed
+/// URL), a scoped capability without targets is linked and denies every
+/// use instead.
+pub fn missing_grants(imports: &Imports, grants: &Grants, at: &str, scoped_may_be_empty: bool) -> Vec<String> {
+    imports
+        .capabilities
+        .iter()
+        .filter(|c| !(c.granted_by(grants) || (scoped_may_be_empty && c.row().scoped)))
+        .map(|c| c.missing_grant(at))
+        .collect()
 }
 
 /// The effective capability set: imports ∩ manifest ∩ grant.
-pub fn effective(imports: &Imports, manifest: &Manifest, grants: &Grants) -> BTreeSet<Capability> {
+pub fn effective(
+    imports: &Imports,
+    manifest: &Manifest,
+    grants: &Grants,
+    scoped_may_be_empty: bool,
+) -> BTreeSet<Capability> {
     let requested = manifest.capabilities();
-    imports.capabilities.iter().filter(|c| requested.contains(c) && c.granted_by(grants)).copied().collect()
+    imports
+        .capabilities
+        .iter()
+        .filter(|c| requested.contains(c) && (c.granted_by(grants) || (scoped_may_be_empty && c.row().scoped)))
+        .copied()
+        .collect()
 }
 
 /// A linker with WASI (empty context), the type-only interfaces the

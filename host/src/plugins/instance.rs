@@ -2,7 +2,7 @@
 //! upgrade or config change), its schedule, backoff and quarantine, and the
 //! record of its calls.
 
-use super::call::{CallInput, CallLimits, Prepared, call};
+use super::call::{CallLimits, call};
 use super::context::InstanceContext;
 use super::engine::PluginEngine;
 use super::failures::{Failures, QUARANTINE_WINDOW};
@@ -10,7 +10,10 @@ use super::loaded::LoadedPlugin;
 use super::log::PluginLog;
 use super::outcome::{Outcome, OutcomeKind};
 use super::resources::HealthCheckSpec;
-use super::results::{CallResult, HealthReport, to_json};
+use super::worlds::health::{Health, HealthReport};
+use super::worlds::metadata::{Metadata, MetadataInput};
+use super::worlds::network::Network;
+use super::worlds::{Prepared, World};
 use crate::state::Writer;
 use arc_swap::ArcSwapOption;
 use bronze_bundle::Capability;
@@ -36,6 +39,9 @@ pub enum Trigger {
     Schedule,
     /// An operator asked (`plugins run`): clears quarantine and backoff.
     Operator,
+    /// A controller calls it (the platform controller): waits for a slot
+    /// like an operator, but keeps the record's backoff.
+    Controller,
 }
 
 #[derive(Debug, Default)]
@@ -194,13 +200,14 @@ impl Instance {
             if next_due.is_some_and(|d| d < tokio::time::Instant::now()) {
                 next_due = Some(tokio::time::Instant::now());
             }
-            self.run(Trigger::Schedule).await;
+            self.check(Trigger::Schedule).await;
         }
     }
 
-    /// Makes one call and records it. `None` when the instance cannot run
-    /// (not armed) or a scheduled run found every permit taken.
-    pub async fn run(&self, trigger: Trigger) -> Option<(Outcome, Option<CallResult>)> {
+    /// Makes one call of world `W` and records it. `None` when the
+    /// instance cannot run (not armed) or a scheduled run found every
+    /// permit taken.
+    pub async fn call<W: World>(&self, trigger: Trigger, input: W::Input) -> Option<(Outcome, Option<W::Output>)> {
         if trigger == Trigger::Operator {
             self.clear_failures();
         }
@@ -213,7 +220,7 @@ impl Instance {
                     return None;
                 }
             },
-            Trigger::Operator => {
+            Trigger::Operator | Trigger::Controller => {
                 match tokio::time::timeout(armed.limits.timeout, self.permits.clone().acquire_owned()).await {
                     Ok(Ok(permit)) => permit,
                     _ => {
@@ -230,56 +237,80 @@ impl Instance {
         };
         self.record().running += 1;
         let running = RunningGuard(self);
-        let (outcome, result) =
-            call(&self.engine, armed.prepared.clone(), armed.cx.clone(), armed.limits, CallInput::default()).await;
+        let (outcome, output) =
+            call::<W>(&self.engine, armed.prepared.clone(), armed.cx.clone(), armed.limits, input).await;
         drop(running);
-        self.finish(&armed, &outcome, result.as_ref());
-        Some((outcome, result))
+        self.finish(&outcome);
+        Some((outcome, output))
     }
 
-    fn finish(&self, armed: &Armed, outcome: &Outcome, result: Option<&CallResult>) {
-        let report = match result {
-            Some(CallResult::Health(report)) => Some(HealthReport::from_wit(report)),
-            _ => None,
-        };
-        let healthy = report.as_ref().is_some_and(|r| matches!(r.status, "healthy" | "degraded"));
-        let (consecutive_unhealthy, record_kind) = {
+    /// Calls a health check and publishes its `HealthCheck` resource.
+    pub async fn check(&self, trigger: Trigger) -> Option<(Outcome, Option<HealthReport>)> {
+        let armed = self.armed.load_full()?;
+        let (outcome, report) = self.call::<Health>(trigger, ()).await?;
+        let consecutive_unhealthy = {
             let mut record = self.record();
-            record.runs += 1;
-            record.consecutive_unhealthy = if healthy { 0 } else { record.consecutive_unhealthy + 1 };
-            if outcome.kind.is_ok() {
-                record.backoff.succeeded();
-            } else {
-                record.failures += 1;
-                let describe = |count: usize| {
-                    format!(
-                        "{count} failures within {} s (last: {}: {}); `bronzectl plugins run {}` or a reinstall clears it",
-                        QUARANTINE_WINDOW.as_secs(),
-                        outcome.kind,
-                        outcome.message,
-                        self.id
-                    )
-                };
-                let (backoff, quarantined) = record.backoff.failed(Instant::now(), describe);
-                // A message's lines (a backtrace) stay on the log's one line.
-                if quarantined {
-                    let reason = printable(record.backoff.quarantined.as_deref().unwrap_or_default());
-                    tracing::warn!(instance = %self.id, %reason, "plugin instance quarantined");
-                }
-                let message = printable(&outcome.message);
-                tracing::info!(instance = %self.id, outcome = %outcome.kind, %message, backoff_ms = backoff.as_millis() as u64, "plugin call failed");
-            }
-            record.last = Some(outcome.clone());
-            (record.consecutive_unhealthy, outcome.kind)
+            let passing = report.as_ref().is_some_and(HealthReport::passing);
+            record.consecutive_unhealthy = if passing { 0 } else { record.consecutive_unhealthy + 1 };
+            record.consecutive_unhealthy
         };
-        if armed.plugin.manifest.world == bronze_bundle::World::HealthCheck {
-            let _publish = self.publish.lock().unwrap_or_else(|p| p.into_inner());
-            // Disarmed while the call ran (plugin removed, instance gone or
-            // refused): its check was deleted and must stay deleted.
-            if self.is_armed() {
-                self.publish_health(armed, outcome, report, consecutive_unhealthy, record_kind);
+        let _publish = self.publish.lock().unwrap_or_else(|p| p.into_inner());
+        // Disarmed while the call ran (plugin removed, instance gone or
+        // refused): its check was deleted and must stay deleted.
+        if self.is_armed() {
+            self.publish_health(&armed, &outcome, report.clone(), consecutive_unhealthy, outcome.kind);
+        }
+        Some((outcome, report))
+    }
+
+    /// One call for an operator (`plugins run`), whatever the world, with
+    /// its result as JSON: a health check is published as on its schedule,
+    /// a metadata provider detects then fetches, a configurator plans
+    /// without metadata.
+    pub async fn run_json(&self) -> Option<(Outcome, Option<serde_json::Value>)> {
+        let world = self.armed.load_full()?.prepared.world();
+        let trigger = Trigger::Operator;
+        match world {
+            bronze_bundle::World::HealthCheck => {
+                self.check(trigger).await.map(|(o, r)| (o, r.as_ref().map(Health::to_json)))
+            }
+            bronze_bundle::World::MetadataProvider => self
+                .call::<Metadata>(trigger, MetadataInput::DetectThenFetch)
+                .await
+                .map(|(o, r)| (o, r.as_ref().map(Metadata::to_json))),
+            bronze_bundle::World::NetworkConfigurator => {
+                self.call::<Network>(trigger, None).await.map(|(o, r)| (o, r.as_ref().map(Network::to_json)))
             }
         }
+    }
+
+    /// Records a finished call: counts, backoff, quarantine.
+    fn finish(&self, outcome: &Outcome) {
+        let mut record = self.record();
+        record.runs += 1;
+        if outcome.kind.is_ok() {
+            record.backoff.succeeded();
+        } else {
+            record.failures += 1;
+            let describe = |count: usize| {
+                format!(
+                    "{count} failures within {} s (last: {}: {}); `bronzectl plugins run {}` or a reinstall clears it",
+                    QUARANTINE_WINDOW.as_secs(),
+                    outcome.kind,
+                    outcome.message,
+                    self.id
+                )
+            };
+            let (backoff, quarantined) = record.backoff.failed(Instant::now(), describe);
+            // A message's lines (a backtrace) stay on the log's one line.
+            if quarantined {
+                let reason = printable(record.backoff.quarantined.as_deref().unwrap_or_default());
+                tracing::warn!(instance = %self.id, %reason, "plugin instance quarantined");
+            }
+            let message = printable(&outcome.message);
+            tracing::info!(instance = %self.id, outcome = %outcome.kind, %message, backoff_ms = backoff.as_millis() as u64, "plugin call failed");
+        }
+        record.last = Some(outcome.clone());
     }
 
     fn publish_health(
@@ -363,9 +394,4 @@ impl Drop for RunningGuard<'_> {
         let mut record = self.0.record();
         record.running = record.running.saturating_sub(1);
     }
-}
-
-/// JSON for `plugins run`.
-pub fn result_json(result: Option<&CallResult>) -> String {
-    result.map(|r| to_json(r).to_string()).unwrap_or_default()
 }

@@ -1,8 +1,7 @@
 //! An installed plugin in memory (manifest + compiled component + its
 //! imports), and arming an instance of it against the operator's grants.
 
-use super::bindings::{health, metadata, network};
-use super::call::{CallLimits, Prepared};
+use super::call::CallLimits;
 use super::capabilities::{Imports, effective, linker, missing_grants};
 use super::context::InstanceContext;
 use super::engine::PluginEngine;
@@ -11,6 +10,7 @@ use super::instance::Armed;
 use super::log::PluginLog;
 use super::net::{HttpPolicy, ProbePolicy, Resolver};
 use super::registry::Entry;
+use super::worlds::Prepared;
 use bronze_bundle::{Capability, Manifest, World};
 use bronze_config::PluginInstance;
 use std::sync::Arc;
@@ -72,7 +72,12 @@ pub fn arm(
     log: Arc<PluginLog>,
 ) -> Result<(Armed, u32), String> {
     let manifest = &plugin.manifest;
-    let mut problems = missing_grants(&plugin.imports, &instance.grants, at);
+    // An image plugin's own instance: its `[grants]` may leave a scoped
+    // capability without targets (denied at run time).
+    let image_grants = plugin.entry.source == super::registry::SOURCE_IMAGE
+        && manifest.grants.as_ref() == Some(&instance.grants)
+        && instance.plugin_id().as_str() == manifest.id.as_str();
+    let mut problems = missing_grants(&plugin.imports, &instance.grants, at, image_grants);
     let config = instance.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if let Err(config_problems) = manifest.check_config(&config) {
         problems.extend(config_problems.into_iter().map(|p| format!("{at}.config: {p}")));
@@ -96,7 +101,7 @@ pub fn arm(
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let capabilities = effective(&plugin.imports, manifest, &instance.grants);
+    let capabilities = effective(&plugin.imports, manifest, &instance.grants, image_grants);
     let prepared = prepare(&ctx.engine, &plugin.component, manifest.world, &capabilities, &plugin.imports.types)?;
     let granted_config = capabilities.contains(&Capability::Config);
     let cx = InstanceContext {
@@ -158,14 +163,7 @@ pub fn prepare(
 ) -> Result<Prepared, String> {
     let linker = linker(engine.engine(), capabilities, types).map_err(|e| format!("cannot build the linker: {e:#}"))?;
     let pre = linker.instantiate_pre(component).map_err(|e| format!("cannot link the component: {e:#}"))?;
-    let wrong_world = |e: wasmtime::Error| {
+    super::worlds::link(world, pre).map_err(|e| {
         format!("plugin.toml says world {} but the component does not implement it: {e:#}", world.as_str())
-    };
-    Ok(match world {
-        World::HealthCheck => Prepared::Health(health::HealthCheckPre::new(pre).map_err(wrong_world)?),
-        World::MetadataProvider => Prepared::Metadata(metadata::MetadataProviderPre::new(pre).map_err(wrong_world)?),
-        World::NetworkConfigurator => {
-            Prepared::Network(network::NetworkConfiguratorPre::new(pre).map_err(wrong_world)?)
-        }
     })
 }

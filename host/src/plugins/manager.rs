@@ -14,14 +14,13 @@ use super::compile_worker::{WorkerArgs, WorkerReport};
 use super::compiler::{CompileError, CompileLimits, Compiler};
 use super::engine::PluginEngine;
 use super::facts::Facts;
-use super::instance::{Instance, InstanceView, Trigger};
+use super::instance::{Instance, InstanceView};
 use super::loaded::{ArmContext, ArtifactSource, LoadedPlugin, arm, prepare};
 use super::log::{LogLine, PluginLog};
 use super::net::SystemResolver;
 use super::outcome::Outcome;
 use super::registry::{Entry, Index, Registry, SOURCE_API, SOURCE_IMAGE, WorkFile};
 use super::resources::HealthCheckSpec;
-use super::results::CallResult;
 use crate::config::LiveConfig;
 use crate::state::{Store, Writer};
 use bronze_bundle::{MANIFEST_FILE, Manifest, SIGNATURE_FILE, WASM_FILE, sha256_hex};
@@ -122,7 +121,14 @@ pub struct PluginManager {
     config: watch::Receiver<Option<LiveConfig>>,
     /// Bundles shipped with the image.
     image_plugins: Option<PathBuf>,
+    /// Bumped after every reconcile.
+    changes: watch::Sender<u64>,
+    /// True once the first load is done.
+    loaded: watch::Sender<bool>,
 }
+
+/// Instance ids of the image's metadata providers: `platform-aws`, ...
+pub const PROVIDER_PREFIX: &str = "platform-";
 
 impl std::fmt::Debug for PluginManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,15 +175,18 @@ impl PluginManager {
             change: tokio::sync::Mutex::new(()),
             config,
             image_plugins,
+            changes: watch::channel(0).0,
+            loaded: watch::channel(false).0,
         });
         Ok(manager)
     }
 
-    /// Loads the installed and image plugins in the background, then
-    /// follows the config; returns at once. Call it once the node has read
-    /// its config: loading may compile, under that config's limits.
+    /// Loads the installed and image plugins in the background and arms
+    /// the instances once; returns at once. Call it once the node has read
+    /// its config: loading may compile, under that config's limits. After
+    /// that, [`PluginConfigController`] follows the config.
     pub fn load_in_background(self: &Arc<Self>) {
-        tokio::spawn(self.clone().follow());
+        tokio::spawn(self.clone().load());
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -188,26 +197,23 @@ impl PluginManager {
         &self.arm_ctx.engine
     }
 
-    /// Loads the installed plugins, then reconciles on every config change.
-    async fn follow(self: Arc<Self>) {
-        {
-            let _change = self.change.lock().await;
-            self.load_installed().await;
-            if let Some(dir) = self.image_plugins.clone() {
-                self.install_image_plugins(&dir).await;
-            }
+    /// Loads the installed plugins and the image's, then arms instances.
+    async fn load(self: Arc<Self>) {
+        let _change = self.change.lock().await;
+        self.load_installed().await;
+        if let Some(dir) = self.image_plugins.clone() {
+            self.install_image_plugins(&dir).await;
         }
-        let mut config = self.config.clone();
-        loop {
-            let current = config.borrow_and_update().clone();
-            {
-                let _change = self.change.lock().await;
-                self.reconcile(current.as_ref().map(|c| c.config.as_ref()));
-            }
-            if config.changed().await.is_err() {
-                return;
-            }
-        }
+        let current = self.config.borrow().clone();
+        self.reconcile(current.as_ref().map(|c| c.config.as_ref()));
+        self.loaded.send_replace(true);
+    }
+
+    /// Brings the instances in line with the live config.
+    pub async fn reconcile_live(&self) {
+        let _change = self.change.lock().await;
+        let current = self.config.borrow().clone();
+        self.reconcile(current.as_ref().map(|c| c.config.as_ref()));
     }
 
     async fn load_installed(&self) {
@@ -264,8 +270,7 @@ impl PluginManager {
                 (fresh.component.clone(), fresh.report.memory_minimum, Some(fresh))
             }
         };
-        let imports = Imports::of(engine.engine(), &component);
-        check_manifest(&imports, &manifest)?;
+        let imports = self.validate(&manifest, &component)?;
         let (entry, artifact) = match fresh {
             Some(fresh) => (self.record_artifact(entry, &fresh), ArtifactSource::Compiled),
             None => (entry, ArtifactSource::Cache),
@@ -345,14 +350,12 @@ impl PluginManager {
         // The image is read-only: the worker reads the very file loaded here.
         let id = bundle.manifest.id.as_str().to_string();
         let fresh = self.compile(&id, &dir.join(WASM_FILE)).await.map_err(|e| e.to_string())?;
+        let imports = self.validate(&bundle.manifest, &fresh.component)?;
         let engine = &self.arm_ctx.engine;
-        let imports = Imports::of(engine.engine(), &fresh.component);
-        check_manifest(&imports, &bundle.manifest)?;
-        prepare(engine, &fresh.component, bundle.manifest.world, &imports.capabilities, &imports.types)?;
         let mut entry = new_entry(&bundle.manifest, sha256, None, &bundle.wasm, &fresh.report, engine, SOURCE_IMAGE);
         self.store_bundle(&mut entry, &bundle.manifest_bytes, &[], &bundle.wasm, fresh.artifact.path())
             .map_err(|e| format!("cannot store it: {e}"))?;
-        let plugin = Arc::new(LoadedPlugin {
+        self.swap_in(LoadedPlugin {
             entry: entry.clone(),
             manifest: bundle.manifest,
             component: fresh.component,
@@ -360,14 +363,6 @@ impl PluginManager {
             artifact: ArtifactSource::Compiled,
             memory_minimum: fresh.report.memory_minimum,
         });
-        let index = {
-            let mut inner = self.inner();
-            inner.failed.remove(&entry.id);
-            inner.plugins.insert(entry.id.clone(), plugin);
-            inner.index.plugins.insert(entry.id.clone(), entry.clone());
-            inner.index.clone()
-        };
-        self.registry.collect_garbage(&index);
         Ok(entry)
     }
 
@@ -396,11 +391,38 @@ impl PluginManager {
         entry
     }
 
-    /// Brings instances in line with `config` and the installed plugins.
+    /// Brings instances in line with `config` and the installed plugins:
+    /// the config's instances, plus one instance of every metadata
+    /// provider shipped in the image ([`PROVIDER_PREFIX`]`<id>`), which runs
+    /// with the grants its manifest's `[grants]` asks for, config or not:
+    /// first-party providers are part of the image, trusted like bronzed.
     fn reconcile(&self, config: Option<&MachineConfig>) {
-        let wanted: Vec<(usize, PluginInstance)> =
-            config.map(|c| c.machine.plugins.instances.iter().cloned().enumerate().collect()).unwrap_or_default();
+        let mut wanted: Vec<(String, PluginInstance)> = config
+            .map(|c| {
+                c.machine
+                    .plugins
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, instance)| (format!("machine.plugins.instances[{i}]"), instance.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut inner = self.inner();
+        for plugin in inner.plugins.values() {
+            let is_image_provider =
+                plugin.entry.source == SOURCE_IMAGE && plugin.manifest.world == bronze_bundle::World::MetadataProvider;
+            let id = format!("{PROVIDER_PREFIX}{}", plugin.manifest.id.as_str());
+            // An operator's instance of the same id wins.
+            if !is_image_provider || wanted.iter().any(|(_, w)| w.id.as_str() == id) {
+                continue;
+            }
+            let Ok(instance_id) = id.parse() else { continue };
+            let mut instance = PluginInstance::new(instance_id);
+            instance.plugin = Some(plugin.manifest.id.clone());
+            instance.grants = plugin.manifest.grants.clone().unwrap_or_default();
+            wanted.push((format!("the [grants] of image plugin {}", plugin.manifest.id.as_str()), instance));
+        }
         let keep: Vec<String> = wanted.iter().map(|(_, i)| i.id.as_str().to_string()).collect();
         let gone: Vec<String> = inner.instances.keys().filter(|id| !keep.contains(id)).cloned().collect();
         for id in gone {
@@ -410,7 +432,7 @@ impl PluginManager {
                 tracing::info!(instance = %id, "plugin instance removed");
             }
         }
-        for (index, wanted) in wanted {
+        for (at, wanted) in wanted {
             let id = wanted.id.as_str().to_string();
             let plugin_id = wanted.plugin_id().as_str().to_string();
             let stale = inner.instances.get(&id).is_some_and(|slot| slot.instance.plugin_id != plugin_id);
@@ -441,7 +463,6 @@ impl PluginManager {
                 instance.disarm(Some(reason), false);
                 continue;
             }
-            let at = format!("machine.plugins.instances[{index}]");
             match arm(&self.arm_ctx, plugin, &wanted, &at, instance.log.clone()) {
                 Ok((armed, concurrency)) => instance.arm(armed, concurrency),
                 Err(reason) => {
@@ -450,6 +471,39 @@ impl PluginManager {
                 }
             }
         }
+        drop(inner);
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Follows changes of the instance set (installs, removals, config
+    /// changes, loading done): the value is a generation counter.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether the installed and image plugins have been loaded once.
+    pub fn loaded(&self) -> watch::Receiver<bool> {
+        self.loaded.subscribe()
+    }
+
+    /// An instance by id.
+    pub fn instance(&self, id: &str) -> Option<Arc<Instance>> {
+        self.inner().instances.get(id).map(|slot| slot.instance.clone())
+    }
+
+    /// Every armed metadata-provider instance shipped in the image, as
+    /// (platform name = plugin id, instance), sorted by platform.
+    pub fn image_providers(&self) -> Vec<(String, Arc<Instance>)> {
+        let inner = self.inner();
+        inner
+            .instances
+            .iter()
+            .filter_map(|(id, slot)| {
+                let platform = id.strip_prefix(PROVIDER_PREFIX)?;
+                (slot.instance.plugin_id == platform && slot.instance.is_armed())
+                    .then(|| (platform.to_string(), slot.instance.clone()))
+            })
+            .collect()
     }
 
     /// Validates a bundle completely, then stores it and swaps it in. A
@@ -499,11 +553,9 @@ impl PluginManager {
             .map_err(|e| PluginError::Internal(format!("cannot stage plugin {id} for compiling: {e}")))?;
         let fresh = self.compile(&id, upload.path()).await?;
         drop(upload);
+        let imports =
+            self.validate(&manifest, &fresh.component).map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
         let engine = &self.arm_ctx.engine;
-        let imports = Imports::of(engine.engine(), &fresh.component);
-        check_manifest(&imports, &manifest).map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
-        prepare(engine, &fresh.component, manifest.world, &imports.capabilities, &imports.types)
-            .map_err(|e| PluginError::Invalid(format!("{id}: {e}")))?;
 
         let entry = new_entry(&manifest, sha256.clone(), signed_by.clone(), &wasm, &fresh.report, engine, SOURCE_API);
         let plugin = Arc::new(LoadedPlugin {
@@ -529,22 +581,15 @@ impl PluginManager {
         let mut entry = entry;
         let stored = self.store_bundle(&mut entry, &manifest_bytes, &signature, &wasm, fresh.artifact.path());
         stored.map_err(|e| PluginError::Internal(format!("cannot store plugin {id}: {e}")))?;
-        let plugin = Arc::new(LoadedPlugin {
-            entry: entry.clone(),
+        let (previous, index) = self.swap_in(LoadedPlugin {
+            entry,
             manifest: plugin.manifest.clone(),
             component: fresh.component,
             imports: plugin.imports.clone(),
             artifact: ArtifactSource::Compiled,
             memory_minimum: fresh.report.memory_minimum,
         });
-        let (previous, index) = {
-            let mut inner = self.inner();
-            inner.failed.remove(&id);
-            inner.plugins.insert(id.clone(), plugin);
-            let previous = inner.index.plugins.insert(id.clone(), entry).map(|e| e.version);
-            (previous, inner.index.clone())
-        };
-        self.registry.collect_garbage(&index);
+        let previous = previous.map(|e| e.version);
         self.reconcile(Some(live.config.as_ref()));
         let names: Vec<String> = instances.iter().map(|(_, i)| i.id.as_str().to_string()).collect();
         for name in &names {
@@ -562,6 +607,33 @@ impl PluginManager {
             compile_ms: fresh.took.as_millis() as u64,
             instances: names,
         })
+    }
+
+    /// The one bundle-validation pipeline, after a compile or a cache load:
+    /// the component imports nothing its manifest does not request and
+    /// nothing this host lacks, and it implements the manifest's world
+    /// when linked with everything it imports.
+    fn validate(&self, manifest: &Manifest, component: &Component) -> Result<Imports, String> {
+        let engine = &self.arm_ctx.engine;
+        let imports = Imports::of(engine.engine(), component);
+        check_manifest(&imports, manifest)?;
+        prepare(engine, component, manifest.world, &imports.capabilities, &imports.types)?;
+        Ok(imports)
+    }
+
+    /// Makes a validated, stored plugin the one that runs under its id;
+    /// returns the entry it replaced and the new index.
+    fn swap_in(&self, plugin: LoadedPlugin) -> (Option<Entry>, Index) {
+        let id = plugin.entry.id.clone();
+        let (previous, index) = {
+            let mut inner = self.inner();
+            inner.failed.remove(&id);
+            let previous = inner.index.plugins.insert(id.clone(), plugin.entry.clone());
+            inner.plugins.insert(id, Arc::new(plugin));
+            (previous, inner.index.clone())
+        };
+        self.registry.collect_garbage(&index);
+        (previous, index)
     }
 
     /// Writes the bundle files, moves the worker's artifact into the cache,
@@ -653,7 +725,7 @@ impl PluginManager {
 
     /// Calls an instance once now (clearing quarantine). `id` is an
     /// instance id, or a plugin id that has exactly one instance.
-    pub async fn run(&self, id: &str) -> Result<(String, Outcome, Option<CallResult>), PluginError> {
+    pub async fn run(&self, id: &str) -> Result<(String, Outcome, Option<serde_json::Value>), PluginError> {
         let instance = {
             let inner = self.inner();
             match inner.instances.get(id) {
@@ -679,7 +751,7 @@ impl PluginManager {
             let view = instance.view();
             return Err(PluginError::Precondition(format!("instance {} cannot run: {}", view.id, view.reason)));
         }
-        match instance.run(Trigger::Operator).await {
+        match instance.run_json().await {
             Some((outcome, result)) => Ok((instance.id.clone(), outcome, result)),
             None => Err(PluginError::Precondition(format!("instance {} cannot run now", instance.id))),
         }
@@ -697,9 +769,41 @@ impl PluginManager {
     /// config: a power-off or reboot that failed leaves the node up, and
     /// its checks must run again without waiting for a config change.
     pub async fn resume(&self) {
-        let _change = self.change.lock().await;
-        let live = self.config.borrow().clone();
-        self.reconcile(live.as_ref().map(|c| c.config.as_ref()));
+        self.reconcile_live().await;
+    }
+}
+
+/// Follows the live config: arms, re-arms and removes instances on every
+/// change, once the first load is done.
+pub struct PluginConfigController {
+    pub manager: Arc<PluginManager>,
+}
+
+impl crate::controllers::Controller for PluginConfigController {
+    fn name(&self) -> &'static str {
+        "plugin-config"
+    }
+
+    fn run(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> futures::future::BoxFuture<'static, Result<(), crate::controllers::ControllerError>> {
+        Box::pin(async move {
+            let mut loaded = self.manager.loaded();
+            tokio::select! {
+                _ = loaded.wait_for(|l| *l) => {}
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+            let mut config = self.manager.config.clone();
+            loop {
+                config.borrow_and_update();
+                self.manager.reconcile_live().await;
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    changed = config.changed() => if changed.is_err() { return Ok(()) },
+                }
+            }
+        })
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`registry`] + [`artifact`]: installed bundles and the AOT cache on disk.
 //! - [`capabilities`]: imports ∩ manifest ∩ grant, per-instance linkers.
 //! - [`context`]: the `bronze:host` functions; [`net`]: the http/probe client.
-//! - [`call`] + [`outcome`] + [`results`]: one sandboxed call.
+//! - [`worlds`]: one module per plugin world behind one trait (input,
+//!   output, checks, JSON); [`call`] + [`outcome`]: one sandboxed call.
 //! - [`instance`]: schedule, backoff, quarantine; [`manager`]: the whole.
 
 pub mod artifact;
@@ -33,9 +34,9 @@ pub mod net;
 pub mod outcome;
 pub mod registry;
 pub mod resources;
-pub mod results;
 pub mod volumes;
 pub mod volumes_kernel;
+pub mod worlds;
 
 pub use manager::{PluginError, PluginManager};
 

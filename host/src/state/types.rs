@@ -216,6 +216,8 @@ pub static ALL: &[&ResourceDefinition] = &[
     &crate::network::resources::ADDRESS_STATUS,
     &crate::network::resources::ROUTE_STATUS,
     &crate::plugins::resources::HEALTH_CHECK,
+    &crate::platform::resources::PLATFORM_DETECTION,
+    &crate::platform::resources::PLATFORM_METADATA,
 ];
 
 /// Resolves a user-typed name (alias or canonical, any case).

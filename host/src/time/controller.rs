@@ -60,10 +60,21 @@ impl TimeSettings {
     /// pid1 mode `bronze.ntp=` from the kernel command line, else
     /// `pool.ntp.org` (as in Talos; `disabled: true` is the way to turn
     /// sync off); in process mode only the servers given explicitly, so it
-    /// never contacts a default.
-    pub fn from(time: Option<&bronze_config::Time>, default_servers: &[HostPort]) -> Self {
+    /// never contacts a default. The platform's servers (from its metadata)
+    /// sit between the two: below the config's, above the default.
+    pub fn from(
+        time: Option<&bronze_config::Time>,
+        platform_servers: &[HostPort],
+        default_servers: &[HostPort],
+    ) -> Self {
         let time = time.cloned().unwrap_or_default();
-        let servers = if time.servers.is_empty() { default_servers.to_vec() } else { time.servers.clone() };
+        let servers = if !time.servers.is_empty() {
+            time.servers.clone()
+        } else if !platform_servers.is_empty() {
+            platform_servers.to_vec()
+        } else {
+            default_servers.to_vec()
+        };
         Self {
             servers,
             disabled: time.disabled,
@@ -90,6 +101,8 @@ pub struct TimeController {
     pub events: Arc<Ring<MachineEventSpec>>,
     pub config: watch::Receiver<Option<LiveConfig>>,
     pub boot_servers: Vec<HostPort>,
+    /// The platform layer of servers (PID 1 only).
+    pub platform_servers: Option<watch::Receiver<Vec<HostPort>>>,
     /// Adjust the kernel clock (pid1 with CAP_SYS_TIME); otherwise observe only.
     pub discipline_clock: bool,
     /// When the node started, for `bootTimeout`.
@@ -119,11 +132,18 @@ impl TimeController {
             events,
             config,
             boot_servers,
+            platform_servers: None,
             discipline_clock,
             started: Instant::now(),
             persistent: Mutex::new(Persistent { discipline: Discipline::new(0.4), status: status_spec }),
             holds,
         }
+    }
+
+    /// Takes the platform's servers from `servers` (None: never).
+    pub fn with_platform_servers(mut self, servers: Option<watch::Receiver<Vec<HostPort>>>) -> Self {
+        self.platform_servers = servers;
+        self
     }
 
     fn update(&self, f: impl FnOnce(&mut TimeStatusSpec)) {
@@ -680,13 +700,22 @@ impl Controller for TimeController {
     fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> BoxFuture<'static, Result<(), ControllerError>> {
         Box::pin(async move {
             let mut config = self.config.clone();
+            let (_keep, unused) = watch::channel(Vec::new());
+            let mut platform = self.platform_servers.clone().unwrap_or(unused);
             loop {
                 let live = config.borrow_and_update().clone();
-                let settings = TimeSettings::from(live.as_ref().map(|c| &c.config.machine.time), &self.boot_servers);
+                let from_platform = platform.borrow_and_update().clone();
+                let settings = TimeSettings::from(
+                    live.as_ref().map(|c| &c.config.machine.time),
+                    &from_platform,
+                    &self.boot_servers,
+                );
                 tokio::select! {
                     result = self.sync(&settings) => result?,
                     // A new config switches servers at once, mid-poll.
                     changed = config.changed() => if changed.is_err() { return Ok(()) },
+                    // So do the platform's servers when its metadata comes.
+                    changed = platform.changed() => if changed.is_err() { return Ok(()) },
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                 }
             }
@@ -706,22 +735,28 @@ mod tests {
     fn a_config_without_servers_keeps_the_modes_default_servers() {
         // pid1: the boot default (pool.ntp.org unless bronze.ntp= says otherwise).
         let pid1_default = [hp(crate::time::DEFAULT_NTP_SERVER)];
-        let before_config = TimeSettings::from(None, &pid1_default);
+        let before_config = TimeSettings::from(None, &[], &pid1_default);
         assert_eq!(before_config.servers, pid1_default);
         assert!(before_config.enabled());
         let no_servers = bronze_config::Time::default();
-        let with_config = TimeSettings::from(Some(&no_servers), &pid1_default);
+        let with_config = TimeSettings::from(Some(&no_servers), &[], &pid1_default);
         assert_eq!(with_config.servers, pid1_default);
         assert!(with_config.enabled());
         // Servers in the config replace the default.
         let named = bronze_config::Time { servers: vec![hp("10.0.0.1:123")], ..Default::default() };
-        assert_eq!(TimeSettings::from(Some(&named), &pid1_default).servers, vec![hp("10.0.0.1:123")]);
+        assert_eq!(TimeSettings::from(Some(&named), &[], &pid1_default).servers, vec![hp("10.0.0.1:123")]);
         // disabled: true turns sync off, default or not.
         let disabled = bronze_config::Time { disabled: true, ..Default::default() };
-        assert!(!TimeSettings::from(Some(&disabled), &pid1_default).enabled());
+        assert!(!TimeSettings::from(Some(&disabled), &[], &pid1_default).enabled());
         // Process mode has no default: nothing to contact.
-        assert!(!TimeSettings::from(Some(&no_servers), &[]).enabled());
-        assert!(!TimeSettings::from(None, &[]).enabled());
+        assert!(!TimeSettings::from(Some(&no_servers), &[], &[]).enabled());
+        assert!(!TimeSettings::from(None, &[], &[]).enabled());
+        // The platform's servers come between the config's and the default.
+        let platform = vec![hp("169.254.169.123:123")];
+        assert_eq!(TimeSettings::from(None, &platform, &pid1_default).servers, platform);
+        assert_eq!(TimeSettings::from(Some(&no_servers), &platform, &pid1_default).servers, platform);
+        assert_eq!(TimeSettings::from(Some(&named), &platform, &pid1_default).servers, vec![hp("10.0.0.1:123")]);
+        assert_eq!(TimeSettings::from(None, &platform, &[]).servers, platform);
     }
 
     #[test]

@@ -230,6 +230,12 @@ impl MachineService for Bare {
     async fn load_avg(&self, _: Request<pb::LoadAvgRequest>) -> Result<Response<pb::LoadAvgResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn platform_refresh(
+        &self,
+        _: Request<pb::PlatformRefreshRequest>,
+    ) -> Result<Response<pb::PlatformRefreshResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
     async fn service_list(
         &self,
         _: Request<pb::ServiceListRequest>,

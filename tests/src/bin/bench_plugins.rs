@@ -13,7 +13,7 @@
 
 use bronze_bundle::World;
 use bronze_host::plugins::artifact::{load_cached, precompile};
-use bronze_host::plugins::call::{CallLimits, Prepared, new_store};
+use bronze_host::plugins::call::{CallLimits, new_store};
 use bronze_host::plugins::capabilities::Imports;
 use bronze_host::plugins::context::InstanceContext;
 use bronze_host::plugins::engine::{PluginEngine, compiling_engine};
@@ -21,6 +21,7 @@ use bronze_host::plugins::facts::Facts;
 use bronze_host::plugins::loaded::prepare;
 use bronze_host::plugins::log::PluginLog;
 use bronze_host::plugins::net::{HttpPolicy, ProbePolicy, SystemResolver};
+use bronze_host::plugins::worlds::Prepared;
 use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, rss_bytes};
 use bronze_tests::{Node, Pki};
 use std::sync::Arc;

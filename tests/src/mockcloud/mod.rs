@@ -118,7 +118,10 @@ pub const HUGE_BODY: u64 = 100 * 1000 * 1000;
 impl MockServer {
     /// Serves `cloud` on `listen` (port 0 picks one).
     pub async fn start(listen: SocketAddr, cloud: Arc<dyn Cloud>) -> std::io::Result<MockServer> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        Self::serve(tokio::net::TcpListener::bind(listen).await?, cloud)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, cloud: Arc<dyn Cloud>) -> std::io::Result<MockServer> {
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Faults::default());
@@ -143,6 +146,13 @@ impl MockServer {
             }
         });
         Ok(MockServer { addr, requests, faults, task })
+    }
+
+    /// Serves `cloud` on a listener made elsewhere (inside a network
+    /// namespace: [`crate::netns::NetNs::listen`]).
+    pub async fn from_listener(listener: std::net::TcpListener, cloud: Arc<dyn Cloud>) -> std::io::Result<MockServer> {
+        listener.set_nonblocking(true)?;
+        Self::serve(tokio::net::TcpListener::from_std(listener)?, cloud)
     }
 
     /// Serves `cloud` on a free port of 127.0.0.1.
