@@ -229,15 +229,17 @@ impl PlatformController {
         (choice, spec)
     }
 
-    fn publish(&self, spec: &PlatformMetadataSpec, metadata: &PlatformMetadata) {
+    /// Publishes `metadata` (without its user data) in `spec`; returns the
+    /// spec as published, which later retries update and publish again.
+    fn publish(&self, spec: PlatformMetadataSpec, metadata: &PlatformMetadata) -> PlatformMetadataSpec {
         let mut without_user_data = metadata.clone();
         without_user_data.user_data = None;
-        let mut spec = spec.clone();
-        spec.metadata = without_user_data.clone();
+        let spec = PlatformMetadataSpec { metadata: without_user_data.clone(), ..spec };
         if let Err(e) = self.metadata.put(PLATFORM_ID, &spec) {
             tracing::error!(error = %e, "cannot publish PlatformMetadata");
         }
         self.handle.publish(Some(Arc::new(without_user_data)));
+        spec
     }
 
     fn unpublish(&self) {
@@ -345,7 +347,7 @@ impl PlatformController {
                         user_data,
                         metadata: Default::default(),
                     };
-                    self.publish(&spec, &metadata);
+                    let spec = self.publish(spec, &metadata);
                     tracing::info!(%platform, attempts = failures + 1, "platform metadata fetched");
                     *current = Some(spec);
                     return Fetched::Answer;
@@ -448,8 +450,7 @@ impl Controller for PlatformController {
                     metadata: Default::default(),
                 };
                 tracing::info!(platform = %spec.platform, age_s = spec.age_seconds, "using cached platform metadata until the service answers");
-                self.publish(&spec, &cached.metadata);
-                current = Some(spec);
+                current = Some(self.publish(spec, &cached.metadata));
             }
             // Detection needs the providers loaded (a first boot compiles them).
             let mut loaded = self.plugins.loaded();
