@@ -158,7 +158,11 @@ impl PlatformController {
         } else {
             self.detect(candidates).await
         };
-        let spec = PlatformDetectionSpec { duration_ms: started.elapsed().as_millis() as u64, ..spec };
+        let spec = PlatformDetectionSpec {
+            duration_ms: started.elapsed().as_millis() as u64,
+            chosen_at: crate::state::now_rfc3339(),
+            ..spec
+        };
         match &choice {
             Choice::Failed => tracing::error!(error = %spec.error, "platform detection failed"),
             _ => {

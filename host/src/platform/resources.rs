@@ -40,6 +40,11 @@ pub struct PlatformDetectionSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
     pub duration_ms: u64,
+    /// When this choice was made (RFC 3339): every round is a new version
+    /// of the resource, even when it chose the same as the last one, so a
+    /// refresh can tell that it ran.
+    #[serde(default)]
+    pub chosen_at: String,
 }
 resource!(
     PlatformDetectionSpec,
