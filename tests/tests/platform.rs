@@ -364,6 +364,15 @@ async fn detection_picks_exactly_the_marked_provider_and_sends_no_packet() {
     assert_eq!(m["metadata"]["hostname"], "detect-network", "{m:#}");
     let detection = spec(&mut c, "platformdetection").await.unwrap();
     assert_eq!(detection["source"], "config", "{detection:#}");
+    // A refresh of a pinned platform answers at once, twice in a row (the
+    // same choice is still a new round).
+    for _ in 0..2 {
+        let asked = Instant::now();
+        let answer = refresh(&mut c).await;
+        assert_eq!(answer.platform, "detectnet", "{answer:?}");
+        assert!(answer.message.contains("from config"), "{answer:?}");
+        assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    }
 }
 
 /// A config as user data: the node leaves maintenance mode by itself.
