@@ -260,6 +260,18 @@ async fn detection_picks_exactly_the_marked_provider_and_sends_no_packet() {
     let node = env.start(Some(config)).await;
     let mut c = wait_mtls(&node, &pki, Duration::from_secs(30)).await;
     install(c.channel.clone(), &bundle("detect-network")).await.expect("install detect-network");
+    // Wait for the round the install started: a refresh during a round
+    // may answer with that round.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let detection = spec(&mut c, "platformdetection").await;
+        let answers = detection.as_ref().and_then(|d| d["answers"].as_array().cloned()).unwrap_or_default();
+        if answers.iter().any(|a| a["provider"] == "detectnet" && a["answer"] == "no") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replacement never answered: {detection:#?}\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Every shipped provider and the replacement answer (the first
     // detection may have run before the fixture was installed).
@@ -373,6 +385,38 @@ async fn detection_picks_exactly_the_marked_provider_and_sends_no_packet() {
         assert!(answer.message.contains("from config"), "{answer:?}");
         assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
     }
+
+    // The kernel command line wins over the config, and over detection.
+    let cmdline = env.tmp.path().join("cmdline");
+    for (line, want, message) in [
+        ("console=ttyS0 bronze.platform=gcp quiet", "gcp", "from kernel command line"),
+        ("bronze.platform=metal", "metal", "from kernel command line"),
+        ("bronze.platform=nosuch", "", "platform nosuch (from the kernel command line): no provider is installed"),
+    ] {
+        std::fs::write(&cmdline, format!("{line}\n")).unwrap();
+        let answer = refresh(&mut c).await;
+        assert_eq!(answer.platform, want, "{line}: {answer:?}");
+        assert!(answer.message.contains(message), "{line}: {answer:?}");
+        let detection = spec(&mut c, "platformdetection").await.unwrap();
+        assert_eq!(detection["answers"], serde_json::json!([]), "a pin asks no provider: {detection:#}");
+    }
+    assert!(spec(&mut c, "platformmetadata").await.is_none(), "no platform, no metadata");
+    // `detect: false` without a pin: metal, even on EC2.
+    std::fs::write(&cmdline, "console=ttyS0\n").unwrap();
+    env.ec2();
+    let off = with_platform(&config_with_plugins(&pki, "detect", &plugins), "detect: false\n");
+    c.machine
+        .apply_configuration(pb::ApplyConfigurationRequest { data: off.into_bytes(), ..Default::default() })
+        .await
+        .expect("apply detect: false");
+    let answer = refresh(&mut c).await;
+    assert_eq!(answer.platform, "metal", "{answer:?}");
+    let detection = spec(&mut c, "platformdetection").await.unwrap();
+    assert_eq!(
+        (&detection["source"], &detection["answers"]),
+        (&"config".into(), &serde_json::json!([])),
+        "{detection:#}"
+    );
 }
 
 /// A config as user data: the node leaves maintenance mode by itself.
@@ -662,6 +706,7 @@ async fn retries_past_the_budget_five_503s_and_hostile_answers() {
     refresh(&mut c).await;
     let m = wait_metadata(&mut c, &node, "failing on the huge body", |m| m["lastError"].is_string()).await;
     let error = m["lastError"].as_str().unwrap();
+    eprintln!("the 100 MB body: {error}");
     assert!(error.contains("larger than") || error.contains("too large") || error.contains("body"), "{error}");
     assert_eq!(m["metadata"]["hostname"], AWS_HOSTNAME, "the last answer stays: {m:#}");
     let rss_after = bronze_tests::plugins::rss_bytes(node.pid());
@@ -683,6 +728,7 @@ async fn retries_past_the_budget_five_503s_and_hostile_answers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let error = m["lastError"].as_str().unwrap();
+    eprintln!("the trickle, after {:?}: {error}", started.elapsed());
     assert!(error.contains("timed out") || error.contains("deadline") || error.contains("timeout"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert_eq!(m["metadata"]["hostname"], AWS_HOSTNAME, "{m:#}");
