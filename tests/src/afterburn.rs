@@ -186,7 +186,7 @@ pub fn requests_span(log: &str) -> Option<Duration> {
         Some(((h * 60 + m) * 60 + s) * 1000 + millis.parse::<u64>().ok()?)
     };
     let first = log.lines().find(|l| l.contains(" Fetching ") || l.contains(" Putting ")).and_then(stamp)?;
-    let last = log.lines().filter(|l| l.contains("Fetch successful")).last().and_then(stamp)?;
+    let last = log.lines().rev().find(|l| l.contains("Fetch successful")).and_then(stamp)?;
     last.checked_sub(first).map(Duration::from_millis)
 }
 
