@@ -461,6 +461,11 @@ async fn user_data_config_is_applied_then_cached_metadata_serves_a_boot_without_
     let cached: Value = serde_json::from_slice(&std::fs::read(env.state_dir().join("platform-metadata.json")).unwrap())
         .expect("the cache is JSON");
     assert_eq!(cached["metadata"]["hostname"], AWS_HOSTNAME, "{cached:#}");
+    // It holds the user data (a config with the CA key): owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.state_dir().join("platform-metadata.json")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 
     // The real CLI: an operator refreshes, a reader may not.
     let dir = tempfile::tempdir().unwrap();
@@ -516,6 +521,17 @@ async fn user_data_config_is_applied_then_cached_metadata_serves_a_boot_without_
     assert!(m.get("lastError").is_none(), "{m:#}");
     assert_eq!(m["userData"]["action"], "kept-stored-config", "{m:#}");
     assert!(mock.hits().len() > before, "{:?}", mock.hits());
+
+    // Another platform: the cached answer of the old one is forgotten.
+    env.set_dmi(&[("product_name", "Google Compute Engine")]);
+    let answer = refresh(&mut c).await;
+    assert_eq!(answer.platform, "gcp", "{answer:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spec(&mut c, "platformmetadata").await.is_some() {
+        assert!(Instant::now() < deadline, "aws metadata still published on gcp");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!env.state_dir().join("platform-metadata.json").exists(), "the aws cache stays on gcp");
 }
 
 /// The aws mock whose user data the test switches while it runs.
