@@ -719,7 +719,7 @@ async fn retries_past_the_budget_five_503s_and_hostile_answers() {
     // After an answer, a refresh has a budget of its own: its first failed
     // attempt is no warning yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(mock.faults.fail_next.load(SeqCst) < 5, true, "the refresh did not fetch");
+    assert!(mock.faults.fail_next.load(SeqCst) < 5, "the refresh did not fetch");
     let early = budget_events(&mut c).await;
     assert_eq!(early.len(), said, "a refresh's first failure warned of the boot budget: {early:#?}");
     let m = wait_metadata(&mut c, &node, "fetched after the 503s", |m| m["attempts"] == 6 || m["attempts"] == 1).await;
