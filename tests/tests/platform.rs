@@ -681,10 +681,13 @@ async fn retries_past_the_budget_five_503s_and_hostile_answers() {
     let pki = Pki::new();
     let env = Env::new();
     env.ec2();
-    let mock = env.imds(Arc::new(Aws::new())).await;
+    // Its user data is another valid config: the one given with --config
+    // stays.
+    let other = pki.node_config("other");
+    let mock = env.imds(Arc::new(Aws::new().set("user-data", other.clone()))).await;
     mock.faults.down.store(true, SeqCst);
     let config = with_platform(&pki.node_config("retries"), "fetchTimeout: 2s\n");
-    let node = env.start(Some(config)).await;
+    let node = env.start(Some(config.clone())).await;
     let mut c = wait_mtls(&node, &pki, Duration::from_secs(30)).await;
     let probe = ApiProbe::start(&node, &pki);
     let probing = Instant::now();
@@ -707,6 +710,10 @@ async fn retries_past_the_budget_five_503s_and_hostile_answers() {
     refresh(&mut c).await;
     let m = wait_metadata(&mut c, &node, "fetched", |m| m["cached"] == false).await;
     assert_eq!(m["metadata"]["hostname"], AWS_HOSTNAME, "{m:#}");
+    assert_eq!(m["userData"]["kind"], "machine-config", "{m:#}");
+    assert_eq!(m["userData"]["action"], "kept-stored-config", "{m:#}");
+    assert_eq!(m["userData"]["bytes"], other.len(), "{m:#}");
+    assert_eq!(node.stored_config().as_deref(), Some(config.as_bytes()), "the --config one stays");
 
     // Five 503s then success: six attempts, each failing at its first
     // request (the token PUT). The controller is idle after its answer, so
