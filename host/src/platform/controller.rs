@@ -72,7 +72,9 @@ pub struct PlatformController {
     pub events: Arc<Ring<MachineEventSpec>>,
     pub audit: Arc<AuditLog>,
     pub retry: RetryPolicy,
-    /// When the node started: the fetch budget counts from here.
+    /// When the node started: the fetch budget counts from here until the
+    /// first answer; after that, each fetch (a refresh) counts from its own
+    /// start.
     pub started: Instant,
 }
 
@@ -308,14 +310,15 @@ impl PlatformController {
         status
     }
 
-    /// Fetches until an answer, retrying with backoff; past the boot
-    /// budget it says so once and keeps retrying.
+    /// Fetches until an answer, retrying with backoff; past the budget
+    /// (counted from `since`) it says so once and keeps retrying.
     async fn fetch(
         &self,
         platform: &str,
         instance: &Arc<Instance>,
         current: &mut Option<PlatformMetadataSpec>,
         interrupt: &mut Interrupts,
+        since: Instant,
     ) -> Fetched {
         let budget = self.settings().fetch_timeout.as_std();
         let mut failures = 0u32;
@@ -371,12 +374,12 @@ impl PlatformController {
                     tracing::error!(error = %e, "cannot publish PlatformMetadata");
                 }
             }
-            if !over_budget_said && self.started.elapsed() >= budget {
+            if !over_budget_said && since.elapsed() >= budget {
                 over_budget_said = true;
-                let using = if current.as_ref().is_some_and(|s| s.cached) {
-                    "the cached copy (stale)"
-                } else {
-                    "no platform metadata"
+                let using = match current {
+                    Some(spec) if spec.cached => "the cached copy (stale)",
+                    Some(_) => "the last answer",
+                    None => "no platform metadata",
                 };
                 tracing::warn!(%platform, budget_s = budget.as_secs(), last_error = %message,
                     "the metadata service did not answer within the boot budget; going on with {using} and retrying");
@@ -470,6 +473,8 @@ impl Controller for PlatformController {
                 handle: self.handle.clone(),
             };
             let mut chosen: Option<(String, String)> = None;
+            // Until the first answer, the boot budget counts from the start.
+            let mut answered_once = false;
             loop {
                 if *stop.borrow() {
                     return Ok(());
@@ -488,12 +493,14 @@ impl Controller for PlatformController {
                         let answered = current.as_ref().is_some_and(|c| !c.cached);
                         if !(same && answered) {
                             chosen = Some((platform.clone(), instance.id.clone()));
-                            if let Fetched::Interrupted =
-                                self.fetch(&platform, &instance, &mut current, &mut interrupts).await
-                            {
-                                // Refresh or a new setting: choose again at once.
-                                chosen = None;
-                                continue;
+                            let since = if answered_once { Instant::now() } else { self.started };
+                            match self.fetch(&platform, &instance, &mut current, &mut interrupts, since).await {
+                                Fetched::Answer => answered_once = true,
+                                Fetched::Interrupted => {
+                                    // Refresh or a new setting: choose again at once.
+                                    chosen = None;
+                                    continue;
+                                }
                             }
                         }
                     }
