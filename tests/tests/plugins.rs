@@ -733,3 +733,55 @@ async fn metadata_providers_and_network_configurators_run_on_demand() {
     let mut c = c;
     assert!(health_checks(&mut c).await.is_empty());
 }
+
+#[tokio::test]
+async fn image_plugins_load_the_artifacts_the_image_build_compiled() {
+    use bronze_host::plugins::compile_worker::WorkerReport;
+    use bronze_host::plugins::manager::{IMAGE_ARTIFACT, IMAGE_ARTIFACT_REPORT, ImageArtifact};
+    use bronze_tests::NodeOptions;
+    // An image with two bundles, each with what `cargo xtask image` adds:
+    // the artifact bronzed's compile worker wrote and its report.
+    let image = tempfile::tempdir().unwrap();
+    for id in ["health-time", "aws"] {
+        let from = bronze_tests::plugins::bundle_dir(id);
+        let dir = image.path().join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["plugin.toml", "plugin.wasm"] {
+            std::fs::copy(from.join(file), dir.join(file)).unwrap();
+        }
+        let out = std::process::Command::new(bronze_tests::bin("bronzed"))
+            .args(["compile-worker", "--input"])
+            .arg(dir.join("plugin.wasm"))
+            .arg("--output")
+            .arg(dir.join(IMAGE_ARTIFACT))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let worker: WorkerReport = serde_json::from_slice(&out.stdout).unwrap();
+        let wasm = std::fs::read(dir.join("plugin.wasm")).unwrap();
+        let mut report = ImageArtifact { wasm_sha256: bronze_bundle::sha256_hex(&wasm), worker };
+        if id == "aws" {
+            // Made by another engine: the node compiles instead.
+            report.worker.fingerprint = "wasmtime48-0000000000000000".into();
+        }
+        std::fs::write(dir.join(IMAGE_ARTIFACT_REPORT), serde_json::to_vec(&report).unwrap()).unwrap();
+    }
+    let node = Node::start_with(NodeOptions {
+        args: vec!["--image-plugins".into(), image.path().display().to_string()],
+        ..Default::default()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let loaded = |log: &str| {
+        log.contains("plugin compiled in a worker plugin=\"aws\"")
+            && log.contains("image plugin loaded precompiled plugin=\"health-time\"")
+    };
+    while !loaded(&node.log()) {
+        assert!(Instant::now() < deadline, "{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = node.log();
+    assert!(log.contains("image plugin loaded precompiled plugin=\"health-time\""), "{log}");
+    assert!(!log.contains("plugin compiled in a worker plugin=\"health-time\""), "{log}");
+    assert!(log.contains("precompiled artifact is for another wasm or engine; compiling"), "{log}");
+}

@@ -98,6 +98,11 @@ fn shared_config() -> Config {
 pub fn compiling_engine() -> wasmtime::Result<Engine> {
     let mut config = shared_config();
     config.cranelift_opt_level(OptLevel::Speed);
+    // The host's triple without the CPU features this machine happens to
+    // have: baseline x86-64 / aarch64 code loads on any CPU of the
+    // architecture, so artifacts made when the image is built (or on one
+    // host and copied) load on the node that boots it, emulated or not.
+    config.target(&target_lexicon::HOST.to_string())?;
     Engine::new(&config)
 }
 

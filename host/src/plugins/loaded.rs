@@ -31,6 +31,8 @@ pub enum ArtifactSource {
     Cache,
     /// Compiled now (install, or the cache was missing or unusable).
     Compiled,
+    /// Precompiled when the image was built (an image plugin's first load).
+    Image,
 }
 
 impl ArtifactSource {
@@ -38,6 +40,7 @@ impl ArtifactSource {
         match self {
             ArtifactSource::Cache => "cache",
             ArtifactSource::Compiled => "compiled",
+            ArtifactSource::Image => "image",
         }
     }
 }

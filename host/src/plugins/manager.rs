@@ -66,6 +66,8 @@ impl PluginError {
 /// A component a worker just compiled, loaded from its artifact, which is
 /// still in the work dir until [`Registry::adopt_artifact`] takes it.
 struct Fresh {
+    /// Compiled now, or the image's precompiled artifact.
+    source: ArtifactSource,
     component: Component,
     artifact: WorkFile,
     report: WorkerReport,
@@ -125,6 +127,20 @@ pub struct PluginManager {
     changes: watch::Sender<u64>,
     /// True once the first load is done.
     loaded: watch::Sender<bool>,
+}
+
+/// An image plugin's precompiled artifact, next to its `plugin.wasm`.
+pub const IMAGE_ARTIFACT: &str = "plugin.cwasm";
+/// What the image build's compile worker reported for it, and for which wasm.
+pub const IMAGE_ARTIFACT_REPORT: &str = "plugin.cwasm.json";
+
+/// The contents of [`IMAGE_ARTIFACT_REPORT`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageArtifact {
+    /// sha256 of the `plugin.wasm` it was compiled from.
+    pub wasm_sha256: String,
+    pub worker: WorkerReport,
 }
 
 /// Instance ids of the image's metadata providers: `platform-aws`, ...
@@ -302,7 +318,7 @@ impl PluginManager {
             .map_err(PluginError::Internal)?
             .map_err(|e| PluginError::Internal(format!("compiling plugin {id}: the artifact does not load: {e}")))?;
         tracing::info!(plugin = id, ms = took.as_millis() as u64, "plugin compiled in a worker");
-        Ok(Fresh { component, artifact, report, took })
+        Ok(Fresh { source: ArtifactSource::Compiled, component, artifact, report, took })
     }
 
     /// Installs the image's bundles that are new or changed. An id an
@@ -349,7 +365,10 @@ impl PluginManager {
     ) -> Result<Entry, String> {
         // The image is read-only: the worker reads the very file loaded here.
         let id = bundle.manifest.id.as_str().to_string();
-        let fresh = self.compile(&id, &dir.join(WASM_FILE)).await.map_err(|e| e.to_string())?;
+        let fresh = match self.image_artifact(&id, dir, &sha256).await {
+            Some(fresh) => fresh,
+            None => self.compile(&id, &dir.join(WASM_FILE)).await.map_err(|e| e.to_string())?,
+        };
         let imports = self.validate(&bundle.manifest, &fresh.component)?;
         let engine = &self.arm_ctx.engine;
         let mut entry = new_entry(&bundle.manifest, sha256, None, &bundle.wasm, &fresh.report, engine, SOURCE_IMAGE);
@@ -360,10 +379,50 @@ impl PluginManager {
             manifest: bundle.manifest,
             component: fresh.component,
             imports,
-            artifact: ArtifactSource::Compiled,
+            artifact: fresh.source,
             memory_minimum: fresh.report.memory_minimum,
         });
         Ok(entry)
+    }
+
+    /// The artifact the image build compiled for an image plugin
+    /// (`plugin.cwasm` + `plugin.cwasm.json`, the worker's report), when it
+    /// was made for this wasm by an engine like this one: a first boot then
+    /// compiles nothing (under emulation a compile takes seconds). Part of
+    /// the image, trusted like bronzed; anything off means a compile.
+    async fn image_artifact(&self, id: &str, dir: &Path, wasm_sha256: &str) -> Option<Fresh> {
+        let report_path = dir.join(IMAGE_ARTIFACT_REPORT);
+        let bytes = std::fs::read(&report_path).ok()?;
+        let report: ImageArtifact = match serde_json::from_slice(&bytes) {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(plugin = id, error = %e, "unusable {IMAGE_ARTIFACT_REPORT}; compiling");
+                return None;
+            }
+        };
+        let engine = self.arm_ctx.engine.clone();
+        if report.wasm_sha256 != wasm_sha256 || report.worker.fingerprint != engine.fingerprint() {
+            tracing::info!(plugin = id, "the image's precompiled artifact is for another wasm or engine; compiling");
+            return None;
+        }
+        let started = Instant::now();
+        let artifact = self.registry.work_file("cwasm");
+        if let Err(e) = std::fs::copy(dir.join(IMAGE_ARTIFACT), artifact.path()) {
+            tracing::warn!(plugin = id, error = %e, "cannot copy the image's precompiled artifact; compiling");
+            return None;
+        }
+        let (path, sha) = (artifact.path().to_path_buf(), report.worker.cwasm_sha256.clone());
+        match run_niced("loading the image's artifact", move || load_artifact(&engine, &path, &sha)).await {
+            Ok(Ok(component)) => {
+                let took = started.elapsed();
+                tracing::info!(plugin = id, ms = took.as_millis() as u64, "image plugin loaded precompiled");
+                Some(Fresh { source: ArtifactSource::Image, component, artifact, report: report.worker, took })
+            }
+            Ok(Err(e)) | Err(e) => {
+                tracing::warn!(plugin = id, error = %e, "the image's precompiled artifact does not load; compiling");
+                None
+            }
+        }
     }
 
     /// Moves a recompiled artifact into the cache and records its hash,
