@@ -211,6 +211,9 @@ fn enter(path: &std::path::Path) -> io::Result<()> {
 
 /// Copies both ways between two connections until either side closes.
 fn pump(a: TcpStream, b: TcpStream) {
+    // Small gRPC frames must not wait for Nagle's timer on either hop.
+    let _ = a.set_nodelay(true);
+    let _ = b.set_nodelay(true);
     let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
     let one_way = |mut from: TcpStream, mut to: TcpStream| {
         std::thread::spawn(move || {

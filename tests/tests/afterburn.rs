@@ -183,6 +183,17 @@ fn vultr(m: &Value) -> BTreeMap<String, String> {
     ])
 }
 
+fn hetzner(m: &Value) -> BTreeMap<String, String> {
+    map([
+        ("HETZNER_AVAILABILITY_ZONE".into(), s(m, "zone")),
+        ("HETZNER_HOSTNAME".into(), s(m, "hostname")),
+        ("HETZNER_INSTANCE_ID".into(), s(m, "instanceId")),
+        ("HETZNER_PUBLIC_IPV4".into(), strings(m, "publicIpv4").into_iter().next()),
+        ("HETZNER_PUBLIC_IPV6".into(), strings(m, "publicIpv6").into_iter().next()),
+        ("HETZNER_REGION".into(), s(m, "region")),
+    ])
+}
+
 /// A temp dir holding `class/dmi/id/<field>` files.
 fn sysfs(fields: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -374,6 +385,23 @@ async fn gcp_agrees_with_afterburn() {
         documented: &[
             r#"GCP_MACHINE_TYPE: afterburn "projects/804113012345/machineTypes/e2-standard-2", bronze "e2-standard-2""#,
         ],
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hetzner_agrees_with_afterburn() {
+    check(Case {
+        platform: "hetzner",
+        afterburn: "hetzner",
+        dmi: &[("sys_vendor", "Hetzner")],
+        attributes: hetzner,
+        // Hetzner's metadata calls the network zone (eu-central) `region`;
+        // Afterburn passes it on. Bronze, like Talos and Hetzner's cloud
+        // controller manager (topology.kubernetes.io/region), reports the
+        // location (fsn1, the zone's part before the first '-'), and keeps
+        // the network zone as the attribute `network-zone`.
+        documented: &[r#"HETZNER_REGION: afterburn "eu-central", bronze "fsn1""#],
     })
     .await;
 }

@@ -134,6 +134,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     phases.lap("debug build");
     build_image(root, false)?;
     phases.lap("image");
+    ensure_afterburn(root)?;
+    phases.lap("afterburn");
     let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
     phases.lap("cargo test");
     println!("suite time: {phases}");
@@ -144,6 +146,31 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("{failed} tests failed");
     }
     Ok(())
+}
+
+/// The Afterburn release the side-by-side tests compare with.
+const AFTERBURN_VERSION: &str = "5.11.0";
+
+/// Afterburn (Fedora CoreOS and Flatcar's metadata agent, a crates.io
+/// crate) in `target/afterburn`, for `tests/tests/afterburn.rs` and the
+/// platform bench: installed here, before the tests, so its several minutes
+/// of compiling do not run alongside them (the tests install it the same
+/// way if it is missing).
+fn ensure_afterburn(root: &Path) -> anyhow::Result<()> {
+    let target = target_dir(root);
+    let bin = target.join("afterburn/bin/afterburn");
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).contains(AFTERBURN_VERSION));
+    if installed {
+        return Ok(());
+    }
+    run(cargo()
+        .args(["install", "afterburn", "--locked", "--version", AFTERBURN_VERSION, "--root"])
+        .arg(target.join("afterburn"))
+        .arg("--target-dir")
+        .arg(target.join("afterburn-build")))
 }
 
 /// Wall-clock time of the suite's steps, printed at its end so a slow CI

@@ -410,19 +410,18 @@ impl MachineService for MachineApi {
         &self,
         _req: Request<pb::PlatformRefreshRequest>,
     ) -> Result<Response<pb::PlatformRefreshResponse>, Status> {
+        use crate::platform::resources::PLATFORM_DETECTION;
         use crate::platform::resources::{PLATFORM_ID, PlatformDetectionSpec};
         let store = &self.node.store;
-        let version = |store: &crate::state::Store| {
-            store.get_typed::<PlatformDetectionSpec>(PLATFORM_ID).map(|(m, spec)| (m.version, spec))
-        };
-        let before = version(store).map(|(v, _)| v);
-        self.node.platform.refresh();
+        let mut changes = store.watch(&PLATFORM_DETECTION, Some(PLATFORM_ID.to_string()));
+        let request = self.node.platform.refresh();
         // The controller re-chooses (detection is bounded by its budget);
-        // wait for that, not for the fetch, which may retry for long.
+        // wait for the round that saw this request, not for the fetch,
+        // which may retry for long.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            if let Some((v, spec)) = version(store)
-                && Some(v) != before
+            if let Some((_, spec)) = store.get_typed::<PlatformDetectionSpec>(PLATFORM_ID)
+                && spec.refresh >= request
             {
                 let message = if !spec.error.is_empty() {
                     spec.error
@@ -431,12 +430,15 @@ impl MachineService for MachineApi {
                 };
                 return Ok(Response::new(pb::PlatformRefreshResponse { platform: spec.platform, message }));
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(
-                    "the platform controller did not choose a platform within 20 s; see `get platformdetection`",
-                ));
+            match tokio::time::timeout_at(deadline, changes.next()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Status::internal(format!("watching PlatformDetection: {e}"))),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "the platform controller did not choose a platform within 20 s; see `get platformdetection`",
+                    ));
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }

@@ -125,6 +125,8 @@ impl PlatformController {
     /// Picks the platform and publishes `PlatformDetection`.
     async fn choose(&self, settings: &PlatformSettings) -> Choice {
         let started = Instant::now();
+        // Requests made from here on are answered by the next round.
+        let refresh = self.handle.requested();
         let candidates = self.candidates(settings);
         let pinned = self
             .cmdline_platform()
@@ -163,6 +165,7 @@ impl PlatformController {
         let spec = PlatformDetectionSpec {
             duration_ms: started.elapsed().as_millis() as u64,
             chosen_at: crate::state::now_rfc3339(),
+            refresh,
             ..spec
         };
         match &choice {

@@ -25,6 +25,8 @@ pub struct PlatformHandle {
     metadata: watch::Sender<Option<Arc<PlatformMetadata>>>,
     time_servers: watch::Sender<Vec<HostPort>>,
     refresh: Arc<Notify>,
+    /// `platform refresh` requests so far.
+    requested: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for PlatformHandle {
@@ -33,6 +35,7 @@ impl Default for PlatformHandle {
             metadata: watch::channel(None).0,
             time_servers: watch::channel(Vec::new()).0,
             refresh: Arc::new(Notify::new()),
+            requested: Arc::default(),
         }
     }
 }
@@ -61,9 +64,18 @@ impl PlatformHandle {
         })
     }
 
-    /// Asks the controller to detect and fetch again now.
-    pub fn refresh(&self) {
+    /// Asks the controller to detect and fetch again now; returns the
+    /// request's number, which the `PlatformDetection` of a round that
+    /// started after it carries (`refresh`).
+    pub fn refresh(&self) -> u64 {
+        let n = self.requested.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.refresh.notify_one();
+        n
+    }
+
+    /// The number of the last refresh request (for the round starting now).
+    pub(crate) fn requested(&self) -> u64 {
+        self.requested.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) async fn refresh_requested(&self) {

@@ -45,6 +45,10 @@ pub struct PlatformDetectionSpec {
     /// refresh can tell that it ran.
     #[serde(default)]
     pub chosen_at: String,
+    /// The last `platform refresh` request this round answers (a counter;
+    /// 0 before any): a refresh waits for a round that saw its own number.
+    #[serde(default)]
+    pub refresh: u64,
 }
 resource!(
     PlatformDetectionSpec,

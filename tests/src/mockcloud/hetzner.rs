@@ -92,6 +92,8 @@ impl Hetzner {
             docs.insert(&format!("/hetzner/v1/metadata/{key}"), Response::text(value.clone()));
         }
         docs.insert("/hetzner/v1/metadata/public-keys", Response::json("[]"));
+        // A server attached to no private network: an empty YAML list.
+        docs.insert("/hetzner/v1/metadata/private-networks", Response::text("[]\n"));
         docs.insert("/hetzner/v1/metadata/network-config", Response::text(v.network_config.clone()));
         if let Some(user_data) = v.user_data {
             docs.insert("/hetzner/v1/userdata", Response::text(user_data));
