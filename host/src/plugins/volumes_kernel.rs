@@ -6,7 +6,9 @@
 //! Probing reads at most [`PROBE_BYTES`] per device from `/dev/<name>`
 //! (the boot sector and the iso9660 primary volume descriptor), for at most
 //! [`MAX_DEVICES`] devices; a device that cannot be read is logged and
-//! skipped. Reads from a mounted volume open the file with `openat2`
+//! skipped, and so, silently, are empty ones: size 0 (unattached loop
+//! devices) or a CD drive without a disc (`CDROM_DRIVE_STATUS`; its size is
+//! made up, and reading it only fills the kernel log with I/O errors). Reads from a mounted volume open the file with `openat2`
 //! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`) below the mount point, falling
 //! back to a component walk with `O_NOFOLLOW` on kernels without `openat2`,
 //! so no symlink on the volume leads anywhere, and are bounded like
@@ -175,7 +177,14 @@ impl KernelVolumes {
             return Ok(None);
         }
         let node = self.dev.join(node_name(&sys_dev).unwrap_or_else(|| name.to_string()));
-        let probed = probe_device(&node).map_err(|e| format!("{}: {e}", node.display()))?;
+        let file = open_device(&node).map_err(|e| format!("{}: {e}", node.display()))?;
+        // An empty CD drive reports a made-up size; reading it only fills
+        // the kernel log with I/O errors.
+        if is_cd_drive(&sys_dev) && !cd_has_medium(&file) {
+            tracing::debug!(device = %name, "no medium in the drive");
+            return Ok(None);
+        }
+        let probed = probe_file(&file).map_err(|e| format!("{}: {e}", node.display()))?;
         Ok(Some(BlockDevice {
             name: name.to_string(),
             size_bytes: sectors.saturating_mul(512),
@@ -326,13 +335,44 @@ fn walk_nofollow(base: OwnedFd, path: &Path) -> Result<OwnedFd, Errno> {
     Ok(at)
 }
 
-/// The boot sector and the iso9660 primary volume descriptor of `node`.
-fn probe_device(node: &Path) -> io::Result<Option<Probed>> {
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(node)?;
+/// A device node, read-only. `O_NONBLOCK`: a CD drive opens without a
+/// medium (and without waiting for its tray).
+fn open_device(node: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(node)
+}
+
+/// SCSI peripheral type of CD/DVD drives (`TYPE_ROM`), in `device/type`.
+const SCSI_TYPE_ROM: &str = "5";
+/// `CDROM_DRIVE_STATUS` (linux/cdrom.h), its "current slot" argument and
+/// the answer for a readable disc. libc does not carry them.
+const CDROM_DRIVE_STATUS: libc::c_ulong = 0x5326;
+const CDSL_CURRENT: libc::c_int = libc::c_int::MAX;
+const CDS_DISC_OK: libc::c_int = 4;
+
+/// A CD/DVD drive (sr*), by the SCSI type of its device.
+fn is_cd_drive(sys_dev: &Path) -> bool {
+    read_attr(&sys_dev.join("device/type")).is_ok_and(|t| t.trim() == SCSI_TYPE_ROM)
+}
+
+/// Whether the drive holds a readable disc. A drive that cannot say (the
+/// ioctl fails) counts as holding one: the probe then finds out.
+#[allow(unsafe_code)]
+fn cd_has_medium(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: CDROM_DRIVE_STATUS takes a plain integer (the slot) and
+    // writes no memory; the descriptor is open for the whole call
+    // (borrowed `file`). The request type differs between glibc and musl,
+    // hence `as _`.
+    let status = unsafe { libc::ioctl(file.as_raw_fd(), CDROM_DRIVE_STATUS as _, CDSL_CURRENT) };
+    status < 0 || status == CDS_DISC_OK
+}
+
+/// The boot sector and the iso9660 primary volume descriptor of a device.
+fn probe_file(file: &File) -> io::Result<Option<Probed>> {
     let mut boot = [0u8; SECTOR_BYTES];
-    let boot_len = read_at_most(&file, &mut boot, 0)?;
+    let boot_len = read_at_most(file, &mut boot, 0)?;
     let mut pvd = [0u8; ISO_SECTOR_BYTES];
-    let pvd_len = read_at_most(&file, &mut pvd, ISO_PVD_OFFSET)?;
+    let pvd_len = read_at_most(file, &mut pvd, ISO_PVD_OFFSET)?;
     Ok(probe(&boot[..boot_len], &pvd[..pvd_len]))
 }
 
@@ -532,6 +572,20 @@ mod tests {
             ]
         );
         assert!(t.mounter.calls().is_empty(), "listing mounts nothing");
+    }
+
+    #[test]
+    fn a_cd_drive_is_asked_for_its_medium_first() {
+        let t = Tree::new();
+        t.device("sr0", &iso_image("cidata"));
+        std::fs::create_dir_all(t.path("sys/class/block/sr0/device")).unwrap();
+        std::fs::write(t.path("sys/class/block/sr0/device/type"), "5\n").unwrap();
+        let sr0 = File::open(t.path("dev/sr0")).unwrap();
+        assert!(is_cd_drive(&t.path("sys/class/block/sr0")));
+        assert!(!is_cd_drive(&t.path("sys/class/block/nothing")));
+        // A file cannot answer CDROM_DRIVE_STATUS (ENOTTY): it is probed.
+        assert!(cd_has_medium(&sr0));
+        assert_eq!(t.volumes().devices()[0].label.as_deref(), Some("cidata"));
     }
 
     #[test]
