@@ -37,13 +37,17 @@ where
 }
 
 pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch"];
+pub const VERSION_REASON_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch", "maintenanceReason"];
 
 pub async fn version(mut c: NodeClient) -> Result<Output, String> {
     let v = call(c.machine.version(pb::VersionRequest {})).await?;
     let fields = obj(json!({
         "tag": v.tag, "commit": v.commit, "mode": v.mode, "maintenance": v.maintenance, "arch": v.arch, "os": v.os,
+        "maintenanceReason": v.maintenance_reason,
     }));
-    Ok(Output::single(fields, VERSION_COLUMNS))
+    // Why a node sits in maintenance mode is worth a column only then.
+    let columns = if v.maintenance_reason.is_empty() { VERSION_COLUMNS } else { VERSION_REASON_COLUMNS };
+    Ok(Output::single(fields, columns))
 }
 
 pub const APPLY_COLUMNS: &[&str] = &["mode", "message"];

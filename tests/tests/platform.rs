@@ -29,6 +29,7 @@ use bronze_tests::netns::NetNs;
 use bronze_tests::plugins::{bundle, bundle_dir, client as plugin_client, config_with_plugins, install, run};
 use bronze_tests::{Node, NodeOptions, Pki, bronzectl};
 use bronzectl::client::NodeClient;
+use bronzectl::connect::Auth;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -592,6 +593,21 @@ async fn invalid_user_data_keeps_maintenance_cloud_config_is_ignored_and_a_store
                 .is_err(),
         "still in maintenance mode"
     );
+    // MachineStatus's reason, readable in maintenance mode (Version): the
+    // decode error with its field and line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        let mut insecure = NodeClient::connect(&node.addr, &Auth::Insecure { fingerprint: None }).await.unwrap();
+        let v = insecure.machine.version(pb::VersionRequest {}).await.unwrap().into_inner();
+        assert!(v.maintenance);
+        if !v.maintenance_reason.is_empty() {
+            break v.maintenance_reason;
+        }
+        assert!(Instant::now() < deadline, "no maintenance reason in Version");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("user data is not a valid machine config"), "{reason}");
+    assert!(reason.contains("sysctlz") && reason.contains(&format!("line {bad_line}")), "{reason}");
 
     // A person applies a valid config; the events keep the warning.
     node.apply_maintenance(&good).await;

@@ -99,6 +99,19 @@ fn to_event(r: &Resource) -> pb::Event {
 }
 
 impl MachineApi {
+    /// MachineStatus's `config` condition while in maintenance mode.
+    fn maintenance_reason(&self) -> String {
+        if !self.node.security.is_maintenance() {
+            return String::new();
+        }
+        self.node
+            .store
+            .get_typed::<crate::state::types::MachineStatusSpec>(crate::controllers::machine_status::MACHINE_ID)
+            .and_then(|(_, s)| s.unmet_conditions.into_iter().find(|c| c.name == "config"))
+            .map(|c| c.reason)
+            .unwrap_or_default()
+    }
+
     fn request_power(&self, action: PowerAction) {
         let tx = self.node.power.clone();
         tokio::spawn(async move {
@@ -120,6 +133,7 @@ impl MachineService for MachineApi {
             maintenance: self.node.security.is_maintenance(),
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
+            maintenance_reason: self.maintenance_reason(),
         }))
     }
 

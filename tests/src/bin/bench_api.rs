@@ -191,6 +191,7 @@ impl MachineService for Bare {
             maintenance: false,
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
+            maintenance_reason: String::new(),
         }))
     }
     async fn hostname(&self, _: Request<pb::HostnameRequest>) -> Result<Response<pb::HostnameResponse>, Status> {
