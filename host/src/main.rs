@@ -52,6 +52,13 @@ struct Args {
     /// controller see (tests point it at a fixture).
     #[arg(long, default_value = "/proc/cmdline", hide = true)]
     cmdline_file: PathBuf,
+    /// Platform detection: `auto` (every provider's detect()), a platform
+    /// name to pin, or `none` (metal unless the config pins one). Defaults to
+    /// auto as PID 1 and none in process mode, which never asks a metadata
+    /// service it was not told to (a developer's machine may well be an
+    /// EC2 instance).
+    #[arg(long, value_name = "auto|none|NAME")]
+    platform: Option<String>,
     /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
     #[arg(long)]
     log: Option<String>,
@@ -136,6 +143,7 @@ fn main() -> std::process::ExitCode {
             .or_else(|| (mode == Mode::Pid1).then(|| PathBuf::from(bronze_host::plugins::IMAGE_PLUGINS_DIR))),
         early: early.clone(),
         paths: SystemPaths { sys: args.sysfs, cmdline: args.cmdline_file, ..SystemPaths::default() },
+        platform: args.platform.clone().unwrap_or_else(|| if mode == Mode::Pid1 { "auto" } else { "none" }.into()),
         volumes,
     };
     if let Some(early) = early {

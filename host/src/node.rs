@@ -58,6 +58,8 @@ pub struct NodeOptions {
     /// the state disk, the kernel command line.
     pub early: Option<Arc<EarlyReport>>,
     pub paths: SystemPaths,
+    /// `--platform`: `auto`, `none`, or a platform name to pin.
+    pub platform: String,
     /// Where `bronze:host/volumes` finds config drives.
     pub volumes: Arc<dyn crate::plugins::volumes::VolumeSource>,
 }
@@ -299,6 +301,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         events: events.clone(),
         audit,
         retry: RetryPolicy::default(),
+        flag: opts.platform.clone(),
         started: std::time::Instant::now(),
     });
     let plugin_config = Arc::new(PluginConfigController { manager: plugins.clone() });

@@ -114,6 +114,9 @@ impl Env {
     fn spawn(&self, config: Option<String>) -> Node {
         let image = bundle_dir("aws").parent().expect("target/plugins").to_path_buf();
         let args = vec![
+            // Process mode asks no metadata service unless told to.
+            "--platform".to_string(),
+            "auto".to_string(),
             "--image-plugins".to_string(),
             image.display().to_string(),
             "--sysfs".to_string(),
@@ -796,4 +799,43 @@ async fn retries_past_the_budget_five_503s_and_hostile_answers() {
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert_eq!(m["metadata"]["hostname"], AWS_HOSTNAME, "{m:#}");
     probe.finish(probing.elapsed()).await;
+}
+
+/// Process mode asks no metadata service unless told to: with the image's
+/// providers and a machine whose DMI says EC2, a node started without
+/// `--platform` is `metal` and never calls a provider.
+#[tokio::test]
+async fn process_mode_detects_nothing_unless_told_to() {
+    use bronze_tests::NodeOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let dmi = tmp.path().join("sys/class/dmi/id");
+    std::fs::create_dir_all(&dmi).unwrap();
+    std::fs::write(dmi.join("sys_vendor"), "Amazon EC2\n").unwrap();
+    std::fs::write(dmi.join("product_uuid"), "ec2e1916-9099-7caf-fd21-012345abcdef\n").unwrap();
+    let image = bundle_dir("aws").parent().expect("target/plugins").to_path_buf();
+    let pki = Pki::new();
+    let node = Node::start_with(NodeOptions {
+        config: Some(pki.node_config("no-detect")),
+        args: vec![
+            "--image-plugins".into(),
+            image.display().to_string(),
+            "--sysfs".into(),
+            tmp.path().join("sys").display().to_string(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut c = node.client(&pki.auth(ADMIN)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let detection = loop {
+        if let Some(spec) = spec(&mut c, "platformdetection").await {
+            break spec;
+        }
+        assert!(Instant::now() < deadline, "no PlatformDetection:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(detection["platform"], "metal", "{detection}");
+    assert_eq!(detection["source"], "--platform none", "{detection}");
+    assert_eq!(detection["answers"], serde_json::json!([]), "no provider was asked: {detection}");
+    assert!(!node.log().contains("platform metadata fetch"), "{}", node.log());
 }

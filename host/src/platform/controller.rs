@@ -72,6 +72,9 @@ pub struct PlatformController {
     pub events: Arc<Ring<MachineEventSpec>>,
     pub audit: Arc<AuditLog>,
     pub retry: RetryPolicy,
+    /// `--platform`: `auto` (detect), `none` (metal unless the config pins
+    /// a platform), or a name to pin (below the kernel command line).
+    pub flag: String,
     /// When the node started: the fetch budget counts from here until the
     /// first answer; after that, each fetch (a refresh) counts from its own
     /// start.
@@ -128,9 +131,14 @@ impl PlatformController {
         // Requests made from here on are answered by the next round.
         let refresh = self.handle.requested();
         let candidates = self.candidates(settings);
+        let flag_pin = match self.flag.as_str() {
+            "auto" | "none" | "" => None,
+            name => Some((name.to_string(), "--platform flag")),
+        };
         let pinned = self
             .cmdline_platform()
             .map(|p| (p, "kernel command line"))
+            .or(flag_pin)
             .or_else(|| settings.name.as_ref().map(|p| (p.as_str().to_string(), "config")));
         let (choice, spec) = if let Some((platform, source)) = pinned {
             let mut spec =
@@ -154,6 +162,15 @@ impl PlatformController {
                 }
             };
             (choice, spec)
+        } else if self.flag == "none" {
+            (
+                Choice::Metal,
+                PlatformDetectionSpec {
+                    platform: METAL.into(),
+                    source: "--platform none".into(),
+                    ..Default::default()
+                },
+            )
         } else if !settings.detect {
             (
                 Choice::Metal,

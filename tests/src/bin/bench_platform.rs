@@ -145,6 +145,8 @@ async fn detection(pki: &Pki, samples: usize, rows: &mut Vec<Row>) {
         config: Some(pki.node_config("detect")),
         state_dir: Some(state.clone()),
         args: vec![
+            "--platform".into(),
+            "auto".into(),
             "--image-plugins".into(),
             image.display().to_string(),
             "--sysfs".into(),
