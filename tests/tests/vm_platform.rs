@@ -337,7 +337,7 @@ async fn the_guest_reaches_a_mock_imds_at_169_254_169_254() {
     assert!(!messages.iter().any(|m| m.contains("Medium not present")), "the empty drive was read: {messages:#?}");
     shutdown(&mut b).await;
 }
-// ---- Tests that need the lead's platform controller (append to tests/tests/vm_platform.rs) ----
+// ---- End to end through the platform controller ----
 
 /// A machine config the test generated, to be served as user data: no
 /// hostname (the platform's is used below the config's) and no time servers

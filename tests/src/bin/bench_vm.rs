@@ -119,7 +119,8 @@ fn main() -> anyhow::Result<()> {
                 let deadline = std::time::Instant::now() + Duration::from_secs(180);
                 let loaded = loop {
                     let list = c.plugins.list(pb::PluginListRequest {}).await?.into_inner().plugins;
-                    let ready = list.iter().filter(|p| matches!(p.artifact.as_str(), "compiled" | "cache" | "image")).count();
+                    let ready =
+                        list.iter().filter(|p| matches!(p.artifact.as_str(), "compiled" | "cache" | "image")).count();
                     if ready == image_plugins {
                         break list.len();
                     }
