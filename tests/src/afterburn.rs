@@ -11,7 +11,7 @@
 use crate::netns::NetNs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The Afterburn release the comparison is made with.
@@ -63,77 +63,10 @@ fn installed(bin: &Path) -> bool {
 /// The namespace for a side-by-side run: `lo` up holding 169.254.169.254;
 /// None (after a loud line) where namespaces cannot be made.
 pub fn namespace() -> Option<NetNs> {
-    if let Some(why) = crate::netns::unavailable() {
-        eprintln!("\n!!!!!!!! SKIPPED an Afterburn comparison: {why} !!!!!!!!\n");
-        return None;
-    }
-    let ns = NetNs::new().expect("netns");
-    let status = Command::new("ip")
-        .args(["-n", ns.name(), "addr", "add", "169.254.169.254/32", "dev", "lo"])
-        .status()
-        .expect("ip addr add");
-    assert!(status.success(), "ip -n {} addr add 169.254.169.254/32 dev lo", ns.name());
-    Some(ns)
+    crate::provider::imds_namespace("an Afterburn comparison", &["169.254.169.254/32"])
 }
 
-/// `mockcloud --cloud NAME --listen 169.254.169.254:80` inside a
-/// namespace; killed on drop. Its request log is kept.
-pub struct NsMock {
-    child: Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl NsMock {
-    pub fn start(ns: &NetNs, cloud: &str) -> NsMock {
-        let listen = "169.254.169.254:80";
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(crate::bin("mockcloud"))
-            .args(["--cloud", cloud, "--listen", listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mockcloud");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(hit) = line.strip_prefix("mockcloud: ").filter(|l| !l.contains(" listening on ")) {
-                    sink.lock().unwrap().push(hit.to_string());
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = Command::new("ip").args(["netns", "exec", ns.name(), "ss", "-Hltn"]).output().expect("ss");
-            if String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w == listen) {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("mockcloud --cloud {cloud} exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "mockcloud --cloud {cloud} never listened on {listen}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        NsMock { child, log }
-    }
-
-    /// `METHOD path` of every request so far (the binary logs them every
-    /// 100 ms).
-    pub fn hits(&self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(250));
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for NsMock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use crate::provider::NsMock;
 
 /// One Afterburn run.
 #[derive(Debug)]

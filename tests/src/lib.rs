@@ -10,6 +10,7 @@ pub mod mockcloud;
 pub mod netns;
 pub mod ntp;
 pub mod plugins;
+pub mod provider;
 pub mod talos;
 
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};

@@ -11,10 +11,11 @@
 //! Afterburn is installed into `target/afterburn` on first use
 //! (`bronze_tests::afterburn::binary`, several minutes once).
 
+use bronze_tests::Pki;
 use bronze_tests::afterburn::{self, NsMock};
 use bronze_tests::netns::NetNs;
 use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
+use bronze_tests::provider::{fake_sysfs, manifest_grants, node_in};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -194,43 +195,17 @@ fn hetzner(m: &Value) -> BTreeMap<String, String> {
     ])
 }
 
-/// A temp dir holding `class/dmi/id/<field>` files.
-fn sysfs(fields: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dmi = dir.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    for (field, value) in fields {
-        std::fs::write(dmi.join(field), format!("{value}\n")).unwrap();
-    }
-    dir
-}
-
-/// The manifest's `[grants]` as the body of a YAML flow mapping.
-fn manifest_grants(platform: &str) -> String {
-    let grants = bundle(platform).manifest.grants.unwrap_or_else(|| panic!("{platform}: no [grants] in plugin.toml"));
-    let json = serde_json::to_string(&grants).unwrap();
-    json.trim_start_matches('{').trim_end_matches('}').to_string()
-}
-
 /// Runs the mock, bronzed with the plugin, and Afterburn in one namespace.
 async fn side_by_side(case: &Case, ns: &mut NetNs, afterburn_bin: &std::path::Path) -> Outcome {
     let mock = NsMock::start(ns, case.platform);
-    let sysfs = sysfs(case.dmi);
+    let sysfs = fake_sysfs(case.dmi);
     let pki = Pki::new();
     let plugins = format!(
         "allowUnsigned: true\n    instances:{}",
         instance_yaml(case.platform, case.platform, "", &manifest_grants(case.platform), None)
     );
-    let port = bronze_tests::free_port();
-    let mut node = Node::spawn(NodeOptions {
-        config: Some(config_with_plugins(&pki, "side-by-side", &plugins)),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        port: Some(port),
-        wrapper: vec!["ip".into(), "netns".into(), "exec".into(), ns.name().into()],
-        ..Default::default()
-    });
-    node.addr = format!("127.0.0.1:{}", ns.tcp_into(port).unwrap());
-    node.wait_ready().await;
+    let config = config_with_plugins(&pki, "side-by-side", &plugins);
+    let node = node_in(ns, config, vec!["--sysfs".into(), sysfs.path().display().to_string()]).await;
     let c = node.client(&pki.auth(&["os:admin"])).await;
     install(c.channel.clone(), &bundle(case.platform))
         .await

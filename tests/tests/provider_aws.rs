@@ -17,6 +17,7 @@ use bronze_tests::mockcloud::aws::Aws;
 use bronze_tests::mockcloud::{Cloud, MockServer, Request, Response, shared_fixture, skip_without_fixtures};
 use bronze_tests::netns::NetNs;
 use bronze_tests::plugins::{bundle, config_with_plugins, install, run};
+use bronze_tests::provider::{NsMock, fake_sysfs};
 use bronze_tests::{Node, NodeOptions, Pki, talos};
 use serde_json::Value;
 use std::path::Path;
@@ -43,13 +44,11 @@ fn manifest_grants() -> String {
 
 /// A fake sysfs whose DMI says "Amazon EC2" (what a Nitro instance shows).
 fn ec2_sysfs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dmi = dir.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), "Amazon EC2\n").unwrap();
-    std::fs::write(dmi.join("product_name"), "t3.micro\n").unwrap();
-    std::fs::write(dmi.join("product_uuid"), "ec2e1916-9099-7caf-fd21-012345abcdef\n").unwrap();
-    dir
+    fake_sysfs(&[
+        ("sys_vendor", "Amazon EC2"),
+        ("product_name", "t3.micro"),
+        ("product_uuid", "ec2e1916-9099-7caf-fd21-012345abcdef"),
+    ])
 }
 
 /// One instance of the aws plugin: config and grants as YAML flow bodies.
@@ -285,27 +284,10 @@ async fn conformance_with_talos_and_aemm() {
     assert_eq!(attribute(m, "subnet-ipv6-cidr-blocks"), "2001:db8::/32");
 }
 
-/// `mockcloud --cloud aws --listen ADDR` inside the namespace; killed on
-/// drop.
-struct NsMock(Child);
+/// A child process killed and reaped on drop.
+struct KillOnDrop(Child);
 
-impl NsMock {
-    fn start(ns: &NetNs, listen: &str) -> NsMock {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(bronze_tests::bin("mockcloud"))
-            .args(["--cloud", "aws", "--listen", listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mockcloud");
-        let mock = NsMock(child);
-        wait_listening(ns, listen);
-        mock
-    }
-}
-
-impl Drop for NsMock {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -325,25 +307,11 @@ fn wait_listening(ns: &NetNs, addr: &str) {
     }
 }
 
-fn ns_ip(ns: &NetNs, args: &[&str]) {
-    let status = Command::new("ip").args(["-n", ns.name()]).args(args).status().expect("ip");
-    assert!(status.success(), "ip -n {} {args:?}", ns.name());
-}
-
 /// A namespace whose `lo` holds the given IMDS addresses.
 fn imds_namespace(v4: bool, v6: bool) -> Option<NetNs> {
-    if let Some(why) = bronze_tests::netns::unavailable() {
-        eprintln!("\n!!!!!!!! SKIPPED a namespace test: {why} !!!!!!!!\n");
-        return None;
-    }
-    let ns = NetNs::new().expect("netns");
-    if v4 {
-        ns_ip(&ns, &["addr", "add", "169.254.169.254/32", "dev", "lo"]);
-    }
-    if v6 {
-        ns_ip(&ns, &["addr", "add", "fd00:ec2::254/128", "dev", "lo"]);
-    }
-    Some(ns)
+    let addresses = [(v4, "169.254.169.254/32"), (v6, "fd00:ec2::254/128")];
+    let wanted: Vec<&str> = addresses.iter().filter(|(on, _)| *on).map(|(_, a)| *a).collect();
+    bronze_tests::provider::imds_namespace("a namespace test", &wanted)
 }
 
 #[tokio::test]
@@ -352,8 +320,8 @@ async fn the_unchanged_plugin_reads_the_real_endpoints_in_a_namespace() {
     let Some(mut ns) = imds_namespace(true, true) else { return };
     let pki = Pki::new();
     let sysfs = ec2_sysfs();
-    let _v4 = NsMock::start(&ns, "169.254.169.254:80");
-    let _v6 = NsMock::start(&ns, "[fd00:ec2::254]:80");
+    let _v4 = NsMock::start_at(&ns, "aws", "169.254.169.254:80");
+    let _v6 = NsMock::start_at(&ns, "aws", "[fd00:ec2::254]:80");
     let port = bronze_tests::free_port();
     let node = node_with(&pki, sysfs.path(), &[instance("aws", "", &manifest_grants())], Some((&mut ns, port))).await;
     let result = fetch(&node, &pki, "aws").await;
@@ -366,7 +334,7 @@ async fn the_unchanged_plugin_reads_the_real_endpoints_in_a_namespace() {
     // IPv6 only: nothing at 169.254.169.254 (no such address, no route),
     // the plugin falls back to fd00:ec2::254.
     let Some(mut ns6) = imds_namespace(false, true) else { return };
-    let _v6only = NsMock::start(&ns6, "[fd00:ec2::254]:80");
+    let _v6only = NsMock::start_at(&ns6, "aws", "[fd00:ec2::254]:80");
     let port = bronze_tests::free_port();
     let node = node_with(&pki, sysfs.path(), &[instance("aws", "", &manifest_grants())], Some((&mut ns6, port))).await;
     let started = Instant::now();
@@ -390,7 +358,7 @@ async fn moto_answers_the_plugin_in_a_namespace() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn moto_server");
-    let _moto = NsMock(child);
+    let _moto = KillOnDrop(child);
     wait_listening(&ns, "169.254.169.254:80");
     let pki = Pki::new();
     let sysfs = ec2_sysfs();

@@ -20,11 +20,7 @@ const ADMIN: &[&str] = &["os:admin"];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn ec2_sysfs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dmi = dir.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), "Amazon EC2\n").unwrap();
-    dir
+    bronze_tests::provider::fake_sysfs(&[("sys_vendor", "Amazon EC2")])
 }
 
 fn mock_instance(id: &str, base: &str) -> String {

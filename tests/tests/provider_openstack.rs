@@ -266,58 +266,7 @@ async fn conformance_with_talos() {
 /// `[grants]` (what the image's built-in instance runs with). None (and a
 /// loud line) where namespaces cannot be made.
 async fn real_endpoint() -> Option<Value> {
-    use std::process::{Command, Stdio};
-    if let Some(why) = bronze_tests::netns::unavailable() {
-        eprintln!("\n!!!!!!!! SKIPPED openstack real-endpoint test: {why} !!!!!!!!\n");
-        return None;
-    }
-    let mut ns = bronze_tests::netns::NetNs::new().unwrap();
-    let ip = |args: &[&str]| {
-        let status = Command::new("ip").args(["-n", ns.name()]).args(args).status().unwrap();
-        assert!(status.success(), "ip {args:?}");
-    };
-    ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
-    let mut mock = Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(bronze_tests::bin("mockcloud"))
-        .args(["--cloud", PLUGIN, "--listen", "169.254.169.254:80"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let out = Command::new("ip").args(["netns", "exec", ns.name(), "ss", "-Hltn"]).output().unwrap();
-        if String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w == "169.254.169.254:80") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "mockcloud does not listen");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("product_name"), "OpenStack Nova\n").unwrap();
-    let grants = serde_json::to_value(bundle(PLUGIN).manifest.grants.expect("[grants]")).unwrap().to_string();
-    let instances = instance_yaml(PLUGIN, PLUGIN, "", &grants[1..grants.len() - 1], None);
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "real", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let port = bronze_tests::free_port();
-    let mut node = Node::spawn(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        port: Some(port),
-        wrapper: vec!["ip".into(), "netns".into(), "exec".into(), ns.name().into()],
-        ..Default::default()
-    });
-    node.addr = format!("127.0.0.1:{}", ns.tcp_into(port).unwrap());
-    node.wait_ready().await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install: {e}\n{}", node.log()));
-    let done = run(&client, PLUGIN).await;
-    let _ = mock.kill();
-    let _ = mock.wait();
-    Some(serde_json::from_str(&done.result_json).unwrap())
+    bronze_tests::provider::real_endpoint(PLUGIN, &[("product_name", "OpenStack Nova")]).await
 }
 
 #[tokio::test]
