@@ -46,10 +46,8 @@ impl std::fmt::Debug for ApiContext {
 impl ApiContext {
     /// The configured hostname, else the platform's, else the kernel's.
     pub fn hostname(&self) -> String {
-        self.config
-            .live()
-            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
-            .or_else(|| self.platform.hostname())
+        self.platform
+            .effective_hostname(self.config.live().as_ref())
             .or_else(|| nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()))
             .unwrap_or_default()
     }

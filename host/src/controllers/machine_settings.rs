@@ -30,9 +30,7 @@ impl MachineSettingsController {
                 tracing::warn!(error = %e, "sysctl");
             }
         }
-        let hostname = current
-            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
-            .or_else(|| self.platform.hostname());
+        let hostname = self.platform.effective_hostname(current);
         if let Some(hostname) = hostname
             && let Err(e) = crate::init::set_hostname(&hostname)
         {

@@ -99,8 +99,8 @@ impl PlatformController {
     /// `bronze.platform=` from the kernel command line.
     fn cmdline_platform(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.cmdline).ok()?;
-        let value = text.split_whitespace().find_map(|w| w.strip_prefix("bronze.platform="))?;
-        Some(value.to_string()).filter(|v| !v.is_empty())
+        let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+        crate::plugins::facts::cmdline_value(&words, "bronze.platform").filter(|v| !v.is_empty())
     }
 
     fn settings(&self) -> PlatformSettings {

@@ -64,6 +64,13 @@ impl PlatformHandle {
         })
     }
 
+    /// The hostname the node takes: `config`'s, else the platform's.
+    pub fn effective_hostname(&self, config: Option<&crate::config::LiveConfig>) -> Option<String> {
+        config
+            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
+            .or_else(|| self.hostname())
+    }
+
     /// Asks the controller to detect and fetch again now; returns the
     /// request's number, which the `PlatformDetection` of a round that
     /// started after it carries (`refresh`).

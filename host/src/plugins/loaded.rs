@@ -73,14 +73,12 @@ pub fn arm(
     instance: &PluginInstance,
     at: &str,
     log: Arc<PluginLog>,
+    image_instance: bool,
 ) -> Result<(Armed, u32), String> {
     let manifest = &plugin.manifest;
-    // An image plugin's own instance: its `[grants]` may leave a scoped
-    // capability without targets (denied at run time).
-    let image_grants = plugin.entry.source == super::registry::SOURCE_IMAGE
-        && manifest.grants.as_ref() == Some(&instance.grants)
-        && instance.plugin_id().as_str() == manifest.id.as_str();
-    let mut problems = missing_grants(&plugin.imports, &instance.grants, at, image_grants);
+    // An image plugin's own instance (armed with its manifest's `[grants]`)
+    // may leave a scoped capability without targets: denied at run time.
+    let mut problems = missing_grants(&plugin.imports, &instance.grants, at, image_instance);
     let config = instance.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if let Err(config_problems) = manifest.check_config(&config) {
         problems.extend(config_problems.into_iter().map(|p| format!("{at}.config: {p}")));
@@ -104,7 +102,7 @@ pub fn arm(
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let capabilities = effective(&plugin.imports, manifest, &instance.grants, image_grants);
+    let capabilities = effective(&plugin.imports, manifest, &instance.grants, image_instance);
     let prepared = prepare(&ctx.engine, &plugin.component, manifest.world, &capabilities, &plugin.imports.types)?;
     let granted_config = capabilities.contains(&Capability::Config);
     let cx = InstanceContext {

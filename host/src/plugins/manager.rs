@@ -456,14 +456,15 @@ impl PluginManager {
     /// with the grants its manifest's `[grants]` asks for, config or not:
     /// first-party providers are part of the image, trusted like bronzed.
     fn reconcile(&self, config: Option<&MachineConfig>) {
-        let mut wanted: Vec<(String, PluginInstance)> = config
+        // (config path, instance, an image plugin's own instance)
+        let mut wanted: Vec<(String, PluginInstance, bool)> = config
             .map(|c| {
                 c.machine
                     .plugins
                     .instances
                     .iter()
                     .enumerate()
-                    .map(|(i, instance)| (format!("machine.plugins.instances[{i}]"), instance.clone()))
+                    .map(|(i, instance)| (format!("machine.plugins.instances[{i}]"), instance.clone(), false))
                     .collect()
             })
             .unwrap_or_default();
@@ -473,16 +474,16 @@ impl PluginManager {
                 plugin.entry.source == SOURCE_IMAGE && plugin.manifest.world == bronze_bundle::World::MetadataProvider;
             let id = format!("{PROVIDER_PREFIX}{}", plugin.manifest.id.as_str());
             // An operator's instance of the same id wins.
-            if !is_image_provider || wanted.iter().any(|(_, w)| w.id.as_str() == id) {
+            if !is_image_provider || wanted.iter().any(|(_, w, _)| w.id.as_str() == id) {
                 continue;
             }
             let Ok(instance_id) = id.parse() else { continue };
             let mut instance = PluginInstance::new(instance_id);
             instance.plugin = Some(plugin.manifest.id.clone());
             instance.grants = plugin.manifest.grants.clone().unwrap_or_default();
-            wanted.push((format!("the [grants] of image plugin {}", plugin.manifest.id.as_str()), instance));
+            wanted.push((format!("the [grants] of image plugin {}", plugin.manifest.id.as_str()), instance, true));
         }
-        let keep: Vec<String> = wanted.iter().map(|(_, i)| i.id.as_str().to_string()).collect();
+        let keep: Vec<String> = wanted.iter().map(|(_, i, _)| i.id.as_str().to_string()).collect();
         let gone: Vec<String> = inner.instances.keys().filter(|id| !keep.contains(id)).cloned().collect();
         for id in gone {
             if let Some(slot) = inner.instances.remove(&id) {
@@ -491,7 +492,7 @@ impl PluginManager {
                 tracing::info!(instance = %id, "plugin instance removed");
             }
         }
-        for (at, wanted) in wanted {
+        for (at, wanted, image_instance) in wanted {
             let id = wanted.id.as_str().to_string();
             let plugin_id = wanted.plugin_id().as_str().to_string();
             let stale = inner.instances.get(&id).is_some_and(|slot| slot.instance.plugin_id != plugin_id);
@@ -522,7 +523,7 @@ impl PluginManager {
                 instance.disarm(Some(reason), false);
                 continue;
             }
-            match arm(&self.arm_ctx, plugin, &wanted, &at, instance.log.clone()) {
+            match arm(&self.arm_ctx, plugin, &wanted, &at, instance.log.clone(), image_instance) {
                 Ok((armed, concurrency)) => instance.arm(armed, concurrency),
                 Err(reason) => {
                     tracing::warn!(instance = %id, %reason, "plugin instance refused");
@@ -629,7 +630,7 @@ impl PluginManager {
         let mut problems = Vec::new();
         for (index, instance) in instances.iter().filter(|(_, i)| i.enabled) {
             let at = format!("machine.plugins.instances[{index}]");
-            if let Err(e) = arm(&self.arm_ctx, plugin.clone(), instance, &at, PluginLog::new("validation")) {
+            if let Err(e) = arm(&self.arm_ctx, plugin.clone(), instance, &at, PluginLog::new("validation"), false) {
                 problems.push(format!("instance {}: {e}", instance.id.as_str()));
             }
         }
