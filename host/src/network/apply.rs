@@ -424,12 +424,18 @@ mod tests {
     }
 
     fn route(link: &str, dest: &str, gw: Option<&str>) -> RoutePlan {
-        RoutePlan { link: link.into(), destination: cidr(dest), gateway: gw.map(|g| g.parse().unwrap()), metric: 1024 }
+        RoutePlan {
+            link: link.into(),
+            destination: cidr(dest),
+            gateway: gw.map(|g| g.parse().unwrap()),
+            metric: 1024,
+            on_link: false,
+        }
     }
 
     fn plan_for(link: &str, addresses: &[&str], routes: Vec<RoutePlan>) -> NetworkPlan {
         NetworkPlan {
-            links: vec![LinkPlan { name: link.into(), up: true, mtu: Some(1400) }],
+            links: vec![LinkPlan { name: link.into(), up: true, mtu: Some(1400), kind: None }],
             addresses: addresses.iter().map(|a| AddressPlan { link: link.into(), address: cidr(a) }).collect(),
             routes,
             ..Default::default()
@@ -499,7 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let applier = Applier::new(fake.clone(), dir.path());
         let mut plan = plan_for("eth0", &["10.0.0.5/24", "10.0.1.5/24"], vec![]);
-        plan.links.push(LinkPlan { name: "eth9".into(), up: true, mtu: None });
+        plan.links.push(LinkPlan { name: "eth9".into(), up: true, mtu: None, kind: None });
         plan.addresses.push(AddressPlan { link: "eth9".into(), address: cidr("10.0.9.5/24") });
         let report = applier.apply(&plan).await.unwrap();
         assert!(!report.is_complete());

@@ -141,13 +141,14 @@ fn apply_observe_reapply_and_links_down_on_a_veth_link() {
 
         // A smaller plan: what is no longer planned goes away.
         let smaller = NetworkPlan {
-            links: vec![LinkPlan { name: "veth0".into(), up: true, mtu: Some(1500) }],
+            links: vec![LinkPlan { name: "veth0".into(), up: true, mtu: Some(1500), kind: None }],
             addresses: vec![AddressPlan { link: "veth0".into(), address: cidr("10.20.0.5/24") }],
             routes: vec![RoutePlan {
                 link: "veth0".into(),
                 destination: cidr("0.0.0.0/0"),
                 gateway: Some("10.20.0.1".parse().unwrap()),
                 metric: 1024,
+                on_link: false,
             }],
             ..Default::default()
         };
@@ -184,8 +185,8 @@ fn kernel_refusals_and_missing_links_are_reported_by_name() {
         // must come back naming the route.
         let plan = NetworkPlan {
             links: vec![
-                LinkPlan { name: "veth1".into(), up: true, mtu: Some(70000) },
-                LinkPlan { name: "eth9".into(), up: true, mtu: None },
+                LinkPlan { name: "veth1".into(), up: true, mtu: Some(70000), kind: None },
+                LinkPlan { name: "eth9".into(), up: true, mtu: None, kind: None },
             ],
             addresses: vec![AddressPlan { link: "veth1".into(), address: cidr("10.60.0.5/24") }],
             routes: vec![RoutePlan {
@@ -193,6 +194,7 @@ fn kernel_refusals_and_missing_links_are_reported_by_name() {
                 destination: cidr("10.50.0.0/16"),
                 gateway: Some("10.99.0.1".parse().unwrap()),
                 metric: 1024,
+                on_link: false,
             }],
             ..Default::default()
         };

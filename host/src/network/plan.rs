@@ -61,6 +61,10 @@ pub struct NetworkPlan {
     pub routes: Vec<RoutePlan>,
     pub resolvers: Vec<IpAddr>,
     pub search: Vec<String>,
+    /// The node's hostname, for `/etc/hosts` (the hostname itself is set
+    /// by the machine settings controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Accepted but worth telling an operator (dhcp not supported, extra
     /// nameservers ignored, host bits in a route's network).
     pub warnings: Vec<String>,
@@ -74,6 +78,89 @@ pub struct LinkPlan {
     pub up: bool,
     /// `None` keeps the link's current MTU.
     pub mtu: Option<u32>,
+    /// `None`: a link that exists by itself (a NIC, a veth); `Some`: a
+    /// logical link bronzed creates (and deletes when no plan names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<LinkKind>,
+}
+
+impl LinkPlan {
+    /// An existing link, up, its MTU left alone.
+    pub fn up(name: impl Into<String>) -> Self {
+        Self { name: name.into(), up: true, mtu: None, kind: None }
+    }
+}
+
+/// A logical link bronzed creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LinkKind {
+    Bond(BondPlan),
+    Vlan(VlanPlan),
+}
+
+/// A bond and its members (link names; each is enslaved to the bond).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BondPlan {
+    pub mode: BondMode,
+    pub members: Vec<String>,
+    /// MII monitoring interval, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miimon: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updelay: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downdelay: Option<u32>,
+    /// LACP rate fast (802.3ad only).
+    #[serde(default)]
+    pub lacp_rate_fast: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xmit_hash_policy: Option<XmitHashPolicy>,
+}
+
+/// The Linux bonding modes, named as `/sys/class/net/<bond>/bonding/mode`
+/// names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BondMode {
+    #[serde(rename = "balance-rr")]
+    BalanceRr,
+    #[serde(rename = "active-backup")]
+    ActiveBackup,
+    #[serde(rename = "balance-xor")]
+    BalanceXor,
+    #[serde(rename = "broadcast")]
+    Broadcast,
+    #[serde(rename = "802.3ad")]
+    Lacp,
+    #[serde(rename = "balance-tlb")]
+    BalanceTlb,
+    #[serde(rename = "balance-alb")]
+    BalanceAlb,
+}
+
+/// Transmit hash policies, as the kernel names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XmitHashPolicy {
+    #[serde(rename = "layer2")]
+    Layer2,
+    #[serde(rename = "layer2+3")]
+    Layer23,
+    #[serde(rename = "layer3+4")]
+    Layer34,
+    #[serde(rename = "encap2+3")]
+    Encap23,
+    #[serde(rename = "encap3+4")]
+    Encap34,
+}
+
+/// An 802.1Q VLAN on a parent link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VlanPlan {
+    pub parent: String,
+    /// 1..=4094.
+    pub id: u16,
 }
 
 /// An address on a link (host bits kept: `10.0.2.15/24`).
@@ -94,6 +181,10 @@ pub struct RoutePlan {
     /// `None`: the destination is directly reachable on the link.
     pub gateway: Option<IpAddr>,
     pub metric: u32,
+    /// The gateway is on the link although no address's subnet holds it
+    /// (`RTNH_F_ONLINK`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_link: bool,
 }
 
 impl fmt::Display for RoutePlan {
@@ -222,7 +313,7 @@ fn flatten(layer: InterfaceLayer, out: &mut NetworkPlan) {
             layer.name
         ));
     }
-    out.links.push(LinkPlan { name: layer.name.clone(), up: true, mtu: layer.mtu });
+    out.links.push(LinkPlan { name: layer.name.clone(), up: true, mtu: layer.mtu, kind: None });
     for address in layer.addresses {
         let planned = AddressPlan { link: layer.name.clone(), address };
         if !out.addresses.contains(&planned) {
@@ -242,6 +333,7 @@ fn flatten(layer: InterfaceLayer, out: &mut NetworkPlan) {
             destination,
             gateway: route.gateway,
             metric: route.metric.unwrap_or(DEFAULT_ROUTE_METRIC),
+            on_link: false,
         };
         if !out.routes.contains(&planned) {
             out.routes.push(planned);
@@ -377,7 +469,13 @@ mod tests {
     }
 
     fn route(link: &str, dest: &str, gw: Option<&str>, metric: u32) -> RoutePlan {
-        RoutePlan { link: link.into(), destination: cidr(dest), gateway: gw.map(|g| g.parse().unwrap()), metric }
+        RoutePlan {
+            link: link.into(),
+            destination: cidr(dest),
+            gateway: gw.map(|g| g.parse().unwrap()),
+            metric,
+            on_link: false,
+        }
     }
 
     fn address(link: &str, a: &str) -> AddressPlan {
@@ -389,7 +487,7 @@ mod tests {
         let cmdline =
             super::super::cmdline::parse("bronze.ip=eth0:10.0.2.15/24:10.0.2.2,eth0:fd00::5/64:fe80::1").unwrap();
         let p = plan(None, &cmdline).unwrap();
-        assert_eq!(p.links, [LinkPlan { name: "eth0".into(), up: true, mtu: None }]);
+        assert_eq!(p.links, [LinkPlan { name: "eth0".into(), up: true, mtu: None, kind: None }]);
         assert_eq!(p.addresses, [address("eth0", "10.0.2.15/24"), address("eth0", "fd00::5/64")]);
         assert_eq!(
             p.routes,
@@ -485,11 +583,11 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let mut p = NetworkPlan {
-            links: vec![LinkPlan { name: "eth0".into(), up: true, mtu: Some(40) }],
+            links: vec![LinkPlan { name: "eth0".into(), up: true, mtu: Some(40), kind: None }],
             ..Default::default()
         };
         assert_eq!(p.validate().unwrap_err().to_string(), "interface eth0: mtu 40 is outside 68..=65535");
-        p.links[0] = LinkPlan { name: "a-name-of-16-chr".into(), up: true, mtu: None };
+        p.links[0] = LinkPlan { name: "a-name-of-16-chr".into(), up: true, mtu: None, kind: None };
         assert_eq!(
             p.validate().unwrap_err().to_string(),
             "link name \"a-name-of-16-chr\" is not valid: it is 16 bytes long; the limit is 15"
@@ -501,7 +599,7 @@ mod tests {
             p.validate().unwrap_err().to_string(),
             "interface eth0: gateway fd00::1 and destination 0.0.0.0/0 are of different IP families"
         );
-        p.links.push(LinkPlan { name: "eth1".into(), up: true, mtu: None });
+        p.links.push(LinkPlan { name: "eth1".into(), up: true, mtu: None, kind: None });
         p.addresses.push(address("eth1", "10.0.1.5/24"));
         p.routes = vec![
             route("eth0", "0.0.0.0/0", Some("10.0.0.1"), 1024),

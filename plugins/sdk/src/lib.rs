@@ -166,4 +166,4 @@ pub use types::bronze::plugin::metadata::{
     DhcpOperator, FetchError, InstanceMetadata, IpFamily, NetworkConfig, NetworkConfigFormat, PlatformInterface,
     PlatformRoute,
 };
-pub use types::bronze::plugin::network::{Ethernet, LinkMatch, NetworkPlan, Route};
+pub use types::bronze::plugin::network::{Addressing, Bond, BondMode, Ethernet, LinkMatch, NetworkPlan, Route, Vlan};

@@ -1,7 +1,7 @@
 //! Empty-value constructors for the metadata and network records, which
 //! have many optional fields.
 
-use crate::{Ethernet, InstanceMetadata, LinkMatch, NetworkPlan, PlatformInterface, PlatformRoute};
+use crate::{Addressing, Ethernet, InstanceMetadata, LinkMatch, NetworkPlan, PlatformInterface, PlatformRoute};
 
 impl InstanceMetadata {
     /// Metadata for `platform` with every other field empty.
@@ -55,14 +55,13 @@ impl PlatformRoute {
     }
 }
 
-impl Ethernet {
-    /// A link that is matched but not configured: no DHCP, no addresses.
-    pub fn new(link: LinkMatch) -> Self {
-        Ethernet {
-            match_: link,
-            set_name: None,
+impl Addressing {
+    /// No DHCP, no addresses, no routes, the MTU left alone.
+    pub fn new() -> Self {
+        Addressing {
             dhcp4: false,
             dhcp6: false,
+            dhcp_route_metric: None,
             addresses: Vec::new(),
             routes: Vec::new(),
             mtu: None,
@@ -70,10 +69,31 @@ impl Ethernet {
     }
 }
 
+impl Default for Addressing {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ethernet {
+    /// A link that is matched but not configured: no DHCP, no addresses.
+    pub fn new(link: LinkMatch) -> Self {
+        Ethernet { match_: link, addressing: Addressing::new() }
+    }
+}
+
 impl NetworkPlan {
     /// A plan that configures nothing.
     pub fn new() -> Self {
-        NetworkPlan { ethernets: Vec::new(), nameservers: Vec::new(), search: Vec::new() }
+        NetworkPlan {
+            ethernets: Vec::new(),
+            bonds: Vec::new(),
+            vlans: Vec::new(),
+            nameservers: Vec::new(),
+            search: Vec::new(),
+            hostname: None,
+            time_servers: Vec::new(),
+        }
     }
 }
 

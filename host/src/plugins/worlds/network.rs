@@ -17,7 +17,9 @@ pub mod bindings {
     );
 }
 
-pub use bindings::bronze::plugin::network::{Ethernet, LinkMatch, NetworkPlan, Route};
+pub use bindings::bronze::plugin::network::{
+    Addressing, Bond, BondMode, Ethernet, LinkMatch, NetworkPlan, Route, Vlan,
+};
 
 pub struct Network;
 
@@ -54,14 +56,37 @@ impl World for Network {
     }
 
     fn raw_size(raw: &Self::Raw) -> usize {
+        fn addressing(a: &Addressing) -> usize {
+            strings_size(&a.addresses)
+                + a.routes.iter().map(|r| r.to.len() + r.via.as_ref().map_or(0, String::len) + 16).sum::<usize>()
+                + 32
+        }
+        fn matched(m: &LinkMatch) -> usize {
+            match m {
+                LinkMatch::Name(s) | LinkMatch::Mac(s) | LinkMatch::Driver(s) | LinkMatch::BusPath(s) => s.len() + 8,
+            }
+        }
         match raw {
             Ok(plan) => {
                 strings_size(&plan.nameservers)
                     + strings_size(&plan.search)
+                    + strings_size(&plan.time_servers)
+                    + plan.hostname.as_ref().map_or(0, String::len)
+                    + plan.ethernets.iter().map(|e| matched(&e.match_) + addressing(&e.addressing)).sum::<usize>()
                     + plan
-                        .ethernets
+                        .bonds
                         .iter()
-                        .map(|e| strings_size(&e.addresses) + e.routes.len() * 64 + 64)
+                        .map(|b| {
+                            b.name.len()
+                                + b.members.iter().map(matched).sum::<usize>()
+                                + b.transmit_hash_policy.as_ref().map_or(0, String::len)
+                                + addressing(&b.addressing)
+                        })
+                        .sum::<usize>()
+                    + plan
+                        .vlans
+                        .iter()
+                        .map(|v| v.name.len() + matched(&v.parent) + addressing(&v.addressing))
                         .sum::<usize>()
             }
             Err(e) => e.len(),
@@ -83,46 +108,121 @@ impl World for Network {
     }
 }
 
+fn escape_match(m: LinkMatch) -> LinkMatch {
+    match m {
+        LinkMatch::Name(n) => LinkMatch::Name(escaped(n)),
+        LinkMatch::Mac(m) => LinkMatch::Mac(escaped(m)),
+        LinkMatch::Driver(d) => LinkMatch::Driver(escaped(d)),
+        LinkMatch::BusPath(p) => LinkMatch::BusPath(escaped(p)),
+    }
+}
+
+fn escape_addressing(a: Addressing) -> Addressing {
+    Addressing {
+        addresses: escaped_all(a.addresses),
+        routes: a
+            .routes
+            .into_iter()
+            .map(|r| Route { to: escaped(r.to), via: r.via.map(escaped), metric: r.metric, on_link: r.on_link })
+            .collect(),
+        ..a
+    }
+}
+
 fn escape_plan(plan: NetworkPlan) -> NetworkPlan {
     NetworkPlan {
         ethernets: plan
             .ethernets
             .into_iter()
-            .map(|e| Ethernet {
-                match_: match e.match_ {
-                    LinkMatch::Name(n) => LinkMatch::Name(escaped(n)),
-                    LinkMatch::Mac(m) => LinkMatch::Mac(escaped(m)),
-                },
-                set_name: e.set_name.map(escaped),
-                dhcp4: e.dhcp4,
-                dhcp6: e.dhcp6,
-                addresses: escaped_all(e.addresses),
-                routes: e
-                    .routes
-                    .into_iter()
-                    .map(|r| Route { to: escaped(r.to), via: r.via.map(escaped), metric: r.metric })
-                    .collect(),
-                mtu: e.mtu,
+            .map(|e| Ethernet { match_: escape_match(e.match_), addressing: escape_addressing(e.addressing) })
+            .collect(),
+        bonds: plan
+            .bonds
+            .into_iter()
+            .map(|b| Bond {
+                name: escaped(b.name),
+                members: b.members.into_iter().map(escape_match).collect(),
+                transmit_hash_policy: b.transmit_hash_policy.map(escaped),
+                addressing: escape_addressing(b.addressing),
+                ..b
+            })
+            .collect(),
+        vlans: plan
+            .vlans
+            .into_iter()
+            .map(|v| Vlan {
+                name: escaped(v.name),
+                parent: escape_match(v.parent),
+                addressing: escape_addressing(v.addressing),
+                ..v
             })
             .collect(),
         nameservers: escaped_all(plan.nameservers),
         search: escaped_all(plan.search),
+        hostname: plan.hostname.map(escaped),
+        time_servers: escaped_all(plan.time_servers),
+    }
+}
+
+pub fn match_json(m: &LinkMatch) -> Value {
+    match m {
+        LinkMatch::Name(n) => json!({ "name": n }),
+        LinkMatch::Mac(m) => json!({ "macaddress": m }),
+        LinkMatch::Driver(d) => json!({ "driver": d }),
+        LinkMatch::BusPath(p) => json!({ "busPath": p }),
+    }
+}
+
+fn addressing_json(a: &Addressing) -> Value {
+    json!({
+        "dhcp4": a.dhcp4,
+        "dhcp6": a.dhcp6,
+        "dhcpRouteMetric": a.dhcp_route_metric,
+        "addresses": a.addresses,
+        "routes": a.routes.iter().map(|r| json!({ "to": r.to, "via": r.via, "metric": r.metric, "onLink": r.on_link })).collect::<Vec<_>>(),
+        "mtu": a.mtu,
+    })
+}
+
+pub fn bond_mode_name(mode: BondMode) -> &'static str {
+    match mode {
+        BondMode::BalanceRr => "balance-rr",
+        BondMode::ActiveBackup => "active-backup",
+        BondMode::BalanceXor => "balance-xor",
+        BondMode::Broadcast => "broadcast",
+        BondMode::Lacp => "802.3ad",
+        BondMode::BalanceTlb => "balance-tlb",
+        BondMode::BalanceAlb => "balance-alb",
     }
 }
 
 fn plan_json(plan: &NetworkPlan) -> Value {
     json!({
         "ethernets": plan.ethernets.iter().map(|e| json!({
-            "match": match &e.match_ { LinkMatch::Name(n) => json!({ "name": n }), LinkMatch::Mac(m) => json!({ "macaddress": m }) },
-            "setName": e.set_name,
-            "dhcp4": e.dhcp4,
-            "dhcp6": e.dhcp6,
-            "addresses": e.addresses,
-            "routes": e.routes.iter().map(|r| json!({ "to": r.to, "via": r.via, "metric": r.metric })).collect::<Vec<_>>(),
-            "mtu": e.mtu,
+            "match": match_json(&e.match_),
+            "addressing": addressing_json(&e.addressing),
+        })).collect::<Vec<_>>(),
+        "bonds": plan.bonds.iter().map(|b| json!({
+            "name": b.name,
+            "members": b.members.iter().map(match_json).collect::<Vec<_>>(),
+            "mode": bond_mode_name(b.mode),
+            "miimon": b.miimon,
+            "updelay": b.updelay,
+            "downdelay": b.downdelay,
+            "lacpRateFast": b.lacp_rate_fast,
+            "transmitHashPolicy": b.transmit_hash_policy,
+            "addressing": addressing_json(&b.addressing),
+        })).collect::<Vec<_>>(),
+        "vlans": plan.vlans.iter().map(|v| json!({
+            "name": v.name,
+            "id": v.id,
+            "parent": match_json(&v.parent),
+            "addressing": addressing_json(&v.addressing),
         })).collect::<Vec<_>>(),
         "nameservers": plan.nameservers,
         "search": plan.search,
+        "hostname": plan.hostname,
+        "timeServers": plan.time_servers,
     })
 }
 
@@ -135,23 +235,42 @@ mod tests {
     fn every_string_of_plans_and_errors_is_escaped() {
         let out = Network::check(Err(HOSTILE.into())).unwrap();
         assert_eq!(Network::to_json(&out)["error"], ESCAPED);
+        let addressing = || Addressing {
+            dhcp4: false,
+            dhcp6: false,
+            dhcp_route_metric: None,
+            addresses: vec![HOSTILE.into()],
+            routes: vec![Route { to: HOSTILE.into(), via: Some(HOSTILE.into()), metric: None, on_link: false }],
+            mtu: None,
+        };
         let plan = NetworkPlan {
-            ethernets: vec![Ethernet {
-                match_: LinkMatch::Name(HOSTILE.into()),
-                set_name: Some(HOSTILE.into()),
-                dhcp4: false,
-                dhcp6: false,
-                addresses: vec![HOSTILE.into()],
-                routes: vec![Route { to: HOSTILE.into(), via: Some(HOSTILE.into()), metric: None }],
-                mtu: None,
+            ethernets: vec![Ethernet { match_: LinkMatch::Name(HOSTILE.into()), addressing: addressing() }],
+            bonds: vec![Bond {
+                name: HOSTILE.into(),
+                members: vec![LinkMatch::Driver(HOSTILE.into())],
+                mode: BondMode::Lacp,
+                miimon: None,
+                updelay: None,
+                downdelay: None,
+                lacp_rate_fast: true,
+                transmit_hash_policy: Some(HOSTILE.into()),
+                addressing: addressing(),
+            }],
+            vlans: vec![Vlan {
+                name: HOSTILE.into(),
+                id: 5,
+                parent: LinkMatch::BusPath(HOSTILE.into()),
+                addressing: addressing(),
             }],
             nameservers: vec![HOSTILE.into()],
             search: vec![HOSTILE.into()],
+            hostname: Some(HOSTILE.into()),
+            time_servers: vec![HOSTILE.into()],
         };
         let out = Network::check(Ok(plan)).unwrap();
         let json = Network::to_json(&out).to_string();
         assert!(!json.contains("\\u001b") && !json.contains('\u{9b}'), "{json}");
         assert_eq!(Network::to_json(&out)["ok"]["ethernets"][0]["match"]["name"], ESCAPED);
-        assert_eq!(json.matches("admin authenticated").count(), 7, "{json}");
+        assert_eq!(json.matches("admin authenticated").count(), 19, "{json}");
     }
 }
