@@ -267,7 +267,7 @@ fn ensure_packages(root: &Path) -> anyhow::Result<()> {
 /// `chronyd -x` with their own configs); openssl (pkey, x509, asn1parse,
 /// s_client) and a python3 that can make venvs, for the interop tests;
 /// genisoimage, dosfstools (mkfs.vfat) and mtools (mcopy), for config-drive
-/// images.
+/// images; dnsmasq, dhcpcd, busybox and tcpdump for the DHCP tests.
 fn ensure_debian_packages() -> anyhow::Result<()> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = |program: &str| {
@@ -291,6 +291,21 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     }
     if !found("mcopy") {
         missing.push("mtools");
+    }
+    // The DHCP tests and benchmark: dnsmasq as the server (the -base
+    // package: the binary, no service), dhcpcd and busybox udhcpc as the
+    // peers, tcpdump for captures.
+    if !found("dnsmasq") {
+        missing.push("dnsmasq-base");
+    }
+    if !found("dhcpcd") {
+        missing.push("dhcpcd-base");
+    }
+    if !found("busybox") {
+        missing.push("busybox");
+    }
+    if !found("tcpdump") {
+        missing.push("tcpdump");
     }
     // Debian's python3 makes venvs only with python3-venv (ensurepip).
     let makes_venvs = Command::new("python3").args(["-c", "import ensurepip, venv"]).status();
