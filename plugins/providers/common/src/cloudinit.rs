@@ -21,6 +21,11 @@
 //! VLANs are logical: they are reported by name only (their `macaddress` is
 //! one to set, not one to match).
 //!
+//! [`NetworkSettings::links`] says what each interface is (physical, bond
+//! with its members and parameters, bridge, VLAN with its id and parent),
+//! by the document's own names, for the network configurator, which turns
+//! a document into bonds and VLANs; the providers use only `interfaces`.
+//!
 //! Metrics are reported only where the document sets one: the configurator
 //! picks defaults (Talos uses 1024 for IPv4 and 2048 for IPv6). A gateway is
 //! `on-link` only when the document says so (v2 `on-link: true`).
@@ -48,6 +53,157 @@ pub struct NetworkSettings {
     pub nameservers: Vec<String>,
     /// Search domains of every entry, in order, without repeats.
     pub search_domains: Vec<String>,
+    /// What each of `interfaces` is, in the same order.
+    pub links: Vec<LinkInfo>,
+}
+
+/// What one interface of a document is, by the document's own names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The name other entries use for it: v1 `name`, v2 the device key.
+    pub id: String,
+    pub kind: LinkKind,
+}
+
+/// The kind of an interface, with what the document says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    /// An existing link. v2's `match` keys, besides a MAC (which is the
+    /// interface's `mac`), and `set-name` (which Bronze does not apply).
+    Physical { match_name: Option<String>, driver: Option<String>, set_name: Option<String> },
+    /// A bond of the entries named `members` (their ids).
+    Bond { members: Vec<String>, params: BondParams },
+    /// A bridge of the entries named `members`.
+    Bridge { members: Vec<String> },
+    /// An 802.1Q VLAN `id` on the entry named `link`.
+    Vlan { id: u16, link: String },
+}
+
+/// A bond's parameters as the document gives them (validated, canonical).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BondParams {
+    /// The kernel's mode name: `balance-rr`, `active-backup`,
+    /// `balance-xor`, `broadcast`, `802.3ad`, `balance-tlb`, `balance-alb`.
+    pub mode: Option<String>,
+    pub miimon: Option<u32>,
+    pub updelay: Option<u32>,
+    pub downdelay: Option<u32>,
+    /// LACP rate: true for `fast`, false for `slow`.
+    pub lacp_rate_fast: Option<bool>,
+    /// `layer2`, `layer2+3`, `layer3+4`, `encap2+3`, `encap3+4` or `vlan+srcmac`.
+    pub transmit_hash_policy: Option<String>,
+}
+
+/// The bonding modes, by name and by number (cloud-init accepts both).
+const BOND_MODES: [&str; 7] =
+    ["balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"];
+const HASH_POLICIES: [&str; 6] = ["layer2", "layer2+3", "layer3+4", "encap2+3", "encap3+4", "vlan+srcmac"];
+
+/// A bonding mode as the kernel names it (`4` and `lacp` are `802.3ad`).
+pub fn bond_mode(at: &str, text: &str) -> Result<String, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if let Ok(n) = t.parse::<usize>() {
+        return BOND_MODES
+            .get(n)
+            .map(|m| m.to_string())
+            .ok_or_else(|| format!("{at}: {text:?} is not a bonding mode (0 to 6)"));
+    }
+    match t.as_str() {
+        "lacp" => Ok("802.3ad".into()),
+        m if BOND_MODES.contains(&m) => Ok(m.to_string()),
+        _ => Err(format!("{at}: {text:?} is not a bonding mode (one of {})", BOND_MODES.join(", "))),
+    }
+}
+
+impl BondParams {
+    /// Reads the parameters from `map` (v1 `params`, v2 `parameters`), each
+    /// under the first of its `keys` present.
+    fn read(map: Option<&Value>, at: &str, keys: &BondKeys) -> Result<BondParams, String> {
+        let Some(map) = map.filter(|v| !v.is_null()) else { return Ok(BondParams::default()) };
+        if !map.is_mapping() {
+            return Err(format!("{at}: expected a mapping"));
+        }
+        let find = |names: &[&'static str]| names.iter().find(|k| map.get(**k).is_some()).copied();
+        let text = |names: &[&'static str]| -> Result<Option<(String, String)>, String> {
+            let Some(key) = find(names) else { return Ok(None) };
+            let k_at = format!("{at}.{key}");
+            Ok(string(map.get(key), &k_at)?.map(|v| (k_at, v)))
+        };
+        let millis = |names: &[&'static str]| -> Result<Option<u32>, String> {
+            let Some(key) = find(names) else { return Ok(None) };
+            let k_at = format!("{at}.{key}");
+            number(map.get(key), &k_at)?.map(to_u32(&k_at)).transpose()
+        };
+        let mode = text(keys.mode)?.map(|(k_at, v)| bond_mode(&k_at, &v)).transpose()?;
+        let lacp_rate_fast = match text(keys.lacp_rate)? {
+            None => None,
+            Some((k_at, v)) => Some(match v.to_ascii_lowercase().as_str() {
+                "fast" | "1" => true,
+                "slow" | "0" => false,
+                _ => return Err(format!("{k_at}: {v:?} is not an LACP rate (fast or slow)")),
+            }),
+        };
+        let transmit_hash_policy = match text(keys.hash)? {
+            None => None,
+            Some((k_at, v)) => {
+                let v = v.to_ascii_lowercase();
+                if !HASH_POLICIES.contains(&v.as_str()) {
+                    return Err(format!(
+                        "{k_at}: {v:?} is not a transmit hash policy (one of {})",
+                        HASH_POLICIES.join(", ")
+                    ));
+                }
+                Some(v)
+            }
+        };
+        Ok(BondParams {
+            mode,
+            miimon: millis(keys.miimon)?,
+            updelay: millis(keys.updelay)?,
+            downdelay: millis(keys.downdelay)?,
+            lacp_rate_fast,
+            transmit_hash_policy,
+        })
+    }
+}
+
+/// Where each bond parameter is, in v1 and v2 spelling.
+struct BondKeys {
+    mode: &'static [&'static str],
+    miimon: &'static [&'static str],
+    updelay: &'static [&'static str],
+    downdelay: &'static [&'static str],
+    lacp_rate: &'static [&'static str],
+    hash: &'static [&'static str],
+}
+
+const V1_BOND: BondKeys = BondKeys {
+    mode: &["bond-mode", "mode"],
+    miimon: &["bond-miimon", "miimon"],
+    updelay: &["bond-updelay", "up-delay", "updelay"],
+    downdelay: &["bond-downdelay", "down-delay", "downdelay"],
+    lacp_rate: &["bond-lacp-rate", "lacp-rate", "lacp_rate"],
+    hash: &["bond-xmit-hash-policy", "xmit-hash-policy", "xmit_hash_policy"],
+};
+
+const V2_BOND: BondKeys = BondKeys {
+    mode: &["mode"],
+    miimon: &["mii-monitor-interval"],
+    updelay: &["up-delay"],
+    downdelay: &["down-delay"],
+    lacp_rate: &["lacp-rate"],
+    hash: &["transmit-hash-policy"],
+};
+
+/// A list of entry names (bond members, bridge ports).
+fn names(v: Option<&Value>, at: &str) -> Result<Vec<String>, String> {
+    let list = strings(v, at)?;
+    for (i, name) in list.iter().enumerate() {
+        if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+            return Err(format!("{at}[{i}]: {name:?} is not an entry name"));
+        }
+    }
+    Ok(list)
 }
 
 impl NetworkSettings {
@@ -109,6 +265,7 @@ pub fn parse(document: &str, link_of: &dyn Fn(&str) -> Option<String>) -> Result
             interfaces: Vec::new(),
             nameservers: Vec::new(),
             search_domains: Vec::new(),
+            links: Vec::new(),
         });
     }
     match root.get("version").map(version_number) {
@@ -162,6 +319,7 @@ fn v1(root: &Value, link_of: &dyn Fn(&str) -> Option<String>) -> Result<NetworkS
         return Err(format!("config: {} entries, more than {}", entries.len(), MAX_ENTRIES * 2));
     }
     let mut interfaces: Vec<PlatformInterface> = Vec::new();
+    let mut links: Vec<LinkInfo> = Vec::new();
     let mut dns = Dns::default();
     let mut global_routes: Vec<(String, PlatformRoute)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -185,15 +343,27 @@ fn v1(root: &Value, link_of: &dyn Fn(&str) -> Option<String>) -> Result<NetworkS
                 } else {
                     named(&name)
                 };
-                if kind == "vlan" {
-                    string(entry.get("vlan_link"), &format!("{at}.vlan_link"))?
-                        .ok_or_else(|| format!("{at}: a vlan entry without `vlan_link`"))?;
-                    let id = number(entry.get("vlan_id"), &format!("{at}.vlan_id"))?
-                        .ok_or_else(|| format!("{at}: a vlan entry without `vlan_id`"))?;
-                    if !(1..=4094).contains(&id) {
-                        return Err(format!("{at}.vlan_id: {id} is not a VLAN id (1 to 4094)"));
+                let link_kind = match kind.as_str() {
+                    "vlan" => {
+                        let link = string(entry.get("vlan_link"), &format!("{at}.vlan_link"))?
+                            .ok_or_else(|| format!("{at}: a vlan entry without `vlan_link`"))?;
+                        let id = number(entry.get("vlan_id"), &format!("{at}.vlan_id"))?
+                            .ok_or_else(|| format!("{at}: a vlan entry without `vlan_id`"))?;
+                        if !(1..=4094).contains(&id) {
+                            return Err(format!("{at}.vlan_id: {id} is not a VLAN id (1 to 4094)"));
+                        }
+                        LinkKind::Vlan { id: id as u16, link }
                     }
-                }
+                    "bond" => LinkKind::Bond {
+                        members: names(entry.get("bond_interfaces"), &format!("{at}.bond_interfaces"))?,
+                        params: BondParams::read(entry.get("params"), &format!("{at}.params"), &V1_BOND)?,
+                    },
+                    "bridge" => LinkKind::Bridge {
+                        members: names(entry.get("bridge_interfaces"), &format!("{at}.bridge_interfaces"))?,
+                    },
+                    _ => LinkKind::Physical { match_name: None, driver: None, set_name: None },
+                };
+                links.push(LinkInfo { id: name.clone(), kind: link_kind });
                 iface.mtu = mtu(entry.get("mtu"), &format!("{at}.mtu"))?;
                 let subnets = match entry.get("subnets") {
                     None | Some(Value::Null) => Vec::new(),
@@ -239,7 +409,7 @@ fn v1(root: &Value, link_of: &dyn Fn(&str) -> Option<String>) -> Result<NetworkS
             None => return Err("config: a route entry but no link to put it on".into()),
         }
     }
-    Ok(NetworkSettings { version: 1, interfaces, nameservers: dns.nameservers, search_domains: dns.search })
+    Ok(NetworkSettings { version: 1, interfaces, nameservers: dns.nameservers, search_domains: dns.search, links })
 }
 
 fn v1_subnet(iface: &mut PlatformInterface, dns: &mut Dns, subnet: &Value, at: &str) -> Result<(), String> {
@@ -335,6 +505,7 @@ fn v1_route(route: &Value, at: &str) -> Result<PlatformRoute, String> {
 
 fn v2(root: &Value, link_of: &dyn Fn(&str) -> Option<String>) -> Result<NetworkSettings, String> {
     let mut interfaces = Vec::new();
+    let mut links = Vec::new();
     let mut dns = Dns::default();
     for section in ["ethernets", "bonds", "bridges", "vlans"] {
         let Some(devices) = root.get(section).filter(|v| !v.is_null()) else { continue };
@@ -350,15 +521,40 @@ fn v2(root: &Value, link_of: &dyn Fn(&str) -> Option<String>) -> Result<NetworkS
             } else {
                 named(&string(device.get("set-name"), &format!("{at}.set-name"))?.unwrap_or_else(|| key.to_string()))
             };
-            if section == "vlans" {
-                let id = number(device.get("id"), &format!("{at}.id"))?
-                    .ok_or_else(|| format!("{at}: a VLAN without `id`"))?;
-                if id > 4094 {
-                    return Err(format!("{at}.id: {id} is not a VLAN id (0 to 4094)"));
+            let kind = match section {
+                "vlans" => {
+                    let id = number(device.get("id"), &format!("{at}.id"))?
+                        .ok_or_else(|| format!("{at}: a VLAN without `id`"))?;
+                    if id > 4094 {
+                        return Err(format!("{at}.id: {id} is not a VLAN id (0 to 4094)"));
+                    }
+                    let link = string(device.get("link"), &format!("{at}.link"))?
+                        .ok_or_else(|| format!("{at}: a VLAN without `link`"))?;
+                    LinkKind::Vlan { id: id as u16, link }
                 }
-                string(device.get("link"), &format!("{at}.link"))?
-                    .ok_or_else(|| format!("{at}: a VLAN without `link`"))?;
-            }
+                "bonds" => LinkKind::Bond {
+                    members: names(device.get("interfaces"), &format!("{at}.interfaces"))?,
+                    params: BondParams::read(device.get("parameters"), &format!("{at}.parameters"), &V2_BOND)?,
+                },
+                "bridges" => {
+                    LinkKind::Bridge { members: names(device.get("interfaces"), &format!("{at}.interfaces"))? }
+                }
+                _ => {
+                    let matcher = device.get("match").filter(|m| m.is_mapping());
+                    let field = |key: &str| -> Result<Option<String>, String> {
+                        matcher
+                            .map(|m| string(m.get(key), &format!("{at}.match.{key}")))
+                            .transpose()
+                            .map(Option::flatten)
+                    };
+                    LinkKind::Physical {
+                        match_name: field("name")?,
+                        driver: field("driver")?,
+                        set_name: string(device.get("set-name"), &format!("{at}.set-name"))?,
+                    }
+                }
+            };
+            links.push(LinkInfo { id: key.to_string(), kind });
             v2_settings(&mut iface, &mut dns, device, &at)?;
             interfaces.push(iface);
             if interfaces.len() > MAX_ENTRIES {
@@ -366,7 +562,7 @@ fn v2(root: &Value, link_of: &dyn Fn(&str) -> Option<String>) -> Result<NetworkS
             }
         }
     }
-    Ok(NetworkSettings { version: 2, interfaces, nameservers: dns.nameservers, search_domains: dns.search })
+    Ok(NetworkSettings { version: 2, interfaces, nameservers: dns.nameservers, search_domains: dns.search, links })
 }
 
 /// Which host link a v2 ethernet is.
@@ -748,6 +944,57 @@ mod tests {
         assert_eq!(link_for_mac(&links, "aa:00:00:00:00:01").as_deref(), Some("eth1"));
         assert_eq!(link_for_mac(&links[..1], "68:05:ca:b8:f1:f7").as_deref(), Some("bond0"));
         assert_eq!(link_for_mac(&links, "00:00:00:00:00:00"), None);
+    }
+
+    #[test]
+    fn bonds_bridges_and_vlans_are_described() {
+        let doc = "version: 1\nconfig:\n- {type: physical, name: a, mac_address: '68:05:ca:b8:f1:f7'}\n- {type: physical, name: b}\n- type: bond\n  name: bond0\n  bond_interfaces: [a, b]\n  params: {bond-mode: 4, bond-miimon: 100, bond-lacp-rate: fast, bond-xmit-hash-policy: layer3+4, up-delay: 0, bond-downdelay: '200'}\n- {type: vlan, name: bond0.2, vlan_link: bond0, vlan_id: 2}\n- {type: bridge, name: br0, bridge_interfaces: [b]}\n";
+        let s = parse(doc, &links).unwrap();
+        assert_eq!(s.links.len(), s.interfaces.len());
+        assert_eq!(
+            s.links[0],
+            LinkInfo { id: "a".into(), kind: LinkKind::Physical { match_name: None, driver: None, set_name: None } }
+        );
+        let params = BondParams {
+            mode: Some("802.3ad".into()),
+            miimon: Some(100),
+            updelay: Some(0),
+            downdelay: Some(200),
+            lacp_rate_fast: Some(true),
+            transmit_hash_policy: Some("layer3+4".into()),
+        };
+        assert_eq!(s.links[2].kind, LinkKind::Bond { members: vec!["a".into(), "b".into()], params });
+        assert_eq!(s.links[3].kind, LinkKind::Vlan { id: 2, link: "bond0".into() });
+        assert_eq!(s.links[4].kind, LinkKind::Bridge { members: vec!["b".into()] });
+
+        let doc = "version: 2\nethernets:\n  e0: {match: {driver: ixgbe, name: 'en*'}, set-name: lan0}\nbonds:\n  bond0:\n    interfaces: [e0]\n    parameters: {mode: active-backup, mii-monitor-interval: 100, up-delay: 200, down-delay: 200, lacp-rate: slow, transmit-hash-policy: layer2}\nvlans:\n  v4: {id: 4, link: bond0}\n";
+        let s = parse(doc, &no_links).unwrap();
+        assert_eq!(
+            s.links[0].kind,
+            LinkKind::Physical {
+                match_name: Some("en*".into()),
+                driver: Some("ixgbe".into()),
+                set_name: Some("lan0".into())
+            }
+        );
+        match &s.links[1].kind {
+            LinkKind::Bond { members, params } => {
+                assert_eq!(members, &["e0"]);
+                assert_eq!(params.mode.as_deref(), Some("active-backup"));
+                assert_eq!((params.miimon, params.updelay, params.downdelay), (Some(100), Some(200), Some(200)));
+                assert_eq!(params.lacp_rate_fast, Some(false));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.links[2], LinkInfo { id: "v4".into(), kind: LinkKind::Vlan { id: 4, link: "bond0".into() } });
+
+        let bad = |doc: &str| parse(doc, &no_links).unwrap_err();
+        let e = bad("version: 2\nbonds:\n  b: {interfaces: [x], parameters: {mode: fastest}}\n");
+        assert!(e.contains("bonds.b.parameters.mode") && e.contains("fastest"), "{e}");
+        let e = bad("version: 1\nconfig:\n- {type: bond, name: b, params: {bond-xmit-hash-policy: layer9}}\n");
+        assert!(e.contains("config[0].params.bond-xmit-hash-policy"), "{e}");
+        let e = bad("version: 1\nconfig:\n- {type: bond, name: b, params: {bond-lacp-rate: medium}}\n");
+        assert!(e.contains("config[0].params.bond-lacp-rate"), "{e}");
     }
 
     #[test]
