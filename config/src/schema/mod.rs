@@ -19,7 +19,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use api::{Api, Ca, CertSan};
 pub use kernel::{Kernel, KernelModule};
 pub use logging::{LogLevel, Logging};
-pub use network::{Interface, Network, Route};
+pub use network::{
+    Bond, BondMode, Configurator, DhcpOptions, Interface, LacpRate, Network, Route, Selector, Vlan, XmitHashPolicy,
+};
 pub use platform::PlatformSettings;
 pub use plugins::{Fact, Grants, HttpGrant, HttpMethod, Limits, PluginCompile, PluginInstance, Plugins, Schedule};
 pub use services::{Health, RestartPolicy, Service};

@@ -70,4 +70,16 @@ pub(super) fn check_platform(machine: &Machine, out: &mut Validation) {
             );
         }
     }
+    if let Some(configurator) = &machine.network.configurator
+        && !machine.plugins.instances.iter().any(|i| i.id == configurator.instance)
+    {
+        out.error(
+            "machine.network.configurator.instance",
+            format!(
+                "instance {:?} is not defined in machine.plugins.instances; expected the id of a \
+                 network-configurator instance",
+                configurator.instance.as_str()
+            ),
+        );
+    }
 }

@@ -23,7 +23,14 @@ impl NetworkApplyController {
     async fn apply(&self, current: Option<&LiveConfig>) {
         let started = std::time::Instant::now();
         tracing::debug!("network: planning and applying");
-        match super::plan::plan(current.map(|c| &c.config.machine.network), &self.cmdline) {
+        let layers = super::layers::Layers {
+            cmdline: super::layers::cmdline_layer(&self.cmdline),
+            config: current
+                .map(|c| super::layers::config_layer(&c.config.machine.network, None, &[], &|_| Ok(None)))
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        match super::layers::merge(&layers).map(|s| s.plan()) {
             Err(e) => tracing::error!(error = %e, "network plan refused; keeping the current network"),
             Ok(plan) => {
                 for w in &plan.warnings {

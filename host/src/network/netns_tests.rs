@@ -11,7 +11,7 @@
 use super::apply::{Applier, RESOLV_CONF};
 use super::netlink::{Netlink, RtNetlink};
 use super::observe::{Publisher, Snapshot, observe};
-use super::plan::{AddressPlan, LinkPlan, NetworkPlan, RoutePlan, plan};
+use super::plan::{AddressPlan, LinkPlan, NetworkPlan, RoutePlan};
 use super::resources::{ADDRESS_STATUS, LINK_STATUS, ROUTE_STATUS};
 use crate::state::Store;
 use bronze_config::{Interface, Network, Route};
@@ -89,18 +89,34 @@ fn apply_observe_reapply_and_links_down_on_a_veth_link() {
         let mut iface = Interface::new("veth0".parse().unwrap());
         iface.addresses = vec![cidr("10.20.0.5/24"), cidr("fd00:20::5/64")];
         iface.routes = vec![
-            Route { network: cidr("10.30.0.0/16"), gateway: Some("10.20.0.1".parse().unwrap()), metric: Some(100) },
-            Route { network: cidr("10.40.0.0/24"), gateway: None, metric: None },
-            Route { network: cidr("fd00:30::/48"), gateway: Some("fd00:20::1".parse().unwrap()), metric: None },
+            Route {
+                network: cidr("10.30.0.0/16"),
+                gateway: Some("10.20.0.1".parse().unwrap()),
+                metric: Some(100),
+                on_link: false,
+            },
+            Route { network: cidr("10.40.0.0/24"), gateway: None, metric: None, on_link: false },
+            Route {
+                network: cidr("fd00:30::/48"),
+                gateway: Some("fd00:20::1".parse().unwrap()),
+                metric: None,
+                on_link: false,
+            },
         ];
         iface.mtu = Some(1400);
         let network = Network {
             interfaces: vec![iface],
             nameservers: vec!["10.20.0.53".parse().unwrap()],
             search_domains: vec!["lan".parse().unwrap()],
+            ..Default::default()
         };
         let cmdline = super::cmdline::parse("bronze.ip=veth0:10.20.0.9/24:10.20.0.1").unwrap();
-        let first = plan(Some(&network), &cmdline).unwrap();
+        let layers = super::layers::Layers {
+            cmdline: super::layers::cmdline_layer(&cmdline),
+            config: super::layers::config_layer(&network, None, &[], &|_| Ok(None)),
+            ..Default::default()
+        };
+        let first = super::layers::merge(&layers).unwrap().plan();
         assert_eq!(first.addresses.len(), 2, "the config's veth0 replaced the cmdline's");
 
         let root = tempfile::tempdir().unwrap();

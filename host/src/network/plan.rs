@@ -1,18 +1,17 @@
 //! The network plan: what links, addresses, routes and resolvers the node
-//! should have, merged from its layers (kernel command line < machine
-//! config; later layers replace an earlier layer's interface as a whole)
-//! and validated before anything touches the kernel.
+//! should have, as the applier takes it ([`super::layers`] merges the
+//! layers into one), and the rules every plan passes before anything
+//! touches the kernel ([`NetworkPlan::validate`]: link names, MTUs, gateway
+//! families and reachability, routes the kernel would take as one).
 //!
 //! Pure: no netlink, no files. [`super::apply`] makes the kernel match a
-//! plan. Plugin-produced plans (DESIGN §6) will be validated by the same
-//! [`NetworkPlan::validate`] rules: link names, gateways reachable.
+//! plan.
 
-use super::cmdline::CmdlineIp;
-use bronze_config::{Cidr, Network};
+use bronze_config::Cidr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// Metric of planned routes that name none. Explicit (rather than the
 /// kernel's per-family default) so a route can be deleted exactly as it
@@ -197,150 +196,6 @@ impl fmt::Display for RoutePlan {
     }
 }
 
-/// One interface of one layer, before merging.
-#[derive(Debug, Clone)]
-struct InterfaceLayer {
-    name: String,
-    addresses: Vec<Cidr>,
-    routes: Vec<RouteLayer>,
-    mtu: Option<u32>,
-    dhcp: bool,
-}
-
-#[derive(Debug, Clone)]
-struct RouteLayer {
-    destination: Cidr,
-    gateway: Option<IpAddr>,
-    metric: Option<u32>,
-}
-
-/// Merges the command line (`bronze.ip=`) and the machine config's
-/// `machine.network` (either may be absent) into a validated plan. The
-/// config's interface replaces the command line's for the same link;
-/// resolvers and search domains come from the config only.
-pub fn plan(config: Option<&Network>, cmdline: &[CmdlineIp]) -> Result<NetworkPlan, PlanError> {
-    let mut layers = cmdline_layer(cmdline);
-    if let Some(network) = config {
-        let mut seen = std::collections::HashSet::new();
-        for iface in &network.interfaces {
-            let name = iface.name.as_str();
-            if !seen.insert(name) {
-                return Err(PlanError::DuplicateLink { link: name.to_string() });
-            }
-            let layer = InterfaceLayer {
-                name: name.to_string(),
-                addresses: iface.addresses.clone(),
-                routes: iface
-                    .routes
-                    .iter()
-                    .map(|r| RouteLayer {
-                        destination: r.network,
-                        gateway: r.gateway.map(|g| g.addr()),
-                        metric: r.metric,
-                    })
-                    .collect(),
-                mtu: iface.mtu,
-                dhcp: iface.dhcp,
-            };
-            match layers.iter_mut().find(|l| l.name == layer.name) {
-                Some(existing) => *existing = layer,
-                None => layers.push(layer),
-            }
-        }
-    }
-    let mut out = NetworkPlan::default();
-    for layer in layers {
-        flatten(layer, &mut out);
-    }
-    if let Some(network) = config {
-        out.resolvers = network.nameservers.iter().map(|n| n.addr()).collect();
-        out.search = network.search_domains.iter().map(|d| d.as_str().to_string()).collect();
-        if out.resolvers.len() > MAX_RESOLVERS {
-            let ignored = out.resolvers[MAX_RESOLVERS..].iter().map(IpAddr::to_string).collect::<Vec<_>>();
-            out.warnings.push(format!(
-                "{} nameservers configured; resolvers use the first {MAX_RESOLVERS} and ignore {}",
-                out.resolvers.len(),
-                ignored.join(", ")
-            ));
-        }
-    }
-    out.validate()?;
-    Ok(out)
-}
-
-/// Groups command line entries by link, in order of first mention; each
-/// gateway becomes a default route of its family.
-fn cmdline_layer(cmdline: &[CmdlineIp]) -> Vec<InterfaceLayer> {
-    let mut layers: Vec<InterfaceLayer> = Vec::new();
-    for entry in cmdline {
-        let idx = match layers.iter().position(|l| l.name == entry.link) {
-            Some(idx) => idx,
-            None => {
-                layers.push(InterfaceLayer {
-                    name: entry.link.clone(),
-                    addresses: Vec::new(),
-                    routes: Vec::new(),
-                    mtu: None,
-                    dhcp: false,
-                });
-                layers.len() - 1
-            }
-        };
-        let layer = &mut layers[idx];
-        layer.addresses.push(entry.address);
-        if let Some(gateway) = entry.gateway {
-            layer.routes.push(RouteLayer { destination: default_route(gateway), gateway: Some(gateway), metric: None });
-        }
-    }
-    layers
-}
-
-/// `0.0.0.0/0` or `::/0`, matching the gateway's family.
-fn default_route(gateway: IpAddr) -> Cidr {
-    let any = match gateway {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    // Cannot fail: an unspecified address with prefix 0 is a valid CIDR of
-    // either family (pinned by the cmdline tests).
-    format!("{any}/0").parse().expect("an unspecified address with prefix 0 is a valid CIDR")
-}
-
-fn flatten(layer: InterfaceLayer, out: &mut NetworkPlan) {
-    if layer.dhcp {
-        out.warnings.push(format!(
-            "interface {}: dhcp is not supported yet; the link is brought up with its static addresses only",
-            layer.name
-        ));
-    }
-    out.links.push(LinkPlan { name: layer.name.clone(), up: true, mtu: layer.mtu, kind: None });
-    for address in layer.addresses {
-        let planned = AddressPlan { link: layer.name.clone(), address };
-        if !out.addresses.contains(&planned) {
-            out.addresses.push(planned);
-        }
-    }
-    for route in layer.routes {
-        let destination = Cidr::from(route.destination.net().trunc());
-        if destination != route.destination {
-            out.warnings.push(format!(
-                "interface {}: route {} has host bits set; using the network {destination}",
-                layer.name, route.destination
-            ));
-        }
-        let planned = RoutePlan {
-            link: layer.name.clone(),
-            destination,
-            gateway: route.gateway,
-            metric: route.metric.unwrap_or(DEFAULT_ROUTE_METRIC),
-            on_link: false,
-        };
-        if !out.routes.contains(&planned) {
-            out.routes.push(planned);
-        }
-    }
-}
-
 impl NetworkPlan {
     /// Checks what the kernel would refuse or silently get wrong: link
     /// names, MTUs, gateway families and reachability, and two routes the
@@ -372,6 +227,8 @@ impl NetworkPlan {
             }
             if let Some(gateway) = route.gateway {
                 let link = route.link.clone();
+                // RTNH_F_ONLINK: the kernel takes the gateway as on the link.
+                let on_link = route.on_link;
                 if gateway.is_ipv4() != route.destination.is_ipv4() {
                     return Err(PlanError::FamilyMismatch { link, destination: route.destination, gateway });
                 }
@@ -383,7 +240,7 @@ impl NetworkPlan {
                     .filter(|r| r.link == route.link && r.gateway.is_none())
                     .map(|r| r.destination)
                     .collect();
-                if !gateway_reachable(gateway, &addresses, &host_routes) {
+                if !on_link && !gateway_reachable(gateway, &addresses, &host_routes) {
                     let addresses = if addresses.is_empty() {
                         "none".to_string()
                     } else {
@@ -448,7 +305,14 @@ fn max_prefix(addr: IpAddr) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bronze_config::{Interface, Route};
+    use crate::network::layers::{Layers, config_layer, merge};
+    use bronze_config::{Interface, Network, Route};
+
+    /// The config as the only layer, merged.
+    fn plan(config: Option<&Network>, _cmdline: &[()]) -> Result<NetworkPlan, PlanError> {
+        let config = config.map(|n| config_layer(n, None, &[], &|_| Ok(None))).unwrap_or_default();
+        merge(&Layers { config, ..Default::default() }).map(|s| s.plan())
+    }
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
@@ -459,7 +323,12 @@ mod tests {
         i.addresses = addresses.iter().map(|a| cidr(a)).collect();
         i.routes = routes
             .iter()
-            .map(|(n, g, m)| Route { network: cidr(n), gateway: g.map(|g| g.parse().unwrap()), metric: *m })
+            .map(|(n, g, m)| Route {
+                network: cidr(n),
+                gateway: g.map(|g| g.parse().unwrap()),
+                metric: *m,
+                on_link: false,
+            })
             .collect();
         i
     }
@@ -480,62 +349,6 @@ mod tests {
 
     fn address(link: &str, a: &str) -> AddressPlan {
         AddressPlan { link: link.into(), address: cidr(a) }
-    }
-
-    #[test]
-    fn cmdline_alone_plans_addresses_and_default_routes() {
-        let cmdline =
-            super::super::cmdline::parse("bronze.ip=eth0:10.0.2.15/24:10.0.2.2,eth0:fd00::5/64:fe80::1").unwrap();
-        let p = plan(None, &cmdline).unwrap();
-        assert_eq!(p.links, [LinkPlan { name: "eth0".into(), up: true, mtu: None, kind: None }]);
-        assert_eq!(p.addresses, [address("eth0", "10.0.2.15/24"), address("eth0", "fd00::5/64")]);
-        assert_eq!(
-            p.routes,
-            [route("eth0", "0.0.0.0/0", Some("10.0.2.2"), 1024), route("eth0", "::/0", Some("fe80::1"), 1024)]
-        );
-        assert!(p.resolvers.is_empty() && p.search.is_empty() && p.warnings.is_empty());
-    }
-
-    #[test]
-    fn config_replaces_the_cmdline_interface_and_adds_its_own() {
-        let cmdline = super::super::cmdline::parse("bronze.ip=eth0:10.0.2.15/24:10.0.2.2,eth1:192.168.1.5/24").unwrap();
-        let mut net = network(vec![
-            iface("eth0", &["172.16.0.10/16"], &[("0.0.0.0/0", Some("172.16.0.1"), Some(50))]),
-            iface("eth2", &[], &[]),
-        ]);
-        net.interfaces[0].mtu = Some(9000);
-        net.nameservers = vec!["1.1.1.1".parse().unwrap()];
-        net.search_domains = vec!["lan".parse().unwrap()];
-        let p = plan(Some(&net), &cmdline).unwrap();
-        let names: Vec<_> = p.links.iter().map(|l| (l.name.as_str(), l.mtu)).collect();
-        assert_eq!(names, [("eth0", Some(9000)), ("eth1", None), ("eth2", None)]);
-        assert_eq!(p.addresses, [address("eth0", "172.16.0.10/16"), address("eth1", "192.168.1.5/24")]);
-        assert_eq!(p.routes, [route("eth0", "0.0.0.0/0", Some("172.16.0.1"), 50)]);
-        assert_eq!(p.resolvers, ["1.1.1.1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(p.search, ["lan"]);
-    }
-
-    #[test]
-    fn route_networks_lose_host_bits_with_a_warning() {
-        let net = network(vec![iface("eth0", &["10.0.0.5/24"], &[("10.9.3.7/16", Some("10.0.0.1"), None)])]);
-        let p = plan(Some(&net), &[]).unwrap();
-        assert_eq!(p.routes, [route("eth0", "10.9.0.0/16", Some("10.0.0.1"), DEFAULT_ROUTE_METRIC)]);
-        assert_eq!(p.warnings, ["interface eth0: route 10.9.3.7/16 has host bits set; using the network 10.9.0.0/16"]);
-    }
-
-    #[test]
-    fn dhcp_and_extra_nameservers_are_warnings() {
-        let mut net = network(vec![iface("eth0", &[], &[])]);
-        net.interfaces[0].dhcp = true;
-        net.nameservers = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(|n| n.parse().unwrap()).to_vec();
-        let p = plan(Some(&net), &[]).unwrap();
-        assert_eq!(
-            p.warnings,
-            [
-                "interface eth0: dhcp is not supported yet; the link is brought up with its static addresses only",
-                "4 nameservers configured; resolvers use the first 3 and ignore 10.0.0.4",
-            ]
-        );
     }
 
     #[test]
@@ -614,9 +427,23 @@ mod tests {
     }
 
     #[test]
-    fn a_config_listing_an_interface_twice_is_refused() {
-        let net = network(vec![iface("eth0", &[], &[]), iface("eth0", &[], &[])]);
-        assert_eq!(plan(Some(&net), &[]).unwrap_err(), PlanError::DuplicateLink { link: "eth0".into() });
+    fn extra_nameservers_are_a_warning() {
+        let net = Network {
+            nameservers: ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(|n| n.parse().unwrap()).to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(Some(&net), &[]).unwrap().warnings,
+            ["config: 4 nameservers; resolvers use the first 3 and ignore 10.0.0.4"]
+        );
+    }
+
+    #[test]
+    fn an_on_link_gateway_needs_no_subnet() {
+        let mut net = network(vec![iface("eth0", &["203.0.113.7/32"], &[("0.0.0.0/0", Some("172.31.1.1"), None)])]);
+        assert!(matches!(plan(Some(&net), &[]), Err(PlanError::UnreachableGateway { .. })));
+        net.interfaces[0].routes[0].on_link = true;
+        assert!(plan(Some(&net), &[]).unwrap().routes[0].on_link);
     }
 
     #[test]
