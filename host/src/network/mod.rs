@@ -17,6 +17,7 @@ pub mod apply;
 pub mod apply_controller;
 pub mod cmdline;
 pub mod controller;
+pub mod layers;
 pub mod netlink;
 pub mod observe;
 pub mod plan;
