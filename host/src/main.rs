@@ -59,6 +59,11 @@ struct Args {
     /// EC2 instance).
     #[arg(long, value_name = "auto|none|NAME")]
     platform: Option<String>,
+    /// Process mode: configure the network of the namespace bronzed runs in
+    /// (apply the network spec, run DHCP) as PID 1 does. Only for a network
+    /// namespace of its own, as the tests make.
+    #[arg(long, hide = true)]
+    own_network: bool,
     /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
     #[arg(long)]
     log: Option<String>,
@@ -145,6 +150,7 @@ fn main() -> std::process::ExitCode {
         paths: SystemPaths { sys: args.sysfs, cmdline: args.cmdline_file, ..SystemPaths::default() },
         platform: args.platform.clone().unwrap_or_else(|| if mode == Mode::Pid1 { "auto" } else { "none" }.into()),
         volumes,
+        own_network: args.own_network || mode == Mode::Pid1,
     };
     if let Some(early) = early {
         pid1_main(&runtime, opts, &early);

@@ -16,10 +16,11 @@ use crate::controllers::machine_settings::MachineSettingsController;
 use crate::controllers::machine_status::MachineStatusController;
 use crate::init::EarlyReport;
 use crate::network::apply::Applier;
-use crate::network::apply_controller::NetworkApplyController;
 use crate::network::controller::NetworkStatusController;
+use crate::network::dhcp::DhcpManager;
 use crate::network::netlink::RtNetlink;
 use crate::network::observe::{KernelObserver, Publisher};
+use crate::network::spec_controller::{NetworkHandle, NetworkSpecController};
 use crate::platform::PlatformHandle;
 use crate::platform::controller::{PlatformController, RetryPolicy};
 use crate::plugins::manager::PluginConfigController;
@@ -62,6 +63,9 @@ pub struct NodeOptions {
     pub platform: String,
     /// Where `bronze:host/volumes` finds config drives.
     pub volumes: Arc<dyn crate::plugins::volumes::VolumeSource>,
+    /// Whether bronzed configures the network it runs in (always as PID 1;
+    /// in process mode only inside a namespace of its own).
+    pub own_network: bool,
 }
 
 /// Machine events kept.
@@ -129,7 +133,7 @@ fn time_controller(
     config: &ConfigManager,
     events: Arc<Ring<MachineEventSpec>>,
     holds: SharedHoldOffs,
-    platform: &PlatformHandle,
+    network: &NetworkHandle,
 ) -> anyhow::Result<TimeController> {
     let (boot_servers, discipline) = match opts.mode {
         Mode::Pid1 => {
@@ -150,10 +154,11 @@ fn time_controller(
         discipline,
         holds,
     )
-    // The platform's time servers (a cloud node often has no route to
-    // the internet) sit between the config's and the default; process
-    // mode never contacts servers it was not given.
-    .with_platform_servers((opts.mode == Mode::Pid1).then(|| platform.time_servers())))
+    // The network's time servers below the config (DHCP's, then the
+    // platform's: a cloud node often has no route to the internet) sit
+    // between the config's and the default; process mode never contacts
+    // servers it was not given, unless it owns its network.
+    .with_platform_servers(opts.own_network.then(|| network.time_servers())))
 }
 
 /// Runs a node until it is shut down.
@@ -220,6 +225,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         paths: opts.paths.clone(),
         listen: bound,
         time_holds: SharedHoldOffs::default(),
+        network: std::sync::OnceLock::new(),
     });
 
     let initial = match &opts.config {
@@ -233,36 +239,66 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     plugins.load_in_background();
     laps.lap("config");
     let observe_now = Arc::new(tokio::sync::Notify::new());
-    let network_status =
-        Arc::new(NetworkStatusController::new(Publisher::new(&store)?, Arc::new(KernelObserver), observe_now.clone()));
+    let network_status = Arc::new(NetworkStatusController::new(
+        Publisher::new(&store)?,
+        Arc::new(KernelObserver::new(&opts.paths.sys)),
+        observe_now.clone(),
+    ));
 
-    // Only PID 1 configures the network; it starts as soon as the config
-    // is known (the API is reachable only once it is up) and never blocks
-    // the API.
-    let mut network_apply = None;
-    let applier = match opts.mode {
-        Mode::Pid1 => match RtNetlink::connect() {
+    // PID 1 (or a process owning its namespace) configures the network; it
+    // starts as soon as the config is known and never blocks the API.
+    let network = NetworkHandle::default();
+    let (applier, dhcp) = if opts.own_network {
+        match RtNetlink::connect() {
             Ok(netlink) => {
-                let applier = Arc::new(Applier::new(Arc::new(netlink), "/").notify_after_apply(observe_now.clone()));
-                let cmdline = crate::network::cmdline::read(&opts.paths.proc).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "ignoring bronze.ip= on the kernel command line");
-                    vec![]
-                });
-                network_apply = Some(Arc::new(NetworkApplyController {
-                    config: config.subscribe(),
-                    applier: applier.clone(),
-                    cmdline,
-                    ready: network_ready_tx,
-                }));
-                Some(applier)
+                let applier = {
+                    // A process writes resolv.conf and hosts under its state
+                    // dir, never the host's /etc.
+                    let root = match opts.mode {
+                        Mode::Pid1 => PathBuf::from("/"),
+                        Mode::Process => opts.state_dir.join("root"),
+                    };
+                    Arc::new(Applier::new(Arc::new(netlink), root).notify_after_apply(observe_now.clone()))
+                };
+                let store_leases = Arc::new(crate::network::dhcp::StateDirStore::new(dir.clone()));
+                let dhcp = DhcpManager::new(store_leases, Some(store.writer()?));
+                (Some(applier), Some(Arc::new(tokio::sync::Mutex::new(dhcp))))
             }
             Err(e) => {
                 tracing::error!(error = %e, "no netlink: the network is not configured");
-                None
+                (None, None)
             }
-        },
-        Mode::Process => None,
+        }
+    } else {
+        (None, None)
     };
+    let cmdline = if opts.own_network {
+        crate::network::cmdline::read(&opts.paths.cmdline).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "ignoring bronze.ip= on the kernel command line");
+            vec![]
+        })
+    } else {
+        vec![]
+    };
+    let leases = match &dhcp {
+        Some(dhcp) => dhcp.lock().await.leases(),
+        None => watch::channel(Default::default()).1,
+    };
+    let network_spec = Arc::new(NetworkSpecController::new(
+        config.subscribe(),
+        platform.subscribe(),
+        network_status.snapshots(),
+        leases,
+        cmdline,
+        plugins.clone(),
+        applier.clone(),
+        dhcp.clone(),
+        store.writer()?,
+        network.clone(),
+        network_ready_tx,
+        Some(bound.ip()),
+    ));
+    let _ = node.network.set(network_spec.clone());
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let mode = opts.mode.as_str();
@@ -288,8 +324,13 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         mode: opts.mode.as_str(),
         storage: storage_description(&opts),
     });
-    let machine_settings = (opts.mode == Mode::Pid1)
-        .then(|| Arc::new(MachineSettingsController { config: config.subscribe(), platform: platform.clone() }));
+    let machine_settings = (opts.mode == Mode::Pid1).then(|| {
+        Arc::new(MachineSettingsController {
+            config: config.subscribe(),
+            platform: platform.clone(),
+            network: network.clone(),
+        })
+    });
     let platform_controller = Arc::new(PlatformController {
         plugins: plugins.clone(),
         config: config.clone(),
@@ -305,7 +346,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
     });
     let plugin_config = Arc::new(PluginConfigController { manager: plugins.clone() });
-    let time = Arc::new(time_controller(&opts, &store, &config, events, node.time_holds.clone(), &platform)?);
+    let time = Arc::new(time_controller(&opts, &store, &config, events, node.time_holds.clone(), &network)?);
     let services_controller = Arc::new(ServicesController { supervisor: services.clone(), config: config.subscribe() });
 
     let mut signals = Signals::new()?;
@@ -318,9 +359,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         runtime.spawn(services_controller.clone());
         runtime.spawn(plugin_config.clone());
         runtime.spawn(platform_controller.clone());
-        if let Some(network) = &network_apply {
-            runtime.spawn(network.clone());
-        }
+        runtime.spawn(network_spec.clone());
         if let Some(settings) = &machine_settings {
             runtime.spawn(settings.clone());
         }
@@ -337,6 +376,10 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         if let Some(early) = &opts.early {
             stage_tx.send_replace(if action == PowerAction::Reboot { Stage::Rebooting } else { Stage::ShuttingDown });
             runtime.stop().await;
+            if let Some(dhcp) = &dhcp {
+                // Leases are released before the links go down.
+                dhcp.lock().await.set_links(Vec::new()).await;
+            }
             if let Err(e) = pid1_power(action, &services, &plugins, applier.clone(), early).await {
                 // reboot(2) failed: stay alive, report, and keep serving.
                 tracing::error!(error = %e, "power action failed; the node stays up");
@@ -356,6 +399,9 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             PowerAction::Shutdown => {
                 tracing::info!("shutting down");
                 stage_tx.send_replace(Stage::ShuttingDown);
+                if let Some(dhcp) = &dhcp {
+                    dhcp.lock().await.set_links(Vec::new()).await;
+                }
                 runtime.stop().await;
                 services.stop_all().await;
                 plugins.stop();

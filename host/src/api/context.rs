@@ -35,6 +35,10 @@ pub struct ApiContext {
     /// Time servers held off after a kiss-o'-death: set by the time
     /// controller, respected by TimeCheck.
     pub time_holds: SharedHoldOffs,
+    /// The network spec controller (set once it is built, right after the
+    /// API context): `network plan` and `apply-config --dry-run` preview
+    /// specs with it.
+    pub network: std::sync::OnceLock<Arc<crate::network::spec_controller::NetworkSpecController>>,
 }
 
 impl std::fmt::Debug for ApiContext {

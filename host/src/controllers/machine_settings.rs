@@ -1,5 +1,6 @@
 //! PID 1: applies the live config's kernel modules and sysctls, and the
-//! hostname (the config's, else the platform's), whenever either changes.
+//! hostname (the network spec's: config > platform > DHCP), whenever any
+//! of them changes.
 
 use super::{Controller, ControllerError};
 use crate::config::LiveConfig;
@@ -11,6 +12,8 @@ use tokio::sync::watch;
 pub struct MachineSettingsController {
     pub config: watch::Receiver<Option<LiveConfig>>,
     pub platform: PlatformHandle,
+    /// The merged network spec's hostname (config > platform > DHCP).
+    pub network: crate::network::spec_controller::NetworkHandle,
 }
 
 impl MachineSettingsController {
@@ -30,7 +33,7 @@ impl MachineSettingsController {
                 tracing::warn!(error = %e, "sysctl");
             }
         }
-        let hostname = self.platform.effective_hostname(current);
+        let hostname = self.network.hostname().or_else(|| self.platform.effective_hostname(current));
         if let Some(hostname) = hostname
             && let Err(e) = crate::init::set_hostname(&hostname)
         {
@@ -48,15 +51,18 @@ impl Controller for MachineSettingsController {
         Box::pin(async move {
             let mut live = self.config.clone();
             let mut platform = self.platform.subscribe();
+            let mut network = self.network.subscribe();
             let mut kernel = true;
             loop {
                 let current = live.borrow_and_update().clone();
                 platform.borrow_and_update();
+                network.borrow_and_update();
                 self.apply(current.as_ref(), kernel);
                 kernel = tokio::select! {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                     changed = live.changed() => if changed.is_err() { return Ok(()) } else { true },
                     changed = platform.changed() => if changed.is_err() { return Ok(()) } else { false },
+                    changed = network.changed() => if changed.is_err() { return Ok(()) } else { false },
                 };
             }
         })

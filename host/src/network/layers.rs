@@ -512,6 +512,60 @@ pub fn cmdline_layer(cmdline: &[CmdlineIp]) -> LayerSpec {
     out
 }
 
+/// The DHCP layer from the bound leases of the links DHCP runs on: each
+/// lease's address, its routes (option 121, else a default route per
+/// router) with the link's DHCP route metric, and its MTU; node-wide, the
+/// leases' DNS servers, search domains, NTP servers and hostname, links in
+/// name order.
+pub fn dhcp_layer(leases: &BTreeMap<String, super::dhcp::Lease>, requests: &[(String, DhcpRequest)]) -> LayerSpec {
+    let mut out = LayerSpec::default();
+    for (link, request) in requests {
+        let Some(lease) = leases.get(link) else { continue };
+        let subnet = lease.address.net();
+        let route = |destination: Cidr, gateway: Option<Ipv4Addr>| RouteLayer {
+            destination,
+            gateway: gateway.map(IpAddr::V4),
+            metric: Some(request.route_metric),
+            // A router outside the leased subnet (a /32 lease) is on the link.
+            on_link: gateway.is_some_and(|g| !subnet.contains(&IpAddr::V4(g))),
+        };
+        let routes: Vec<RouteLayer> = if lease.routes.is_empty() {
+            lease.routers.first().map(|r| route(default_route(IpAddr::V4(*r)), Some(*r))).into_iter().collect()
+        } else {
+            lease.routes.iter().map(|r| route(r.destination, r.gateway)).collect()
+        };
+        out.links.push(LinkLayer {
+            name: link.clone(),
+            mtu: lease.mtu,
+            kind: None,
+            addressing: Some(Addressing { addresses: vec![lease.address], routes, dhcp4: None }),
+        });
+        for dns in &lease.dns {
+            let dns = IpAddr::V4(*dns);
+            if !out.resolvers.contains(&dns) {
+                out.resolvers.push(dns);
+            }
+        }
+        let search =
+            if lease.search.is_empty() { lease.domain.iter().cloned().collect() } else { lease.search.clone() };
+        for domain in search {
+            if !out.search.contains(&domain) {
+                out.search.push(domain);
+            }
+        }
+        for ntp in &lease.ntp {
+            let ntp = ntp.to_string();
+            if !out.time_servers.contains(&ntp) {
+                out.time_servers.push(ntp);
+            }
+        }
+        if out.hostname.is_none() {
+            out.hostname = lease.hostname.clone();
+        }
+    }
+    out
+}
+
 /// Resolves an interface selector to a link name, or says why not.
 pub type SelectorResolver<'a> = dyn Fn(&bronze_config::Selector) -> Result<Option<String>, String> + 'a;
 

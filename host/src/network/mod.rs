@@ -14,14 +14,18 @@
 //! read-only and works unprivileged.
 
 pub mod apply;
-pub mod apply_controller;
 pub mod cmdline;
 pub mod controller;
+pub mod dhcp;
+pub mod hosts;
 pub mod layers;
+pub mod links;
 pub mod netlink;
 pub mod observe;
 pub mod plan;
+pub mod platform_layer;
 pub mod resources;
+pub mod spec_controller;
 
 #[cfg(test)]
 mod netns_tests;

@@ -470,11 +470,15 @@ impl PluginManager {
             .unwrap_or_default();
         let mut inner = self.inner();
         for plugin in inner.plugins.values() {
-            let is_image_provider =
-                plugin.entry.source == SOURCE_IMAGE && plugin.manifest.world == bronze_bundle::World::MetadataProvider;
-            let id = format!("{PROVIDER_PREFIX}{}", plugin.manifest.id.as_str());
+            let from_image = plugin.entry.source == SOURCE_IMAGE;
+            let id = match plugin.manifest.world {
+                bronze_bundle::World::MetadataProvider => format!("{PROVIDER_PREFIX}{}", plugin.manifest.id.as_str()),
+                // The image's network configurator runs as itself.
+                bronze_bundle::World::NetworkConfigurator => plugin.manifest.id.as_str().to_string(),
+                _ => continue,
+            };
             // An operator's instance of the same id wins.
-            if !is_image_provider || wanted.iter().any(|(_, w, _)| w.id.as_str() == id) {
+            if !from_image || wanted.iter().any(|(_, w, _)| w.id.as_str() == id) {
                 continue;
             }
             let Ok(instance_id) = id.parse() else { continue };
@@ -564,6 +568,18 @@ impl PluginManager {
                     .then(|| (platform.to_string(), slot.instance.clone()))
             })
             .collect()
+    }
+
+    /// The armed network-configurator instance shipped in the image with
+    /// plugin id `id` (`network-cloudinit`), if any.
+    pub fn image_configurator(&self, id: &str) -> Option<Arc<Instance>> {
+        let inner = self.inner();
+        let slot = inner.instances.get(id)?;
+        let plugin = inner.plugins.get(id)?;
+        (plugin.entry.source == SOURCE_IMAGE
+            && plugin.manifest.world == bronze_bundle::World::NetworkConfigurator
+            && slot.instance.is_armed())
+        .then(|| slot.instance.clone())
     }
 
     /// Validates a bundle completely, then stores it and swaps it in. A
