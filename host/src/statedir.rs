@@ -109,13 +109,21 @@ impl StateDir {
     }
 }
 
-/// Replaces `path` atomically: a synced temp file beside it (named with the
-/// temp prefix, so leftovers are recognisable), rename, sync the directory.
+/// Replaces `path` atomically with a mode 0600 file (state files hold keys);
+/// see [`write_file_atomic_with_mode`].
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file_atomic_with_mode(path, bytes, 0o600)
+}
+
+/// Replaces `path` atomically with a file of permission bits `mode`: a
+/// synced temp file beside it (named with the temp prefix, so leftovers are
+/// recognisable), rename, sync the directory. The one atomic write of
+/// bronzed: state files, the plugin registry, `/etc/resolv.conf`, `/etc/hosts`.
+pub fn write_file_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;
     let temp = dir.join(format!("{TEMP_PREFIX}{}", name.to_string_lossy()));
-    write_synced(&temp, bytes)?;
+    write_synced(&temp, bytes, mode)?;
     fs::rename(&temp, path)?;
     File::open(dir)?.sync_all()
 }
@@ -125,9 +133,11 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with(TEMP_PREFIX)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(path)?;
+    // A leftover temp file keeps its old mode, and the umask may narrow it.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -155,5 +165,17 @@ mod tests {
         dir.write_atomic("config.yaml", b"two").unwrap();
         assert_eq!(dir.read("config.yaml").unwrap().unwrap(), b"two");
         assert_eq!(dir.read("missing").unwrap(), None);
+    }
+
+    #[test]
+    fn atomic_write_sets_the_mode_asked_for() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("hosts");
+        write_file_atomic_with_mode(&path, b"127.0.0.1 localhost\n", 0o644).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        write_file_atomic(&path, b"secret").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read(&path).unwrap(), b"secret");
     }
 }

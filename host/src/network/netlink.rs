@@ -8,13 +8,14 @@
 //! decides which errnos are fine and names the link and value in its error.
 
 use super::observe::{self, Snapshot};
-use super::plan::RoutePlan;
+use super::plan::{BondMode, BondPlan, RoutePlan, XmitHashPolicy};
 use super::{NetError, NetlinkError};
 use bronze_config::Cidr;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use rtnetlink::packet_route::link::{self as rtlink, BondLacpRate, BondXmitHashPolicy};
 use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
-use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkBond, LinkUnspec, LinkVlan, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The netlink operations bronzed uses. Object-safe so the node picks the
@@ -35,6 +36,17 @@ pub trait Netlink: Send + Sync {
     fn add_route<'a>(&'a self, index: u32, route: &'a RoutePlan) -> BoxFuture<'a, Result<(), NetlinkError>>;
     /// Removes a route added by [`Netlink::add_route`]; `ESRCH` when it is not there.
     fn remove_route<'a>(&'a self, index: u32, route: &'a RoutePlan) -> BoxFuture<'a, Result<(), NetlinkError>>;
+    /// Creates bond `name` (down, no members) with the plan's mode and
+    /// options; `EEXIST` when a link of that name exists.
+    fn create_bond<'a>(&'a self, name: &'a str, bond: &'a BondPlan) -> BoxFuture<'a, Result<(), NetlinkError>>;
+    /// Creates VLAN `name` with 802.1Q id `id` on link `parent` (down).
+    fn create_vlan<'a>(&'a self, name: &'a str, parent: u32, id: u16) -> BoxFuture<'a, Result<(), NetlinkError>>;
+    /// Enslaves link `index` to `master` (`ip link set .. master ..`), or
+    /// releases it from its master with `None` (`nomaster`). A bond member
+    /// must be down to be enslaved.
+    fn set_master(&self, index: u32, master: Option<u32>) -> BoxFuture<'_, Result<(), NetlinkError>>;
+    /// Deletes link `index`; `ENODEV` when it is gone.
+    fn delete_link(&self, index: u32) -> BoxFuture<'_, Result<(), NetlinkError>>;
     /// Every link, address and main-table route.
     fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, NetError>>;
 }
@@ -124,8 +136,76 @@ impl Netlink for RtNetlink {
         Box::pin(async move { Ok(self.handle.route().del(route_message(index, route)?).execute().await?) })
     }
 
+    fn create_bond<'a>(&'a self, name: &'a str, bond: &'a BondPlan) -> BoxFuture<'a, Result<(), NetlinkError>> {
+        Box::pin(async move { Ok(self.handle.link().add(bond_message(name, bond)).execute().await?) })
+    }
+
+    fn create_vlan<'a>(&'a self, name: &'a str, parent: u32, id: u16) -> BoxFuture<'a, Result<(), NetlinkError>> {
+        Box::pin(async move { Ok(self.handle.link().add(LinkVlan::new(name, parent, id).build()).execute().await?) })
+    }
+
+    fn set_master(&self, index: u32, master: Option<u32>) -> BoxFuture<'_, Result<(), NetlinkError>> {
+        Box::pin(async move {
+            let builder = LinkUnspec::new_with_index(index);
+            let builder = match master {
+                Some(master) => builder.controller(master),
+                None => builder.nocontroller(),
+            };
+            Ok(self.handle.link().set(builder.build()).execute().await?)
+        })
+    }
+
+    fn delete_link(&self, index: u32) -> BoxFuture<'_, Result<(), NetlinkError>> {
+        Box::pin(async move { Ok(self.handle.link().del(index).execute().await?) })
+    }
+
     fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, NetError>> {
         Box::pin(observe::dump(&self.handle))
+    }
+}
+
+/// The message that creates a planned bond (as `ip link add NAME type bond
+/// mode M miimon N ...`). Options the plan leaves out keep the kernel's
+/// defaults.
+fn bond_message(name: &str, bond: &BondPlan) -> rtnetlink::packet_route::link::LinkMessage {
+    let mut builder = LinkBond::new(name).mode(bond_mode(bond.mode));
+    if let Some(miimon) = bond.miimon {
+        builder = builder.miimon(miimon);
+    }
+    if let Some(updelay) = bond.updelay {
+        builder = builder.updelay(updelay);
+    }
+    if let Some(downdelay) = bond.downdelay {
+        builder = builder.downdelay(downdelay);
+    }
+    if bond.lacp_rate_fast {
+        builder = builder.ad_lacp_rate(BondLacpRate::Fast);
+    }
+    if let Some(policy) = bond.xmit_hash_policy {
+        builder = builder.xmit_hash_policy(xmit_hash_policy(policy));
+    }
+    builder.build()
+}
+
+fn bond_mode(mode: BondMode) -> rtlink::BondMode {
+    match mode {
+        BondMode::BalanceRr => rtlink::BondMode::BalanceRr,
+        BondMode::ActiveBackup => rtlink::BondMode::ActiveBackup,
+        BondMode::BalanceXor => rtlink::BondMode::BalanceXor,
+        BondMode::Broadcast => rtlink::BondMode::Broadcast,
+        BondMode::Lacp => rtlink::BondMode::Ieee8023Ad,
+        BondMode::BalanceTlb => rtlink::BondMode::BalanceTlb,
+        BondMode::BalanceAlb => rtlink::BondMode::BalanceAlb,
+    }
+}
+
+fn xmit_hash_policy(policy: XmitHashPolicy) -> BondXmitHashPolicy {
+    match policy {
+        XmitHashPolicy::Layer2 => BondXmitHashPolicy::Layer2,
+        XmitHashPolicy::Layer23 => BondXmitHashPolicy::Layer23,
+        XmitHashPolicy::Layer34 => BondXmitHashPolicy::Layer34,
+        XmitHashPolicy::Encap23 => BondXmitHashPolicy::Encap23,
+        XmitHashPolicy::Encap34 => BondXmitHashPolicy::Encap34,
     }
 }
 
@@ -147,5 +227,8 @@ fn route_message(index: u32, route: &RoutePlan) -> Result<RouteMessage, NetlinkE
         Some(gateway) => builder.gateway(gateway).map_err(invalid)?,
         None => builder.scope(RouteScope::Link),
     };
+    // RTNH_F_ONLINK: the kernel takes the gateway as on the link without
+    // an address's subnet holding it (`ip route add .. via GW dev L onlink`).
+    let builder = if route.on_link && route.gateway.is_some() { builder.onlink() } else { builder };
     Ok(builder.build())
 }

@@ -10,15 +10,17 @@ use super::NetError;
 use super::netlink::{Netlink, RtNetlink};
 use super::resources::{AddressStatusSpec, LinkStatusSpec, RouteStatusSpec};
 use crate::state::{ResourceSpec, Store, StoreError, Writer};
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia};
-use rtnetlink::{Handle, RouteMessageBuilder};
+use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 /// The network as the kernel reports it at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +40,13 @@ impl Snapshot {
         let mut out = Snapshot { links: links.iter().filter_map(link_status).collect(), ..Default::default() };
         out.links.sort_by_key(|l| l.index);
         let names: HashMap<u32, String> = out.links.iter().map(|l| (l.index, l.name.clone())).collect();
+        let masters: HashMap<u32, u32> =
+            links.iter().filter_map(|l| master_index(l).map(|master| (l.header.index, master))).collect();
+        for link in &mut out.links {
+            if let Some(master) = masters.get(&link.index) {
+                link.master = link_name(*master, &names);
+            }
+        }
         out.addresses = addresses.iter().filter_map(|a| address_status(a, &names)).collect();
         out.addresses.sort_by(|a, b| (&a.link, &a.family, &a.address).cmp(&(&b.link, &b.family, &b.address)));
         out.routes = routes.iter().filter_map(|r| route_status(r, &names)).collect();
@@ -79,16 +88,90 @@ pub async fn observe() -> Result<Snapshot, NetError> {
 /// scripted fake in tests.
 pub trait Observe: Send + Sync {
     fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, NetError>>;
+
+    /// A stream that yields whenever links, addresses or routes may have
+    /// changed (bursts are not coalesced; the caller debounces). The
+    /// default never yields: the caller's timer is all there is.
+    fn changes(&self) -> Result<BoxStream<'static, ()>, NetError> {
+        Ok(futures::stream::pending().boxed())
+    }
 }
 
-/// Observes the kernel with [`observe`] (a fresh socket per snapshot).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KernelObserver;
+/// The rtnetlink groups whose notifications mean "observe again".
+pub const CHANGE_GROUPS: [MulticastGroup; 5] = [
+    MulticastGroup::Link,
+    MulticastGroup::Ipv4Ifaddr,
+    MulticastGroup::Ipv6Ifaddr,
+    MulticastGroup::Ipv4Route,
+    MulticastGroup::Ipv6Route,
+];
+
+/// Observes the kernel with [`observe`] (a fresh socket per snapshot) and
+/// adds each link's driver and bus path from sysfs.
+#[derive(Debug, Clone)]
+pub struct KernelObserver {
+    /// `None`: `/sys`.
+    sysfs: Option<PathBuf>,
+}
+
+/// Transitional: `KernelObserver` as a value reads `/sys`, so callers
+/// written before [`KernelObserver::new`] still build. Remove once every
+/// caller passes the sysfs root.
+#[allow(non_upper_case_globals)]
+pub const KernelObserver: KernelObserver = KernelObserver { sysfs: None };
+
+impl KernelObserver {
+    /// `sysfs` is the sysfs root (`/sys` on a node; bronzed's `--sysfs`).
+    pub fn new(sysfs: impl Into<PathBuf>) -> Self {
+        Self { sysfs: Some(sysfs.into()) }
+    }
+
+    fn sysfs(&self) -> &Path {
+        self.sysfs.as_deref().unwrap_or(Path::new("/sys"))
+    }
+}
 
 impl Observe for KernelObserver {
     fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, NetError>> {
-        Box::pin(observe())
+        Box::pin(async move {
+            let mut snapshot = observe().await?;
+            for link in &mut snapshot.links {
+                read_device(self.sysfs(), link);
+            }
+            Ok(snapshot)
+        })
     }
+
+    /// Subscribes a netlink socket (opened in the calling thread's network
+    /// namespace) to [`CHANGE_GROUPS`]; the stream ends if the socket dies.
+    fn changes(&self) -> Result<BoxStream<'static, ()>, NetError> {
+        let (connection, handle, messages) =
+            rtnetlink::new_multicast_connection(&CHANGE_GROUPS).map_err(|error| NetError::Connect { error })?;
+        tokio::spawn(connection);
+        // The handle lives as long as the stream: dropping the stream
+        // drops the last handle and ends the connection task.
+        Ok(messages
+            .map(move |_| {
+                let _keep = &handle;
+            })
+            .boxed())
+    }
+}
+
+/// Fills `link`'s driver and bus path from `<sysfs>/class/net/<name>/device`
+/// (a symlink to the device, whose `driver` is a symlink to the driver).
+/// Virtual links have no `device`: both stay empty.
+pub fn read_device(sysfs: &Path, link: &mut LinkStatusSpec) {
+    // Kernel link names cannot hold '/', but this is a path: be sure.
+    if link.name.is_empty() || link.name.contains('/') || link.name == "." || link.name == ".." {
+        return;
+    }
+    let device = sysfs.join("class/net").join(&link.name).join("device");
+    let basename = |path: &Path| {
+        std::fs::read_link(path).ok().and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    link.bus_path = basename(&device).unwrap_or_default();
+    link.driver = basename(&device.join("driver")).unwrap_or_default();
 }
 
 /// Dumps links, addresses and both families' routes over `handle`.
@@ -135,6 +218,7 @@ pub fn link_status(msg: &LinkMessage) -> Option<LinkStatusSpec> {
             LinkAttribute::IfName(name) => spec.name = name.clone(),
             LinkAttribute::Mtu(mtu) => spec.mtu = *mtu,
             LinkAttribute::Address(mac) => spec.hardware_address = hex_colons(mac),
+            LinkAttribute::PermAddress(mac) => spec.permanent_address = hex_colons(mac),
             LinkAttribute::OperState(state) => spec.operational_state = state.to_string().to_ascii_lowercase(),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
@@ -147,6 +231,14 @@ pub fn link_status(msg: &LinkMessage) -> Option<LinkStatusSpec> {
         }
     }
     (!spec.name.is_empty()).then_some(spec)
+}
+
+/// The index of the link's master (`IFLA_MASTER`), if it has one.
+fn master_index(msg: &LinkMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Controller(master) if *master != 0 => Some(*master),
+        _ => None,
+    })
 }
 
 /// An address message as an `AddressStatus` spec. IPv4 reports the
@@ -353,6 +445,7 @@ mod tests {
                 up: true,
                 carrier: true,
                 operational_state: "up".into(),
+                ..Default::default()
             }
         );
         let ids: Vec<_> = snapshot.addresses.iter().map(|a| (a.id(), a.family.as_str())).collect();
@@ -404,6 +497,38 @@ mod tests {
         // Publishing the same snapshot again does not bump versions.
         publisher.publish(&second).unwrap();
         assert_eq!(store.get(&LINK_STATUS, "lo").unwrap().metadata.version, 1);
+    }
+
+    #[test]
+    fn masters_and_permanent_addresses_are_read() {
+        let mut eth1 = link_msg(3, "eth1", true);
+        eth1.attributes.push(LinkAttribute::Controller(4));
+        eth1.attributes.push(LinkAttribute::PermAddress(vec![0x52, 0x54, 0, 0, 0, 0x01]));
+        let snapshot =
+            Snapshot::from_messages(&[link_msg(2, "eth0", true), eth1, link_msg(4, "bond0", true)], &[], &[]);
+        let eth1 = snapshot.link("eth1").unwrap();
+        assert_eq!((eth1.master.as_str(), eth1.permanent_address.as_str()), ("bond0", "52:54:00:00:00:01"));
+        assert_eq!(snapshot.link("eth0").unwrap().master, "");
+    }
+
+    #[test]
+    fn driver_and_bus_path_come_from_sysfs_symlinks() {
+        let sysfs = tempfile::tempdir().unwrap();
+        let pci = sysfs.path().join("devices/pci0000:00/0000:00:03.0");
+        std::fs::create_dir_all(&pci).unwrap();
+        std::fs::create_dir_all(sysfs.path().join("bus/pci/drivers/virtio_net")).unwrap();
+        std::os::unix::fs::symlink("../../../bus/pci/drivers/virtio_net", pci.join("driver")).unwrap();
+        let class = sysfs.path().join("class/net/eth0");
+        std::fs::create_dir_all(&class).unwrap();
+        std::os::unix::fs::symlink("../../../devices/pci0000:00/0000:00:03.0", class.join("device")).unwrap();
+        std::fs::create_dir_all(sysfs.path().join("class/net/veth0")).unwrap();
+
+        let mut eth0 = LinkStatusSpec { name: "eth0".into(), ..Default::default() };
+        read_device(sysfs.path(), &mut eth0);
+        assert_eq!((eth0.driver.as_str(), eth0.bus_path.as_str()), ("virtio_net", "0000:00:03.0"));
+        let mut veth = LinkStatusSpec { name: "veth0".into(), ..Default::default() };
+        read_device(sysfs.path(), &mut veth);
+        assert_eq!((veth.driver.as_str(), veth.bus_path.as_str()), ("", ""));
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub struct LinkStatusSpec {
     /// RFC 2863 operational state as the kernel reports it: `up`, `down`,
     /// `lowerlayerdown`, `dormant`, `unknown`, ...
     pub operational_state: String,
+    /// The MAC the device was made with (`IFLA_PERM_ADDRESS`), when the
+    /// driver reports one; a bond member's `hardware_address` is the bond's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub permanent_address: String,
+    /// The kernel driver (`virtio_net`, `e1000e`): the basename of
+    /// `/sys/class/net/<name>/device/driver`; empty for virtual links.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    /// The device's bus address (`0000:00:03.0` for PCI, `virtio0`): the
+    /// basename of `/sys/class/net/<name>/device`; empty for virtual links.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bus_path: String,
+    /// The link this one is enslaved to (a bond), from `IFLA_MASTER`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub master: String,
 }
 
 resource!(
