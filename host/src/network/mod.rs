@@ -17,7 +17,6 @@ pub mod apply;
 pub mod cmdline;
 pub mod controller;
 pub mod dhcp;
-pub mod dhcp;
 pub mod hosts;
 pub mod layers;
 pub mod links;

@@ -217,7 +217,6 @@ pub static ALL: &[&ResourceDefinition] = &[
     &crate::network::resources::ADDRESS_STATUS,
     &crate::network::resources::ROUTE_STATUS,
     &crate::network::dhcp::DHCP_LEASE,
-    &crate::network::dhcp::DHCP_LEASE,
     &crate::plugins::resources::HEALTH_CHECK,
     &crate::platform::resources::PLATFORM_DETECTION,
     &crate::platform::resources::PLATFORM_METADATA,
