@@ -110,24 +110,13 @@ pub const CHANGE_GROUPS: [MulticastGroup; 5] = [
 /// adds each link's driver and bus path from sysfs.
 #[derive(Debug, Clone)]
 pub struct KernelObserver {
-    /// `None`: `/sys`.
-    sysfs: Option<PathBuf>,
+    sysfs: PathBuf,
 }
-
-/// Transitional: `KernelObserver` as a value reads `/sys`, so callers
-/// written before [`KernelObserver::new`] still build. Remove once every
-/// caller passes the sysfs root.
-#[allow(non_upper_case_globals)]
-pub const KernelObserver: KernelObserver = KernelObserver { sysfs: None };
 
 impl KernelObserver {
     /// `sysfs` is the sysfs root (`/sys` on a node; bronzed's `--sysfs`).
     pub fn new(sysfs: impl Into<PathBuf>) -> Self {
-        Self { sysfs: Some(sysfs.into()) }
-    }
-
-    fn sysfs(&self) -> &Path {
-        self.sysfs.as_deref().unwrap_or(Path::new("/sys"))
+        Self { sysfs: sysfs.into() }
     }
 }
 
@@ -136,7 +125,7 @@ impl Observe for KernelObserver {
         Box::pin(async move {
             let mut snapshot = observe().await?;
             for link in &mut snapshot.links {
-                read_device(self.sysfs(), link);
+                read_device(&self.sysfs, link);
             }
             Ok(snapshot)
         })
