@@ -243,6 +243,18 @@ pub fn plan_layer(plan: &wit::NetworkPlan, links: &[LinkStatusSpec]) -> Result<L
     let resolve = |field: &str, m: &LinkSelector| -> Result<Option<String>, PlanRejection> {
         resolve_selector(m, links).or_else(|e| reject(field, e))
     };
+    let dhcp6: Vec<String> = plan
+        .ethernets
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.addressing.dhcp6)
+        .map(|(i, _)| format!("ethernets[{i}]"))
+        .chain(plan.bonds.iter().enumerate().filter(|(_, b)| b.addressing.dhcp6).map(|(i, _)| format!("bonds[{i}]")))
+        .chain(plan.vlans.iter().enumerate().filter(|(_, v)| v.addressing.dhcp6).map(|(i, _)| format!("vlans[{i}]")))
+        .collect();
+    for at in dhcp6 {
+        out.warnings.push(format!("{at}.addressing.dhcp6: DHCPv6 is not supported yet; ignored"));
+    }
     let mut names = BTreeSet::new();
     let mut claim = |field: &str, name: &str| -> Result<(), PlanRejection> {
         if !names.insert(name.to_string()) {
