@@ -168,6 +168,46 @@ fn network_rules() {
 }
 
 #[test]
+fn network_bond_vlan_and_selector_rules() {
+    let d = doc(concat!(
+        "  network:\n    interfaces:\n",
+        "      - selector: {}\n",
+        "      - name: eth0\n        selector: {driver: virtio_net}\n",
+        "      - selector: {hardwareAddr: '52:54:00'}\n",
+        "      - name: bond0\n        bond: {mode: active-backup, interfaces: [eth1, bond0], lacpRate: fast}\n",
+        "        vlans:\n          - {vlanId: 0}\n          - {vlanId: 4094}\n          - {vlanId: 4094}\n",
+        "      - name: bond1\n        bond: {mode: 802.3ad, interfaces: [eth1]}\n",
+        "      - name: eth1\n        addresses: [10.0.0.5/24]\n        routes:\n          - {network: 10.9.0.0/16, onLink: true}\n",
+        "      - {}\n",
+        "    configurator: {instance: nowhere}\n",
+    ));
+    expect_issue(
+        &d,
+        "machine.network.interfaces[0].selector",
+        "it selects nothing: give hardwareAddr, driver or busPath",
+    );
+    expect_issue(&d, "machine.network.interfaces[1].selector", "give either `name` or `selector`, not both");
+    expect_issue(&d, "machine.network.interfaces[2].selector.hardwareAddr", "\"52:54:00\" is not a hardware address");
+    expect_issue(&d, "machine.network.interfaces[3].bond.interfaces[1]", "a bond cannot be its own member");
+    expect_issue(&d, "machine.network.interfaces[3].bond.lacpRate", "lacpRate applies to mode 802.3ad only");
+    expect_issue(&d, "machine.network.interfaces[3].vlans[0].vlanId", "0 is outside 1..=4094");
+    expect_issue(&d, "machine.network.interfaces[3].vlans[2].vlanId", "VLAN 4094 is configured twice");
+    expect_issue(
+        &d,
+        "machine.network.interfaces[4].bond.interfaces[0]",
+        "link \"eth1\" is a member of more than one bond",
+    );
+    expect_issue(
+        &d,
+        "machine.network.interfaces[5]",
+        "\"eth1\" is a bond member; its addresses, routes and DHCP belong on the bond",
+    );
+    expect_issue(&d, "machine.network.interfaces[5].routes[0].onLink", "onLink needs a gateway");
+    expect_issue(&d, "machine.network.interfaces[6]", "give the link's `name` or a `selector`");
+    expect_issue(&d, "machine.network.configurator.instance", "instance \"nowhere\" is not defined");
+}
+
+#[test]
 fn plugin_rules() {
     let d = doc(
         "  plugins:\n    instances:\n      - id: p\n        grants:\n          http:\n            - url: ftp://127.0.0.1/x\n            - url: http://127.0.0.1/x?y=1\n              methods: []\n      - id: p\n",
