@@ -48,10 +48,13 @@ impl std::fmt::Debug for ApiContext {
 }
 
 impl ApiContext {
-    /// The configured hostname, else the platform's, else the kernel's.
+    /// The network spec's hostname (config > platform > DHCP), else the
+    /// configured or platform's one, else the kernel's.
     pub fn hostname(&self) -> String {
-        self.platform
-            .effective_hostname(self.config.live().as_ref())
+        self.network
+            .get()
+            .and_then(|n| n.handle.hostname())
+            .or_else(|| self.platform.effective_hostname(self.config.live().as_ref()))
             .or_else(|| nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()))
             .unwrap_or_default()
     }
