@@ -6,12 +6,15 @@
 //! before the tests run; [`bin`] says so plainly when they are missing.
 
 pub mod afterburn;
+pub mod dnsmasq;
 pub mod mockcloud;
+pub mod netnode;
 pub mod netns;
 pub mod ntp;
 pub mod plugins;
 pub mod provider;
 pub mod talos;
+pub mod talos_network;
 
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
 use bronzectl::client::NodeClient;
