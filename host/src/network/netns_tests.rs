@@ -8,16 +8,19 @@
 //! a container) a test says "skipped because ..." and passes.
 #![allow(unsafe_code)]
 
-use super::apply::{Applier, RESOLV_CONF};
+use super::apply::{Applier, HOSTS, RESOLV_CONF};
+use super::controller::NetworkStatusController;
 use super::netlink::{Netlink, RtNetlink};
-use super::observe::{Publisher, Snapshot, observe};
-use super::plan::{AddressPlan, LinkPlan, NetworkPlan, RoutePlan};
+use super::observe::{KernelObserver, Publisher, Snapshot, observe};
+use super::plan::{AddressPlan, BondMode, BondPlan, LinkKind, LinkPlan, NetworkPlan, RoutePlan, VlanPlan};
 use super::resources::{ADDRESS_STATUS, LINK_STATUS, ROUTE_STATUS};
+use crate::controllers::Runtime;
 use crate::state::Store;
 use bronze_config::{Interface, Network, Route};
 use rtnetlink::LinkVeth;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Runs `body` in a new network namespace; returns without running it
 /// (saying why) when one cannot be created.
@@ -236,4 +239,285 @@ fn observe_reads_the_current_namespace() {
     let snapshot = runtime.block_on(observe()).unwrap();
     let lo = snapshot.link("lo").expect("every namespace has lo");
     assert_eq!(lo.link_type, "loopback");
+}
+
+fn address(link: &str, a: &str) -> AddressPlan {
+    AddressPlan { link: link.into(), address: cidr(a) }
+}
+
+fn route(link: &str, dest: &str, gateway: Option<&str>, metric: u32, on_link: bool) -> RoutePlan {
+    RoutePlan {
+        link: link.into(),
+        destination: cidr(dest),
+        gateway: gateway.map(|g| g.parse().unwrap()),
+        metric,
+        on_link,
+    }
+}
+
+/// `ip -d link show NAME` run from this thread, so inside its namespace
+/// (a child inherits the forking thread's network namespace).
+fn ip_details(name: &str) -> String {
+    let out = std::process::Command::new("ip").args(["-d", "link", "show", name]).output().expect("run ip");
+    assert!(out.status.success(), "ip -d link show {name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether this kernel can create links of `kind` (the Firecracker guest
+/// kernels have neither bonding nor 802.1Q): tries one on `parent`.
+async fn kernel_has(nl: &RtNetlink, kind: &str, parent: u32) -> bool {
+    let bond = BondPlan {
+        mode: BondMode::BalanceRr,
+        members: vec![],
+        miimon: None,
+        updelay: None,
+        downdelay: None,
+        lacp_rate_fast: false,
+        xmit_hash_policy: None,
+    };
+    let probe = match kind {
+        "bond" => nl.create_bond("probe-bond", &bond).await,
+        _ => nl.create_vlan("probe-vlan", parent, 4000).await,
+    };
+    match probe {
+        Ok(()) => {
+            let index = nl.link_index(if kind == "bond" { "probe-bond" } else { "probe-vlan" }).await.unwrap();
+            nl.delete_link(index.expect("probe exists")).await.unwrap();
+            true
+        }
+        Err(e) if e.is(libc::EOPNOTSUPP) => {
+            let option = if kind == "bond" { "CONFIG_BONDING" } else { "CONFIG_VLAN_8021Q" };
+            println!("skipped because this kernel cannot create a {kind} link (no {option})");
+            false
+        }
+        Err(e) => panic!("creating a probe {kind}: {e}"),
+    }
+}
+
+#[test]
+fn a_second_apply_writes_nothing_and_on_link_gateways_are_accepted() {
+    in_new_netns(|| async {
+        let nl = Arc::new(RtNetlink::connect().unwrap());
+        create_veth(&nl, "veth2", "veth2p").await;
+        let link = "veth2";
+        let plan = NetworkPlan {
+            links: vec![LinkPlan { name: link.into(), up: true, mtu: Some(1450), kind: None }],
+            addresses: vec![address(link, "10.70.0.5/24"), address(link, "fd00:70::5/64")],
+            routes: vec![
+                // The same destination at two metrics: both exist.
+                route(link, "10.71.0.0/16", Some("10.70.0.1"), 50, false),
+                route(link, "10.71.0.0/16", Some("10.70.0.1"), 300, false),
+                route(link, "10.72.0.0/24", None, 100, false),
+                // The gateway is in no address's subnet: only on-link works.
+                route(link, "0.0.0.0/0", Some("192.0.2.1"), 1024, true),
+            ],
+            resolvers: vec!["10.70.0.53".parse().unwrap()],
+            hostname: Some("node-a.lan".into()),
+            ..Default::default()
+        };
+        let root = tempfile::tempdir().unwrap();
+        let applier = Applier::new(nl.clone(), root.path());
+        let report = applier.apply(&plan).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.writes, 8, "mtu, up, 2 addresses, 4 routes: {report:?}");
+        assert!(report.resolv_conf_written && report.hosts_written);
+        let hosts = std::fs::read_to_string(root.path().join(HOSTS)).unwrap();
+        assert!(hosts.ends_with("127.0.1.1\tnode-a.lan node-a\n"), "{hosts}");
+
+        let seen = observe().await.unwrap();
+        let veth = seen.link(link).unwrap();
+        assert_eq!((veth.mtu, veth.up), (1450, true));
+        assert_eq!(address_ids(&seen, link), ["veth2/10.70.0.5/24", "veth2/fd00:70::5/64"]);
+        assert_eq!(
+            route_ids(&seen, link),
+            [
+                ("10.71.0.0/16 via 10.70.0.1 dev veth2".to_string(), 50, "inet".to_string()),
+                ("10.72.0.0/24 dev veth2".to_string(), 100, "inet".to_string()),
+                ("10.71.0.0/16 via 10.70.0.1 dev veth2 metric 300".to_string(), 300, "inet".to_string()),
+                ("0.0.0.0/0 via 192.0.2.1 dev veth2".to_string(), 1024, "inet".to_string()),
+            ]
+        );
+
+        // The same plan again: nothing differs, nothing is written.
+        let report = applier.apply(&plan).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.writes, 0, "{report:?}");
+        assert!(!report.resolv_conf_written && !report.hosts_written);
+
+        // Without the on-link flag the kernel refuses such a gateway.
+        let mut off_link = plan.clone();
+        off_link.routes.push(route(link, "10.73.0.0/16", Some("198.51.100.1"), 1024, false));
+        let report = applier.apply(&off_link).await.unwrap();
+        assert_eq!(
+            report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "cannot add route 10.73.0.0/16 via 198.51.100.1 dev veth2 metric 1024: Network is unreachable (os error 101)"
+            ]
+        );
+        assert_eq!(report.writes, 1);
+
+        // A smaller plan: the IPv6 address and the metric-300 route go;
+        // the kernel's own prefix and link-local routes stay.
+        let mut smaller = plan.clone();
+        smaller.addresses.retain(|a| a.address.addr().is_ipv4());
+        smaller.routes.retain(|r| r.metric != 300);
+        let report = applier.apply(&smaller).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!((report.writes, report.removed_addresses.len(), report.removed_routes.len()), (2, 1, 1));
+        let seen = observe().await.unwrap();
+        assert_eq!(address_ids(&seen, link), ["veth2/10.70.0.5/24"]);
+        assert!(seen.addresses.iter().any(|a| a.link == link && a.address.starts_with("fe80:")), "link-local kept");
+        assert!(
+            seen.routes.iter().any(|r| r.link == link && r.protocol == "kernel" && r.destination == "10.70.0.0/24")
+        );
+        assert_eq!(route_ids(&seen, link).len(), 3);
+
+        // A restarted bronzed (new applier) finds everything in place.
+        let report = Applier::new(nl.clone(), root.path()).apply(&smaller).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.writes, 0, "{report:?}");
+    });
+}
+
+#[test]
+fn a_bond_of_two_veths_with_a_vlan_on_it_adopted_after_a_restart_then_taken_back() {
+    in_new_netns(|| async {
+        let nl = Arc::new(RtNetlink::connect().unwrap());
+        let bm0 = create_veth(&nl, "bm0", "bm0p").await;
+        create_veth(&nl, "bm1", "bm1p").await;
+        if !kernel_has(&nl, "bond", bm0).await || !kernel_has(&nl, "vlan", bm0).await {
+            return;
+        }
+        let bond = BondPlan {
+            mode: BondMode::ActiveBackup,
+            members: vec!["bm0".into(), "bm1".into()],
+            miimon: Some(100),
+            updelay: Some(200),
+            downdelay: Some(200),
+            lacp_rate_fast: false,
+            xmit_hash_policy: None,
+        };
+        let plan = NetworkPlan {
+            links: vec![
+                LinkPlan { name: "bond0".into(), up: true, mtu: Some(1400), kind: Some(LinkKind::Bond(bond)) },
+                LinkPlan {
+                    name: "bond0.42".into(),
+                    up: true,
+                    mtu: None,
+                    kind: Some(LinkKind::Vlan(VlanPlan { parent: "bond0".into(), id: 42 })),
+                },
+            ],
+            addresses: vec![address("bond0.42", "10.80.0.5/24")],
+            routes: vec![route("bond0.42", "10.81.0.0/16", Some("10.80.0.1"), 20, false)],
+            ..Default::default()
+        };
+        let applier = Applier::new(nl.clone(), "/nonexistent-root");
+        let report = applier.apply(&plan).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.created_links, ["bond0", "bond0.42"]);
+
+        let seen = observe().await.unwrap();
+        let kinds: Vec<_> = ["bond0", "bond0.42"].iter().map(|n| seen.link(n).unwrap().kind.clone()).collect();
+        assert_eq!(kinds, ["bond", "vlan"]);
+        assert_eq!(
+            (seen.link("bm0").unwrap().master.as_str(), seen.link("bm1").unwrap().master.as_str()),
+            ("bond0", "bond0")
+        );
+        assert_eq!(seen.link("bond0").unwrap().mtu, 1400);
+        assert!(seen.link("bond0").unwrap().up && seen.link("bond0.42").unwrap().up);
+        let details = ip_details("bond0");
+        assert!(details.contains("mode active-backup") && details.contains("miimon 100"), "{details}");
+        assert!(ip_details("bond0.42").contains("id 42"));
+        assert_eq!(address_ids(&seen, "bond0.42"), ["bond0.42/10.80.0.5/24"]);
+        assert_eq!(route_ids(&seen, "bond0.42")[0].0, "10.81.0.0/16 via 10.80.0.1 dev bond0.42");
+
+        let report = applier.apply(&plan).await.unwrap();
+        assert_eq!(report.writes, 0, "{report:?}");
+
+        // bronzed restarts: the bond and VLAN are adopted, not recreated.
+        let applier = Applier::new(nl.clone(), "/nonexistent-root");
+        let report = applier.apply(&plan).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!((report.writes, report.created_links.len()), (0, 0));
+
+        // A plan with bm0 alone: VLAN and bond deleted, members released.
+        let alone = NetworkPlan { links: vec![LinkPlan::up("bm0")], ..Default::default() };
+        let report = applier.apply(&alone).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.deleted_links, ["bond0.42", "bond0"]);
+        let seen = observe().await.unwrap();
+        assert!(seen.link("bond0").is_none() && seen.link("bond0.42").is_none());
+        assert_eq!((seen.link("bm0").unwrap().master.as_str(), seen.link("bm1").unwrap().master.as_str()), ("", ""));
+        assert!(seen.link("bm0").unwrap().up);
+    });
+}
+
+#[test]
+fn a_vlan_on_a_veth_with_an_address() {
+    in_new_netns(|| async {
+        let nl = Arc::new(RtNetlink::connect().unwrap());
+        let parent = create_veth(&nl, "vp0", "vp0p").await;
+        if !kernel_has(&nl, "vlan", parent).await {
+            return;
+        }
+        let plan = NetworkPlan {
+            links: vec![
+                LinkPlan::up("vp0"),
+                LinkPlan {
+                    name: "vp0.7".into(),
+                    up: true,
+                    mtu: Some(1400),
+                    kind: Some(LinkKind::Vlan(VlanPlan { parent: "vp0".into(), id: 7 })),
+                },
+            ],
+            addresses: vec![address("vp0.7", "10.90.0.5/24")],
+            ..Default::default()
+        };
+        let applier = Applier::new(nl.clone(), "/nonexistent-root");
+        let report = applier.apply(&plan).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        let seen = observe().await.unwrap();
+        let vlan = seen.link("vp0.7").unwrap();
+        assert_eq!((vlan.kind.as_str(), vlan.mtu, vlan.up), ("vlan", 1400, true));
+        assert!(ip_details("vp0.7").contains("vlan protocol 802.1Q id 7"));
+        assert_eq!(applier.apply(&plan).await.unwrap().writes, 0);
+        let report = applier.apply(&NetworkPlan::default()).await.unwrap();
+        assert_eq!(report.deleted_links, ["vp0.7"]);
+    });
+}
+
+#[test]
+fn a_new_link_is_published_on_the_netlink_event_well_before_the_timer() {
+    in_new_netns(|| async {
+        let store = Store::new();
+        let controller = Arc::new(NetworkStatusController::new(
+            Publisher::new(&store).unwrap(),
+            Arc::new(KernelObserver::new("/nonexistent-sysfs")),
+            Arc::new(tokio::sync::Notify::new()),
+        ));
+        let mut snapshots = controller.snapshots();
+        let mut runtime = Runtime::default();
+        runtime.spawn(controller);
+        snapshots.changed().await.unwrap();
+        assert!(store.get(&LINK_STATUS, "lo").is_some());
+
+        let started = Instant::now();
+        let status = std::process::Command::new("ip")
+            .args(["link", "add", "ev0", "type", "veth", "peer", "name", "ev0p"])
+            .status()
+            .expect("run ip");
+        assert!(status.success());
+        let published = tokio::time::timeout(Duration::from_secs(3), async {
+            while store.get(&LINK_STATUS, "ev0").is_none() {
+                snapshots.changed().await.unwrap();
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(published.is_ok(), "ev0 not published within 3 s");
+        assert!(took < Duration::from_secs(1), "took {took:?}: the 5 s timer, not the event");
+        assert!(snapshots.borrow().link("ev0p").is_some());
+        println!("ev0 published {took:?} after ip link add");
+        runtime.stop().await;
+    });
 }
