@@ -147,7 +147,7 @@ impl Runner<'_> {
                     if let Err(e) = self.store.save(&lease) {
                         tracing::warn!(link = %shown, "{e}");
                     }
-                    self.leases.send_replace(Some(lease));
+                    self.leases.send_replace(Some(*lease));
                 }
                 Action::Lost { reason } => {
                     tracing::info!(link = %shown, "DHCP lease dropped: {reason}");

@@ -103,7 +103,7 @@ pub enum Action {
     /// Send `packet` (a `kind` message) to UDP port 67 at `to`.
     Send { packet: Vec<u8>, to: Destination, kind: MessageType },
     /// A lease was bound or extended: publish and keep it.
-    Bound(Lease),
+    Bound(Box<Lease>),
     /// The lease is gone (expired, refused with a NAK, released): publish
     /// none and forget the kept one.
     Lost { reason: String },
@@ -374,7 +374,7 @@ impl Machine {
         self.offer = None;
         self.naks = 0;
         self.lease = Some(lease.clone());
-        actions.push(Action::Bound(lease));
+        actions.push(Action::Bound(Box::new(lease)));
         Ok(actions)
     }
 

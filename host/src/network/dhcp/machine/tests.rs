@@ -73,7 +73,7 @@ fn bound(t0: Instant, wall: SystemTime) -> (Machine, Lease) {
     let (request, _) = sent(&m.on_packet(&bytes(&reply(&discover, MessageType::Offer)), t0, wall).unwrap());
     let actions = m.on_packet(&bytes(&reply(&request, MessageType::Ack)), t0, wall).unwrap();
     let lease = match actions.last() {
-        Some(Action::Bound(l)) => l.clone(),
+        Some(Action::Bound(l)) => (**l).clone(),
         other => panic!("expected Bound, got {other:?}"),
     };
     (m, lease)
@@ -110,7 +110,7 @@ fn discover_offer_request_ack_binds_with_every_option() {
     assert_eq!(lease.mtu, Some(1400));
     assert_eq!((lease.lease_seconds, lease.t1, lease.t2), (120, 60, 105));
     assert_eq!(lease.hardware_address, "02:00:00:00:00:2a");
-    assert_eq!(m.lease(), Some(lease));
+    assert_eq!(m.lease(), Some(&**lease));
     assert_eq!(m.next_wakeup(), t0 + secs(60));
 }
 
@@ -258,7 +258,8 @@ fn replies_for_someone_else_are_rejected_and_named() {
 #[test]
 fn bad_acks_are_rejected_with_the_field_named() {
     let (t0, wall) = (Instant::now(), SystemTime::now());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Message)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut Message)>;
+    let cases: Vec<(&str, Spoil)> = vec![
         (
             "subnet mask (option 1) 255.0.255.0 is not a contiguous mask of 1 to 32 bits",
             Box::new(|m| {
@@ -349,7 +350,7 @@ fn classless_routes_replace_routers_and_are_bounded() {
         ack.opts_mut().insert(DhcpOption::ClasslessStaticRoute(routes));
         let actions = m.on_packet(&bytes(&ack), t0, wall).unwrap();
         let Some(Action::Bound(lease)) = actions.last() else { panic!("{actions:?}") };
-        (lease.clone(), actions)
+        ((**lease).clone(), actions)
     };
     let (lease, _) = ack_with(vec![
         (net("0.0.0.0/0"), Ipv4Addr::new(10, 0, 0, 254)),
