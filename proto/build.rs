@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bronze/v1/resource.proto",
         "proto/bronze/v1/time.proto",
         "proto/bronze/v1/plugin.proto",
+        "proto/bronze/v1/network.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

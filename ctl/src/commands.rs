@@ -66,7 +66,11 @@ pub async fn apply_config(
         try_timeout_ms: try_timeout.map_or(0, |d| d.as_millis() as u64),
     };
     let r = call(c.machine.apply_configuration(req)).await?;
-    let fields = obj(json!({ "mode": r.mode, "message": r.message, "warnings": r.warnings, "diff": r.diff }));
+    let mut fields = obj(json!({ "mode": r.mode, "message": r.message, "warnings": r.warnings, "diff": r.diff }));
+    if dry_run {
+        fields.insert("networkDiff".into(), json!(r.network_diff));
+        fields.insert("networkNotes".into(), json!(r.network_notes));
+    }
     let mut out = Output::single(fields, APPLY_COLUMNS);
     for w in &r.warnings {
         out.rows.push(vec![String::new(), format!("warning: {w}")]);
@@ -74,6 +78,9 @@ pub async fn apply_config(
     if dry_run {
         for line in r.diff.lines() {
             out.rows.push(vec![String::new(), line.to_string()]);
+        }
+        for line in crate::network::dry_run_lines(&r.network_diff, &r.network_notes) {
+            out.rows.push(vec![String::new(), line]);
         }
     }
     Ok(out)

@@ -8,6 +8,7 @@ pub mod clientconfig;
 pub mod commands;
 pub mod connect;
 pub mod genconfig;
+pub mod network;
 pub mod output;
 pub mod plugins;
 pub mod stream;

@@ -7,6 +7,7 @@ use bronzectl::client::{NodeClient, fan_out};
 use bronzectl::clientconfig::{self, ClientConfig};
 use bronzectl::commands;
 use bronzectl::connect::{self, Auth};
+use bronzectl::network::{self, NetworkCommand};
 use bronzectl::output::{self, Format, NodeResult, Output};
 use bronzectl::plugins::{self, PluginsCommand};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -128,6 +129,11 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         what: PluginsCommand,
+    },
+    /// The node's network: `network plan` previews it (`get links|addresses|routes|networkspec|dhcpleases` show it).
+    Network {
+        #[command(subcommand)]
+        what: NetworkCommand,
     },
     /// The cloud or platform the node runs on (`get platformdetection` and
     /// `get platformmetadata` show what it found).
@@ -422,6 +428,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(print(format, commands::HEALTH_COLUMNS, &fan_out(&target.nodes, &target.auth, commands::health).await))
         }
         Command::Plugins { what } => run_plugins(cli, what, format).await,
+        Command::Network { what: NetworkCommand::Plan } => {
+            let target = cli.target()?;
+            Ok(print(format, network::PLAN_COLUMNS, &fan_out(&target.nodes, &target.auth, network::plan).await))
+        }
         Command::Platform { what: PlatformCommand::Refresh } => {
             let target = cli.target()?;
             let results = fan_out(&target.nodes, &target.auth, commands::platform_refresh).await;
@@ -584,6 +594,15 @@ mod tests {
         assert_eq!((type_name.as_str(), id.as_deref(), *watch), ("healthchecks", None, true));
         let cli = parse(&["get", "healthcheck", "health-tcp", "-o", "json"]);
         assert!(matches!(&cli.command, Command::Get { id: Some(id), watch: false, .. } if id == "health-tcp"));
+    }
+
+    #[test]
+    fn network_plan_parses_with_nodes_and_a_format() {
+        let cli = parse(&["network", "plan", "-n", "a,b:1", "-o", "yaml"]);
+        assert!(matches!(cli.command, Command::Network { what: NetworkCommand::Plan }));
+        assert_eq!(cli.nodes, ["a", "b:1"]);
+        assert_eq!(format(&cli).unwrap(), Format::Yaml);
+        assert!(refuse(&["network"]).contains("plan"));
     }
 
     #[test]

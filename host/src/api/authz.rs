@@ -77,6 +77,9 @@ pub static TABLE: &[Rule] = &[
     Rule { method: "/bronze.v1.PluginService/Install", roles: ADMIN, mutating: true, maintenance: false },
     Rule { method: "/bronze.v1.PluginService/Remove", roles: ADMIN, mutating: true, maintenance: false },
     Rule { method: "/bronze.v1.PluginService/Run", roles: OPERATOR, mutating: true, maintenance: false },
+    // Runs the network-configurator plugin afresh, like `plugins run`;
+    // changes nothing (the plan is neither applied nor kept).
+    Rule { method: "/bronze.v1.NetworkService/Plan", roles: OPERATOR, mutating: false, maintenance: false },
     read("/bronze.v1.PluginService/List"),
     read("/bronze.v1.PluginService/Status"),
     read("/grpc.health.v1.Health/Check"),

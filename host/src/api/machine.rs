@@ -145,6 +145,7 @@ impl MachineService for MachineApi {
         &self,
         req: Request<pb::ApplyConfigurationRequest>,
     ) -> Result<Response<pb::ApplyConfigurationResponse>, Status> {
+        let anonymous = caller(&req)?.maintenance;
         let req = req.into_inner();
         let mode = match pb::ApplyMode::try_from(req.mode) {
             Ok(pb::ApplyMode::Auto) => ApplyMode::Auto,
@@ -165,11 +166,26 @@ impl MachineService for MachineApi {
         if outcome.reboot {
             self.request_power(PowerAction::Reboot);
         }
+        // A dry run also shows what the network would become. Not to the
+        // anonymous callers of maintenance mode: the spec names the node's
+        // addresses, routes and leases.
+        let (network_diff, network_notes) = match (req.dry_run, anonymous) {
+            (false, _) => (String::new(), Vec::new()),
+            (true, true) => {
+                (String::new(), vec!["no network preview in maintenance mode (the caller is anonymous)".to_string()])
+            }
+            (true, false) => match crate::config::parse(&req.data) {
+                Ok((candidate, _)) => super::network::dry_run(&self.node, &candidate.config).await,
+                Err(e) => (String::new(), vec![format!("no network preview: {e}")]),
+            },
+        };
         Ok(Response::new(pb::ApplyConfigurationResponse {
             mode: outcome.mode.into(),
             warnings: outcome.warnings,
             diff: outcome.diff,
             message: outcome.message,
+            network_diff,
+            network_notes,
         }))
     }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod context;
 pub mod machine;
+pub mod network;
 pub mod plugin;
 pub mod resource;
 pub mod security;
@@ -13,6 +14,7 @@ pub mod time;
 pub mod tls;
 
 use bronze_api::v1::machine_service_server::MachineServiceServer;
+use bronze_api::v1::network_service_server::NetworkServiceServer;
 use bronze_api::v1::plugin_service_server::PluginServiceServer;
 use bronze_api::v1::resource_service_server::ResourceServiceServer;
 use bronze_api::v1::time_service_server::TimeServiceServer;
@@ -58,6 +60,7 @@ pub async fn serve(
     health.set_serving::<ResourceServiceServer<resource::ResourceApi>>().await;
     health.set_serving::<TimeServiceServer<time::TimeApi>>().await;
     health.set_serving::<PluginServiceServer<plugin::PluginApi>>().await;
+    health.set_serving::<NetworkServiceServer<network::NetworkApi>>().await;
     let (reflection_v1, reflection_v1alpha) =
         anyhow::Context::context(reflection.await, "building the reflection service")??;
 
@@ -67,6 +70,7 @@ pub async fn serve(
     let time = TimeServiceServer::new(time::TimeApi { store: node.store.clone(), holds: node.time_holds.clone() });
     let plugins = PluginServiceServer::new(plugin::PluginApi { plugins: node.plugins.clone() })
         .max_decoding_message_size(plugin::MAX_MESSAGE);
+    let network = NetworkServiceServer::new(network::NetworkApi { node: node.clone() });
     on_serving();
     let result = tonic::transport::Server::builder()
         .layer(authz::AuthzLayer { security: node.security.clone(), audit: node.audit.clone() })
@@ -74,6 +78,7 @@ pub async fn serve(
         .add_service(resources)
         .add_service(time)
         .add_service(plugins)
+        .add_service(network)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
