@@ -15,6 +15,8 @@
 //! - The repository's own v1 and v2 documents (bond, VLAN, static, DHCP,
 //!   on-link routes), compared with the whole expected plan.
 //! - Bad documents: refused, the error naming the field.
+//! - The `net-hostile` fixture answers each case (for the host's plan
+//!   validation tests, which use it).
 
 use bronze_tests::mockcloud::{shared_fixture, skip_without_fixtures};
 use bronze_tests::netns::NetNs;
@@ -65,6 +67,24 @@ struct Setup {
 }
 
 async fn setup(what: &str, links: &[(&str, &str)], bond0: bool, instances: &[(&str, &str, &str)]) -> Option<Setup> {
+    let instances: Vec<(&str, String)> = instances
+        .iter()
+        .map(|(id, format, document)| {
+            (*id, format!("format: {format}, document: {}", serde_json::to_string(document).unwrap()))
+        })
+        .collect();
+    setup_plugin(what, links, bond0, PLUGIN, &instances).await
+}
+
+/// [`setup`] for any configurator `plugin`, each instance with its config
+/// (a YAML flow-mapping body).
+async fn setup_plugin(
+    what: &str,
+    links: &[(&str, &str)],
+    bond0: bool,
+    plugin: &str,
+    instances: &[(&str, String)],
+) -> Option<Setup> {
     if let Some(why) = bronze_tests::netns::unavailable() {
         eprintln!("\n!!!!!!!! SKIPPED network_cloudinit::{what}: {why} !!!!!!!!\n");
         return None;
@@ -78,18 +98,13 @@ async fn setup(what: &str, links: &[(&str, &str)], bond0: bool, instances: &[(&s
         ip(&ns, &["link", "add", "bond0", "type", "bridge"]);
         ip(&ns, &["link", "set", "bond0", "address", links[0].1]);
     }
-    let yaml: String = instances
-        .iter()
-        .map(|(id, format, document)| {
-            let config = format!("format: {format}, document: {}", serde_json::to_string(document).unwrap());
-            instance_yaml(id, PLUGIN, &config, "config: true", None)
-        })
-        .collect();
+    let yaml: String =
+        instances.iter().map(|(id, config)| instance_yaml(id, plugin, config, "config: true", None)).collect();
     let pki = Pki::new();
     let config = config_with_plugins(&pki, "cloudinit", &format!("allowUnsigned: true\n    instances:{yaml}"));
     let node = node_in(&mut ns, config, Vec::new()).await;
     let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install: {e}\n{}", node.log()));
+    install(client.channel.clone(), &bundle(plugin)).await.unwrap_or_else(|e| panic!("install: {e}\n{}", node.log()));
     Some(Setup { node, client, _ns: ns })
 }
 
@@ -516,4 +531,42 @@ async fn hetzner_network_config_conforms_to_talos() {
     ];
     assert_eq!(got, documented, "plan: {plan:#}");
     eprintln!("network_cloudinit hetzner: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The `net-hostile` fixture (the host's plan validation tests use it)
+/// answers each case with the plan its docs describe; `plugins run` only
+/// escapes and caps a plan, so what it prints is the fixture's own.
+#[tokio::test]
+async fn net_hostile_fixture_answers_each_case() {
+    let cases =
+        ["routes-10000", "long-name", "bad-cidr", "unreachable-gateway", "cut-api-link", "huge-strings", "ok", "nope"];
+    let instances: Vec<(&str, String)> = cases.iter().map(|c| (*c, format!("case: {c}, link: lan0"))).collect();
+    let links = &NOCLOUD_LINKS[5..6];
+    let Some(s) = setup_plugin("net_hostile_fixture_answers_each_case", links, false, "net-hostile", &instances).await
+    else {
+        return;
+    };
+    let lan0 = json!({"name": "lan0"});
+    let plan = s.plan("routes-10000").await;
+    assert_eq!(plan["ethernets"][0]["match"], lan0);
+    assert_eq!(plan["ethernets"][0]["addressing"]["routes"].as_array().unwrap().len(), 10_000);
+    let plan = s.plan("long-name").await;
+    assert_eq!(plan["vlans"][0]["name"], "vlan-name-of-22-bytes!");
+    assert_eq!(plan["vlans"][0]["parent"], lan0);
+    let plan = s.plan("bad-cidr").await;
+    assert_eq!(plan["ethernets"][0]["addressing"]["addresses"], json!(["10.0.0.300/24", "10.0.0.1/33"]));
+    let plan = s.plan("unreachable-gateway").await;
+    assert_eq!(plan["ethernets"][0]["addressing"]["routes"][0]["via"], "192.0.2.1");
+    let plan = s.plan("cut-api-link").await;
+    assert_eq!(plan["ethernets"][0]["match"], lan0);
+    assert_eq!(plan["ethernets"][0]["addressing"]["addresses"], json!(["198.51.100.7/24"]));
+    let plan = s.plan("ok").await;
+    assert_eq!(plan["ethernets"][0]["addressing"]["addresses"], json!(["10.99.0.2/24"]));
+    assert_eq!(plan["nameservers"], json!(["10.99.0.53"]));
+    // 1 MiB of hostname alone: the host stops it at the boundary.
+    let huge = run(&s.client, "huge-strings").await;
+    let outcome = huge.outcome.expect("an outcome");
+    assert_eq!((outcome.kind.as_str(), huge.result_json.as_str()), ("limit", ""), "{outcome:?}");
+    let nope = s.run("nope").await;
+    assert!(nope["error"].as_str().is_some_and(|e| e.contains("config key `case`")), "{nope}");
 }
