@@ -11,11 +11,15 @@
 //! without `-a`, bronzed never probes). The peers run as processes started
 //! from a thread inside the client namespace (no `ip netns exec` cost) and
 //! count as bound when they exit after their lease (`dhcpcd -1`, `udhcpc
-//! -q`); bronzed's client runs as a task, as in bronzed, and counts as
-//! bound when it publishes the lease. dnsmasq runs with `--no-ping`.
+//! -q`), configuring nothing (`--noconfigure`, `-s /bin/true`), so their
+//! figure includes starting a process; bronzed's client runs as a task,
+//! as in bronzed, and counts as bound when it publishes the lease. dhcpcd
+//! gets `nodelay` (no random wait before its first DISCOVER). dnsmasq runs
+//! with `--no-ping`.
 
 use bronze_host::network::dhcp::{self, DhcpOptions, MemoryStore};
 use bronze_tests::dnsmasq::{self, CLIENT_LINK, Dnsmasq, Pair, ServerConfig};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,14 +89,18 @@ fn process(ns: &str, program: &str, args: &[&str]) -> Duration {
     took
 }
 
-fn dhcpcd(ns: &str) -> Duration {
+/// dhcpcd's config: no ARP probe, no IPv4LL, and `nodelay` (no random
+/// wait before the first DISCOVER; with it dhcpcd measures its own
+/// deliberate delay, not its speed).
+const DHCPCD_CONF: &str = "nodelay\nnoarp\nnoipv4ll\n";
+
+fn dhcpcd(ns: &str, conf: &Path) -> Duration {
     // -1 exit once bound, -4 IPv4, -B foreground, -A no ARP probe, -L no
-    // IPv4LL, -K no carrier wait, no config and a no-op hook script.
-    process(
-        ns,
-        "dhcpcd",
-        &["-1", "-4", "-B", "-A", "-L", "-K", "-f", "/dev/null", "-c", "/bin/true", "-t", "10", CLIENT_LINK],
-    )
+    // IPv4LL, -K no carrier wait, configure nothing, a no-op hook script.
+    let conf = conf.to_string_lossy();
+    let args =
+        ["-1", "-4", "-B", "-A", "-L", "-K", "--noconfigure", "-f", &conf, "-c", "/bin/true", "-t", "10", CLIENT_LINK];
+    process(ns, "dhcpcd", &args)
 }
 
 fn udhcpc(ns: &str) -> Duration {
@@ -106,18 +114,25 @@ fn main() -> anyhow::Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let pair = Pair::new()?;
-    let _server = Dnsmasq::start(&pair.server, tmp.path(), &ServerConfig::default())?;
+    let server = Dnsmasq::start(&pair.server, tmp.path(), &ServerConfig::default())?;
+    // Each bronzed run must be a whole exchange (no lease kept between runs).
+    let discovers = || server.messages().iter().filter(|m| *m == "DHCPDISCOVER").count();
     let ns = pair.client.name().to_string();
+    let conf = tmp.path().join("dhcpcd.conf");
+    std::fs::write(&conf, DHCPCD_CONF)?;
     // This thread (and the processes it starts) live in the client namespace.
     dnsmasq::enter(&std::path::PathBuf::from("/run/netns").join(&ns))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // One unmeasured run each: first-use costs (page cache, lazy init).
     bronzed(&rt, &ns);
-    dhcpcd(&ns);
+    dhcpcd(&ns, &conf);
     udhcpc(&ns);
     let (mut ours, mut dc, mut ud) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (a, b, c) = (bronzed(&rt, &ns), dhcpcd(&ns), udhcpc(&ns));
+        let before = discovers();
+        let a = bronzed(&rt, &ns);
+        anyhow::ensure!(discovers() == before + 1, "bronzed's run {round} was not one DISCOVER, OFFER, REQUEST, ACK");
+        let (b, c) = (dhcpcd(&ns, &conf), udhcpc(&ns));
         println!(
             "round {round}: bronzed {:.1} ms, dhcpcd {:.1} ms, udhcpc {:.1} ms",
             a.as_secs_f64() * 1e3,
