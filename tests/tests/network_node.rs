@@ -17,15 +17,16 @@
 //! - `network-cloudinit` as the configurator with a v2 document in its
 //!   config: the kernel has its VLAN and addresses, layer `platform`.
 
-use bronze_tests::Pki;
 use bronze_tests::dnsmasq::{self, CLIENT_LINK, Dnsmasq, Pair, SERVER_ADDR, ServerConfig};
 use bronze_tests::netnode::{
-    CONVERGE, NodeNet, Start, address_layer, addresses, config_with_network, link_details, routes, skipped, veth,
-    wait_for,
+    CONVERGE, NodeNet, Relay, Start, address_layer, addresses, config_with_network, link_details, routes, skipped,
+    veth, wait_for, warnings,
 };
 use bronze_tests::netns::NetNs;
+use bronze_tests::plugins::{bundle, install, instance_yaml};
+use bronze_tests::{Pki, bronzectl};
 use serde_json::Value;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Layering: cmdline < config, and removal of what the config no longer
 /// names.
@@ -207,4 +208,218 @@ async fn a_dhcp_lease_from_dnsmasq_configures_the_link_routes_and_resolv_conf() 
     .await;
     assert!(resolv.contains("e2e.example.test"), "the search domain: {resolv}");
     eprintln!("DHCP: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The hostile cases: (case, text the refusal must contain).
+const HOSTILE: &[(&str, &str)] = &[
+    ("routes-10000", "ethernets[0].addressing.routes: 10000 entries; at most 1000 are allowed"),
+    (
+        "long-name",
+        "vlans[0].name: link name \"vlan-name-of-22-bytes!\" is not valid: it is 22 bytes long; the limit is 15",
+    ),
+    ("bad-cidr", "ethernets[0].addressing.addresses[0]: \"10.0.0.300/24\" is not an address in CIDR notation"),
+    ("unreachable-gateway", "gateway 192.0.2.1 of route 0.0.0.0/0 is unreachable"),
+    // Stopped at the boundary: more than the host copies out of one call.
+    ("huge-strings", "instance hostile-huge-strings's plan call failed (see its logs)"),
+];
+
+/// The node's whole network as the kernel has it: every link's addresses,
+/// and the routes.
+fn kernel_state(ns: &NetNs) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    let links = ["lo", "veth0", "veth2"].iter().map(|l| (l.to_string(), addresses(ns, l))).collect();
+    (links, routes(ns))
+}
+
+/// A node whose veth0 (address and default route from the command line)
+/// carries the API, with veth2 as the plans' target, one `net-hostile`
+/// instance per case (`hostile-<case>`, and `cut` for cut-api-link on
+/// veth0) and `network` as its `machine.network` section.
+struct Configurator {
+    net: NodeNet,
+    ns: NetNs,
+    peer: NetNs,
+    plugins: String,
+}
+
+/// The configurator section naming `instance`.
+fn configurator(instance: &str, allow_api_link_change: bool) -> String {
+    format!(
+        "interfaces: []\n    configurator:\n      instance: {instance}\n      allowApiLinkChange: {allow_api_link_change}"
+    )
+}
+
+impl Configurator {
+    async fn start(first: &str) -> Configurator {
+        let mut ns = NetNs::new().expect("netns");
+        let peer = NetNs::new().expect("peer netns");
+        veth(&ns, "veth0", &peer, "peer0", Some("10.70.0.1/24"));
+        veth(&ns, "veth2", &peer, "peer2", None);
+        let mut instances: String = HOSTILE
+            .iter()
+            .map(|(case, _)| {
+                instance_yaml(
+                    &format!("hostile-{case}"),
+                    "net-hostile",
+                    &format!("case: {case}, link: veth2"),
+                    "config: true",
+                    None,
+                )
+            })
+            .collect();
+        instances.push_str(&instance_yaml("ok", "net-hostile", "case: ok, link: veth2", "config: true", None));
+        instances.push_str(&instance_yaml(
+            "cut",
+            "net-hostile",
+            "case: cut-api-link, link: veth0",
+            "config: true",
+            None,
+        ));
+        let plugins = format!("allowUnsigned: true\n    instances:{instances}");
+        let pki = Pki::new();
+        let config = config_with_network(&pki, "planned", &configurator(first, false), Some(&plugins));
+        let net = NodeNet::start(
+            &mut ns,
+            pki,
+            config,
+            Start {
+                cmdline: Some("bronze.ip=veth0:10.70.0.2/24:10.70.0.1".into()),
+                listen_all: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        Configurator { net, ns, peer, plugins }
+    }
+
+    fn config(&self, network: &str) -> String {
+        config_with_network(&self.net.pki, "planned", network, Some(&self.plugins))
+    }
+
+    /// Waits for a spec warning containing `text`; returns it.
+    async fn refused(&self, text: &str) -> String {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let spec = self.net.network_spec().await;
+            if let Some(w) = warnings(&spec).into_iter().find(|w| w.contains(text)) {
+                return w;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no warning with {text:?} within {CONVERGE:?}: {spec:#}\n{}",
+                self.net.node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The API answers through veth0 (from the peer namespace, not through
+    /// the loopback relay) with the machine's status.
+    async fn answers_through_the_veth(&self) -> Result<(), String> {
+        let relay = Relay::start(&self.peer, format!("10.70.0.2:{}", self.net.port).parse().unwrap()).expect("relay");
+        let run = bronzectl(Some(&self.net.admin), &["-n", &relay.addr(), "-o", "json", "get", "machinestatus"]).await;
+        if run.code == 0 && run.stdout.contains("\"spec\"") { Ok(()) } else { Err(format!("{run:?}")) }
+    }
+}
+
+/// Hostile plans are refused with the field named, and nothing changes; a
+/// plan that cuts the API's link is refused until the config allows it; a
+/// valid plan is applied as the platform layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configurator_plans_are_checked_hostile_ones_refused_and_the_api_link_guarded() {
+    if skipped("network_node configurator plans") {
+        return;
+    }
+    let started = Instant::now();
+    let first = format!("hostile-{}", HOSTILE[0].0);
+    let setup = Configurator::start(&first).await;
+    let (net, ns) = (&setup.net, &setup.ns);
+    // Before the plugin is installed: the command line's network, and the
+    // configurator's absence said.
+    wait_for(
+        "the command line's address",
+        CONVERGE,
+        || (addresses(ns, "veth0") == ["10.70.0.2/24"]).then_some(()),
+        || format!("{:?}\n{}", kernel_state(ns), net.node.log()),
+    )
+    .await;
+    setup.refused(&format!("instance {first}")).await;
+    let before = kernel_state(ns);
+    setup.answers_through_the_veth().await.expect("the API through veth0 before any plan");
+    let client = net.node.client(&net.pki.auth(&["os:admin"])).await;
+    install(client.channel.clone(), &bundle("net-hostile"))
+        .await
+        .unwrap_or_else(|e| panic!("install: {e}\n{}", net.node.log()));
+
+    // Each hostile case: refused, the field named, the kernel unchanged,
+    // the API answering through the link.
+    for (i, (case, text)) in HOSTILE.iter().enumerate() {
+        let instance = format!("hostile-{case}");
+        if i > 0 {
+            net.apply(&setup.config(&configurator(&instance, false))).await;
+        }
+        let warning = setup.refused(text).await;
+        let refused = format!("the plan of {instance} is refused: ");
+        assert!(warning.starts_with(&refused) || *case == "huge-strings", "{case}: {warning}");
+        assert!(
+            !warning.chars().any(char::is_control),
+            "{case}: a control character reached the resource: {warning:?}"
+        );
+        assert!(warning.len() <= 2048, "{case}: a warning of {} bytes: {}...", warning.len(), &warning[..200]);
+        assert_eq!(kernel_state(ns), before, "{case}: the kernel changed\n{}", net.node.log());
+        setup.answers_through_the_veth().await.unwrap_or_else(|e| panic!("{case}: the API through veth0: {e}"));
+    }
+    let log = net.node.log();
+    assert!(log.contains("instance=hostile-huge-strings outcome=limit data limit"), "{log}");
+    assert!(log.lines().all(|l| l.len() < 16 << 10), "a log line over 16 KiB: the hostile strings reached the log");
+
+    // A valid plan on veth2: applied, layer platform.
+    net.apply(&setup.config(&configurator("ok", false))).await;
+    wait_for(
+        "the ok plan in the kernel",
+        CONVERGE,
+        || {
+            (addresses(ns, "veth2") == ["10.99.0.2/24"]
+                && routes(ns)
+                    .iter()
+                    .any(|r| r.starts_with("10.98.0.0/16 via 10.99.0.1 dev veth2") && r.contains("metric 100")))
+            .then_some(())
+        },
+        || format!("{:?}\n{}", kernel_state(ns), net.node.log()),
+    )
+    .await;
+    let spec = net.network_spec().await;
+    assert_eq!(address_layer(&spec, "veth2", "10.99.0.2/24").as_deref(), Some("platform"), "{spec:#}");
+    assert_eq!(address_layer(&spec, "veth0", "10.70.0.2/24").as_deref(), Some("cmdline"), "{spec:#}");
+    assert_eq!(route_of(&spec, "veth2", "10.98.0.0/16"), Some(("10.99.0.1".into(), "platform".into())), "{spec:#}");
+    assert_eq!(spec["resolvers"], serde_json::json!({"value": ["10.99.0.53"], "layer": "platform"}), "{spec:#}");
+    assert!(warnings(&spec).iter().all(|w| !w.contains("refused")), "{spec:#}");
+    assert!(net.resolv_conf().contains("nameserver 10.99.0.53"), "{}", net.resolv_conf());
+    let applied = kernel_state(ns);
+
+    // A plan that takes veth0's address away: refused, veth0 unchanged.
+    net.apply(&setup.config(&configurator("cut", false))).await;
+    let warning = setup.refused("the link the API is reached through").await;
+    assert!(
+        warning.starts_with("the plan of cut is refused: plan: it changes the addresses, routes of veth0"),
+        "{warning}"
+    );
+    assert!(warning.contains("allowApiLinkChange: true"), "{warning}");
+    assert_eq!(kernel_state(ns), applied, "the refused plan changed the kernel\n{}", net.node.log());
+    setup.answers_through_the_veth().await.expect("the API through veth0 after the refusal");
+
+    // Allowed: applied, and veth0 has only the plan's address (the API is
+    // then reached through the loopback relay only).
+    net.apply(&setup.config(&configurator("cut", true))).await;
+    wait_for(
+        "the cut plan applied once allowed",
+        CONVERGE,
+        || (addresses(ns, "veth0") == ["198.51.100.7/24"]).then_some(()),
+        || format!("{:?}\n{}", kernel_state(ns), net.node.log()),
+    )
+    .await;
+    let spec = net.network_spec().await;
+    assert_eq!(address_layer(&spec, "veth0", "198.51.100.7/24").as_deref(), Some("platform"), "{spec:#}");
+    assert!(!routes(ns).iter().any(|r| r.starts_with("default")), "{:?}", routes(ns));
+    assert!(setup.answers_through_the_veth().await.is_err(), "veth0 no longer holds 10.70.0.2");
+    eprintln!("configurator plans: {:.1} s", started.elapsed().as_secs_f64());
 }
