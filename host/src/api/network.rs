@@ -14,7 +14,7 @@ use bronze_api::v1::network_service_server::NetworkService;
 use bronze_config::MachineConfig;
 use serde_yaml::Value;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -30,14 +30,14 @@ pub struct NetworkApi {
 }
 
 /// The node's network spec controller, or UNAVAILABLE.
-fn controller(node: &ApiContext) -> Result<&Arc<NetworkSpecController>, Status> {
-    node.network.get().ok_or_else(|| Status::unavailable(NOT_UP))
+fn controller(cell: &OnceLock<Arc<NetworkSpecController>>) -> Result<&Arc<NetworkSpecController>, Status> {
+    cell.get().ok_or_else(|| Status::unavailable(NOT_UP))
 }
 
 #[tonic::async_trait]
 impl NetworkService for NetworkApi {
     async fn plan(&self, _req: Request<pb::NetworkPlanRequest>) -> Result<Response<pb::NetworkPlanResponse>, Status> {
-        let network = controller(&self.node)?;
+        let network = controller(&self.node.network)?;
         let live = network.live();
         let candidate = tokio::time::timeout(PREVIEW_TIMEOUT, network.preview(None, true))
             .await
@@ -189,6 +189,13 @@ mod tests {
             warnings: vec!["a warning".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn no_controller_yet_is_unavailable() {
+        let Err(status) = controller(&OnceLock::new()) else { panic!("a controller out of nothing") };
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "the network controller is not up yet: try again in a moment");
     }
 
     #[test]
