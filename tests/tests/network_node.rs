@@ -25,7 +25,7 @@ use bronze_tests::netnode::{
 use bronze_tests::netns::NetNs;
 use bronze_tests::plugins::{bundle, install, instance_yaml};
 use bronze_tests::{Pki, bronzectl};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// Layering: cmdline < config, and removal of what the config no longer
@@ -422,4 +422,140 @@ async fn configurator_plans_are_checked_hostile_ones_refused_and_the_api_link_gu
     assert!(!routes(ns).iter().any(|r| r.starts_with("default")), "{:?}", routes(ns));
     assert!(setup.answers_through_the_veth().await.is_err(), "veth0 no longer holds 10.70.0.2");
     eprintln!("configurator plans: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A cloud-init v2 document: a static link with a route and resolvers, a
+/// bond of two veths, and a VLAN on the static link.
+const V2: &str = "version: 2
+ethernets:
+  veth3:
+    addresses: [10.71.0.2/24]
+    routes: [{to: 10.72.0.0/16, via: 10.71.0.1, metric: 50}]
+    nameservers: {addresses: [10.71.0.53], search: [ci.example.test]}
+  veth4: {}
+  veth5: {}
+bonds:
+  bond0:
+    interfaces: [veth4, veth5]
+    parameters: {mode: active-backup, mii-monitor-interval: 100}
+    addresses: [10.73.0.2/24]
+vlans:
+  vlan100:
+    id: 100
+    link: veth3
+    addresses: [10.100.0.2/24]
+";
+
+/// Whether this kernel can make a link (`ip link add ARGS`, probe name
+/// first or after `name`); says loudly when not: some kernels have
+/// neither bonding nor 802.1Q, and then only the spec is checked.
+fn kernel_can(ns: &NetNs, args: &[&str]) -> bool {
+    let out = std::process::Command::new("ip").args(["-n", ns.name(), "link", "add"]).args(args).output().unwrap();
+    let name = args.iter().position(|a| *a == "name").map_or(args[0], |i| args[i + 1]);
+    if out.status.success() {
+        let _ = std::process::Command::new("ip").args(["-n", ns.name(), "link", "del", name]).status();
+        return true;
+    }
+    eprintln!(
+        "\n!!!!!!!! this kernel cannot make {args:?} ({}): bonds and VLANs are checked in the spec only !!!!!!!!\n",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    false
+}
+
+/// `network-cloudinit` as the configurator, its document in its config:
+/// the kernel gets the VLAN, the bond and the addresses, layer platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_cloudinit_as_the_configurator_makes_the_vlan_bond_and_addresses() {
+    if skipped("network_node network-cloudinit configurator") {
+        return;
+    }
+    let started = Instant::now();
+    let mut ns = NetNs::new().expect("netns");
+    let peer = NetNs::new().expect("peer netns");
+    for (link, other) in [("veth3", "peer3"), ("veth4", "peer4"), ("veth5", "peer5")] {
+        veth(&ns, link, &peer, other, None);
+    }
+    let bonds_and_vlans = kernel_can(&ns, &["probe-bond", "type", "bond"])
+        && kernel_can(&ns, &["link", "veth3", "name", "probe-vlan", "type", "vlan", "id", "4000"]);
+    let document = serde_json::to_string(V2).unwrap();
+    let instance = instance_yaml(
+        "cloudinit",
+        "network-cloudinit",
+        &format!("format: v2, document: {document}"),
+        "config: true",
+        None,
+    );
+    let pki = Pki::new();
+    let config = config_with_network(
+        &pki,
+        "cloudinit",
+        &configurator("cloudinit", false),
+        Some(&format!("allowUnsigned: true\n    instances:{instance}")),
+    );
+    let net = NodeNet::start(&mut ns, pki, config, Start::default()).await;
+    let client = net.node.client(&net.pki.auth(&["os:admin"])).await;
+    install(client.channel.clone(), &bundle("network-cloudinit"))
+        .await
+        .unwrap_or_else(|e| panic!("install: {e}\n{}", net.node.log()));
+
+    let all = [("veth3", "10.71.0.2/24"), ("bond0", "10.73.0.2/24"), ("vlan100", "10.100.0.2/24")];
+    let expected = if bonds_and_vlans { &all[..] } else { &all[..1] };
+    wait_for(
+        "the document's addresses in the kernel",
+        CONVERGE,
+        || expected.iter().all(|(link, address)| addresses(&ns, link) == [*address]).then_some(()),
+        || {
+            let now: Vec<_> = expected.iter().map(|(l, _)| (l, addresses(&ns, l))).collect();
+            format!("{now:?}\n{}", net.node.log())
+        },
+    )
+    .await;
+    if bonds_and_vlans {
+        let vlan = link_details(&ns, "vlan100").expect("vlan100 exists");
+        assert!(vlan.contains("vlan100@veth3") && vlan.contains("vlan protocol 802.1Q id 100"), "{vlan}");
+        let bond = link_details(&ns, "bond0").expect("bond0 exists");
+        assert!(bond.contains("bond mode active-backup") && bond.contains("miimon 100"), "{bond}");
+        for member in ["veth4", "veth5"] {
+            let details = link_details(&ns, member).unwrap();
+            assert!(details.contains("master bond0"), "{member}: {details}");
+            assert_eq!(addresses(&ns, member), [] as [String; 0], "a bond member has no address of its own");
+        }
+    } else {
+        // The node tried, and said why it could not.
+        let log = net.node.log();
+        for what in
+            ["cannot create bond bond0: Operation not supported", "cannot create vlan vlan100: Operation not supported"]
+        {
+            assert!(log.contains(what), "{what:?} not in the log:\n{log}");
+        }
+    }
+    assert!(
+        routes(&ns).iter().any(|r| r.starts_with("10.72.0.0/16 via 10.71.0.1 dev veth3") && r.contains("metric 50")),
+        "{:?}",
+        routes(&ns)
+    );
+
+    let spec = net.network_spec().await;
+    for (link, address) in all {
+        assert_eq!(address_layer(&spec, link, address).as_deref(), Some("platform"), "{link}: {spec:#}");
+    }
+    assert_eq!(route_of(&spec, "veth3", "10.72.0.0/16"), Some(("10.71.0.1".into(), "platform".into())), "{spec:#}");
+    assert_eq!(spec["resolvers"], serde_json::json!({"value": ["10.71.0.53"], "layer": "platform"}), "{spec:#}");
+    assert_eq!(spec["search"], serde_json::json!({"value": ["ci.example.test"], "layer": "platform"}), "{spec:#}");
+    assert!(warnings(&spec).is_empty(), "{spec:#}");
+    let kind = |link: &str| {
+        let l = spec["links"].as_array().unwrap().iter().find(|l| l["name"] == link).cloned().unwrap_or_default();
+        (l["kind"]["value"].clone(), l["kind"]["layer"].clone())
+    };
+    let (bond, layer) = kind("bond0");
+    assert_eq!(
+        (&bond["bond"]["mode"], &bond["bond"]["members"], &layer),
+        (&json!("active-backup"), &json!(["veth4", "veth5"]), &json!("platform")),
+        "{spec:#}"
+    );
+    assert_eq!(kind("vlan100"), (json!({"vlan": {"parent": "veth3", "id": 100}}), json!("platform")), "{spec:#}");
+    let resolv = net.resolv_conf();
+    assert!(resolv.contains("nameserver 10.71.0.53") && resolv.contains("ci.example.test"), "{resolv}");
+    eprintln!("network-cloudinit configurator: {:.1} s", started.elapsed().as_secs_f64());
 }
