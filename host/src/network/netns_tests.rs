@@ -440,6 +440,20 @@ fn a_bond_of_two_veths_with_a_vlan_on_it_adopted_after_a_restart_then_taken_back
         assert!(report.is_complete(), "{report:?}");
         assert_eq!((report.writes, report.created_links.len()), (0, 0));
 
+        // bm1 leaves the bond: released, the rest untouched.
+        let mut one_member = plan.clone();
+        let Some(LinkKind::Bond(bond)) = &mut one_member.links[0].kind else { unreachable!() };
+        bond.members.retain(|m| m == "bm0");
+        let report = applier.apply(&one_member).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.writes, 1, "{report:?}");
+        let seen = observe().await.unwrap();
+        assert_eq!(
+            (seen.link("bm0").unwrap().master.as_str(), seen.link("bm1").unwrap().master.as_str()),
+            ("bond0", "")
+        );
+        assert_eq!(applier.apply(&one_member).await.unwrap().writes, 0);
+
         // A plan with bm0 alone: VLAN and bond deleted, members released.
         let alone = NetworkPlan { links: vec![LinkPlan::up("bm0")], ..Default::default() };
         let report = applier.apply(&alone).await.unwrap();
