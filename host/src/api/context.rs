@@ -48,13 +48,15 @@ impl std::fmt::Debug for ApiContext {
 }
 
 impl ApiContext {
-    /// The network spec's hostname (config > platform > DHCP), else the
-    /// configured or platform's one, else the kernel's.
+    /// The configured hostname (read from the live config, so a reply right
+    /// after `apply-config` has it), else the network spec's (platform >
+    /// DHCP), else the platform's, else the kernel's.
     pub fn hostname(&self) -> String {
-        self.network
-            .get()
-            .and_then(|n| n.handle.hostname())
-            .or_else(|| self.platform.effective_hostname(self.config.live().as_ref()))
+        let live = self.config.live();
+        live.as_ref()
+            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
+            .or_else(|| self.network.get().and_then(|n| n.handle.hostname()))
+            .or_else(|| self.platform.effective_hostname(live.as_ref()))
             .or_else(|| nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()))
             .unwrap_or_default()
     }

@@ -33,7 +33,12 @@ impl MachineSettingsController {
                 tracing::warn!(error = %e, "sysctl");
             }
         }
-        let hostname = self.network.hostname().or_else(|| self.platform.effective_hostname(current));
+        // The config's first (the spec catches up a round later), then the
+        // spec's (platform > DHCP).
+        let hostname = current
+            .and_then(|c| c.config.machine.hostname.as_ref().map(|h| h.as_str().to_string()))
+            .or_else(|| self.network.hostname())
+            .or_else(|| self.platform.effective_hostname(current));
         if let Some(hostname) = hostname
             && let Err(e) = crate::init::set_hostname(&hostname)
         {

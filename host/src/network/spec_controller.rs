@@ -183,16 +183,9 @@ impl NetworkSpecController {
     pub async fn preview(&self, config: Option<&MachineConfig>, fresh_plan: bool) -> Result<NetworkSpecSpec, String> {
         let live_config = self.config.borrow().clone();
         let config = config.or(live_config.as_ref().map(|c| c.config.as_ref()));
-        if fresh_plan {
-            self.plan.lock().await.key = None;
-        }
-        let planned = self.compute(config, !fresh_plan).await?;
-        if fresh_plan {
-            // A fresh plan seen by an operator is not taken: the next round
-            // computes it again.
-            self.plan.lock().await.key = None;
-        }
-        Ok(planned.spec)
+        // Nothing of a preview is kept: a fresh plan an operator looked at
+        // is not taken, the next round asks the plugin itself.
+        Ok(self.compute(config, true, fresh_plan).await?.spec)
     }
 
     /// The live spec, as last published.
@@ -200,8 +193,10 @@ impl NetworkSpecController {
         self.handle.spec.borrow().clone()
     }
 
-    /// Computes the spec for `config`; `keep` leaves the plan state alone.
-    async fn compute(&self, config: Option<&MachineConfig>, keep: bool) -> Result<Planned, String> {
+    /// Computes the spec for `config`; `keep` leaves the plan state alone,
+    /// `fresh` asks the configurator even when nothing it plans from
+    /// changed.
+    async fn compute(&self, config: Option<&MachineConfig>, keep: bool, fresh: bool) -> Result<Planned, String> {
         let snapshot = self.snapshots.borrow().clone();
         let links = &snapshot.links;
         let metadata = self.platform.borrow().clone();
@@ -250,6 +245,10 @@ impl NetworkSpecController {
         let from_metadata = metadata.as_ref().map(|m| metadata_layer(m, links)).unwrap_or_default();
         let mut state = self.plan.lock().await;
         let mut accepted = None;
+        // Whether the configurator was asked this time, and why its plan
+        // was refused if it was.
+        let mut asked = false;
+        let mut fresh_error: Option<String> = None;
         match instance {
             None => {
                 layers.platform = from_metadata;
@@ -258,12 +257,21 @@ impl NetworkSpecController {
                 }
             }
             Some((id, instance)) => {
+                // Everything the plan depends on: the instance (and its
+                // config, and the plugin behind it: the manager's generation
+                // moves on every install and reconcile), the metadata, the links.
+                let instance_config = config
+                    .and_then(|c| c.machine.plugins.instances.iter().find(|i| i.id.as_str() == id))
+                    .map(|i| format!("{:?}", i.config))
+                    .unwrap_or_default();
                 let key = format!(
-                    "{id}|{:p}|{}",
+                    "{id}|{instance_config}|{}|{:p}|{}",
+                    *self.plugins.subscribe().borrow(),
                     metadata.as_ref().map_or(std::ptr::null(), Arc::as_ptr),
                     fingerprint(links)
                 );
-                if state.key.as_deref() != Some(key.as_str()) {
+                if fresh || state.key.as_deref() != Some(key.as_str()) {
+                    asked = true;
                     let result = match instance {
                         None => Err(format!("instance {id} is not defined or not loaded")),
                         Some(instance) => {
@@ -307,6 +315,7 @@ impl NetworkSpecController {
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "network plan refused; keeping the last accepted one");
+                                    fresh_error = Some(e.clone());
                                     if !keep {
                                         state.error = Some(e);
                                         state.key = Some(key);
@@ -316,6 +325,7 @@ impl NetworkSpecController {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "network plan refused; keeping the last accepted one");
+                            fresh_error = Some(e.clone());
                             if !keep {
                                 state.error = Some(e);
                                 state.key = Some(key);
@@ -330,7 +340,7 @@ impl NetworkSpecController {
                 };
             }
         }
-        let plan_error = state.error.clone();
+        let plan_error = if asked { fresh_error } else { state.error.clone() };
         drop(state);
 
         // Which links run DHCP decides which leases count.
@@ -348,7 +358,7 @@ impl NetworkSpecController {
 
     async fn round(&self) {
         let config = self.config.borrow().clone();
-        let planned = match self.compute(config.as_ref().map(|c| c.config.as_ref()), false).await {
+        let planned = match self.compute(config.as_ref().map(|c| c.config.as_ref()), false, false).await {
             Ok(planned) => planned,
             Err(e) => {
                 tracing::error!(error = %e, "network spec refused; keeping the current network");
@@ -409,6 +419,9 @@ impl Controller for NetworkSpecController {
             let mut snapshots = self.snapshots.clone();
             let mut leases = self.leases.clone();
             let mut plugins = self.plugins.subscribe();
+            // A closed input (no DHCP manager, say) never changes again; it
+            // does not end the controller.
+            let mut open = [true; 4];
             loop {
                 config.borrow_and_update();
                 platform.borrow_and_update();
@@ -421,10 +434,10 @@ impl Controller for NetworkSpecController {
                 loop {
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => return Ok(()),
-                        r = config.changed() => { if r.is_err() { return Ok(()) } break }
-                        r = platform.changed() => { if r.is_err() { return Ok(()) } break }
-                        r = leases.changed() => { if r.is_err() { return Ok(()) } break }
-                        r = plugins.changed() => { if r.is_err() { return Ok(()) } break }
+                        r = config.changed(), if open[0] => { if r.is_ok() { break } open[0] = false }
+                        r = platform.changed(), if open[1] => { if r.is_ok() { break } open[1] = false }
+                        r = leases.changed(), if open[2] => { if r.is_ok() { break } open[2] = false }
+                        r = plugins.changed(), if open[3] => { if r.is_ok() { break } open[3] = false }
                         r = snapshots.changed() => {
                             if r.is_err() { return Ok(()) }
                             if fingerprint(&snapshots.borrow_and_update().links) != links { break }
