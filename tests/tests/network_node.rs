@@ -121,6 +121,30 @@ fn route_of(spec: &Value, link: &str, destination: &str) -> Option<(String, Stri
         .map(|r| (r["gateway"].as_str().unwrap_or("").to_string(), r["layer"].as_str().unwrap_or("").to_string()))
 }
 
+/// A node whose config asks for DHCP on [`CLIENT_LINK`], and dnsmasq in
+/// the peer namespace answering with DNS, a search domain, classless
+/// static routes (option 121 replaces option 3, RFC 3442: the default
+/// route is in it).
+async fn dhcp_node(dir: &std::path::Path) -> (Pair, Dnsmasq, NodeNet) {
+    let mut pair = Pair::new().expect("namespaces");
+    let options: Vec<String> = vec![
+        "option:dns-server,10.77.0.53".into(),
+        "option:domain-search,e2e.example.test".into(),
+        "option:classless-static-route,10.88.0.0/16,10.77.0.254,0.0.0.0/0,10.77.0.1".into(),
+    ];
+    let server =
+        Dnsmasq::start(&pair.server, dir, &ServerConfig { options, ..Default::default() }).expect("dnsmasq starts");
+    let pki = Pki::new();
+    let config = config_with_network(
+        &pki,
+        "dhcp-node",
+        &format!("interfaces:\n      - name: {CLIENT_LINK}\n        dhcp: true"),
+        None,
+    );
+    let net = NodeNet::start(&mut pair.client, pki, config, Start::default()).await;
+    (pair, server, net)
+}
+
 /// DHCP end to end: the config asks for DHCP on the link; dnsmasq in the
 /// peer namespace answers with DNS and classless static routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,23 +155,7 @@ async fn a_dhcp_lease_from_dnsmasq_configures_the_link_routes_and_resolv_conf() 
     }
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let mut pair = Pair::new().expect("namespaces");
-    // Option 121 replaces option 3 (RFC 3442): the default route is in it.
-    let options = vec![
-        "option:dns-server,10.77.0.53".into(),
-        "option:domain-search,e2e.example.test".into(),
-        "option:classless-static-route,10.88.0.0/16,10.77.0.254,0.0.0.0/0,10.77.0.1".into(),
-    ];
-    let server = Dnsmasq::start(&pair.server, tmp.path(), &ServerConfig { options, ..Default::default() })
-        .expect("dnsmasq starts");
-    let pki = Pki::new();
-    let config = config_with_network(
-        &pki,
-        "dhcp-node",
-        &format!("interfaces:\n      - name: {CLIENT_LINK}\n        dhcp: true"),
-        None,
-    );
-    let net = NodeNet::start(&mut pair.client, pki, config, Start::default()).await;
+    let (pair, server, net) = dhcp_node(tmp.path()).await;
     let ns = &pair.client;
 
     // The lease's address on the link, in dnsmasq's pool.
@@ -207,7 +215,47 @@ async fn a_dhcp_lease_from_dnsmasq_configures_the_link_routes_and_resolv_conf() 
     )
     .await;
     assert!(resolv.contains("e2e.example.test"), "the search domain: {resolv}");
+
     eprintln!("DHCP: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A config that no longer asks for DHCP: the client stops and releases
+/// its lease (from the leased address, so the server takes it back), and
+/// the address and routes leave the kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_dhcp_releases_the_lease_and_removes_its_address_and_routes() {
+    if let Some(why) = dnsmasq::unavailable() {
+        eprintln!("\n!!!!!!!! SKIPPED network_node DHCP release: {why} !!!!!!!!\n");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (pair, server, net) = dhcp_node(tmp.path()).await;
+    let ns = &pair.client;
+    let address = wait_for(
+        "the lease's address and default route",
+        CONVERGE,
+        || {
+            let address = addresses(ns, CLIENT_LINK).into_iter().next()?;
+            routes(ns).iter().any(|r| r.starts_with("default via 10.77.0.1")).then_some(address)
+        },
+        || format!("{:?} {:?}\n{}", addresses(ns, CLIENT_LINK), routes(ns), net.node.log()),
+    )
+    .await;
+    let without = config_with_network(&net.pki, "dhcp-node", "interfaces: []", None);
+    net.apply(&without).await;
+    wait_for(
+        "the lease's address and routes removed",
+        CONVERGE,
+        || (addresses(ns, CLIENT_LINK).is_empty() && !routes(ns).iter().any(|r| r.contains(CLIENT_LINK))).then_some(()),
+        || format!("{:?} {:?}\n{}", addresses(ns, CLIENT_LINK), routes(ns), net.node.log()),
+    )
+    .await;
+    assert!(server.wait_log("DHCPRELEASE", CONVERGE), "no DHCPRELEASE: {}\n{}", server.log(), net.node.log());
+    let ip = address.trim_end_matches("/24");
+    let released = server.log().lines().find(|l| l.contains("DHCPRELEASE")).unwrap_or_default().to_string();
+    assert!(released.contains(&format!(") {ip} ")) && !released.contains("unknown lease"), "{released}");
+    let spec = net.network_spec().await;
+    assert!(spec["addresses"].as_array().unwrap().is_empty(), "{spec:#}");
 }
 
 /// The hostile cases: (case, text the refusal must contain).
