@@ -140,6 +140,28 @@ fn renews_at_t1_and_rebinds_at_t2_when_the_server_moves() {
 }
 
 #[test]
+fn a_link_that_comes_up_late_is_served_at_once() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = Pair::new().unwrap();
+    let server = Dnsmasq::start(&pair.server, tmp.path(), &ServerConfig::default()).unwrap();
+    pair.client_link_up(false).unwrap();
+    let client = Client::start(&pair.client, DhcpOptions::default(), Arc::new(MemoryStore::default()));
+    // Sends fail while the link is down (ENETDOWN); nothing is bound.
+    assert!(client.wait(Duration::from_secs(3), Option::is_some).is_none());
+    assert!(server.messages().is_empty(), "nothing crossed a down link: {:?}", server.messages());
+    let up = Instant::now();
+    pair.client_link_up(true).unwrap();
+    client.wait(Duration::from_secs(5), Option::is_some).expect("bound after link up");
+    let took = up.elapsed();
+    // Not the 4 s or 8 s of the backoff: a refused send is retried every 250 ms.
+    assert!(took < Duration::from_secs(1), "bound {took:?} after link up");
+    eprintln!("bound {took:?} after link up");
+}
+
+#[test]
 fn the_lease_expires_when_the_server_is_gone() {
     if skip() {
         return;

@@ -77,7 +77,7 @@ pub async fn run_with_state(
     };
     let runner = Runner { link: &link, shown: &shown, socket: &socket, store: &*store, leases: &leases };
     let actions = machine.start(kept, Instant::now(), SystemTime::now());
-    runner.perform(actions).await;
+    runner.perform(&mut machine, actions).await;
     state.send_replace(machine.state());
     let mut buf = Box::new([0u8; MAX_PACKET + 1]);
     loop {
@@ -93,7 +93,7 @@ pub async fn run_with_state(
             }
             got = socket.recv(&mut buf) => match got {
                 Ok(Some((bytes, from))) => match machine.on_packet(bytes, Instant::now(), SystemTime::now()) {
-                    Ok(actions) => runner.perform(actions).await,
+                    Ok(actions) => runner.perform(&mut machine, actions).await,
                     Err(why) => tracing::debug!(link = %shown, %from, "ignored a DHCP packet: {why}"),
                 },
                 Ok(None) => {}
@@ -104,14 +104,14 @@ pub async fn run_with_state(
             },
             _ = tokio::time::sleep_until(wake) => {
                 let actions = machine.on_timer(Instant::now());
-                runner.perform(actions).await;
+                runner.perform(&mut machine, actions).await;
             }
         }
         state.send_if_modified(|s| std::mem::replace(s, machine.state()) != machine.state());
     }
     if options.release_on_stop {
         let actions = machine.release(Instant::now());
-        runner.perform(actions).await;
+        runner.perform(&mut machine, actions).await;
         state.send_replace(machine.state());
     }
     leases.send_replace(None);
@@ -127,13 +127,15 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    async fn perform(&self, actions: Vec<Action>) {
+    /// Performs `actions`; tells `machine` about a send that failed.
+    async fn perform(&self, machine: &mut Machine, actions: Vec<Action>) {
         let shown = self.shown;
         for action in actions {
             match action {
                 Action::Send { packet, to, kind } => {
                     if let Err(e) = self.socket.send(&packet, to).await {
                         tracing::debug!(link = %shown, "cannot send DHCP{kind:?} to {to:?}: {e}");
+                        machine.send_failed(Instant::now());
                     }
                 }
                 Action::Bound(lease) => {

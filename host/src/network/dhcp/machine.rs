@@ -39,6 +39,8 @@ const REBOOT_TRIES: u32 = 2;
 /// Least wait between retries in RENEWING and REBINDING.
 const MIN_RENEW_RETRY: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(64);
+/// Retry after a send the kernel refused (link down).
+pub const SEND_FAILED_RETRY: Duration = Duration::from_millis(250);
 /// Options asked for in every request.
 const REQUESTED: [OptionCode; 13] = [
     OptionCode::SubnetMask,
@@ -342,6 +344,17 @@ impl Machine {
                 Ok(self.nak(&msg, now))
             }
             (state, other) => Err(Rejected::UnexpectedType { state, got: format!("{other:?}").to_ascii_uppercase() }),
+        }
+    }
+
+    /// The last message could not be sent (the link is down, or has no
+    /// route yet): try again after [`SEND_FAILED_RETRY`] instead of the
+    /// backoff, and do not count the try, so a link that comes up late is
+    /// served at once and a down link never makes the client give up.
+    pub fn send_failed(&mut self, now: Instant) {
+        if let Some(e) = self.exchange.as_mut() {
+            e.sent = e.sent.saturating_sub(1);
+            e.next_send = e.next_send.min(now + SEND_FAILED_RETRY);
         }
     }
 

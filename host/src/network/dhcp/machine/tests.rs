@@ -467,3 +467,27 @@ fn release_goes_unicast_to_the_server_and_drops_the_lease() {
         Err(Rejected::NotWaiting { .. })
     ));
 }
+
+#[test]
+fn a_refused_send_is_retried_soon_and_not_counted() {
+    let (t0, wall) = (Instant::now(), SystemTime::now());
+    let (_, kept) = bound(t0, wall);
+    let mut m = machine();
+    sent(&m.start(Some(kept), t0, wall));
+    // The link is down: every send fails; the client keeps trying every 250 ms, in INIT-REBOOT.
+    let mut at = t0;
+    for _ in 0..20 {
+        m.send_failed(at);
+        assert_eq!(m.next_wakeup(), at + SEND_FAILED_RETRY);
+        at = m.next_wakeup();
+        let (again, _) = sent(&m.on_timer(at));
+        assert_eq!(kind(&again), MessageType::Request);
+        assert_eq!(m.state(), DhcpState::Rebooting, "a down link does not use up the tries");
+    }
+    // Once sends go out, the normal schedule resumes.
+    assert!(m.next_wakeup() - at >= secs(1));
+    // Nothing to retry while bound.
+    let (mut m, _) = bound(t0, wall);
+    m.send_failed(t0);
+    assert_eq!(m.next_wakeup(), t0 + secs(60));
+}
