@@ -18,7 +18,8 @@
 //! 2 (5 s). RENEWING and REBINDING retry at half the time left to T2 or
 //! expiry, at least 10 s (the RFC's 60 s would allow one try on a short
 //! lease). Consecutive NAKs back off (1 s doubling to 64 s) so a hostile
-//! server cannot make the client spin.
+//! server cannot make the client spin. A send the kernel refuses (link
+//! down) is retried after 250 ms and not counted ([`Machine::send_failed`]).
 
 use super::escaped;
 use super::lease::{Lease, is_unicast, lease_from_ack, mac_text};
