@@ -23,6 +23,7 @@
 
 use super::escaped;
 use super::lease::{Lease, is_unicast, lease_from_ack, mac_text};
+use super::wire;
 use dhcproto::v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -137,6 +138,8 @@ pub enum Rejected {
     BadAddress { field: &'static str, value: Ipv4Addr },
     #[error("subnet mask (option 1) {value} is not a contiguous mask of 1 to 32 bits")]
     BadMask { value: Ipv4Addr },
+    #[error("option {code} has {len} bytes, not a length its type allows")]
+    BadOptionLength { code: u8, len: usize },
     #[error("server identifier (option 54) {got} is not the selected server {expected}")]
     WrongServer { expected: Ipv4Addr, got: Ipv4Addr },
 }
@@ -288,22 +291,18 @@ impl Machine {
         if bytes.len() > MAX_PACKET {
             return Err(Rejected::TooLarge { len: bytes.len() });
         }
-        let msg = Message::decode(&mut Decoder::new(bytes))
-            .map_err(|e| Rejected::Malformed { len: bytes.len(), message: escaped(&e.to_string()) })?;
-        if msg.opcode() != Opcode::BootReply {
-            return Err(Rejected::NotAReply { op: format!("{:?}", msg.opcode()) });
-        }
+        // Header checks on the raw bytes, options rebuilt: see `wire`.
+        wire::check_header(bytes, &self.id.mac)?;
         let Some(exchange) = &self.exchange else {
             return Err(Rejected::NotWaiting { state: self.state });
         };
-        if msg.xid() != exchange.xid {
-            return Err(Rejected::WrongXid { expected: exchange.xid, got: msg.xid() });
+        let xid = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if xid != exchange.xid {
+            return Err(Rejected::WrongXid { expected: exchange.xid, got: xid });
         }
-        let chaddr = msg.chaddr();
-        if msg.hlen() != 6 || chaddr.len() < 6 || chaddr[..6] != self.id.mac {
-            let got = chaddr.iter().take(16).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-            return Err(Rejected::WrongHardwareAddress { expected: mac_text(&self.id.mac), got });
-        }
+        let clean = wire::sanitize(bytes)?;
+        let msg = Message::decode(&mut Decoder::new(&clean))
+            .map_err(|e| Rejected::Malformed { len: bytes.len(), message: escaped(&e.to_string()) })?;
         let Some(kind) = msg.opts().msg_type() else {
             return Err(Rejected::MissingOption { code: 53, name: "message type" });
         };

@@ -24,6 +24,7 @@ pub mod manager;
 pub mod resource;
 pub mod socket;
 pub mod store;
+pub mod wire;
 
 pub use client::run;
 pub use lease::{DhcpRoute, Lease};

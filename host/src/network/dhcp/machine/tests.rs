@@ -491,3 +491,104 @@ fn a_refused_send_is_retried_soon_and_not_counted() {
     m.send_failed(t0);
     assert_eq!(m.next_wakeup(), t0 + secs(60));
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid ACK for `m`'s current REQUEST, as bytes.
+    fn requesting() -> (Machine, Vec<u8>) {
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        let mut m = machine();
+        let (discover, _) = sent(&m.start(None, t0, wall));
+        let (request, _) = sent(&m.on_packet(&bytes(&reply(&discover, MessageType::Offer)), t0, wall).unwrap());
+        let mut ack = reply(&request, MessageType::Ack);
+        let o = ack.opts_mut();
+        o.insert(DhcpOption::ClasslessStaticRoute(vec![("10.9.0.0/16".parse().unwrap(), SERVER)]));
+        o.insert(DhcpOption::Hostname("node".into()));
+        (m, bytes(&ack))
+    }
+
+    /// What any bound lease must satisfy, whatever the server sent.
+    fn check(actions: &[Action]) {
+        for action in actions {
+            match action {
+                Action::Bound(lease) => {
+                    assert!(is_unicast(lease.ip()), "{lease:?}");
+                    assert!(is_unicast(lease.server), "{lease:?}");
+                    assert!(
+                        lease.lease_seconds >= 10
+                            && 0 < lease.t1
+                            && lease.t1 < lease.t2
+                            && lease.t2 < lease.lease_seconds
+                    );
+                    assert!(lease.dns.len() <= 8 && lease.ntp.len() <= 8 && lease.routers.len() <= 8);
+                    assert!(lease.routes.len() <= 64 && lease.search.len() <= 16);
+                    assert!(lease.mtu.is_none_or(|m| m >= 576));
+                    for name in lease.hostname.iter().chain(lease.domain.iter()).chain(lease.search.iter()) {
+                        assert!(crate::network::dhcp::lease::is_dns_name(name), "{name:?}");
+                    }
+                }
+                Action::Warn(text) => assert!(!text.chars().any(|c| c.is_control()), "unescaped: {text:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// `ack` with raw option `code` = `data` appended before the end.
+    fn with_raw(ack: &[u8], code: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = ack[..ack.len() - 1].to_vec();
+        out.push(code);
+        out.push(data.len() as u8);
+        out.extend_from_slice(data);
+        out.push(255);
+        out
+    }
+
+    #[test]
+    fn crafted_search_lists_and_routes_are_harmless() {
+        let cases: [(u8, &[u8]); 6] = [
+            (119, &[0xc0, 0x00]),
+            (119, &[0xc0, 0x02, 0xc0, 0x00]),
+            (119, &[63, b'a', 0xc0, 0x00]),
+            (121, &[33, 10, 0, 0, 0, 0, 10, 0, 0, 1]),
+            (121, &[24, 10, 0]),
+            (121, &[0]),
+        ];
+        for (code, data) in cases {
+            let (mut m, ack) = requesting();
+            if let Ok(actions) = m.on_packet(&with_raw(&ack, code, data), Instant::now(), SystemTime::now()) {
+                check(&actions);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let (mut m, _) = requesting();
+            if let Ok(actions) = m.on_packet(&data, Instant::now(), SystemTime::now()) {
+                check(&actions);
+            }
+        }
+
+        #[test]
+        fn a_mangled_ack_never_panics_nor_binds_garbage(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (mut m, mut ack) = requesting();
+            // Keep the header's xid and chaddr so the mangled options are what gets checked.
+            for (at, byte) in edits {
+                let i = 240 + at.index(ack.len() - 240);
+                ack[i] = byte;
+            }
+            let end = 240 + cut.index(ack.len() - 240 + 1);
+            if let Ok(actions) = m.on_packet(&ack[..end.min(ack.len())], Instant::now(), SystemTime::now()) {
+                check(&actions);
+            }
+        }
+    }
+}
