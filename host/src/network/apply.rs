@@ -23,7 +23,7 @@
 use super::hosts::{self, RenderError};
 use super::netlink::Netlink;
 use super::observe::Snapshot;
-use super::plan::{AddressPlan, LinkKind, LinkPlan, NetworkPlan, RoutePlan};
+use super::plan::{AddressPlan, BondMode, LinkKind, LinkPlan, NetworkPlan, RoutePlan};
 use super::resources::LinkStatusSpec;
 use super::{NetError, NetlinkError};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -362,16 +362,29 @@ impl Applier {
         for link in &plan.links {
             let Some(planned) = link.kind.as_ref().filter(|k| kind_name(k) == kind) else { continue };
             if let Some(existing) = kernel.link(&link.name) {
-                if existing.kind == kind {
-                    owned.links.insert(link.name.clone(), kind);
-                } else {
+                if existing.kind != kind {
                     report.errors.push(ApplyError::LinkInTheWay {
                         link: link.name.clone(),
                         kind,
                         found: existing.kind.clone(),
                     });
+                    continue;
                 }
-                continue;
+                owned.links.insert(link.name.clone(), kind);
+                if is_as_planned(existing, planned) {
+                    continue;
+                }
+                // Another VLAN id or parent, another bond mode: the kernel
+                // cannot change those in place (a bond's mode only without
+                // members), so the link is made again.
+                report.writes += 1;
+                match self.netlink.delete_link(existing.index).await {
+                    Ok(()) => report.deleted_links.push(link.name.clone()),
+                    Err(error) => {
+                        report.errors.push(ApplyError::DeleteLink { link: link.name.clone(), error });
+                        continue;
+                    }
+                }
             }
             let result = match planned {
                 LinkKind::Bond(bond) => {
@@ -569,6 +582,32 @@ impl Applier {
     }
 }
 
+/// Whether an existing logical link of the planned kind has the planned
+/// VLAN id and parent, or bond mode (what cannot change in place). An
+/// attribute the kernel did not report counts as matching.
+fn is_as_planned(existing: &LinkStatusSpec, planned: &LinkKind) -> bool {
+    match planned {
+        LinkKind::Bond(bond) => existing.bond_mode.is_empty() || existing.bond_mode == bond_mode_name(bond.mode),
+        LinkKind::Vlan(vlan) => {
+            existing.vlan_id.is_none_or(|id| id == vlan.id)
+                && (existing.parent.is_empty() || existing.parent == vlan.parent)
+        }
+    }
+}
+
+/// A plan's bond mode as the kernel's sysfs (and [`LinkStatusSpec::bond_mode`]) names it.
+fn bond_mode_name(mode: BondMode) -> &'static str {
+    match mode {
+        BondMode::BalanceRr => "balance-rr",
+        BondMode::ActiveBackup => "active-backup",
+        BondMode::BalanceXor => "balance-xor",
+        BondMode::Broadcast => "broadcast",
+        BondMode::Lacp => "802.3ad",
+        BondMode::BalanceTlb => "balance-tlb",
+        BondMode::BalanceAlb => "balance-alb",
+    }
+}
+
 /// The logical links this applier created that `plan` no longer names, or
 /// names with another kind.
 fn stale_links(plan: &NetworkPlan, owned: &Owned) -> Vec<(String, &'static str)> {
@@ -616,13 +655,16 @@ mod tests {
         fail: HashMap<String, i32>,
     }
 
-    #[derive(Clone)]
+    #[derive(Clone, Default)]
     struct FakeLink {
         name: String,
         kind: String,
         up: bool,
         mtu: u32,
         master: Option<u32>,
+        /// A VLAN's id and parent index.
+        vlan: Option<(u16, u32)>,
+        bond_mode: String,
     }
 
     impl FakeState {
@@ -632,7 +674,7 @@ mod tests {
 
         fn add_link(&mut self, name: &str, kind: &str) -> u32 {
             let index = self.links.keys().max().copied().unwrap_or(1) + 1;
-            let link = FakeLink { name: name.into(), kind: kind.into(), up: false, mtu: 1500, master: None };
+            let link = FakeLink { name: name.into(), kind: kind.into(), mtu: 1500, ..Default::default() };
             self.links.insert(index, link);
             index
         }
@@ -643,7 +685,7 @@ mod tests {
             let fake = Self::default();
             {
                 let mut state = fake.state.lock().unwrap();
-                let lo = FakeLink { name: "lo".into(), kind: String::new(), up: true, mtu: 65536, master: None };
+                let lo = FakeLink { name: "lo".into(), up: true, mtu: 65536, ..Default::default() };
                 state.links.insert(1, lo);
                 for name in names {
                     state.add_link(name, "");
@@ -732,14 +774,18 @@ mod tests {
         fn create_bond<'a>(&'a self, name: &'a str, bond: &'a BondPlan) -> BoxFuture<'a, Result<(), NetlinkError>> {
             Box::pin(async move {
                 self.record(format!("create bond {name} {:?}", bond.mode))?;
-                self.state.lock().unwrap().add_link(name, "bond");
+                let mut state = self.state.lock().unwrap();
+                let index = state.add_link(name, "bond");
+                state.links.get_mut(&index).unwrap().bond_mode = bond_mode_name(bond.mode).into();
                 Ok(())
             })
         }
         fn create_vlan<'a>(&'a self, name: &'a str, parent: u32, id: u16) -> BoxFuture<'a, Result<(), NetlinkError>> {
             Box::pin(async move {
                 self.record(format!("create vlan {name} on {} id {id}", self.name(parent)))?;
-                self.state.lock().unwrap().add_link(name, "vlan");
+                let mut state = self.state.lock().unwrap();
+                let index = state.add_link(name, "vlan");
+                state.links.get_mut(&index).unwrap().vlan = Some((id, parent));
                 Ok(())
             })
         }
@@ -765,8 +811,18 @@ mod tests {
                 self.record(format!("delete {}", self.name(index)))?;
                 let mut state = self.state.lock().unwrap();
                 state.links.remove(&index).ok_or(NetlinkError::os(libc::ENODEV))?;
-                state.addresses.retain(|(i, _)| *i != index);
-                state.routes.retain(|(i, _)| *i != index);
+                // VLANs on it go with it, and every address and route.
+                let uppers: Vec<u32> = state
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.vlan.is_some_and(|(_, p)| p == index))
+                    .map(|(i, _)| *i)
+                    .collect();
+                for gone in uppers.iter().chain([&index]) {
+                    state.links.remove(gone);
+                    state.addresses.retain(|(i, _)| i != gone);
+                    state.routes.retain(|(i, _)| i != gone);
+                }
                 for link in state.links.values_mut().filter(|l| l.master == Some(index)) {
                     link.master = None;
                     link.up = false;
@@ -788,6 +844,9 @@ mod tests {
                         up: l.up,
                         mtu: l.mtu,
                         master: l.master.map(|m| state.name(m)).unwrap_or_default(),
+                        vlan_id: l.vlan.map(|(id, _)| id),
+                        parent: l.vlan.map(|(_, parent)| state.name(parent)).unwrap_or_default(),
+                        bond_mode: l.bond_mode.clone(),
                         ..Default::default()
                     })
                     .collect();
@@ -1029,6 +1088,55 @@ mod tests {
         // Adopted, so they are ours to delete.
         let report = applier.apply(&NetworkPlan::default()).await.unwrap();
         assert_eq!(report.deleted_links, ["bond0.100", "bond0"]);
+    }
+
+    #[tokio::test]
+    async fn a_new_vlan_id_or_bond_mode_makes_the_link_again() {
+        let fake = FakeNetlink::with_links(&["eth0", "eth1"]);
+        let applier = Applier::new(fake.clone(), "/nonexistent");
+        applier.apply(&bonded_plan()).await.unwrap();
+        fake.calls();
+
+        let mut plan = bonded_plan();
+        let Some(LinkKind::Vlan(vlan)) = &mut plan.links[1].kind else { unreachable!() };
+        vlan.id = 200;
+        let report = applier.apply(&plan).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(
+            fake.calls(),
+            [
+                "delete bond0.100",
+                "create vlan bond0.100 on bond0 id 200",
+                "set bond0.100 up",
+                "add bond0.100 10.100.0.5/24",
+                "add 10.101.0.0/16 dev bond0.100 metric 1024",
+                "add 0.0.0.0/0 via 10.100.0.1 dev bond0.100 metric 1024",
+            ]
+        );
+        assert_eq!((report.deleted_links, report.created_links), (vec!["bond0.100".into()], vec!["bond0.100".into()]));
+
+        let Some(LinkKind::Bond(bond)) = &mut plan.links[0].kind else { unreachable!() };
+        bond.mode = BondMode::Lacp;
+        applier.apply(&plan).await.unwrap();
+        // The kernel deletes the VLAN with its bond and releases the
+        // members (down): all made again.
+        assert_eq!(
+            fake.calls(),
+            [
+                "delete bond0",
+                "create bond bond0 Lacp",
+                "set eth0 master bond0",
+                "set eth1 master bond0",
+                "create vlan bond0.100 on bond0 id 200",
+                "set bond0 mtu 9000",
+                "set bond0 up",
+                "set bond0.100 up",
+                "add bond0.100 10.100.0.5/24",
+                "add 10.101.0.0/16 dev bond0.100 metric 1024",
+                "add 0.0.0.0/0 via 10.100.0.1 dev bond0.100 metric 1024",
+            ]
+        );
+        assert_eq!(applier.apply(&plan).await.unwrap().writes, 0);
     }
 
     #[tokio::test]

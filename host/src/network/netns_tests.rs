@@ -425,6 +425,9 @@ fn a_bond_of_two_veths_with_a_vlan_on_it_adopted_after_a_restart_then_taken_back
         );
         assert_eq!(seen.link("bond0").unwrap().mtu, 1400);
         assert!(seen.link("bond0").unwrap().up && seen.link("bond0.42").unwrap().up);
+        let (bond0, vlan) = (seen.link("bond0").unwrap(), seen.link("bond0.42").unwrap());
+        assert_eq!(bond0.bond_mode, "active-backup");
+        assert_eq!((vlan.vlan_id, vlan.parent.as_str()), (Some(42), "bond0"));
         let details = ip_details("bond0");
         assert!(details.contains("mode active-backup") && details.contains("miimon 100"), "{details}");
         assert!(ip_details("bond0.42").contains("id 42"));
@@ -439,6 +442,28 @@ fn a_bond_of_two_veths_with_a_vlan_on_it_adopted_after_a_restart_then_taken_back
         let report = applier.apply(&plan).await.unwrap();
         assert!(report.is_complete(), "{report:?}");
         assert_eq!((report.writes, report.created_links.len()), (0, 0));
+
+        // Another mode: the bond is made again (its VLAN goes with it and
+        // is made again too), the members enslaved again.
+        let mut balance = plan.clone();
+        let Some(LinkKind::Bond(bond)) = &mut balance.links[0].kind else { unreachable!() };
+        bond.mode = BondMode::BalanceRr;
+        let report = applier.apply(&balance).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(
+            (report.deleted_links.clone(), report.created_links.clone()),
+            (vec!["bond0".to_string()], vec!["bond0".to_string(), "bond0.42".to_string()])
+        );
+        let seen = observe().await.unwrap();
+        assert_eq!(seen.link("bond0").unwrap().bond_mode, "balance-rr");
+        assert_eq!(
+            (seen.link("bm0").unwrap().master.as_str(), seen.link("bm1").unwrap().master.as_str()),
+            ("bond0", "bond0")
+        );
+        assert_eq!(address_ids(&seen, "bond0.42"), ["bond0.42/10.80.0.5/24"]);
+        assert_eq!(applier.apply(&balance).await.unwrap().writes, 0);
+        let applier = Applier::new(nl.clone(), "/nonexistent-root");
+        applier.apply(&plan).await.unwrap();
 
         // bm1 leaves the bond: released, the rest untouched.
         let mut one_member = plan.clone();
@@ -494,7 +519,17 @@ fn a_vlan_on_a_veth_with_an_address() {
         let vlan = seen.link("vp0.7").unwrap();
         assert_eq!((vlan.kind.as_str(), vlan.mtu, vlan.up), ("vlan", 1400, true));
         assert!(ip_details("vp0.7").contains("vlan protocol 802.1Q id 7"));
+        assert_eq!((vlan.vlan_id, vlan.parent.as_str()), (Some(7), "vp0"));
         assert_eq!(applier.apply(&plan).await.unwrap().writes, 0);
+
+        // Another id under the same name: made again.
+        let mut eight = plan.clone();
+        eight.links[1].kind = Some(LinkKind::Vlan(VlanPlan { parent: "vp0".into(), id: 8 }));
+        let report = applier.apply(&eight).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!((report.deleted_links, report.created_links), (vec!["vp0.7".into()], vec!["vp0.7".into()]));
+        assert!(ip_details("vp0.7").contains("vlan protocol 802.1Q id 8"));
+        assert_eq!(address_ids(&observe().await.unwrap(), "vp0.7"), ["vp0.7/10.90.0.5/24"]);
         let report = applier.apply(&NetworkPlan::default()).await.unwrap();
         assert_eq!(report.deleted_links, ["vp0.7"]);
     });

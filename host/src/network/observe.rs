@@ -15,7 +15,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    BondMode, InfoBond, InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia};
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use std::collections::{HashMap, HashSet};
@@ -42,9 +44,18 @@ impl Snapshot {
         let names: HashMap<u32, String> = out.links.iter().map(|l| (l.index, l.name.clone())).collect();
         let masters: HashMap<u32, u32> =
             links.iter().filter_map(|l| master_index(l).map(|master| (l.header.index, master))).collect();
+        let parents: HashMap<u32, u32> =
+            links.iter().filter_map(|l| lower_index(l).map(|lower| (l.header.index, lower))).collect();
         for link in &mut out.links {
             if let Some(master) = masters.get(&link.index) {
                 link.master = link_name(*master, &names);
+            }
+            // IFLA_LINK of a veth is its peer, maybe in another namespace:
+            // only a VLAN's is its parent here.
+            if link.kind == "vlan"
+                && let Some(parent) = parents.get(&link.index)
+            {
+                link.parent = link_name(*parent, &names);
             }
         }
         out.addresses = addresses.iter().filter_map(|a| address_status(a, &names)).collect();
@@ -211,8 +222,23 @@ pub fn link_status(msg: &LinkMessage) -> Option<LinkStatusSpec> {
             LinkAttribute::OperState(state) => spec.operational_state = state.to_string().to_ascii_lowercase(),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        spec.kind = kind.to_string();
+                    match info {
+                        LinkInfo::Kind(kind) => spec.kind = kind.to_string(),
+                        LinkInfo::Data(InfoData::Vlan(vlan)) => {
+                            spec.vlan_id = vlan.iter().find_map(|v| match v {
+                                InfoVlan::Id(id) => Some(*id),
+                                _ => None,
+                            })
+                        }
+                        LinkInfo::Data(InfoData::Bond(bond)) => {
+                            if let Some(mode) = bond.iter().find_map(|b| match b {
+                                InfoBond::Mode(mode) => Some(*mode),
+                                _ => None,
+                            }) {
+                                spec.bond_mode = bond_mode_name(mode);
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -220,6 +246,31 @@ pub fn link_status(msg: &LinkMessage) -> Option<LinkStatusSpec> {
         }
     }
     (!spec.name.is_empty()).then_some(spec)
+}
+
+/// A bond mode as the kernel's sysfs names it.
+fn bond_mode_name(mode: BondMode) -> String {
+    match mode {
+        BondMode::BalanceRr => "balance-rr".into(),
+        BondMode::ActiveBackup => "active-backup".into(),
+        BondMode::BalanceXor => "balance-xor".into(),
+        BondMode::Broadcast => "broadcast".into(),
+        BondMode::Ieee8023Ad => "802.3ad".into(),
+        BondMode::BalanceTlb => "balance-tlb".into(),
+        BondMode::BalanceAlb => "balance-alb".into(),
+        BondMode::Other(n) => format!("mode {n}"),
+        // The enum is non-exhaustive upstream.
+        #[allow(unreachable_patterns)]
+        _ => "unknown".into(),
+    }
+}
+
+/// The index of the link under this one (`IFLA_LINK`), if any.
+fn lower_index(msg: &LinkMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Link(lower) if *lower != 0 => Some(*lower),
+        _ => None,
+    })
 }
 
 /// The index of the link's master (`IFLA_MASTER`), if it has one.
@@ -498,6 +549,33 @@ mod tests {
         let eth1 = snapshot.link("eth1").unwrap();
         assert_eq!((eth1.master.as_str(), eth1.permanent_address.as_str()), ("bond0", "52:54:00:00:00:01"));
         assert_eq!(snapshot.link("eth0").unwrap().master, "");
+    }
+
+    #[test]
+    fn vlan_ids_parents_and_bond_modes_are_read() {
+        let without_info = |mut msg: LinkMessage| {
+            msg.attributes.retain(|a| !matches!(a, LinkAttribute::LinkInfo(_)));
+            msg
+        };
+        let mut bond = without_info(link_msg(4, "bond0", true));
+        bond.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bond),
+            LinkInfo::Data(InfoData::Bond(vec![InfoBond::MiiMon(100), InfoBond::Mode(BondMode::Ieee8023Ad)])),
+        ]));
+        let mut vlan = without_info(link_msg(5, "bond0.42", true));
+        vlan.attributes.push(LinkAttribute::Link(4));
+        vlan.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(42)])),
+        ]));
+        // A veth's IFLA_LINK is its peer, not a parent.
+        let mut veth = without_info(link_msg(6, "veth0", true));
+        veth.attributes.push(LinkAttribute::Link(4));
+        let snapshot = Snapshot::from_messages(&[bond, vlan, veth], &[], &[]);
+        let vlan = snapshot.link("bond0.42").unwrap();
+        assert_eq!((vlan.kind.as_str(), vlan.vlan_id, vlan.parent.as_str()), ("vlan", Some(42), "bond0"));
+        assert_eq!(snapshot.link("bond0").unwrap().bond_mode, "802.3ad");
+        assert_eq!(snapshot.link("veth0").unwrap().parent, "");
     }
 
     #[test]

@@ -48,6 +48,16 @@ pub struct LinkStatusSpec {
     /// The link this one is enslaved to (a bond), from `IFLA_MASTER`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub master: String,
+    /// A VLAN's 802.1Q id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+    /// A VLAN's parent link, from `IFLA_LINK`; empty for other links.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent: String,
+    /// A bond's mode as `/sys/class/net/<bond>/bonding/mode` names it
+    /// (`active-backup`, `802.3ad`, ...); empty for other links.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bond_mode: String,
 }
 
 resource!(
