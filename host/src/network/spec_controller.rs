@@ -377,6 +377,16 @@ impl NetworkSpecController {
             .map(|t| t.value.clone())
             .unwrap_or_default();
         self.handle.publish(spec.clone(), host_ports(&below_config));
+        // Runners first: one that stops releases its lease from the
+        // address the apply below is about to remove.
+        if let Some(dhcp) = &self.dhcp {
+            let links: Vec<(String, DhcpOptions)> = spec
+                .dhcp_links()
+                .into_iter()
+                .map(|(link, _)| (link, DhcpOptions { hostname_to_send: None, release_on_stop: true }))
+                .collect();
+            dhcp.lock().await.set_links(links).await;
+        }
         if let Some(applier) = &self.applier {
             let started = std::time::Instant::now();
             match applier.apply(&spec.plan()).await {
@@ -395,14 +405,6 @@ impl NetworkSpecController {
                 }
                 Err(e) => tracing::error!(error = %e, "network apply failed"),
             }
-        }
-        if let Some(dhcp) = &self.dhcp {
-            let links: Vec<(String, DhcpOptions)> = spec
-                .dhcp_links()
-                .into_iter()
-                .map(|(link, _)| (link, DhcpOptions { hostname_to_send: None, release_on_stop: true }))
-                .collect();
-            dhcp.lock().await.set_links(links).await;
         }
     }
 }
