@@ -74,8 +74,11 @@ async fn the_configs_address_wins_over_the_cmdlines_and_the_kernel_follows_new_c
         "the command line's gateway went with its addressing: {:?}",
         routes(&ns)
     );
+    // What an operator reads: `get networkspec -o yaml`.
     let yaml = net.ctl(&["-o", "yaml", "get", "networkspec"]).await;
-    assert!(yaml.contains("address: 10.70.0.3/24\n") && yaml.contains("layer: config"), "{yaml}");
+    let shown: Value = serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    let shown = shown["resources"][0]["spec"].clone();
+    assert_eq!(address_layer(&shown, "veth0", "10.70.0.3/24").as_deref(), Some("config"), "{yaml}");
     // The link is up (the node brought it up) and carries traffic.
     assert!(link_details(&ns, "veth0").is_some_and(|d| d.contains("state UP")), "{:?}", link_details(&ns, "veth0"));
 
