@@ -41,11 +41,10 @@ pub fn parse(cmdline: &str) -> Result<Vec<CmdlineIp>, PlanError> {
         .collect()
 }
 
-/// The entries of `<proc_root>/cmdline`; a missing file means none (a
-/// test tree or a container without it).
-pub fn read(proc_root: &Path) -> Result<Vec<CmdlineIp>, PlanError> {
-    let path = proc_root.join("cmdline");
-    match std::fs::read_to_string(&path) {
+/// The entries of the kernel command line file (`/proc/cmdline`, or what
+/// `--cmdline-file` names); a missing file means none.
+pub fn read(path: &Path) -> Result<Vec<CmdlineIp>, PlanError> {
+    match std::fs::read_to_string(path) {
         Ok(text) => parse(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(PlanError::ReadCmdline { path: path.display().to_string(), error: e.to_string() }),
@@ -140,10 +139,12 @@ mod tests {
     }
 
     #[test]
-    fn reads_under_a_proc_root() {
+    fn reads_the_cmdline_file() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path()).unwrap(), []);
-        std::fs::write(dir.path().join("cmdline"), "quiet bronze.ip=eth0:10.0.2.15/24:10.0.2.2\n").unwrap();
-        assert_eq!(read(dir.path()).unwrap(), [ip("eth0", "10.0.2.15/24", Some("10.0.2.2"))]);
+        let file = dir.path().join("cmdline");
+        assert_eq!(read(&file).unwrap(), []);
+        std::fs::write(&file, "quiet bronze.ip=eth0:10.0.2.15/24:10.0.2.2\n").unwrap();
+        assert_eq!(read(&file).unwrap(), [ip("eth0", "10.0.2.15/24", Some("10.0.2.2"))]);
+        assert!(read(dir.path()).unwrap_err().to_string().contains("cannot read"), "a directory is an error");
     }
 }
