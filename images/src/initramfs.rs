@@ -304,8 +304,9 @@ pub const EMPTY_DIRS: [(&str, u32); 7] = [
 
 /// The Bronze initramfs: `init` (the static `bronzed`), `dev/console` (5, 1),
 /// [`EMPTY_DIRS`], the modules of `modules` under `lib/modules/<release>/` with
-/// depmod's index files beside them and their load order at
-/// [`crate::kmod::LOAD_ORDER_PATH`], and the plugin bundles of
+/// depmod's index files beside them, the boot modules' load order at
+/// [`crate::kmod::LOAD_ORDER_PATH`] and the others' at
+/// [`crate::kmod::ON_DEMAND_PATH`], and the plugin bundles of
 /// `plugins` (if given) under [`PLUGINS_DIR`].
 pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>) -> Result<Initramfs> {
     let mut image = Initramfs::new();
@@ -324,6 +325,7 @@ pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>)
         image.file(&format!("lib/modules/{}/{path}", modules.release), &module.source, 0o644)?;
     }
     image.bytes(crate::kmod::LOAD_ORDER_PATH, modules.load_order(), 0o644)?;
+    image.bytes(crate::kmod::ON_DEMAND_PATH, modules.on_demand_order(), 0o644)?;
     let depmod = modules.depmod_files();
     let release_dir = format!("lib/modules/{}", modules.release);
     image.bytes(&format!("{release_dir}/modules.dep"), depmod.dep, 0o644)?;
@@ -517,6 +519,7 @@ mod tests {
             "6.1.0-9-amd64/kernel/drivers/virtio/virtio_ring.ko\n6.1.0-9-amd64/kernel/drivers/virtio/virtio.ko\n"
         );
         let text = |name: &str| String::from_utf8(by_name(name).data.clone()).unwrap();
+        assert_eq!(text("lib/modules/bronze-on-demand"), "", "every module of the plan loads at boot");
         assert_eq!(
             text("lib/modules/6.1.0-9-amd64/modules.dep"),
             "kernel/drivers/virtio/virtio_ring.ko:\nkernel/drivers/virtio/virtio.ko:\n"

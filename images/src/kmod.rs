@@ -16,6 +16,14 @@
 //! holding that file (`/lib/modules`), e.g.
 //! `6.1.0-56-amd64/kernel/drivers/virtio/virtio_ring.ko`, dependencies first. PID 1
 //! loads those modules (its boot defaults) in dependency order.
+//!
+//! Modules listed after the list's [`ON_DEMAND_MARKER`] (bonding, 802.1Q) are
+//! shipped, with their dependencies checked the same way and in the depmod files,
+//! but not loaded at boot (every module loaded at boot costs boot time under TCG):
+//! [`ON_DEMAND_PATH`] lists them in the load order's format, dependencies first,
+//! and PID 1 loads one through `modules.dep` when something first needs it (the
+//! network applier, before it creates a bond or a VLAN). A module that a boot
+//! module needs loads at boot even if listed on demand.
 
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +32,13 @@ use std::path::{Path, PathBuf};
 /// Where the load order file sits in the initramfs; its lines are relative to its
 /// own directory.
 pub const LOAD_ORDER_PATH: &str = "lib/modules/bronze-load-order";
+
+/// Where the on-demand modules are listed in the initramfs, in the same format as
+/// [`LOAD_ORDER_PATH`]: shipped, not loaded at boot.
+pub const ON_DEMAND_PATH: &str = "lib/modules/bronze-on-demand";
+
+/// The line of the module list after which modules are loaded on demand.
+pub const ON_DEMAND_MARKER: &str = "@on-demand";
 
 /// What a module's `.modinfo` says about it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -138,26 +153,45 @@ fn read_u64(bytes: &[u8], at: usize) -> Result<u64, String> {
     Ok(u64::from_le_bytes(buf))
 }
 
+/// The module list: what loads at boot, and what is only shipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleList {
+    /// Loaded by PID 1 at boot, in this order (dependencies first).
+    pub boot: Vec<String>,
+    /// After [`ON_DEMAND_MARKER`]: shipped, loaded when first needed.
+    pub on_demand: Vec<String>,
+}
+
 /// Reads a module list (`images/modules.txt`): one name per line, `#` comments and
-/// blank lines ignored, names canonicalised. A name listed twice is an error.
-pub fn parse_module_list(text: &str, path: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
+/// blank lines ignored, names canonicalised; names after a line
+/// [`ON_DEMAND_MARKER`] are on demand. A name listed twice (in either part) or a
+/// second marker is an error.
+pub fn parse_module_list(text: &str, path: &Path) -> Result<ModuleList> {
+    let mut list = ModuleList::default();
+    let mut on_demand = false;
     for (index, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
             continue;
         }
         let bad = |reason: String| Error::ModuleList { path: path.to_path_buf(), line: index + 1, reason };
+        if line == ON_DEMAND_MARKER {
+            if on_demand {
+                return Err(bad(format!("{ON_DEMAND_MARKER} appears twice")));
+            }
+            on_demand = true;
+            continue;
+        }
         if !line.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(bad(format!("{line:?} is not a module name")));
         }
         let name = canonical_name(line);
-        if names.contains(&name) {
+        if list.boot.contains(&name) || list.on_demand.contains(&name) {
             return Err(bad(format!("{name} is listed twice")));
         }
-        names.push(name);
+        if on_demand { list.on_demand.push(name) } else { list.boot.push(name) }
     }
-    Ok(names)
+    Ok(list)
 }
 
 /// The `.ko` files of one kernel release, by canonical module name.
@@ -209,8 +243,10 @@ impl ModuleIndex {
 /// Why a module is in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// Named in the module list.
+    /// Named in the module list, loaded at boot.
     Listed,
+    /// Named in the module list's on-demand part.
+    OnDemand,
     /// A hard dependency of this module, missing from the list.
     DependencyOf(String),
 }
@@ -257,17 +293,24 @@ pub struct DepmodFiles {
 }
 
 impl LoadPlan {
-    /// Orders `wanted` (from the module list) and their hard dependencies so that
-    /// every module comes after its `depends=` and after those of its `softdep=pre:`
-    /// that the image contains; otherwise the list's order is kept.
-    pub fn resolve(index: &ModuleIndex, release: &str, wanted: &[String]) -> Result<LoadPlan> {
+    /// Orders `wanted` (the module list's boot part, then its on-demand part) and
+    /// their hard dependencies so that every module comes after its `depends=` and
+    /// after those of its `softdep=pre:` that the image contains; otherwise the
+    /// list's order is kept.
+    pub fn resolve(index: &ModuleIndex, release: &str, wanted: &ModuleList) -> Result<LoadPlan> {
         let mut notes = Vec::new();
-        let listed: Vec<String> = wanted.iter().map(|n| canonical_name(n)).collect();
+        let boot: Vec<String> = wanted.boot.iter().map(|n| canonical_name(n)).collect();
+        let on_demand: Vec<String> = wanted.on_demand.iter().map(|n| canonical_name(n)).collect();
+        let listed: Vec<String> = boot.iter().chain(&on_demand).cloned().collect();
         let mut modules: BTreeMap<String, Module> = BTreeMap::new();
         // Ordering priority: listed modules in list order, then added dependencies
         // in the order they were discovered.
         let mut priority: Vec<String> = listed.clone();
-        let mut queue: Vec<(String, Origin)> = listed.iter().map(|n| (n.clone(), Origin::Listed)).collect();
+        let mut queue: Vec<(String, Origin)> = boot
+            .iter()
+            .map(|n| (n.clone(), Origin::Listed))
+            .chain(on_demand.iter().map(|n| (n.clone(), Origin::OnDemand)))
+            .collect();
         let mut next = 0;
         while let Some((name, origin)) = queue.get(next).cloned() {
             next += 1;
@@ -277,7 +320,7 @@ impl LoadPlan {
             let path = index.find(&name).ok_or_else(|| Error::ModuleNotFound {
                 name: name.clone(),
                 needed_by: match &origin {
-                    Origin::Listed => "the module list".into(),
+                    Origin::Listed | Origin::OnDemand => "the module list".into(),
                     Origin::DependencyOf(user) => user.clone(),
                 },
                 dir: index.release_dir.clone(),
@@ -318,7 +361,8 @@ impl LoadPlan {
         }
 
         let order = topological(&priority, &edges)?;
-        let listed_in_order: Vec<&String> = order.iter().filter(|n| modules[*n].origin == Origin::Listed).collect();
+        let listed_in_order: Vec<&String> =
+            order.iter().filter(|n| matches!(modules[*n].origin, Origin::Listed | Origin::OnDemand)).collect();
         if listed_in_order.iter().map(|n| n.as_str()).ne(listed.iter().map(String::as_str)) {
             notes.push(format!(
                 "the module list is not in dependency order; loading as: {}",
@@ -326,13 +370,43 @@ impl LoadPlan {
             ));
         }
         let modules = order.into_iter().filter_map(|name| modules.remove(&name)).collect();
+        let mut plan = LoadPlan { release: release.to_string(), modules, notes, builtin: None };
+        let at_boot: Vec<String> = plan.at_boot().into_iter().map(String::from).collect();
+        for name in on_demand.iter().filter(|n| at_boot.contains(n)) {
+            plan.notes.push(format!("{name} is listed on demand but a boot module needs it: it loads at boot"));
+        }
         let builtin_path = index.release_dir.join("modules.builtin");
         let builtin = match std::fs::read_to_string(&builtin_path) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read", &builtin_path, e)),
         };
-        Ok(LoadPlan { release: release.to_string(), modules, notes, builtin })
+        plan.builtin = builtin;
+        Ok(plan)
+    }
+
+    /// The modules loaded at boot: the listed boot modules and everything they
+    /// need first (hard dependencies, and soft ones some module of the plan
+    /// provides, by name or alias).
+    pub fn at_boot(&self) -> BTreeSet<&str> {
+        let provider = |wanted: &str| {
+            let wanted_name = canonical_name(wanted);
+            self.modules
+                .iter()
+                .find(|m| m.name == wanted_name || m.info.aliases.iter().any(|a| a == wanted))
+                .map(|m| m.name.as_str())
+        };
+        let mut boot = BTreeSet::new();
+        let mut todo: Vec<&str> =
+            self.modules.iter().filter(|m| m.origin == Origin::Listed).map(|m| m.name.as_str()).collect();
+        while let Some(name) = todo.pop() {
+            if !boot.insert(name) {
+                continue;
+            }
+            let Some(module) = self.modules.iter().find(|m| m.name == name) else { continue };
+            todo.extend(module.info.depends.iter().chain(&module.info.softdep_pre).filter_map(|d| provider(d)));
+        }
+        boot
     }
 
     /// `modules.dep`, `modules.softdep` and `modules.alias` for the planned
@@ -366,10 +440,24 @@ impl LoadPlan {
         DepmodFiles { dep, softdep, alias }
     }
 
-    /// The contents of [`LOAD_ORDER_PATH`]: one path per line, relative to
-    /// `/lib/modules`.
+    /// The contents of [`LOAD_ORDER_PATH`]: the modules loaded at boot, one path
+    /// per line relative to `/lib/modules`, dependencies first.
     pub fn load_order(&self) -> String {
-        self.modules.iter().map(|m| format!("{}/{}\n", self.release, m.path.display())).collect()
+        self.lines(true)
+    }
+
+    /// The contents of [`ON_DEMAND_PATH`]: the other modules, in the same format.
+    pub fn on_demand_order(&self) -> String {
+        self.lines(false)
+    }
+
+    fn lines(&self, boot: bool) -> String {
+        let at_boot = self.at_boot();
+        self.modules
+            .iter()
+            .filter(|m| at_boot.contains(m.name.as_str()) == boot)
+            .map(|m| format!("{}/{}\n", self.release, m.path.display()))
+            .collect()
     }
 }
 
@@ -466,6 +554,11 @@ mod tests {
         plan.modules.iter().map(|m| m.name.as_str()).collect()
     }
 
+    /// A list with these boot modules and nothing on demand.
+    fn boot(names: &[String]) -> ModuleList {
+        ModuleList { boot: names.to_vec(), on_demand: Vec::new() }
+    }
+
     #[test]
     fn modinfo_is_read_from_the_elf_section() {
         let elf =
@@ -486,7 +579,7 @@ mod tests {
         let wanted: Vec<String> = ["virtio_ring", "virtio", "virtio_blk", "mbcache", "crc32c_generic", "jbd2", "ext4"]
             .map(String::from)
             .into();
-        let plan = LoadPlan::resolve(&index, "6.1.0-test", &wanted).unwrap();
+        let plan = LoadPlan::resolve(&index, "6.1.0-test", &boot(&wanted)).unwrap();
         assert_eq!(names(&plan), wanted);
         assert!(plan.notes.is_empty(), "{:?}", plan.notes);
         assert_eq!(
@@ -506,7 +599,7 @@ mod tests {
         // ext4 before its dependencies, softdep provider last, virtio_ring missing.
         let wanted: Vec<String> =
             ["ext4", "virtio_blk", "virtio", "jbd2", "mbcache", "crc32c_generic"].map(String::from).into();
-        let plan = LoadPlan::resolve(&index, "r", &wanted).unwrap();
+        let plan = LoadPlan::resolve(&index, "r", &boot(&wanted)).unwrap();
         assert_eq!(names(&plan), ["crc32c_generic", "jbd2", "mbcache", "ext4", "virtio_ring", "virtio", "virtio_blk"]);
         assert!(
             plan.notes.iter().any(|n| n == "added virtio_ring: virtio_blk depends on it and the module list lacks it")
@@ -519,7 +612,7 @@ mod tests {
         let release = fake_release();
         let index = ModuleIndex::scan(release.path()).unwrap();
         let wanted: Vec<String> = ["crc32c_generic", "jbd2", "mbcache", "ext4", "virtio_blk"].map(String::from).into();
-        let plan = LoadPlan::resolve(&index, "r", &wanted).unwrap();
+        let plan = LoadPlan::resolve(&index, "r", &boot(&wanted)).unwrap();
         assert_eq!(plan.builtin, None, "the fake release has no modules.builtin");
         let files = plan.depmod_files();
         let dep: Vec<&str> = files.dep.lines().collect();
@@ -542,12 +635,12 @@ mod tests {
         let release = fake_release();
         let index = ModuleIndex::scan(release.path()).unwrap();
         // pvpanic-pci is found by its `_` name; its dependency pvpanic is not in the tree.
-        let err = LoadPlan::resolve(&index, "r", &["pvpanic_pci".into()]).unwrap_err();
+        let err = LoadPlan::resolve(&index, "r", &boot(&["pvpanic_pci".into()])).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("kernel module pvpanic (needed by pvpanic_pci) not found under {}", release.path().display())
         );
-        let plan = LoadPlan::resolve(&index, "r", &["jbd2".into()]).unwrap();
+        let plan = LoadPlan::resolve(&index, "r", &boot(&["jbd2".into()])).unwrap();
         assert_eq!(
             plan.notes,
             ["jbd2 wants crypto-crc32c loaded first (softdep) but no module of the image provides it"]
@@ -558,11 +651,52 @@ mod tests {
     fn module_list_parsing() {
         let path = Path::new("modules.txt");
         let list = parse_module_list("# comment\nvirtio_ring\n\npvpanic-pci  # trailing\n", path).unwrap();
-        assert_eq!(list, ["virtio_ring", "pvpanic_pci"]);
+        assert_eq!(list.boot, ["virtio_ring", "pvpanic_pci"]);
+        assert!(list.on_demand.is_empty());
+        let list = parse_module_list("virtio\n @on-demand # shipped only\nbonding\n8021q\n", path).unwrap();
+        assert_eq!((list.boot, list.on_demand), (vec!["virtio".into()], vec!["bonding".into(), "8021q".into()]));
+        let err = parse_module_list("a\n@on-demand\nb\n@on-demand\n", path).unwrap_err();
+        assert_eq!(err.to_string(), "modules.txt:4: @on-demand appears twice");
+        let err = parse_module_list("a\n@on-demand\na\n", path).unwrap_err();
+        assert_eq!(err.to_string(), "modules.txt:3: a is listed twice");
         let err = parse_module_list("a\nb c\n", path).unwrap_err();
         assert_eq!(err.to_string(), "modules.txt:2: \"b c\" is not a module name");
         let err = parse_module_list("a_b\na-b\n", path).unwrap_err();
         assert_eq!(err.to_string(), "modules.txt:2: a_b is listed twice");
+    }
+
+    #[test]
+    fn on_demand_modules_ship_with_their_dependencies_but_load_only_if_a_boot_module_needs_them() {
+        let release = fake_release();
+        let index = ModuleIndex::scan(release.path()).unwrap();
+        let list = ModuleList {
+            boot: ["virtio_ring", "virtio_blk"].map(String::from).into(),
+            // ext4 pulls jbd2 and mbcache (hard) and crc32c_generic (soft, by alias);
+            // virtio is needed by virtio_blk, so it loads at boot anyway.
+            on_demand: ["ext4", "crc32c_generic", "virtio"].map(String::from).into(),
+        };
+        let plan = LoadPlan::resolve(&index, "r", &list).unwrap();
+        assert_eq!(plan.at_boot(), BTreeSet::from(["virtio_ring", "virtio", "virtio_blk"]));
+        assert_eq!(
+            plan.load_order(),
+            "r/kernel/drivers/virtio/virtio_ring.ko\nr/kernel/drivers/virtio/virtio.ko\nr/kernel/drivers/block/virtio_blk.ko\n"
+        );
+        assert_eq!(
+            plan.on_demand_order(),
+            "r/kernel/crypto/crc32c_generic.ko\nr/kernel/fs/jbd2/jbd2.ko\nr/kernel/fs/mbcache.ko\nr/kernel/fs/ext4/ext4.ko\n"
+        );
+        assert!(
+            plan.notes.iter().any(|n| n == "virtio is listed on demand but a boot module needs it: it loads at boot"),
+            "{:?}",
+            plan.notes
+        );
+        assert!(plan.notes.iter().any(|n| n == "added jbd2: ext4 depends on it and the module list lacks it"));
+        // Every shipped module is in modules.dep, on demand or not.
+        assert_eq!(plan.depmod_files().dep.lines().count(), 7);
+        // A missing on-demand module fails the build like a boot one.
+        let list = ModuleList { boot: Vec::new(), on_demand: vec!["pvpanic_pci".into()] };
+        let err = LoadPlan::resolve(&index, "r", &list).unwrap_err();
+        assert!(err.to_string().starts_with("kernel module pvpanic (needed by pvpanic_pci) not found"), "{err}");
     }
 
     #[test]

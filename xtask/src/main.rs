@@ -506,13 +506,15 @@ fn build_image(root: &Path, fresh_disk: bool) -> anyhow::Result<bronze_images::l
         println!("modules: note: {note}");
     }
     println!("modules ({} of {} in the package), load order:", plan.modules.len(), index.len());
+    let at_boot = plan.at_boot();
     for module in &plan.modules {
         let deps = if module.info.depends.is_empty() {
             String::new()
         } else {
             format!("  (depends: {})", module.info.depends.join(", "))
         };
-        println!("  {}{deps}", module.path.display());
+        let when = if at_boot.contains(module.name.as_str()) { "" } else { "  [on demand]" };
+        println!("  {}{deps}{when}", module.path.display());
     }
 
     // 3. Initramfs.
