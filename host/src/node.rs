@@ -258,7 +258,12 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                         Mode::Pid1 => PathBuf::from("/"),
                         Mode::Process => opts.state_dir.join("root"),
                     };
-                    Arc::new(Applier::new(Arc::new(netlink), root).notify_after_apply(observe_now.clone()))
+                    let applier = Applier::new(Arc::new(netlink), root).notify_after_apply(observe_now.clone());
+                    // PID 1 loads bonding / 8021q before the first bond / VLAN.
+                    match opts.mode {
+                        Mode::Pid1 => Arc::new(applier.with_modules(Arc::new(crate::init::OnDemandLoader::kernel()))),
+                        Mode::Process => Arc::new(applier),
+                    }
                 };
                 let store_leases = Arc::new(crate::network::dhcp::StateDirStore::new(dir.clone()));
                 let dhcp = DhcpManager::new(store_leases, Some(store.writer()?));

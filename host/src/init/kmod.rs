@@ -14,6 +14,12 @@
 //! Planning is pure over a directory tree, so it is tested on temp trees;
 //! only [`KernelModuleLoader`] touches the kernel. This module never
 //! unloads anything.
+//!
+//! Besides its boot modules ([`IMAGE_LOAD_ORDER`]) the image ships modules
+//! that load on demand ([`IMAGE_ON_DEMAND`]: bonding, 8021q): the network
+//! applier asks an [`OnDemandModules`] before it creates a bond or a VLAN,
+//! and [`OnDemandLoader`] plans and loads the module here, through the
+//! image's `modules.dep`, once per name.
 
 use super::elf;
 use super::sys;
@@ -614,6 +620,87 @@ pub fn image_boot_modules(root: &Path) -> Option<Vec<ModuleRequest>> {
     )
 }
 
+/// Where a Bronze image lists the modules it ships but does not load at
+/// boot, in [`IMAGE_LOAD_ORDER`]'s format (informational: they are planned
+/// through `modules.dep` like any module).
+pub const IMAGE_ON_DEMAND: &str = "lib/modules/bronze-on-demand";
+
+/// Loads a kernel module (with its dependencies) the first time something
+/// needs it. The network applier asks before it creates a bond
+/// (`bonding`) or a VLAN (`8021q`); the module's owner is this one.
+pub trait OnDemandModules: Send + Sync {
+    /// Makes sure module `name` is loaded. Blocks (`finit_module`); call it
+    /// off the async threads. Nothing is returned: a module that is not
+    /// shipped or fails to load is logged, and whatever needed it then
+    /// fails with the kernel's own error.
+    fn ensure(&self, name: &str);
+}
+
+/// Loads nothing: a process uses the host's modules (the kernel's own
+/// `modprobe` autoload), and tests that do not care.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoModules;
+
+impl OnDemandModules for NoModules {
+    fn ensure(&self, _name: &str) {}
+}
+
+/// PID 1's [`OnDemandModules`]: plans the module for the running kernel of
+/// `root` (the image's `modules.dep`, else `.modinfo`) and loads it and its
+/// dependencies in order, each name once per bronzed (already loaded and
+/// built in count as loaded; a failure is not retried).
+pub struct OnDemandLoader {
+    root: PathBuf,
+    loader: std::sync::Arc<dyn ModuleLoader>,
+    asked: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for OnDemandLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnDemandLoader").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl OnDemandLoader {
+    pub fn new(root: impl Into<PathBuf>, loader: std::sync::Arc<dyn ModuleLoader>) -> Self {
+        Self { root: root.into(), loader, asked: std::sync::Mutex::new(BTreeSet::new()) }
+    }
+
+    /// The real kernel's modules under `/`.
+    pub fn kernel() -> Self {
+        Self::new("/", std::sync::Arc::new(KernelModuleLoader))
+    }
+
+    /// Loads `name` unless it was asked for before; `None` then. The lock
+    /// is held while loading, so a second caller waits for the first.
+    pub fn load_once(&self, name: &str) -> Option<LoadReport> {
+        let name = normalize(name);
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        if !asked.insert(name.clone()) {
+            return None;
+        }
+        Some(load_modules(self.loader.as_ref(), &self.root, &[ModuleRequest::new(name)]))
+    }
+}
+
+impl OnDemandModules for OnDemandLoader {
+    fn ensure(&self, name: &str) {
+        let Some(report) = self.load_once(name) else { return };
+        if !report.loaded.is_empty() {
+            let ms: f64 = report.timings.iter().map(|(_, t)| t.as_secs_f64() * 1000.0).sum();
+            tracing::info!(module = name, loaded = ?report.loaded, ms = format!("{ms:.1}"), "kernel module loaded on demand");
+        }
+        for e in &report.errors {
+            match e {
+                KmodError::NotFound { .. } => {
+                    tracing::info!(module = name, error = %e, "kernel module not shipped; going on without it")
+                }
+                _ => tracing::warn!(module = name, error = %e, "kernel module on demand"),
+            }
+        }
+    }
+}
+
 /// Loads `requests` (and their dependencies) for the running kernel of
 /// `root`. Nothing requested: nothing read, empty report.
 pub fn load_modules(loader: &dyn ModuleLoader, root: &Path, requests: &[ModuleRequest]) -> LoadReport {
@@ -959,6 +1046,60 @@ mod tests {
         assert!(errors[1].ends_with("Exec format error (os error 8)"), "{errors:?}");
         assert_eq!(errors[2], "module virtio_net not loaded: its dependency net_failover failed to load");
         assert_eq!(errors.len(), 3);
+    }
+
+    /// The image's on-demand modules, laid out as the image ships them:
+    /// modules.dep, no readable `.modinfo` needed.
+    fn on_demand_tree() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(root.path().join("proc/sys/kernel/osrelease"), "6.1.0-t\n").unwrap();
+        let dir = root.path().join("lib/modules/6.1.0-t");
+        let dep = "kernel/net/tls/tls.ko:\n\
+                   kernel/drivers/net/bonding/bonding.ko: kernel/net/tls/tls.ko\n\
+                   kernel/net/llc/llc.ko:\n\
+                   kernel/net/802/stp.ko: kernel/net/llc/llc.ko\n\
+                   kernel/net/802/garp.ko: kernel/net/802/stp.ko kernel/net/llc/llc.ko\n\
+                   kernel/net/802/mrp.ko:\n\
+                   kernel/net/8021q/8021q.ko: kernel/net/802/mrp.ko kernel/net/802/garp.ko kernel/net/802/stp.ko kernel/net/llc/llc.ko\n";
+        for line in dep.lines() {
+            let file = dir.join(line.split(':').next().unwrap());
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, b"not read when planning").unwrap();
+        }
+        std::fs::write(dir.join("modules.dep"), dep).unwrap();
+        root
+    }
+
+    #[test]
+    fn on_demand_modules_load_with_their_dependencies_each_once() {
+        let root = on_demand_tree();
+        let recording = std::sync::Arc::new(RecordingLoader::default());
+        let loader = OnDemandLoader::new(root.path(), recording.clone());
+        let report = loader.load_once("bonding").expect("first ask loads");
+        assert!(report.is_ok(), "{:?}", report.errors);
+        assert_eq!(report.loaded, ["tls", "bonding"]);
+        assert!(loader.load_once("bonding").is_none(), "asked once only");
+        // llc is already loaded (EEXIST): fine, and the rest goes on.
+        recording.fail("llc", libc::EEXIST);
+        let report = loader.load_once("8021q").unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors);
+        assert_eq!(report.already_loaded, ["llc"]);
+        assert_eq!(report.loaded, ["mrp", "stp", "garp", "8021q"]);
+        loader.ensure("8021q");
+        assert_eq!(recording.names(), ["tls", "bonding", "mrp", "llc", "stp", "garp", "8021q"]);
+        // Not shipped: an error to log, not retried.
+        let report = loader.load_once("dummy").unwrap();
+        assert!(report.errors[0].to_string().starts_with("module dummy not found under "), "{:?}", report.errors);
+        loader.ensure("dummy");
+        assert_eq!(recording.names().len(), 7);
+        // A failing dependency keeps its user from loading, and is reported.
+        let root = on_demand_tree();
+        let recording = std::sync::Arc::new(RecordingLoader::default());
+        recording.fail("tls", libc::ENOEXEC);
+        let report = OnDemandLoader::new(root.path(), recording.clone()).load_once("bonding").unwrap();
+        assert_eq!(recording.names(), ["tls"]);
+        assert_eq!(report.errors[1].to_string(), "module bonding not loaded: its dependency tls failed to load");
     }
 
     #[test]

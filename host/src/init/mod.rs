@@ -32,7 +32,9 @@ mod sys;
 pub mod sysctl;
 
 pub use console::{Pid1Log, pid1_log_writer};
-pub use kmod::{KernelModuleLoader, LoadReport, ModuleLoader, ModuleRequest};
+pub use kmod::{
+    KernelModuleLoader, LoadReport, ModuleLoader, ModuleRequest, NoModules, OnDemandLoader, OnDemandModules,
+};
 pub use mounts::{KernelMounter, MountSpec, Mounter, find_state_disk, mount_all, unmount_plan};
 pub use power::{FATAL_REBOOT_DELAY, KernelPower, Power, PowerTarget, fatal_reboot, halt_on_fatal};
 pub use setup::{KernelSystem, SystemControl, all_links_down, disable_cad, loopback_up, set_hostname};

@@ -17,6 +17,13 @@
 //! a refused route) do not stop the rest of the plan; they are listed in
 //! the [`ApplyReport`].
 //!
+//! Before creating a bond or a VLAN the applier asks its
+//! [`OnDemandModules`] for the kernel module (`bonding`, `8021q`): the
+//! image ships them but does not load them at boot. PID 1 passes init's
+//! loader ([`Applier::with_modules`]); the default asks nothing. The
+//! module's owner is init; a module it cannot load leaves the create to
+//! fail with the kernel's error.
+//!
 //! This module must only be used where bronzed owns the network (pid1
 //! mode); the caller decides.
 
@@ -26,6 +33,7 @@ use super::observe::Snapshot;
 use super::plan::{AddressPlan, BondMode, LinkKind, LinkPlan, NetworkPlan, RoutePlan};
 use super::resources::LinkStatusSpec;
 use super::{NetError, NetlinkError};
+use crate::init::{NoModules, OnDemandModules};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +45,10 @@ pub const RESOLV_CONF: &str = "etc/resolv.conf";
 pub const HOSTS: &str = "etc/hosts";
 /// Mode of both files: everyone resolves names.
 const ETC_MODE: u32 = 0o644;
+/// The kernel module bonds need.
+pub const BOND_MODULE: &str = "bonding";
+/// The kernel module 802.1Q VLANs need.
+pub const VLAN_MODULE: &str = "8021q";
 
 /// A failure of one item of a plan; the rest was still applied.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +181,8 @@ pub struct Applier {
     owned: Mutex<Owned>,
     /// Woken after every apply so the status controller re-observes.
     applied: Option<Arc<Notify>>,
+    /// Asked for a link kind's kernel module before the first create.
+    modules: Arc<dyn OnDemandModules>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -179,7 +193,29 @@ impl std::fmt::Debug for Applier {
 
 impl Applier {
     pub fn new(netlink: Arc<dyn Netlink>, root: impl Into<PathBuf>) -> Self {
-        Self { netlink, root: root.into(), owned: Mutex::new(Owned::default()), applied: None }
+        Self {
+            netlink,
+            root: root.into(),
+            owned: Mutex::new(Owned::default()),
+            applied: None,
+            modules: Arc::new(NoModules),
+        }
+    }
+
+    /// Asks `modules` for `bonding` / `8021q` before creating a bond / VLAN
+    /// (PID 1: init's [`crate::init::OnDemandLoader`]).
+    pub fn with_modules(mut self, modules: Arc<dyn OnDemandModules>) -> Self {
+        self.modules = modules;
+        self
+    }
+
+    /// Has the kernel module `name` loaded, off the async threads
+    /// (`finit_module` blocks).
+    async fn ensure_module(&self, name: &'static str) {
+        let modules = self.modules.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || modules.ensure(name)).await {
+            tracing::warn!(module = name, error = %e, "kernel module on demand");
+        }
     }
 
     /// Wakes `notify` after each apply and `links_down` (pass the status
@@ -388,6 +424,7 @@ impl Applier {
             }
             let result = match planned {
                 LinkKind::Bond(bond) => {
+                    self.ensure_module(BOND_MODULE).await;
                     report.writes += 1;
                     self.netlink.create_bond(&link.name, bond).await
                 }
@@ -396,6 +433,7 @@ impl Applier {
                         report.missing(&vlan.parent);
                         continue;
                     };
+                    self.ensure_module(VLAN_MODULE).await;
                     report.writes += 1;
                     self.netlink.create_vlan(&link.name, parent.index, vlan.id).await
                 }
@@ -1045,6 +1083,55 @@ mod tests {
         assert!(report.is_complete(), "{report:?}");
         assert_eq!(report.writes, 0, "{:?}", fake.calls());
         assert!(report.created_links.is_empty());
+    }
+
+    /// Records each module asked for among the netlink calls, so a test
+    /// sees which create it came before.
+    struct ModulesIntoCalls(Arc<FakeNetlink>);
+
+    impl OnDemandModules for ModulesIntoCalls {
+        fn ensure(&self, name: &str) {
+            self.0.record(format!("module {name}")).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn kernel_modules_are_asked_for_right_before_a_bond_or_vlan_is_created() {
+        let fake = FakeNetlink::with_links(&["eth0", "eth1"]);
+        let applier = Applier::new(fake.clone(), "/nonexistent").with_modules(Arc::new(ModulesIntoCalls(fake.clone())));
+        let report = applier.apply(&bonded_plan()).await.unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        let calls = fake.calls();
+        assert_eq!(
+            calls[..6],
+            [
+                "module bonding",
+                "create bond bond0 ActiveBackup",
+                "set eth0 master bond0",
+                "set eth1 master bond0",
+                "module 8021q",
+                "create vlan bond0.100 on bond0 id 100",
+            ]
+        );
+        assert_eq!(calls.iter().filter(|c| c.starts_with("module")).count(), 2, "{calls:?}");
+        // Nothing to create, nothing asked; a restarted applier adopts.
+        applier.apply(&bonded_plan()).await.unwrap();
+        let adopting =
+            Applier::new(fake.clone(), "/nonexistent").with_modules(Arc::new(ModulesIntoCalls(fake.clone())));
+        adopting.apply(&bonded_plan()).await.unwrap();
+        assert_eq!(fake.calls(), Vec::<String>::new());
+        // A VLAN whose parent is missing is not created: no module either.
+        let plan = NetworkPlan {
+            links: vec![LinkPlan {
+                name: "eth9.7".into(),
+                up: true,
+                mtu: None,
+                kind: Some(LinkKind::Vlan(VlanPlan { parent: "eth9".into(), id: 7 })),
+            }],
+            ..Default::default()
+        };
+        adopting.apply(&plan).await.unwrap();
+        assert!(!fake.calls().iter().any(|c| c.starts_with("module")));
     }
 
     #[tokio::test]
