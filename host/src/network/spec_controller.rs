@@ -264,8 +264,9 @@ impl NetworkSpecController {
                     .and_then(|c| c.machine.plugins.instances.iter().find(|i| i.id.as_str() == id))
                     .map(|i| format!("{:?}", i.config))
                     .unwrap_or_default();
+                let allow = configurator.as_ref().is_some_and(|c| c.allow_api_link_change);
                 let key = format!(
-                    "{id}|{instance_config}|{}|{:p}|{}",
+                    "{id}|{allow}|{instance_config}|{}|{:p}|{}",
                     *self.plugins.subscribe().borrow(),
                     metadata.as_ref().map_or(std::ptr::null(), Arc::as_ptr),
                     fingerprint(links)
