@@ -256,10 +256,11 @@ async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
     assert!(has_address(&addresses, "bond0", "10.99.0.5/24"), "{addresses:#?}");
 
     eprintln!(
-        "API up {:.1} s after qemu started; bond and VLAN {:.1} s after the apply; {:.1} s in all",
+        "API up {:.1} s after qemu started; bond and VLAN {:.1} s after the apply; {:.1} s in all\n{}",
         up.as_secs_f64(),
         configured.as_secs_f64(),
-        booted.elapsed().as_secs_f64()
+        booted.elapsed().as_secs_f64(),
+        on_demand.iter().map(|l| bronze_images::vm::strip_ansi(l)).collect::<Vec<_>>().join("\n")
     );
     let _ = vm.kill();
 }
