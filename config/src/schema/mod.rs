@@ -5,6 +5,7 @@
 mod api;
 mod kernel;
 mod logging;
+mod metrics;
 mod network;
 mod platform;
 mod plugins;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use api::{Api, Ca, CertSan};
 pub use kernel::{Kernel, KernelModule};
 pub use logging::{LogLevel, Logging};
+pub use metrics::Metrics;
 pub use network::{
     Bond, BondMode, Configurator, DhcpOptions, Interface, LacpRate, Network, Route, Selector, Vlan, XmitHashPolicy,
 };
@@ -119,6 +121,9 @@ pub struct Machine {
     pub platform: PlatformSettings,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub logging: Logging,
+    /// Absent: no metrics listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
 }
 
 impl Machine {
@@ -135,6 +140,7 @@ impl Machine {
             plugins: Plugins::default(),
             platform: PlatformSettings::default(),
             logging: Logging::default(),
+            metrics: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! warnings accept it and are reported to the operator.
 
 mod api;
+mod metrics;
 mod network;
 mod plugins;
 mod services;
@@ -53,6 +54,7 @@ pub fn validate(cfg: &MachineConfig) -> Validation {
     services::check(machine, &mut out);
     plugins::check(&machine.plugins, &mut out);
     plugins::check_platform(machine, &mut out);
+    metrics::check(machine.metrics.as_ref(), &mut out);
     out
 }
 
