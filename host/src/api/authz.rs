@@ -80,6 +80,8 @@ pub static TABLE: &[Rule] = &[
     // Runs the network-configurator plugin afresh, like `plugins run`;
     // changes nothing (the plan is neither applied nor kept).
     Rule { method: "/bronze.v1.NetworkService/Plan", roles: OPERATOR, mutating: false, maintenance: false },
+    // netstat (issue 13): sockets and their processes, read-only.
+    read("/bronze.v1.NetworkService/Netstat"),
     read("/bronze.v1.PluginService/List"),
     read("/bronze.v1.PluginService/Status"),
     read("/grpc.health.v1.Health/Check"),

@@ -1,6 +1,8 @@
 //! `NetworkService`: what the node's network would become, from the network
 //! spec controller, shown as a diff against the live spec; nothing is
 //! applied. Also the network section of `ApplyConfiguration`'s dry run.
+//! And `Netstat`: the sockets of bronzed's network namespace
+//! ([`crate::network::sockets`]).
 //!
 //! Specs are shown as YAML with one line per link, address and route (a
 //! flow mapping each), so a diff line says everything about one item: its
@@ -8,6 +10,7 @@
 
 use crate::api::context::ApiContext;
 use crate::network::layers::NetworkSpecSpec;
+use crate::network::sockets;
 use crate::network::spec_controller::NetworkSpecController;
 use bronze_api::v1 as pb;
 use bronze_api::v1::network_service_server::NetworkService;
@@ -58,6 +61,40 @@ impl NetworkService for NetworkApi {
             warnings: candidate.warnings,
         }))
     }
+
+    async fn netstat(&self, req: Request<pb::NetstatRequest>) -> Result<Response<pb::NetstatResponse>, Status> {
+        let r = req.into_inner();
+        let filter = sockets::Filter { listening: r.listening, tcp: r.tcp, udp: r.udp, ipv4: r.ipv4, ipv6: r.ipv6 };
+        let proc = self.node.paths.proc.clone();
+        let found = tokio::task::spawn_blocking(move || sockets::netstat(&filter, &proc))
+            .await
+            .map_err(|e| Status::internal(format!("the socket listing stopped: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(netstat_response(found)))
+    }
+}
+
+/// The wire form of a socket listing.
+pub fn netstat_response(found: sockets::Netstat) -> pb::NetstatResponse {
+    let sockets = found
+        .sockets
+        .into_iter()
+        .map(|s| pb::Socket {
+            protocol: s.protocol.as_str().into(),
+            ip_version: s.ip_version.into(),
+            state: s.state_name().into(),
+            local_address: s.local.to_string(),
+            local_port: s.local_port.into(),
+            remote_address: s.remote.to_string(),
+            remote_port: s.remote_port.into(),
+            recv_queue: s.recv_queue,
+            send_queue: s.send_queue,
+            uid: s.uid,
+            inode: s.inode.into(),
+            processes: s.owners.into_iter().map(|o| pb::SocketProcess { pid: o.pid, command: o.command }).collect(),
+        })
+        .collect();
+    pb::NetstatResponse { sockets, truncated: found.truncated, warnings: found.warnings }
 }
 
 /// The network section of a dry run: the diff from the live spec to the

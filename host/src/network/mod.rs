@@ -25,6 +25,7 @@ pub mod observe;
 pub mod plan;
 pub mod platform_layer;
 pub mod resources;
+pub mod sockets;
 pub mod spec_controller;
 
 #[cfg(test)]
