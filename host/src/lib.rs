@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 pub mod platform;
 pub mod plugins;
+pub mod procs;
 pub mod services;
 pub mod state;
 pub mod statedir;

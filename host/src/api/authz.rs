@@ -84,6 +84,9 @@ pub static TABLE: &[Rule] = &[
     read("/bronze.v1.NetworkService/Netstat"),
     read("/bronze.v1.PluginService/List"),
     read("/bronze.v1.PluginService/Status"),
+    // processes / stats (issue 13): read-only views of /proc.
+    read("/bronze.v1.ProcessService/Processes"),
+    read("/bronze.v1.ProcessService/Stats"),
     read("/grpc.health.v1.Health/Check"),
     read("/grpc.health.v1.Health/Watch"),
     read("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),

@@ -8,6 +8,7 @@ pub mod context;
 pub mod machine;
 pub mod network;
 pub mod plugin;
+pub mod process;
 pub mod resource;
 pub mod security;
 pub mod time;
@@ -79,6 +80,7 @@ pub async fn serve(
         .add_service(time)
         .add_service(plugins)
         .add_service(network)
+        .add_service(process::server(node.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

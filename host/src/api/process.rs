@@ -1,0 +1,207 @@
+//! `ProcessService`: the node's processes (`bronzectl processes`) and what
+//! bronzed, its services and plugins use (`bronzectl stats`), from procfs
+//! ([`crate::procs`]). Reading /proc is blocking work: it runs off the
+//! async workers. The last reading is kept so that CPU % can be measured
+//! since it (`--watch` calls once a second) instead of by waiting.
+
+use crate::api::context::ApiContext;
+use crate::procs::{self, CpuBase, Owner, Snapshot, Units};
+use crate::services::status::{SERVICE_STATUS, ServiceStatusSpec};
+use bronze_api::v1 as pb;
+use bronze_api::v1::process_service_server::{ProcessService, ProcessServiceServer};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Longest CPU sampling window a caller may ask for.
+pub const MAX_SAMPLE: Duration = Duration::from_secs(5);
+/// A previous reading older than this is not used as the base of CPU %.
+pub const MAX_BASE_AGE: Duration = Duration::from_secs(60);
+
+pub struct ProcessApi {
+    node: Arc<ApiContext>,
+    units: Units,
+    /// CPU ticks at the last reading.
+    last: Mutex<Option<Arc<CpuBase>>>,
+}
+
+/// A reading, and the base and window CPU % is measured over (none: each
+/// process's lifetime).
+struct Reading {
+    snapshot: Snapshot,
+    base: Option<(Arc<CpuBase>, Duration)>,
+}
+
+impl Reading {
+    fn cpu_percent(&self, p: &procs::Process, units: Units) -> f64 {
+        let base = self.base.as_ref().map(|(b, w)| (b.as_ref(), *w));
+        procs::cpu_percent(&p.stat, units, self.snapshot.uptime, base)
+    }
+
+    fn window_ms(&self) -> u64 {
+        self.base.as_ref().map_or(0, |(_, w)| w.as_millis() as u64)
+    }
+}
+
+impl ProcessApi {
+    pub fn new(node: Arc<ApiContext>) -> ProcessApi {
+        ProcessApi { node, units: Units::of_system(), last: Mutex::new(None) }
+    }
+
+    async fn read_proc(&self) -> Result<Snapshot, Status> {
+        let root = self.node.paths.proc.clone();
+        tokio::task::spawn_blocking(move || procs::read(&root))
+            .await
+            .map_err(|e| Status::internal(format!("reading processes: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// Reads the processes; with `sample_ms` > 0, CPU % over at least that
+    /// long (since the last reading if that is recent enough, else by
+    /// reading twice).
+    async fn reading(&self, sample_ms: u32) -> Result<Reading, Status> {
+        let sample = Duration::from_millis(sample_ms.into()).min(MAX_SAMPLE);
+        let lock = |m: &Mutex<Option<Arc<CpuBase>>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut snapshot = self.read_proc().await?;
+        let base = if sample.is_zero() {
+            None
+        } else {
+            let previous = lock(&self.last).filter(|b| {
+                let age = snapshot.taken.saturating_duration_since(b.taken);
+                age >= sample && age <= MAX_BASE_AGE
+            });
+            let base = match previous {
+                Some(b) => b,
+                None => {
+                    let b = Arc::new(CpuBase::of(&snapshot));
+                    tokio::time::sleep(sample).await;
+                    snapshot = self.read_proc().await?;
+                    b
+                }
+            };
+            let window = snapshot.taken.saturating_duration_since(base.taken);
+            Some((base, window))
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(CpuBase::of(&snapshot)));
+        Ok(Reading { snapshot, base })
+    }
+
+    /// Each running service's main pid.
+    fn service_pids(&self) -> HashMap<i32, String> {
+        self.services().into_iter().filter(|s| s.pid > 0).map(|s| (s.pid, s.name)).collect()
+    }
+
+    fn services(&self) -> Vec<ServiceStatusSpec> {
+        self.node
+            .store
+            .list(&SERVICE_STATUS)
+            .iter()
+            .filter_map(|r| serde_json::from_value::<ServiceStatusSpec>(r.spec.clone()).ok())
+            .collect()
+    }
+}
+
+/// The service, for `api::serve`.
+pub fn server(node: Arc<ApiContext>) -> ProcessServiceServer<ProcessApi> {
+    ProcessServiceServer::new(ProcessApi::new(node))
+}
+
+fn bronzed_pid() -> i32 {
+    std::process::id() as i32
+}
+
+/// One process as the API shows it.
+pub fn to_pb_process(
+    p: &procs::Process,
+    owner: &Owner,
+    cpu_percent: f64,
+    units: Units,
+    uptime: Duration,
+) -> pb::ProcessInfo {
+    let s = &p.stat;
+    pb::ProcessInfo {
+        pid: s.pid,
+        parent: s.ppid,
+        state: s.state.to_string(),
+        threads: s.threads,
+        cpu_seconds: units.seconds(s.cpu_ticks),
+        cpu_percent,
+        rss_bytes: s.rss_pages.saturating_mul(units.page_size),
+        name: bronze_bundle::text::escape(&s.comm).into_owned(),
+        command: p.command.clone(),
+        command_truncated: p.command_truncated,
+        owner_kind: owner.kind().into(),
+        owner: owner.name().into(),
+        uid: p.uid,
+        age_seconds: (uptime.as_secs_f64() - units.seconds(s.start_ticks)).max(0.0),
+    }
+}
+
+#[tonic::async_trait]
+impl ProcessService for ProcessApi {
+    async fn processes(&self, req: Request<pb::ProcessesRequest>) -> Result<Response<pb::ProcessesResponse>, Status> {
+        let reading = self.reading(req.into_inner().sample_ms).await?;
+        let snap = &reading.snapshot;
+        let owners = procs::owners(&snap.processes, bronzed_pid(), &self.service_pids());
+        let processes = snap
+            .processes
+            .iter()
+            .zip(&owners)
+            .map(|(p, owner)| to_pb_process(p, owner, reading.cpu_percent(p, self.units), self.units, snap.uptime))
+            .collect();
+        Ok(Response::new(pb::ProcessesResponse {
+            processes,
+            cpu_window_ms: reading.window_ms(),
+            truncated: snap.truncated,
+            clock_ticks: self.units.clock_ticks,
+            uptime_seconds: snap.uptime.as_secs_f64(),
+        }))
+    }
+
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        let reading = self.reading(req.into_inner().sample_ms).await?;
+        let snap = &reading.snapshot;
+        let services = self.services();
+        let pids = services.iter().filter(|s| s.pid > 0).map(|s| (s.pid, s.name.clone())).collect();
+        let owners = procs::owners(&snap.processes, bronzed_pid(), &pids);
+        // (kind, name) → entry, summed over the owner's processes.
+        let mut sums: BTreeMap<(&'static str, String), pb::StatsEntry> = BTreeMap::new();
+        let entry = |kind: &'static str, name: &str| pb::StatsEntry {
+            kind: kind.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        sums.insert(("bronzed", "bronzed".into()), entry("bronzed", "bronzed"));
+        for s in &services {
+            let mut e = entry("service", &s.name);
+            e.state =
+                serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            sums.insert(("service", s.name.clone()), e);
+        }
+        for (p, owner) in snap.processes.iter().zip(&owners) {
+            if *owner == Owner::None {
+                continue;
+            }
+            let e = sums
+                .entry((owner.kind(), owner.name().to_string()))
+                .or_insert_with(|| entry(owner.kind(), owner.name()));
+            e.processes += 1;
+            e.cpu_seconds += self.units.seconds(p.stat.cpu_ticks);
+            e.cpu_percent += reading.cpu_percent(p, self.units);
+            e.rss_bytes += p.stat.rss_pages.saturating_mul(self.units.page_size);
+        }
+        let mut entries: Vec<pb::StatsEntry> = sums.into_values().collect();
+        // Plugin instances run inside bronzed: their calls, not processes.
+        for plugin in self.node.plugins.list() {
+            for i in plugin.instances {
+                let mut e = entry("plugin", &i.id);
+                e.runs = i.runs;
+                e.last_call_us = i.last.map_or(0, |o| o.duration.as_micros() as u64);
+                e.state = i.state.into();
+                entries.push(e);
+            }
+        }
+        Ok(Response::new(pb::StatsResponse { entries, cpu_window_ms: reading.window_ms(), source: "process".into() }))
+    }
+}

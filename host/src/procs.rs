@@ -1,0 +1,435 @@
+//! The node's processes, read from procfs: a small parser of
+//! `/proc/<pid>/stat` and `/proc/<pid>/cmdline` (the `procfs` crate reads
+//! and parses `status` and more per process than `ps` needs, and brings a
+//! dependency tree; three fields of one line do not need it), CPU % between
+//! two readings, and which service or plugin a process belongs to.
+//!
+//! The parsing and the arithmetic are pure functions over bytes; only
+//! [`read`] touches the file system, under a procfs root that tests point
+//! at a temp tree. Everything a process wrote (its name, its arguments) is
+//! untrusted: escaped and capped before it leaves this module.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// At most this many processes are listed.
+pub const MAX_PROCESSES: usize = 100_000;
+/// A command line is cut at this many bytes (read and shown).
+pub const MAX_COMMAND: usize = 4096;
+/// The short name is at most 15 bytes in the kernel; more is not believed.
+const MAX_NAME: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("cannot list processes in {path}: {error}")]
+    List { path: PathBuf, error: std::io::Error },
+    #[error("unexpected {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+}
+
+/// The fields of `/proc/<pid>/stat` a process listing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// Raw short name (between the parentheses), not yet escaped.
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    /// utime + stime, clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u32,
+    /// Start time after boot, clock ticks.
+    pub start_ticks: u64,
+    pub rss_pages: u64,
+}
+
+/// Parses one `/proc/<pid>/stat` line. The name may hold spaces and
+/// parentheses, so the fields after it are found from the last `)`.
+pub fn parse_stat(text: &str) -> Result<Stat, String> {
+    let open = text.find('(').ok_or("no '(' before the name")?;
+    let close = text.rfind(')').ok_or("no ')' after the name")?;
+    if close < open {
+        return Err("')' before '('".into());
+    }
+    let pid = text[..open].trim().parse::<i32>().map_err(|e| format!("pid {:?}: {e}", text[..open].trim()))?;
+    let comm = &text[open + 1..close];
+    // Fields from 3 (state) on; index i here is field i + 3 of proc(5).
+    let rest: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
+    let field = |n: usize| -> Result<&str, String> {
+        rest.get(n - 3).copied().ok_or_else(|| format!("{} fields after the name; expected at least 24", rest.len()))
+    };
+    let num = |n: usize| -> Result<u64, String> {
+        let f = field(n)?;
+        f.parse::<u64>().map_err(|e| format!("field {n} {f:?}: {e}"))
+    };
+    let state = field(3)?.chars().next().ok_or("empty state")?;
+    let ppid = field(4)?.parse::<i32>().map_err(|e| format!("field 4 (ppid): {e}"))?;
+    let rss = field(24)?.parse::<i64>().map_err(|e| format!("field 24 (rss): {e}"))?;
+    Ok(Stat {
+        pid,
+        comm: comm.chars().take(MAX_NAME).collect(),
+        state,
+        ppid,
+        cpu_ticks: num(14)?.saturating_add(num(15)?),
+        threads: u32::try_from(num(20)?).unwrap_or(u32::MAX),
+        start_ticks: num(22)?,
+        rss_pages: rss.max(0) as u64,
+    })
+}
+
+/// A command line as shown: the NUL-separated arguments of `raw` (at most
+/// [`MAX_COMMAND`] bytes were read; `more` says the file went on), each
+/// escaped, joined by spaces, cut to [`MAX_COMMAND`] bytes; `[name]` when
+/// there are no arguments (kernel threads, zombies). Returns the text and
+/// whether it was cut.
+pub fn command_text(raw: &[u8], more: bool, comm: &str) -> (String, bool) {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    if raw.is_empty() && !more {
+        return (format!("[{}]", bronze_bundle::text::escape(comm)), false);
+    }
+    let mut out = String::with_capacity(raw.len().min(MAX_COMMAND));
+    let mut cut = more;
+    for (i, arg) in raw.split(|b| *b == 0).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let arg = String::from_utf8_lossy(arg);
+        let room = MAX_COMMAND.saturating_sub(out.len());
+        let escaped = bronze_bundle::text::escape_within(&arg, room);
+        let full = escaped.len() == bronze_bundle::text::escape(&arg).len();
+        out.push_str(&escaped);
+        if !full || out.len() >= MAX_COMMAND {
+            cut |= !full || i + 1 < raw.split(|b| *b == 0).count();
+            break;
+        }
+    }
+    (out, cut)
+}
+
+/// One process as read.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub stat: Stat,
+    pub uid: u32,
+    /// Escaped, capped command line.
+    pub command: String,
+    pub command_truncated: bool,
+    /// The first argument after the program (raw, capped), for telling
+    /// bronzed's own workers apart.
+    pub arg1: String,
+}
+
+/// Every process at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub taken: Instant,
+    pub processes: Vec<Process>,
+    pub truncated: bool,
+    pub uptime: Duration,
+}
+
+/// System constants the figures need.
+#[derive(Debug, Clone, Copy)]
+pub struct Units {
+    pub clock_ticks: u64,
+    pub page_size: u64,
+}
+
+impl Units {
+    pub fn of_system() -> Units {
+        use nix::unistd::{SysconfVar, sysconf};
+        let value = |var| sysconf(var).ok().flatten().filter(|v| *v > 0).map(|v| v as u64);
+        Units {
+            clock_ticks: value(SysconfVar::CLK_TCK).unwrap_or(100),
+            page_size: value(SysconfVar::PAGE_SIZE).unwrap_or(4096),
+        }
+    }
+
+    pub fn seconds(&self, ticks: u64) -> f64 {
+        ticks as f64 / self.clock_ticks as f64
+    }
+}
+
+/// Reads at most `cap` bytes of `path`, and whether there was more.
+fn read_capped(path: &Path, cap: usize, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    buf.clear();
+    let file = std::fs::File::open(path)?;
+    file.take(cap as u64 + 1).read_to_end(buf)?;
+    let more = buf.len() > cap;
+    buf.truncate(cap);
+    Ok(more)
+}
+
+/// Reads every process under `proc_root` (at most [`MAX_PROCESSES`]). A
+/// process that ends while it is read is left out.
+pub fn read(proc_root: &Path) -> Result<Snapshot, ProcError> {
+    let list_error = |error| ProcError::List { path: proc_root.to_path_buf(), error };
+    let mut pids: Vec<i32> = Vec::new();
+    let mut truncated = false;
+    for entry in std::fs::read_dir(proc_root).map_err(list_error)? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if pids.len() == MAX_PROCESSES {
+            truncated = true;
+            break;
+        }
+        pids.push(pid);
+    }
+    pids.sort_unstable();
+    let uptime_path = proc_root.join("uptime");
+    let uptime_text = std::fs::read_to_string(&uptime_path)
+        .map_err(|error| ProcError::Parse { path: uptime_path.clone(), detail: error.to_string() })?;
+    let uptime = uptime_text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| ProcError::Parse { path: uptime_path, detail: format!("{uptime_text:?}") })?;
+    let taken = Instant::now();
+    let mut processes = Vec::with_capacity(pids.len());
+    let mut buf = Vec::with_capacity(1024);
+    let mut path = proc_root.to_path_buf();
+    for pid in pids {
+        path.push(pid.to_string());
+        if let Some(p) = read_one(&mut path, &mut buf) {
+            processes.push(p);
+        }
+        path.pop();
+    }
+    Ok(Snapshot { taken, processes, truncated, uptime: Duration::from_secs_f64(uptime) })
+}
+
+fn read_one(dir: &mut PathBuf, buf: &mut Vec<u8>) -> Option<Process> {
+    let uid = std::fs::metadata(&*dir).ok()?.uid();
+    dir.push("stat");
+    let stat = read_capped(dir, 4096, buf).ok().and_then(|_| parse_stat(&String::from_utf8_lossy(buf)).ok());
+    dir.pop();
+    let stat = stat?;
+    dir.push("cmdline");
+    let more = read_capped(dir, MAX_COMMAND, buf);
+    dir.pop();
+    let more = more.unwrap_or_else(|_| {
+        buf.clear();
+        false
+    });
+    let (command, command_truncated) = command_text(buf, more, &stat.comm);
+    let arg1 = buf.split(|b| *b == 0).nth(1).map(|a| String::from_utf8_lossy(&a[..a.len().min(64)]).into_owned());
+    Some(Process { stat, uid, command, command_truncated, arg1: arg1.unwrap_or_default() })
+}
+
+/// Who a process belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Bronzed,
+    Service(String),
+    /// A plugin compile worker (bronzed's child running `compile-worker`).
+    PluginCompile,
+    None,
+}
+
+impl Owner {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Owner::Bronzed => "bronzed",
+            Owner::Service(_) => "service",
+            Owner::PluginCompile => "plugin-compile",
+            Owner::None => "",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Owner::Bronzed => "bronzed",
+            Owner::Service(name) => name,
+            Owner::PluginCompile => "compile-worker",
+            Owner::None => "",
+        }
+    }
+}
+
+/// The owner of each process in `procs` (same order): bronzed itself
+/// (`bronzed`), a service's main process (`services`: pid → name) and
+/// everything below it, and bronzed's compile workers and their children.
+/// Walks up the parents at most 64 steps (a loop in hostile data ends).
+pub fn owners(procs: &[Process], bronzed: i32, services: &HashMap<i32, String>) -> Vec<Owner> {
+    let index: HashMap<i32, usize> = procs.iter().enumerate().map(|(i, p)| (p.stat.pid, i)).collect();
+    let direct = |p: &Process| -> Option<Owner> {
+        if p.stat.pid == bronzed {
+            Some(Owner::Bronzed)
+        } else if let Some(name) = services.get(&p.stat.pid) {
+            Some(Owner::Service(name.clone()))
+        } else if p.stat.ppid == bronzed && p.arg1 == crate::plugins::compile_worker::COMMAND {
+            Some(Owner::PluginCompile)
+        } else {
+            None
+        }
+    };
+    procs
+        .iter()
+        .map(|p| {
+            let mut at = p;
+            for _ in 0..64 {
+                if let Some(owner) = direct(at) {
+                    // Children of bronzed are not bronzed itself.
+                    return if owner == Owner::Bronzed && at.stat.pid != p.stat.pid { Owner::None } else { owner };
+                }
+                match index.get(&at.stat.ppid) {
+                    Some(&i) if at.stat.ppid != at.stat.pid => at = &procs[i],
+                    _ => break,
+                }
+            }
+            Owner::None
+        })
+        .collect()
+}
+
+/// CPU ticks of each process at the previous reading, by (pid, start).
+#[derive(Debug, Clone)]
+pub struct CpuBase {
+    pub taken: Instant,
+    ticks: HashMap<(i32, u64), u64>,
+}
+
+impl CpuBase {
+    pub fn of(snapshot: &Snapshot) -> CpuBase {
+        let ticks = snapshot.processes.iter().map(|p| ((p.stat.pid, p.stat.start_ticks), p.stat.cpu_ticks)).collect();
+        CpuBase { taken: snapshot.taken, ticks }
+    }
+}
+
+/// CPU % of `p` (of one core): over the window since `base` when given
+/// (a process started since counts from 0 ticks), else over its lifetime.
+pub fn cpu_percent(p: &Stat, units: Units, uptime: Duration, base: Option<(&CpuBase, Duration)>) -> f64 {
+    let (ticks, seconds) = match base {
+        Some((base, window)) => {
+            let before = base.ticks.get(&(p.pid, p.start_ticks)).copied().unwrap_or(0);
+            (p.cpu_ticks.saturating_sub(before), window.as_secs_f64())
+        }
+        None => (p.cpu_ticks, uptime.as_secs_f64() - units.seconds(p.start_ticks)),
+    };
+    if seconds <= 0.0 { 0.0 } else { 100.0 * units.seconds(ticks) / seconds }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 150 50 0 0 20 0 3 0 12345 \
+                        10000000 256 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn stat_fields_after_a_name_with_parentheses() {
+        let s = parse_stat(STAT).unwrap();
+        assert_eq!(
+            s,
+            Stat {
+                pid: 4242,
+                comm: "my (odd) name".into(),
+                state: 'S',
+                ppid: 1,
+                cpu_ticks: 200,
+                threads: 3,
+                start_ticks: 12345,
+                rss_pages: 256
+            }
+        );
+    }
+
+    #[test]
+    fn short_or_broken_stat_is_an_error_naming_the_field() {
+        assert_eq!(parse_stat("12 (x) S 1 2 3").unwrap_err(), "4 fields after the name; expected at least 24");
+        assert!(parse_stat("12 x S").unwrap_err().contains("'('"));
+        let bad = STAT.replace(" 150 50 ", " 150 zz ");
+        assert!(parse_stat(&bad).unwrap_err().starts_with("field 15 \"zz\""), "{:?}", parse_stat(&bad));
+    }
+
+    #[test]
+    fn command_lines_are_escaped_joined_and_capped() {
+        assert_eq!(command_text(b"/bin/sh\0-c\0echo hi\0", false, "sh"), ("/bin/sh -c echo hi".into(), false));
+        assert_eq!(command_text(b"", false, "kthreadd"), ("[kthreadd]".into(), false));
+        assert_eq!(command_text(b"", false, "a\x1b[2Jb"), ("[a\\x1b[2Jb]".into(), false));
+        let (text, cut) = command_text(b"evil\x1b]0;owned\x07\0a\nb\0back\\slash\0", false, "x");
+        assert_eq!((text.as_str(), cut), ("evil\\x1b]0;owned\\x07 a\\nb back\\\\slash", false));
+        let huge = vec![0x01u8; MAX_COMMAND];
+        let (text, cut) = command_text(&huge, true, "x");
+        assert!(cut && text.len() <= MAX_COMMAND && text.starts_with("\\x01\\x01"), "{} {cut}", text.len());
+        // Many short arguments past the cap.
+        let many: Vec<u8> = std::iter::repeat_n(b"abc\0".as_slice(), 2000).flatten().copied().collect();
+        let (text, cut) = command_text(&many, false, "x");
+        assert!(cut && text.len() <= MAX_COMMAND, "{} {cut}", text.len());
+    }
+
+    fn proc(pid: i32, ppid: i32, arg1: &str) -> Process {
+        let stat =
+            Stat { pid, comm: "x".into(), state: 'S', ppid, cpu_ticks: 0, threads: 1, start_ticks: 0, rss_pages: 0 };
+        Process { stat, uid: 0, command: String::new(), command_truncated: false, arg1: arg1.into() }
+    }
+
+    #[test]
+    fn owners_follow_parents_up_to_a_service_or_bronzed() {
+        let procs = [
+            proc(1, 0, ""),
+            proc(10, 1, ""),                // bronzed
+            proc(20, 10, ""),               // service "web"
+            proc(21, 20, ""),               // its child
+            proc(22, 21, ""),               // its grandchild
+            proc(30, 10, "compile-worker"), // a compile worker
+            proc(31, 10, "other"),          // another child of bronzed
+            proc(40, 41, ""),               // a loop of parents
+            proc(41, 40, ""),
+        ];
+        let services = HashMap::from([(20, "web".to_string())]);
+        let owners = owners(&procs, 10, &services);
+        let web = Owner::Service("web".into());
+        assert_eq!(
+            owners,
+            [
+                Owner::None,
+                Owner::Bronzed,
+                web.clone(),
+                web.clone(),
+                web,
+                Owner::PluginCompile,
+                Owner::None,
+                Owner::None,
+                Owner::None
+            ]
+        );
+    }
+
+    #[test]
+    fn cpu_percent_over_a_window_and_over_a_lifetime() {
+        let units = Units { clock_ticks: 100, page_size: 4096 };
+        let mut snap = Snapshot {
+            taken: Instant::now(),
+            processes: vec![proc(5, 1, "")],
+            truncated: false,
+            uptime: Duration::from_secs(100),
+        };
+        snap.processes[0].stat.cpu_ticks = 1000;
+        snap.processes[0].stat.start_ticks = 5000; // started at 50 s
+        let base = CpuBase::of(&snap);
+        let mut now = snap.processes[0].stat.clone();
+        now.cpu_ticks = 1050; // 0.5 s of CPU in 2 s
+        let pct = cpu_percent(&now, units, Duration::from_secs(102), Some((&base, Duration::from_secs(2))));
+        assert!((pct - 25.0).abs() < 1e-9, "{pct}");
+        // A new process with the same pid (another start) counts from zero.
+        now.start_ticks = 10_100;
+        let pct = cpu_percent(&now, units, Duration::from_secs(102), Some((&base, Duration::from_secs(2))));
+        assert!((pct - 525.0).abs() < 1e-9, "{pct}");
+        // Lifetime: 10 s of CPU over 50 s.
+        let pct = cpu_percent(&snap.processes[0].stat, units, Duration::from_secs(100), None);
+        assert!((pct - 20.0).abs() < 1e-9, "{pct}");
+    }
+
+    #[test]
+    fn reads_this_process_from_proc() {
+        let snap = read(Path::new("/proc")).unwrap();
+        let me = snap.processes.iter().find(|p| p.stat.pid == std::process::id() as i32).expect("self listed");
+        assert!(me.stat.threads >= 1 && me.stat.rss_pages > 0, "{me:?}");
+        assert!(!me.command.is_empty() && !me.command.starts_with('['), "{me:?}");
+    }
+}
