@@ -1,5 +1,6 @@
-//! A connected node and the fan-out that runs one operation against many
-//! nodes in parallel, turning every failure into a human sentence.
+//! A connected node, unary calls with a deadline, and the fan-out that runs
+//! one operation against many nodes in parallel, turning every failure into
+//! a human sentence. Commands reach it through `Globals::each_node`.
 
 use crate::connect::{self, Auth};
 use crate::output::{NodeResult, Output};
@@ -55,6 +56,29 @@ pub fn describe_status(status: &tonic::Status) -> String {
     match detail {
         Some(d) => format!("{phrase}: {message}: {d}"),
         None => format!("{phrase}: {message}"),
+    }
+}
+
+/// Deadline of one unary call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A unary call with the default deadline, its failure as a sentence.
+pub async fn call<T, F>(fut: F) -> Result<T, String>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    call_within(CALL_TIMEOUT, fut).await
+}
+
+/// A unary call with its own deadline, its failure as a sentence.
+pub async fn call_within<T, F>(deadline: Duration, fut: F) -> Result<T, String>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(describe_status(&status)),
+        Err(_) => Err(format!("no answer within {}s", deadline.as_secs())),
     }
 }
 

@@ -4,13 +4,14 @@
 //! [`Output`] is kept in pure functions so rendering is tested without a
 //! node.
 
-use crate::client::NodeClient;
-use crate::commands::call_within;
-use crate::output::Output;
+use crate::cli::Globals;
+use crate::client::{NodeClient, call_within};
+use crate::output::{Output, obj};
 use bronze_api::v1 as pb;
 use bronze_api::v1::network_service_client::NetworkServiceClient;
 use clap::Subcommand;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// Deadline of `network plan`: the node bounds the configurator's call;
@@ -22,6 +23,12 @@ pub enum NetworkCommand {
     /// The network spec the node would have now (its configurator plugin asked afresh) as a diff against the live
     /// spec, with its warnings; nothing is applied (operator). With -o json|yaml: the candidate spec.
     Plan,
+}
+
+pub async fn run(what: &NetworkCommand, g: &Globals) -> anyhow::Result<ExitCode> {
+    match what {
+        NetworkCommand::Plan => g.each_node(PLAN_COLUMNS, plan).await,
+    }
 }
 
 pub const PLAN_COLUMNS: &[&str] = &["plan"];
@@ -63,13 +70,6 @@ pub fn dry_run_lines(diff: &str, notes: &[String]) -> Vec<String> {
         lines.extend(diff.lines().map(str::to_string));
     }
     lines
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,26 @@ impl Output {
     }
 }
 
+/// A JSON object literal as fields (anything else is no fields).
+pub fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Prints results on stdout and each node's failure on stderr; the exit
+/// code is success only if every node succeeded.
+pub fn print(format: Format, columns: &[&str], results: &[NodeResult]) -> std::process::ExitCode {
+    print!("{}", render(format, columns, results));
+    for r in results {
+        if let Err(e) = &r.outcome {
+            eprintln!("{}", error_line(&r.node, e));
+        }
+    }
+    if all_ok(results) { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
 /// A JSON value as a table cell.
 pub fn cell(v: Option<&Value>) -> String {
     match v {

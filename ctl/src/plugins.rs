@@ -3,19 +3,20 @@
 //! key and signing commands. Shaping answers into [`Output`] is kept in
 //! pure functions so rendering is tested without a node.
 
-use crate::client::NodeClient;
+use crate::cli::Globals;
+use crate::client::{CALL_TIMEOUT, NodeClient, call_within};
 use crate::clientconfig::write_atomic;
-use crate::commands::call_within;
-use crate::output::{Output, cell};
+use crate::output::{self, Output, cell, obj};
 use anyhow::{Context as _, bail};
 use bronze_api::v1 as pb;
 use bronze_bundle::{Bundle, SIGNATURE_FILE, SigningKey, Version};
 use bronze_config::TrustedKey;
 use clap::Subcommand;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +30,6 @@ pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Deadline of `plugins run`: the plugin's own timeout is bounded by the
 /// node, this only guards against a node that never answers.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Deadline of the other plugin calls.
-const CALL_TIMEOUT: Duration = crate::commands::CALL_TIMEOUT;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -55,8 +53,12 @@ pub enum PluginsCommand {
         /// An instance id, or a plugin id with exactly one instance.
         id: String,
     },
-    /// Make a signing key: the private key goes to --output PATH (mode 0600), the public key to PATH.pub.
-    Keygen,
+    /// Make a signing key: the private key goes to --output-file PATH (mode 0600), the public key to PATH.pub.
+    Keygen {
+        /// The private key file to write.
+        #[arg(long = "output-file", visible_alias = "out", value_name = "PATH")]
+        output_file: PathBuf,
+    },
     /// Sign a bundle directory: writes DIR/plugin.sig.
     Sign {
         /// The private key (PEM), as written by `plugins keygen`.
@@ -67,10 +69,43 @@ pub enum PluginsCommand {
     },
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
+/// `plugins ...`.
+pub async fn run(what: &PluginsCommand, g: &Globals) -> anyhow::Result<ExitCode> {
+    match what {
+        PluginsCommand::Keygen { output_file } => {
+            let made = keygen(output_file)?;
+            println!("wrote private key {} (mode 0600; keep it secret)", made.private_key.display());
+            println!("wrote public key {}", made.public_key_file.display());
+            println!("public key: {}", made.public_key);
+            println!("trust it on nodes by adding it to machine.plugins.trustedKeys");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Sign { key, dir } => {
+            let signed = sign_dir(key, dir)?;
+            println!("wrote {}", signed.signature_file.display());
+            println!("public key: {}", signed.public_key);
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Install { bundle, sign_key } => {
+            let upload = Arc::new(prepare_install(bundle, sign_key.as_deref())?);
+            let target = g.target()?;
+            let progress = UploadProgress::new(&target.nodes, upload.wasm.len() as u64);
+            let results = crate::client::fan_out(&target.nodes, &target.auth, |c| {
+                let bar = progress.bar(&c.node);
+                install(c, upload.clone(), bar)
+            })
+            .await;
+            progress.clear();
+            Ok(output::print(g.format(), INSTALL_COLUMNS, &results))
+        }
+        PluginsCommand::List => g.each_node(LIST_COLUMNS, list).await,
+        PluginsCommand::Status { id } => g.each_node(DETAIL_COLUMNS, |c| status(c, id.clone())).await,
+        PluginsCommand::Remove { id } => g.each_node(REMOVE_COLUMNS, |c| remove(c, id.clone())).await,
+        PluginsCommand::Run { id } => {
+            let results = g.fan_out(|c| run_once(c, id.clone())).await?;
+            let code = output::print(g.format(), DETAIL_COLUMNS, &results);
+            Ok(if run_failed(&results) { ExitCode::FAILURE } else { code })
+        }
     }
 }
 
@@ -357,7 +392,8 @@ pub async fn remove(mut c: NodeClient, id: String) -> Result<Output, String> {
     Ok(Output::single(obj(json!({ "id": r.id, "version": r.version, "message": message })), REMOVE_COLUMNS))
 }
 
-pub async fn run(mut c: NodeClient, id: String) -> Result<Output, String> {
+/// `plugins run ID` on one node.
+pub async fn run_once(mut c: NodeClient, id: String) -> Result<Output, String> {
     Ok(run_output(&call_within(RUN_TIMEOUT, c.plugins.run(pb::PluginRunRequest { id })).await?))
 }
 
@@ -903,7 +939,7 @@ mod tests {
         assert_eq!(removed.rows, [["removed health-tcp 0.1.0"]]);
         let err = remove(client.clone(), "nope".into()).await.unwrap_err();
         assert_eq!(err, "not found: no plugin \"nope\" is installed");
-        let ran = run(client.clone(), "health-tcp".into()).await.unwrap();
+        let ran = run_once(client.clone(), "health-tcp".into()).await.unwrap();
         assert_eq!(ran.fields["outcome"]["kind"], "limit");
         assert!(run_failed(&[NodeResult { node: "n1".into(), outcome: Ok(ran) }]));
     }

@@ -2,10 +2,11 @@
 //! a stream on every node and print each item as it arrives, one line each.
 
 use crate::client::{NodeClient, describe_status};
-use crate::commands;
-use crate::commands::{RESOURCE_COLUMNS, event_output, resource_json, resource_row};
 use crate::connect::Auth;
+use crate::events::{EVENT_COLUMNS, event_output};
 use crate::output::{self, Format, NodeResult, Output};
+use crate::resources::{RESOURCE_COLUMNS, resource_json, resource_row};
+use crate::services::{DMESG_COLUMNS, LOG_COLUMNS};
 use bronze_api::v1 as pb;
 use serde_json::Value;
 use std::future::Future;
@@ -116,7 +117,7 @@ pub async fn follow_events(nodes: &[String], auth: &Auth, tail: i32, format: For
     let open = move |mut c: NodeClient| async move {
         c.machine.events(pb::EventsRequest { tail_events: tail, follow: true }).await
     };
-    stream_all(nodes, auth, commands::EVENT_COLUMNS, format, open, |e: pb::Event| Some(event_output(&e))).await
+    stream_all(nodes, auth, EVENT_COLUMNS, format, open, |e: pb::Event| Some(event_output(&e))).await
 }
 
 /// `logs NAME -f`: the tail, then every new line.
@@ -127,7 +128,7 @@ pub async fn follow_logs(nodes: &[String], auth: &Auth, service: &str, tail: i32
         async move { c.machine.logs(req).await }
     };
     let map = |l: pb::LogEntry| Some((serde_json::json!({ "time": l.time, "line": l.line }), vec![l.time, l.line]));
-    stream_all(nodes, auth, commands::LOG_COLUMNS, format, open, map).await
+    stream_all(nodes, auth, LOG_COLUMNS, format, open, map).await
 }
 
 /// `dmesg -f`.
@@ -138,5 +139,5 @@ pub async fn follow_dmesg(nodes: &[String], auth: &Auth, format: Format) -> Exit
             serde_json::json!({ "uptimeSeconds": d.uptime_seconds, "priority": d.priority, "message": d.message });
         Some((fields, vec![format!("{:.6}", d.uptime_seconds), d.priority.to_string(), d.message]))
     };
-    stream_all(nodes, auth, commands::DMESG_COLUMNS, format, open, map).await
+    stream_all(nodes, auth, DMESG_COLUMNS, format, open, map).await
 }

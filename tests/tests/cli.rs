@@ -98,7 +98,7 @@ async fn gen_config_then_contexts_and_minted_clients() {
     let reader = dir.path().join("reader");
     let run = bronzectl(
         Some(&bc),
-        &["config", "new", "--roles", "os:reader", "--ttl", "1h", "--output", reader.to_str().unwrap()],
+        &["config", "new", "--roles", "os:reader", "--ttl", "1h", "--output-file", reader.to_str().unwrap()],
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -106,7 +106,7 @@ async fn gen_config_then_contexts_and_minted_clients() {
     assert_eq!(run.code, 0, "{run:?}");
     let run = bronzectl(Some(&reader), &["reboot"]).await;
     assert!(run.stderr.contains("permission denied: os:reader may not call Reboot"), "{run:?}");
-    let run = bronzectl(Some(&bc), &["config", "new", "--roles", "root", "--output", reader.to_str().unwrap()]).await;
+    let run = bronzectl(Some(&bc), &["config", "new", "--roles", "root", "--output-file", reader.to_str().unwrap()]).await;
     assert!(run.stderr.contains("unknown role \"root\""), "{run:?}");
 
     // Contexts: list, switch, unknown.

@@ -53,12 +53,12 @@ impl Generated {
         Node::start_with(NodeOptions { config: Some(config), port: Some(self.port), ..Default::default() }).await
     }
 
-    /// `config new --roles ROLES [--key-type T] -o FILE` with the admin
+    /// `config new --roles ROLES [--key-type T] --output-file FILE` with the admin
     /// config, against the running node.
     async fn config_new(&self, roles: &str, key_type: Option<&str>) -> PathBuf {
         let output = self.path(&format!("{roles}-{}", key_type.unwrap_or("default")));
         let out = output.to_str().unwrap().to_string();
-        let mut args = vec!["config", "new", "--roles", roles, "-o", &out];
+        let mut args = vec!["config", "new", "--roles", roles, "--output-file", &out];
         args.extend(key_type.iter().flat_map(|t| ["--key-type", t]));
         let run = bronzectl(Some(&self.admin()), &args).await;
         assert_eq!(run.code, 0, "config new: {run:?}");

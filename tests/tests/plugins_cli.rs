@@ -82,7 +82,7 @@ async fn keygen_sign_and_install_with_trusted_and_untrusted_keys() {
     let key = tmp.path().join("keys/key");
     let other = tmp.path().join("keys/other");
 
-    let run = bronzectl(None, &["plugins", "keygen", "--output", s(&key)]).await;
+    let run = bronzectl(None, &["plugins", "keygen", "--output-file", s(&key)]).await;
     ok(&run);
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     let public = std::fs::read_to_string(tmp.path().join("keys/key.pub")).unwrap();
@@ -93,11 +93,11 @@ async fn keygen_sign_and_install_with_trusted_and_untrusted_keys() {
     assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"), "{run:?}");
 
     let private = std::fs::read(&key).unwrap();
-    let again = bronzectl(None, &["plugins", "keygen", "--output", s(&key)]).await;
+    let again = bronzectl(None, &["plugins", "keygen", "--output-file", s(&key)]).await;
     failed(&again);
     assert!(again.stderr.contains("already exists; refusing to overwrite a key"), "{again:?}");
     assert_eq!(std::fs::read(&key).unwrap(), private, "the key was overwritten");
-    ok(&bronzectl(None, &["plugins", "keygen", "--output", s(&other)]).await);
+    ok(&bronzectl(None, &["plugins", "keygen", "--output-file", s(&other)]).await);
 
     // Sign a copy; the built bundle stays unsigned.
     let signed = copy_bundle("health-tcp", &tmp.path().join("signed"));

@@ -1,0 +1,81 @@
+//! `version`, `reboot`, `shutdown`, `health`: one call per node, no
+//! arguments. The answers are shaped by pure functions.
+
+use crate::client::{NodeClient, call};
+use crate::output::{Output, obj};
+use bronze_api::v1 as pb;
+use serde_json::json;
+
+pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch"];
+pub const VERSION_REASON_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch", "maintenanceReason"];
+
+pub async fn version(mut c: NodeClient) -> Result<Output, String> {
+    Ok(version_output(&call(c.machine.version(pb::VersionRequest {})).await?))
+}
+
+pub fn version_output(v: &pb::VersionResponse) -> Output {
+    let fields = obj(json!({
+        "tag": v.tag, "commit": v.commit, "mode": v.mode, "maintenance": v.maintenance, "arch": v.arch, "os": v.os,
+        "maintenanceReason": v.maintenance_reason,
+    }));
+    // Why a node sits in maintenance mode is worth a column only then.
+    let columns = if v.maintenance_reason.is_empty() { VERSION_COLUMNS } else { VERSION_REASON_COLUMNS };
+    Output::single(fields, columns)
+}
+
+pub const MESSAGE_COLUMNS: &[&str] = &["message"];
+
+/// A node's one-sentence answer.
+pub fn message_output(message: &str) -> Output {
+    Output::single(obj(json!({ "message": message })), MESSAGE_COLUMNS)
+}
+
+pub async fn reboot(mut c: NodeClient) -> Result<Output, String> {
+    Ok(message_output(&call(c.machine.reboot(pb::RebootRequest {})).await?.message))
+}
+
+pub async fn shutdown(mut c: NodeClient) -> Result<Output, String> {
+    Ok(message_output(&call(c.machine.shutdown(pb::ShutdownRequest {})).await?.message))
+}
+
+pub const HEALTH_COLUMNS: &[&str] = &["status"];
+
+/// The gRPC health check; a node that is not serving is a failure.
+pub async fn health(c: NodeClient) -> Result<Output, String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut client = HealthClient::new(c.channel.clone());
+    let r = call(client.check(HealthCheckRequest { service: String::new() })).await?;
+    health_output(r.status)
+}
+
+pub fn health_output(status: i32) -> Result<Output, String> {
+    let name = tonic_health::pb::health_check_response::ServingStatus::try_from(status)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("UNKNOWN({status})"));
+    if name != "SERVING" {
+        return Err(format!("not serving: {name}"));
+    }
+    Ok(Output::single(obj(json!({ "status": name })), HEALTH_COLUMNS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_maintenance_reason_is_a_column_only_when_there_is_one() {
+        let v = pb::VersionResponse { tag: "v1".into(), mode: "process".into(), ..Default::default() };
+        assert_eq!(version_output(&v).rows, [["v1", "process", "false", ""]]);
+        let v = pb::VersionResponse { maintenance: true, maintenance_reason: "no config".into(), ..v };
+        assert_eq!(version_output(&v).rows, [["v1", "process", "true", "", "no config"]]);
+        assert_eq!(version_output(&v).fields["maintenanceReason"], "no config");
+    }
+
+    #[test]
+    fn only_serving_is_healthy() {
+        assert_eq!(health_output(1).unwrap().rows, [["SERVING"]]);
+        assert_eq!(health_output(2).unwrap_err(), "not serving: NOT_SERVING");
+        assert_eq!(health_output(9).unwrap_err(), "not serving: UNKNOWN(9)");
+    }
+}
