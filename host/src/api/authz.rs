@@ -87,6 +87,12 @@ pub static TABLE: &[Rule] = &[
     // processes / stats (issue 13): read-only views of /proc.
     read("/bronze.v1.ProcessService/Processes"),
     read("/bronze.v1.ProcessService/Stats"),
+    // read / ls (issue 13): every role may call; the service limits
+    // /var/lib/bronze and /etc (config, leases, plugin state) to operator and
+    // admin and audits those calls and every refused secret itself (most
+    // calls are of /proc and /sys, which readers see through other commands).
+    read("/bronze.v1.FileService/Read"),
+    read("/bronze.v1.FileService/List"),
     read("/grpc.health.v1.Health/Check"),
     read("/grpc.health.v1.Health/Watch"),
     read("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),

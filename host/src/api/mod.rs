@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod context;
+pub mod files;
 pub mod machine;
 pub mod network;
 pub mod plugin;
@@ -80,6 +81,7 @@ pub async fn serve(
         .add_service(time)
         .add_service(plugins)
         .add_service(network)
+        .add_service(files::server(&node))
         .add_service(process::server(node.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
