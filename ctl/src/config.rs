@@ -162,3 +162,25 @@ pub async fn generate_client(
     }))
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_mark_the_current_one() {
+        let ctx = |nodes: &[&str]| clientconfig::Context {
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ca: String::new(),
+            crt: String::new(),
+            key: String::new(),
+        };
+        let config = ClientConfig {
+            context: "lab".into(),
+            contexts: [("lab".to_string(), ctx(&["a:1", "b:2"])), ("prod".to_string(), ctx(&[]))].into(),
+        };
+        let table = contexts_table(&config);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines, ["CURRENT   NAME   NODES", "*         lab   a:1,b:2", "          prod   "]);
+    }
+}

@@ -23,6 +23,22 @@ pub async fn run(what: &PlatformCommand, g: &Globals) -> anyhow::Result<ExitCode
 pub const REFRESH_COLUMNS: &[&str] = &["platform", "message"];
 
 pub async fn refresh(mut c: NodeClient) -> Result<Output, String> {
-    let r = call(c.machine.platform_refresh(pb::PlatformRefreshRequest {})).await?;
-    Ok(Output::single(obj(json!({ "platform": r.platform, "message": r.message })), REFRESH_COLUMNS))
+    Ok(refresh_output(&call(c.machine.platform_refresh(pb::PlatformRefreshRequest {})).await?))
+}
+
+pub fn refresh_output(r: &pb::PlatformRefreshResponse) -> Output {
+    Output::single(obj(json!({ "platform": r.platform, "message": r.message })), REFRESH_COLUMNS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_platform_and_the_message() {
+        let r = pb::PlatformRefreshResponse { platform: "hetzner".into(), message: "metadata fetched".into() };
+        let out = refresh_output(&r);
+        assert_eq!(out.rows, [["hetzner", "metadata fetched"]]);
+        assert_eq!(out.fields["platform"], "hetzner");
+    }
 }

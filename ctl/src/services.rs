@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn logs_and_dmesg_rows() {
-        let lines = [pb::LogEntry { time: "t1".into(), line: "hello".into(), ..Default::default() }];
+        let lines = [pb::LogEntry { time: "t1".into(), line: "hello".into() }];
         assert_eq!(logs_output(&lines).rows, [["t1", "hello"]]);
         let entries =
             [pb::DmesgEntry { uptime_seconds: 1.5, priority: 6, message: "eth0 up".into(), ..Default::default() }];
