@@ -199,7 +199,7 @@ impl Globals {
     }
 }
 
-/// `-o`: a format. Before 0.2 `config new` and `plugins keygen` took the
+/// `-o`: a format. Until issue 13 `config new` and `plugins keygen` took the
 /// file to write here; that is `--output-file` now.
 fn parse_format(s: &str) -> Result<Format, String> {
     match s {
