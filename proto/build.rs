@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bronze/v1/time.proto",
         "proto/bronze/v1/plugin.proto",
         "proto/bronze/v1/network.proto",
+        "proto/bronze/v1/storage.proto",
+        "proto/bronze/v1/support.proto",
         "proto/bronze/v1/file.proto",
         "proto/bronze/v1/process.proto",
     ];

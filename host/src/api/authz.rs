@@ -93,6 +93,14 @@ pub static TABLE: &[Rule] = &[
     // calls are of /proc and /sys, which readers see through other commands).
     read("/bronze.v1.FileService/Read"),
     read("/bronze.v1.FileService/List"),
+    // mounts / disks / usage and the support bundle (issue 13). The bundle
+    // gathers every log, dmesg and every resource into one file: operator
+    // (people who debug nodes file bug reports), audited like a mutating
+    // call; the config in it is for admins only and never has a private key.
+    read("/bronze.v1.StorageService/Mounts"),
+    read("/bronze.v1.StorageService/Disks"),
+    read("/bronze.v1.StorageService/Usage"),
+    Rule { method: "/bronze.v1.SupportService/Bundle", roles: OPERATOR, mutating: true, maintenance: false },
     read("/grpc.health.v1.Health/Check"),
     read("/grpc.health.v1.Health/Watch"),
     read("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),

@@ -12,6 +12,8 @@ pub mod plugin;
 pub mod process;
 pub mod resource;
 pub mod security;
+pub mod storage;
+pub mod support;
 pub mod time;
 pub mod tls;
 
@@ -81,6 +83,8 @@ pub async fn serve(
         .add_service(time)
         .add_service(plugins)
         .add_service(network)
+        .add_service(storage::server(node.clone()))
+        .add_service(support::server(node.clone()))
         .add_service(files::server(&node))
         .add_service(process::server(node.clone()))
         .add_service(health_service)

@@ -143,6 +143,11 @@ impl ConfigManager {
         self.live.subscribe()
     }
 
+    /// The state directory (`--state-dir`; `/var/lib/bronze` in PID 1).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.dir.root()
+    }
+
     pub fn live(&self) -> Option<LiveConfig> {
         self.live.borrow().clone()
     }

@@ -144,7 +144,7 @@ impl KernelVolumes {
     }
 
     /// Sorted `class/block` entry names, at most [`MAX_DEVICES`].
-    fn device_names(&self) -> Vec<String> {
+    pub(crate) fn device_names(&self) -> Vec<String> {
         let class = self.sys.join("class/block");
         let entries = match std::fs::read_dir(&class) {
             Ok(entries) => entries,
@@ -337,7 +337,7 @@ fn walk_nofollow(base: OwnedFd, path: &Path) -> Result<OwnedFd, Errno> {
 
 /// A device node, read-only. `O_NONBLOCK`: a CD drive opens without a
 /// medium (and without waiting for its tray).
-fn open_device(node: &Path) -> io::Result<File> {
+pub(crate) fn open_device(node: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(node)
 }
 
@@ -350,14 +350,14 @@ const CDSL_CURRENT: libc::c_int = libc::c_int::MAX;
 const CDS_DISC_OK: libc::c_int = 4;
 
 /// A CD/DVD drive (sr*), by the SCSI type of its device.
-fn is_cd_drive(sys_dev: &Path) -> bool {
+pub(crate) fn is_cd_drive(sys_dev: &Path) -> bool {
     read_attr(&sys_dev.join("device/type")).is_ok_and(|t| t.trim() == SCSI_TYPE_ROM)
 }
 
 /// Whether the drive holds a readable disc. A drive that cannot say (the
 /// ioctl fails) counts as holding one: the probe then finds out.
 #[allow(unsafe_code)]
-fn cd_has_medium(file: &File) -> bool {
+pub(crate) fn cd_has_medium(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: CDROM_DRIVE_STATUS takes a plain integer (the slot) and
     // writes no memory; the descriptor is open for the whole call
@@ -377,7 +377,7 @@ fn probe_file(file: &File) -> io::Result<Option<Probed>> {
 }
 
 /// Fills `buf` from `offset` until it is full or the device ends.
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
@@ -391,7 +391,7 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 /// A sysfs attribute, at most [`MAX_ATTR_BYTES`].
-fn read_attr(path: &Path) -> Result<String, String> {
+pub(crate) fn read_attr(path: &Path) -> Result<String, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_ATTR_BYTES).read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -400,7 +400,7 @@ fn read_attr(path: &Path) -> Result<String, String> {
 
 /// `DEVNAME=` of the device's uevent when it differs from the sysfs name
 /// (`mapper/x`); never one that climbs out of `/dev`.
-fn node_name(sys_dev: &Path) -> Option<String> {
+pub(crate) fn node_name(sys_dev: &Path) -> Option<String> {
     let uevent = read_attr(&sys_dev.join("uevent")).ok()?;
     uevent
         .lines()
