@@ -168,7 +168,11 @@ impl Globals {
         let path = self.config_path();
         let config = ClientConfig::load(&path)?;
         let (name, ctx) = config.context(self.context.as_deref(), &path)?;
-        let nodes = if nodes.is_empty() { ctx.nodes.clone() } else { nodes };
+        // The context's nodes are written like -n's and shown the same way.
+        let nodes = match nodes.is_empty() {
+            true => ctx.nodes.iter().map(|n| connect::normalize(n)).collect::<Result<Vec<_>, _>>()?,
+            false => nodes,
+        };
         if nodes.is_empty() {
             bail!("no nodes: pass -n or add nodes to context {name:?}");
         }
