@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bronze/v1/support.proto",
         "proto/bronze/v1/file.proto",
         "proto/bronze/v1/process.proto",
+        "proto/bronze/v1/capture.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -87,6 +87,9 @@ pub static TABLE: &[Rule] = &[
     // processes / stats (issue 13): read-only views of /proc.
     read("/bronze.v1.ProcessService/Processes"),
     read("/bronze.v1.ProcessService/Stats"),
+    // pcap (issue 13): packet capture, admin only; audited (at the start by
+    // this layer, at the end by the service with what was captured).
+    Rule { method: "/bronze.v1.CaptureService/Capture", roles: ADMIN, mutating: true, maintenance: false },
     // read / ls (issue 13): every role may call; the service limits
     // /var/lib/bronze and /etc (config, leases, plugin state) to operator and
     // admin and audits those calls and every refused secret itself (most

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod capture;
 pub mod context;
 pub mod files;
 pub mod machine;
@@ -87,6 +88,7 @@ pub async fn serve(
         .add_service(support::server(node.clone()))
         .add_service(files::server(&node))
         .add_service(process::server(node.clone()))
+        .add_service(capture::server(&node))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
