@@ -13,6 +13,7 @@ pub mod init;
 pub mod laps;
 pub mod lifecycle;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod platform;

@@ -322,6 +322,10 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         on_serving,
     ));
 
+    // Its own listener, following machine.metrics in the live config.
+    let sources = crate::metrics::Sources { store: store.clone(), plugins: plugins.clone(), paths: opts.paths.clone() };
+    let _metrics = crate::metrics::server::MetricsServer::start(sources, config.subscribe());
+
     let (stage_tx, stage_rx) = watch::channel(Stage::Booting);
     let machine_status = Arc::new(MachineStatusController {
         writer: store.writer()?,

@@ -78,6 +78,7 @@ pub async fn serve(
     let network = NetworkServiceServer::new(network::NetworkApi { node: node.clone() });
     on_serving();
     let result = tonic::transport::Server::builder()
+        .layer(crate::metrics::ApiMetricsLayer)
         .layer(authz::AuthzLayer { security: node.security.clone(), audit: node.audit.clone() })
         .add_service(machine)
         .add_service(resources)

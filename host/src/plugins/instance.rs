@@ -286,6 +286,7 @@ impl Instance {
 
     /// Records a finished call: counts, backoff, quarantine.
     fn finish(&self, outcome: &Outcome) {
+        crate::metrics::record_plugin_call(&self.plugin_id, outcome);
         let mut record = self.record();
         record.runs += 1;
         if outcome.kind.is_ok() {
