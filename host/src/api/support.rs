@@ -78,25 +78,32 @@ impl Redactor {
         let mut out = String::with_capacity(text.len());
         let mut inside = false;
         for line in text.split_inclusive('\n') {
-            let begins = line.contains("-----BEGIN") && line.contains("PRIVATE KEY");
-            if begins {
-                inside = true;
-            }
+            let newline = if line.ends_with('\n') { "\n" } else { "" };
             if inside {
-                if line.contains("-----END") {
+                // The block goes on while lines look like its body (base64,
+                // or a legacy header such as `Proc-Type: 4,ENCRYPTED`); its
+                // END line closes it; anything else ends it unclosed.
+                let t = line.trim().trim_matches(|c| c == '"' || c == '\'' || c == '|');
+                if t.contains("-----END") {
                     inside = false;
-                    out.push_str("[redacted private key]");
-                    if line.ends_with('\n') {
-                        out.push('\n');
-                    }
+                    continue;
                 }
+                let body = t.contains(':')
+                    || t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\t'));
+                if body {
+                    continue;
+                }
+                inside = false;
+            }
+            if line.contains("-----BEGIN") && line.contains("PRIVATE KEY") {
+                inside = !line.contains("-----END");
+                out.push_str("[redacted private key]");
+                out.push_str(newline);
                 continue;
             }
             if line.contains("PRIVATE KEY") {
                 out.push_str(REDACTED);
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
+                out.push_str(newline);
                 continue;
             }
             let mut l = line.to_string();
@@ -106,9 +113,6 @@ impl Redactor {
                 }
             }
             out.push_str(&l);
-        }
-        if inside {
-            out.push_str("[redacted private key]\n");
         }
         out
     }
@@ -427,6 +431,9 @@ mod tests {
         assert!(!out.contains("PRIVATE KEY"), "{out}");
         assert!(!out.contains("bodylineone"), "{out}");
         assert!(out.starts_with("before\n[redacted private key]\nafter [redacted] x\n[redacted]\n"), "{out}");
+        // A log line naming a key, unclosed: the next line of the log stays.
+        let out = r.redact("[1.0] -----BEGIN PRIVATE KEY----- MHcCAQEEIBbodylineonebodylineone\n[1.1] next line\n");
+        assert_eq!(out, "[redacted private key]\n[1.1] next line\n");
     }
 
     #[test]
