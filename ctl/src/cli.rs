@@ -106,6 +106,8 @@ pub enum Command {
         #[command(subcommand)]
         what: platform::PlatformCommand,
     },
+    /// TCP and UDP sockets with their processes (--listening, --tcp/--udp, -4/-6).
+    Netstat(crate::netstat::NetstatArgs),
 }
 
 impl Command {
@@ -129,6 +131,7 @@ impl Command {
             Command::Plugins { what } => plugins::run(what, g).await,
             Command::Network { what } => network::run(what, g).await,
             Command::Platform { what } => platform::run(what, g).await,
+            Command::Netstat(args) => crate::netstat::run(args, g).await,
         }
     }
 }

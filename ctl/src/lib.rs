@@ -17,6 +17,7 @@ pub mod apply;
 pub mod config;
 pub mod events;
 pub mod machine;
+pub mod netstat;
 pub mod network;
 pub mod platform;
 pub mod plugins;
