@@ -106,6 +106,8 @@ pub enum Command {
         #[command(subcommand)]
         what: platform::PlatformCommand,
     },
+    /// Capture packets on a link into a pcap file (admin; --bpf is compiled here with tcpdump).
+    Pcap(crate::pcap::PcapArgs),
     /// TCP and UDP sockets with their processes (--listening, --tcp/--udp, -4/-6).
     Netstat(crate::netstat::NetstatArgs),
 }
@@ -131,6 +133,7 @@ impl Command {
             Command::Plugins { what } => plugins::run(what, g).await,
             Command::Network { what } => network::run(what, g).await,
             Command::Platform { what } => platform::run(what, g).await,
+            Command::Pcap(args) => crate::pcap::run(args, g).await,
             Command::Netstat(args) => crate::netstat::run(args, g).await,
         }
     }

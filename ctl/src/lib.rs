@@ -19,6 +19,7 @@ pub mod events;
 pub mod machine;
 pub mod netstat;
 pub mod network;
+pub mod pcap;
 pub mod platform;
 pub mod plugins;
 pub mod resources;
