@@ -110,6 +110,14 @@ pub enum Command {
     Pcap(crate::pcap::PcapArgs),
     /// TCP and UDP sockets with their processes (--listening, --tcp/--udp, -4/-6).
     Netstat(crate::netstat::NetstatArgs),
+    /// The mount table with each filesystem's size and use.
+    Mounts,
+    /// Block devices: size, model, serial, partition table, filesystem labels.
+    Disks,
+    /// Directory sizes under the state dir, /var/lib/bronze, /var/log, /run or /tmp.
+    Usage(crate::storage::UsageArgs),
+    /// Write a support bundle (.tar.gz: status, resources, logs, dmesg, ...; operator).
+    Support(crate::support::SupportArgs),
 }
 
 impl Command {
@@ -135,6 +143,10 @@ impl Command {
             Command::Platform { what } => platform::run(what, g).await,
             Command::Pcap(args) => crate::pcap::run(args, g).await,
             Command::Netstat(args) => crate::netstat::run(args, g).await,
+            Command::Mounts => crate::storage::run_mounts(g).await,
+            Command::Disks => crate::storage::run_disks(g).await,
+            Command::Usage(args) => crate::storage::run_usage(args, g).await,
+            Command::Support(args) => crate::support::run(args, g).await,
         }
     }
 }

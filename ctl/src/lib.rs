@@ -24,4 +24,6 @@ pub mod platform;
 pub mod plugins;
 pub mod resources;
 pub mod services;
+pub mod storage;
+pub mod support;
 pub mod time;

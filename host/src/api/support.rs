@@ -4,7 +4,7 @@
 //! What it holds: `version.json`, `machine-status.json`, every resource
 //! type under `resources/` (sensitive types as their ids only), the last
 //! lines of every service's and plugin's log under `logs/`, `dmesg.txt`,
-//! `mounts.json`, `disks.json`, `config.yaml` (admin callers only, with
+//! `processes.txt`, `netstat.txt`, `mounts.json`, `disks.json`, `config.yaml` (admin callers only, with
 //! every key, token, password and secret replaced) and `README.txt` (what is
 //! in it and what was left out). Whatever the caller's role, no member
 //! carries a private key: every member passes [`Redactor`] last, which
@@ -234,6 +234,50 @@ fn dmesg(path: &std::path::Path, max: usize) -> std::io::Result<String> {
     Ok(kept.into_iter().map(|l| l + "\n").collect())
 }
 
+/// `ps`-like text of a process listing (fields already escaped by the RPC).
+fn processes_text(r: &pb::ProcessesResponse) -> String {
+    let mut out = String::from("PID\tPPID\tSTATE\tTHREADS\tCPU_S\tRSS_BYTES\tOWNER\tCOMMAND\n");
+    for p in &r.processes {
+        let owner = if p.owner.is_empty() { p.owner_kind.clone() } else { format!("{}:{}", p.owner_kind, p.owner) };
+        let command = if p.command.is_empty() { format!("[{}]", p.name) } else { p.command.clone() };
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{:.2}\t{}\t{owner}\t{command}\n",
+            p.pid, p.parent, p.state, p.threads, p.cpu_seconds, p.rss_bytes
+        ));
+    }
+    if r.truncated {
+        out.push_str("(truncated)\n");
+    }
+    out
+}
+
+/// `ss`-like text of a socket listing.
+fn netstat_text(r: &pb::NetstatResponse) -> String {
+    let mut out = String::from("PROTO\tSTATE\tLOCAL\tREMOTE\tUID\tPROCESSES\n");
+    for s in &r.sockets {
+        let procs: Vec<String> = s.processes.iter().map(|p| format!("{}({})", p.command, p.pid)).collect();
+        out.push_str(&format!(
+            "{}{}\t{}\t[{}]:{}\t[{}]:{}\t{}\t{}\n",
+            s.protocol,
+            s.ip_version,
+            s.state,
+            s.local_address,
+            s.local_port,
+            s.remote_address,
+            s.remote_port,
+            s.uid,
+            procs.join(",")
+        ));
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {}\n", bronze_bundle::text::escape(w)));
+    }
+    if r.truncated {
+        out.push_str("(truncated)\n");
+    }
+    out
+}
+
 impl SupportApi {
     /// Gathers every part. `admin` adds the redacted config.
     pub async fn collect(&self, admin: bool, log_lines: u32) -> Contents {
@@ -371,7 +415,24 @@ impl SupportApi {
             }
             Err(e) => c.note(format!("disks.json: {e}")),
         }
-        c.note("processes, netstat: not in this bundle yet (their RPCs are not part of this build)".into());
+        // Processes and sockets, through the same code as their RPCs.
+        let processes = super::process::ProcessApi::new(node.clone());
+        match bronze_api::v1::process_service_server::ProcessService::processes(
+            &processes,
+            Request::new(pb::ProcessesRequest { sample_ms: 0 }),
+        )
+        .await
+        {
+            Ok(answer) => c.add("processes.txt", r(processes_text(&answer.into_inner()))),
+            Err(e) => c.note(format!("processes.txt: {}", e.message())),
+        }
+        let proc = node.paths.proc.clone();
+        let filter = crate::network::sockets::Filter::default();
+        match tokio::task::spawn_blocking(move || crate::network::sockets::netstat(&filter, &proc)).await {
+            Ok(Ok(found)) => c.add("netstat.txt", r(netstat_text(&super::network::netstat_response(found)))),
+            Ok(Err(e)) => c.note(format!("netstat.txt: {e}")),
+            Err(e) => c.note(format!("netstat.txt: {e}")),
+        }
 
         // The config, to admins only, secrets replaced (and redacted again).
         match (&live, admin) {
