@@ -1,0 +1,155 @@
+//! The image under qemu, storage seen from PID 1 (one boot): `mounts`
+//! shows the state disk (/dev/vda, ext4) mounted at /var/lib/bronze with
+//! its size, `disks` shows vda with the state disk's size and label (read
+//! from its superblock by bronzed), `usage /var/lib/bronze` walks the
+//! state dir, and the support bundle opens with `tar` with the kernel log
+//! and bronzed as PID 1 in it.
+//!
+//! Needs the image (`cargo xtask image`) and qemu; `cargo xtask test`
+//! provides both. The guest is on qemu user networking with `restrict=on`:
+//! it reaches nothing; only its API is forwarded to 127.0.0.1.
+
+use bronze_api::v1 as pb;
+use bronze_images::layout::ImageLayout;
+use bronze_images::vm::{Disk, DiskFormat, Vm, VmSpec, maintenance_fingerprint};
+use bronze_tests::{Pki, bronzectl, free_port};
+use bronzectl::client::NodeClient;
+use bronzectl::connect::Auth;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Boot deadline under TCG on a loaded 2-core machine.
+const BOOT: Duration = Duration::from_secs(180);
+/// Guest kernel arguments: a static address, a closed local NTP port.
+const APPEND: &str = "bronze.ip=eth0:10.0.2.15/24:10.0.2.2 bronze.ntp=127.0.0.1:1";
+/// The state disk's size.
+const DISK_BYTES: u64 = 64 << 20;
+
+fn target_dir() -> PathBuf {
+    let bronzed = bronze_tests::bin("bronzed");
+    bronzed.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// An empty ext4 state disk.
+fn state_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("state.img");
+    let status = Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-L", "BRONZE_STATE"])
+        .arg(&disk)
+        .arg(format!("{}M", DISK_BYTES >> 20))
+        .status()
+        .expect("mke2fs");
+    assert!(status.success());
+    disk
+}
+
+/// Waits until the API answers a real RPC with `auth` (any gRPC status
+/// counts: Unauthenticated also proves bronzed is serving).
+async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        if let Ok(Some(status)) = vm.try_wait() {
+            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
+        }
+        if let Ok(mut c) = NodeClient::connect(node, auth).await {
+            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn json(vm: &Vm, config: &Path, args: &[&str]) -> Value {
+    let run = bronzectl(Some(config), &[&["-o", "json"], args].concat()).await;
+    assert_eq!(run.code, 0, "bronzectl {args:?}: {run:?}\n{}", vm.console().unwrap_or_default());
+    serde_json::from_str(run.stdout.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {run:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid1_mounts_disks_usage_and_support_bundle() {
+    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() {
+        eprintln!("skipped because {} is not installed (cargo xtask test installs it)", bronze_images::vm::QEMU);
+        return;
+    }
+    let layout = ImageLayout::new(&target_dir());
+    assert!(
+        layout.is_built(),
+        "no image in {}: run `cargo xtask image` (cargo xtask test does)",
+        layout.vmlinux().display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let node = format!("127.0.0.1:{port}");
+    let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), port);
+    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
+    spec.append = APPEND.split_whitespace().map(String::from).collect();
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
+
+    // Maintenance mode, then a config over the pinned certificate.
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+    let pki = Pki::new();
+    let config_path = tmp.path().join("node.yaml");
+    std::fs::write(&config_path, pki.node_config("vm-debug")).unwrap();
+    let path = config_path.to_str().unwrap();
+    let run =
+        bronzectl(None, &["-n", &node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f", path])
+            .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"])).await;
+    let reader = tmp.path().join("reader");
+    pki.write_bronzeconfig(&reader, std::slice::from_ref(&node), &["os:reader"]);
+    let admin = tmp.path().join("admin");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+
+    // The state disk at /var/lib/bronze, with statvfs figures.
+    let mounts = json(&vm, &reader, &["mounts"]).await;
+    let list = mounts["mounts"].as_array().expect("mounts");
+    let state = list.iter().find(|m| m["target"] == "/var/lib/bronze").unwrap_or_else(|| panic!("{mounts:#}"));
+    assert_eq!((state["source"].as_str(), state["filesystem"].as_str()), (Some("/dev/vda"), Some("ext4")), "{state:#}");
+    let size = state["sizeBytes"].as_u64().unwrap();
+    assert!(size > DISK_BYTES / 2 && size <= DISK_BYTES, "{state:#}");
+    assert!(state["usedBytes"].as_u64().unwrap() > 0, "{state:#}");
+    for kernel in ["/proc", "/sys", "/dev", "/run"] {
+        assert!(list.iter().any(|m| m["target"] == kernel), "{kernel} not mounted: {mounts:#}");
+    }
+
+    // vda: the whole state disk, its ext4 label read from the superblock.
+    let disks = json(&vm, &reader, &["disks"]).await;
+    let vda =
+        disks["disks"].as_array().unwrap().iter().find(|d| d["name"] == "vda").unwrap_or_else(|| panic!("{disks:#}"));
+    assert_eq!(vda["sizeBytes"].as_u64(), Some(DISK_BYTES), "{vda:#}");
+    assert_eq!((vda["filesystem"].as_str(), vda["label"].as_str()), (Some("ext4"), Some("BRONZE_STATE")), "{vda:#}");
+    assert_eq!(vda["devPath"], "/dev/vda");
+    assert_eq!(vda["error"], "", "{vda:#}");
+
+    // The state dir's usage.
+    let usage = json(&vm, &reader, &["usage", "/var/lib/bronze", "-d", "2"]).await;
+    let top = &usage["entries"][0];
+    assert_eq!(top["path"], "/var/lib/bronze", "{usage:#}");
+    assert!(top["files"].as_u64().unwrap() >= 1, "the stored config at least: {usage:#}");
+
+    // The support bundle, from PID 1.
+    let file = tmp.path().join("bundle.tar.gz");
+    let run = bronzectl(Some(&admin), &["support", "--output-file", file.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = tmp.path().join("bundle");
+    std::fs::create_dir_all(&out).unwrap();
+    let tar = Command::new("tar").arg("-xzf").arg(&file).arg("-C").arg(&out).status().unwrap();
+    assert!(tar.success());
+    let root = out.join("bronze-support");
+    let dmesg = std::fs::read_to_string(root.join("dmesg.txt")).expect("dmesg.txt from /dev/kmsg");
+    assert!(dmesg.contains("Linux version"), "the kernel log from boot");
+    let processes = std::fs::read_to_string(root.join("processes.txt")).expect("processes.txt");
+    assert!(processes.lines().any(|l| l.starts_with("1\t") && l.contains("bronzed")), "{processes}");
+    let disks = std::fs::read_to_string(root.join("disks.json")).unwrap();
+    assert!(disks.contains("BRONZE_STATE"), "{disks}");
+    let _ = vm.kill();
+}
