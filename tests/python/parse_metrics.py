@@ -10,6 +10,7 @@ non-200 answer). A body that does not parse makes the script fail.
 """
 
 import argparse
+import http.client
 import json
 import ssl
 import sys
@@ -49,7 +50,8 @@ def main():
     except urllib.error.HTTPError as e:
         print(json.dumps({"status": e.code, "body": e.read().decode("utf-8", "replace")}))
         return
-    except (urllib.error.URLError, ssl.SSLError, ConnectionError, OSError) as e:
+    except (urllib.error.URLError, ssl.SSLError, OSError, http.client.HTTPException) as e:
+        # Refused, reset, a failed handshake, or a TLS alert read as HTTP.
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
         return
 
