@@ -106,6 +106,10 @@ pub enum Command {
         #[command(subcommand)]
         what: platform::PlatformCommand,
     },
+    /// Read a file under /proc, /sys, /var/log, /var/lib/bronze or /etc (secrets never; the last two: operator).
+    Read(crate::files::ReadArgs),
+    /// List a directory under the allowed roots (-r: recursive, symlinks not followed).
+    Ls(crate::files::LsArgs),
     /// Capture packets on a link into a pcap file (admin; --bpf is compiled here with tcpdump).
     Pcap(crate::pcap::PcapArgs),
     /// TCP and UDP sockets with their processes (--listening, --tcp/--udp, -4/-6).
@@ -141,6 +145,8 @@ impl Command {
             Command::Plugins { what } => plugins::run(what, g).await,
             Command::Network { what } => network::run(what, g).await,
             Command::Platform { what } => platform::run(what, g).await,
+            Command::Read(args) => crate::files::run_read(args, g).await,
+            Command::Ls(args) => crate::files::run_ls(args, g).await,
             Command::Pcap(args) => crate::pcap::run(args, g).await,
             Command::Netstat(args) => crate::netstat::run(args, g).await,
             Command::Mounts => crate::storage::run_mounts(g).await,

@@ -16,6 +16,7 @@ pub mod stream;
 pub mod apply;
 pub mod config;
 pub mod events;
+pub mod files;
 pub mod machine;
 pub mod netstat;
 pub mod network;

@@ -326,11 +326,17 @@ impl Redactor {
     fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let marker = find(line, KEY_MARK);
         if self.in_key {
-            // Everything up to and including the END line goes.
+            // The body goes, up to and including the END line; a line that
+            // cannot be part of a PEM body ends the block (a BEGIN in a
+            // comment must not swallow the rest of the file).
             if marker.is_some() {
                 self.in_key = false;
+                return;
             }
-            return;
+            if pem_body(line) {
+                return;
+            }
+            self.in_key = false;
         }
         let Some(at) = marker else {
             out.extend_from_slice(line);
@@ -352,6 +358,17 @@ impl Redactor {
             self.in_key = true;
         }
     }
+}
+
+/// A line that may be inside a PEM block: base64 (after indentation and
+/// comment marks), a PEM header, or blank.
+fn pem_body(line: &[u8]) -> bool {
+    let t = line.trim_ascii();
+    let t = t.iter().position(|b| *b != b'#').map_or(&t[t.len()..], |i| &t[i..]).trim_ascii();
+    t.is_empty()
+        || t.starts_with(b"Proc-Type:")
+        || t.starts_with(b"DEK-Info:")
+        || t.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -805,6 +822,20 @@ mod tests {
             "{\"key\":\"[private key redacted by bronzed]\nx\n[private key redacted by bronzed]\ny"
         );
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_begin_without_its_end_stops_at_the_first_line_that_is_no_pem_body() {
+        let text = "# key: |\n#   -----BEGIN PRIVATE KEY-----\ncertSANs: [\"127.0.0.1\"]\n\ntime:\n  disabled: false\n";
+        let (out, n) = redact(text.as_bytes(), 3);
+        let want =
+            "# key: |\n#   [private key redacted by bronzed]\ncertSANs: [\"127.0.0.1\"]\n\ntime:\n  disabled: false\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert_eq!(n, 1);
+        // Encrypted PEM headers and a blank line stay inside the block.
+        let encrypted = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nMIIsecret==\n-----END RSA PRIVATE KEY-----\nnext: 1\n";
+        let (out, _) = redact(encrypted.as_bytes(), 4);
+        assert_eq!(String::from_utf8(out).unwrap(), "[private key redacted by bronzed]\nnext: 1\n");
     }
 
     #[test]
