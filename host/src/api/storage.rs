@@ -126,8 +126,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
+/// Size, used and available bytes, or why `statvfs` failed.
+type StatResult = Result<(u64, u64, u64), String>;
+
 /// Size, used and available bytes of the filesystem mounted at `target`.
-fn statvfs(target: &Path) -> Result<(u64, u64, u64), String> {
+fn statvfs(target: &Path) -> StatResult {
     let s = nix::sys::statvfs::statvfs(target).map_err(|e| format!("statvfs: {}", io::Error::from(e)))?;
     let frag = s.fragment_size() as u64;
     let size = (s.blocks() as u64).saturating_mul(frag);
@@ -159,7 +162,7 @@ pub async fn mounts(proc: &Path) -> Result<(Vec<pb::Mount>, bool), String> {
             }
         }
     });
-    let mut stats: Vec<Option<Result<(u64, u64, u64), String>>> = vec![None; entries.len()];
+    let mut stats: Vec<Option<StatResult>> = vec![None; entries.len()];
     let deadline = tokio::time::Instant::now() + STATVFS_BUDGET;
     while let Ok(Some((i, r))) = tokio::time::timeout_at(deadline, rx.recv()).await {
         stats[i] = Some(r);
@@ -378,7 +381,7 @@ impl Walk {
                 self.stopped = Some(format!("stopped after {USAGE_MAX_ENTRIES} entries"));
                 break;
             }
-            if self.entries % 1024 == 0 && Instant::now() > self.deadline {
+            if self.entries.is_multiple_of(1024) && Instant::now() > self.deadline {
                 self.stopped = Some(format!("stopped after {} s", USAGE_BUDGET.as_secs()));
                 break;
             }
@@ -598,7 +601,7 @@ mod tests {
         let real = std::fs::canonicalize(&root).unwrap();
         assert_eq!(paths[0], real.to_str().unwrap());
         assert!(paths.iter().any(|p| p.ends_with("/a/b")), "{paths:?}");
-        assert_eq!(r.entries[0].apparent_bytes < 1 << 20, true, "the symlink was followed: {:?}", r.entries[0]);
+        assert!(r.entries[0].apparent_bytes < 1 << 20, "the symlink was followed: {:?}", r.entries[0]);
         assert!(r.entries[0].apparent_bytes >= 10_001);
         assert_eq!(r.entries[0].files, 3, "f, top and the link itself");
         assert!(!r.truncated);
