@@ -225,7 +225,7 @@ async fn a_capture_stops_at_its_byte_limit_and_at_its_duration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_capture_per_link_bad_requests_and_roles_are_refused() {
-    let Some((_ns, _peer, pki, node)) = setup("pcap refusals").await else { return };
+    let Some((ns, _peer, pki, node)) = setup("pcap refusals").await else { return };
     let running = start(&node, &pki, request("", 3000, 0)).await.unwrap();
     let busy = start(&node, &pki, request("", 1000, 0)).await.err().expect("a second capture on the link");
     assert_eq!(busy.code(), Code::ResourceExhausted, "{busy:?}");
@@ -268,6 +268,20 @@ async fn one_capture_per_link_bad_requests_and_roles_are_refused() {
         err.map(|e| (e.code(), e.message().to_string())),
         Some((Code::NotFound, "link nope0 does not exist".into()))
     );
+    // A raw-IP link (tun): its file has link type 101, and a filter compiled
+    // for Ethernet is refused.
+    ip(&["-n", ns.name(), "tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    let err = start(&node, &pki, pb::CaptureRequest { link: "tun0".into(), ..request("udp", 1000, 0) }).await.err();
+    assert_eq!(
+        err.map(|e| (e.code(), e.message().to_string())),
+        Some((
+            Code::InvalidArgument,
+            "the filter was compiled for pcap link type 1, but link tun0 has link type 101".into()
+        ))
+    );
+    let tun = pb::CaptureRequest { link: "tun0".into(), ..request("", 300, 0) };
+    let (file, summary) = start(&node, &pki, tun).await.unwrap().finish().await;
+    assert_eq!((summary.link_type, &file[20..24]), (101, &101u32.to_ne_bytes()[..]));
     let err = start(&node, &pki, request("", 300_001, 0)).await.err().expect("too long a duration");
     assert_eq!(err.code(), Code::InvalidArgument);
 
