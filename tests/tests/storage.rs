@@ -35,10 +35,20 @@ async fn mounts_include_root_and_proc_with_sizes() {
     let size = st.blocks() as u64 * st.fragment_size() as u64;
     assert_eq!(root.size_bytes, size, "{root:?}");
     assert!(root.used_bytes <= root.size_bytes && root.stat_error.is_empty(), "{root:?}");
-    // As many mounts as bronzed's mountinfo has lines (it runs in the test's
-    // mount namespace).
-    let ours = std::fs::read_to_string(format!("/proc/{}/mountinfo", node.pid())).unwrap();
-    assert_eq!(answer.mounts.len(), ours.lines().count());
+    // Every mount bronzed's mountinfo has both before and after the call
+    // (other tests on this machine may add namespaces' mounts meanwhile).
+    let ids = |text: String| -> std::collections::BTreeSet<u32> {
+        text.lines().filter_map(|l| l.split(' ').next()?.parse().ok()).collect()
+    };
+    let mountinfo = format!("/proc/{}/mountinfo", node.pid());
+    let before = ids(std::fs::read_to_string(&mountinfo).unwrap());
+    let answer = client.mounts(MountsRequest {}).await.expect("mounts").into_inner();
+    let after = ids(std::fs::read_to_string(&mountinfo).unwrap());
+    let listed: std::collections::BTreeSet<u32> = answer.mounts.iter().map(|m| m.mount_id).collect();
+    let stable: Vec<u32> = before.intersection(&after).copied().collect();
+    assert!(!stable.is_empty());
+    let missing: Vec<&u32> = stable.iter().filter(|id| !listed.contains(id)).collect();
+    assert!(missing.is_empty(), "mount ids {missing:?} not listed");
     assert!(answer.mounts.iter().all(|m| m.mount_id != 0 && !m.filesystem.is_empty()));
 }
 
