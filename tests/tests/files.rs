@@ -9,7 +9,7 @@
 
 use bronze_api::v1 as pb;
 use bronze_api::v1::file_service_client::FileServiceClient;
-use bronze_tests::{Node, Pki};
+use bronze_tests::{Node, Pki, bronzectl};
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::Duration;
@@ -277,4 +277,52 @@ async fn audit_events(c: &mut bronzectl::client::NodeClient) -> Vec<pb::AuditEve
         out.extend(e.audit);
     }
     out
+}
+
+/// The same through the real bronzectl: bytes to a pipe, rows for ls, JSON,
+/// the node's refusal as the error line and a failing exit code, -n fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_and_ls_through_the_cli() {
+    let pki = Pki::new();
+    let node = Node::start_configured(&pki.node_config("files-cli")).await;
+    plant(&node.state_dir);
+    let dir = tempfile::tempdir().unwrap();
+    let reader = dir.path().join("reader");
+    pki.write_bronzeconfig(&reader, &[node.addr.clone(), node.addr.clone()], &["os:reader"]);
+    let admin = dir.path().join("admin");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node.addr), &["os:admin"]);
+
+    let run = bronzectl(Some(&admin), &["read", "/var/log/app.log"]).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "hello from app\n"), "{run:?}");
+    let run = bronzectl(Some(&admin), &["read", "/var/log/big.log", "--max-bytes", "10"]).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "xxxxxxxxxx"), "{run:?}");
+    assert!(run.stderr.contains("/var/log/big.log: stopped after 10 bytes"), "{run:?}");
+    let run = bronzectl(Some(&admin), &["read", "/var/lib/bronze/config.yaml"]).await;
+    assert!(run.code == 0 && !run.stdout.contains("PRIVATE KEY"), "{run:?}");
+    assert!(run.stderr.contains("private key(s) redacted by the node"), "{run:?}");
+
+    // Two nodes (the same one twice): each file headed by its node.
+    let run = bronzectl(Some(&reader), &["read", "/var/log/app.log"]).await;
+    let want = format!("==> {0} <==\nhello from app\n==> {0} <==\nhello from app\n", node.addr);
+    assert_eq!((run.code, run.stdout), (0, want));
+    let run = bronzectl(Some(&reader), &["read", "/etc/hosts"]).await;
+    assert_ne!(run.code, 0);
+    let want = "permission denied: /etc/hosts: os:reader may not read under /etc (operator or admin may)";
+    assert!(run.stderr.contains(want), "{run:?}");
+    let run = bronzectl(Some(&admin), &["read", "/var/log/rel-link"]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("outside the allowed roots: it leads out of /var/log"), "{run:?}");
+
+    let run = bronzectl(Some(&admin), &["ls", "/etc"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let shadow = run.stdout.lines().find(|l| l.contains("/etc/shadow")).unwrap_or_else(|| panic!("{run:?}"));
+    assert!(shadow.contains("secret: not readable"), "{shadow}");
+    assert!(run.stdout.lines().any(|l| l.contains("/etc/notes -> shadow")), "{run:?}");
+    let run = bronzectl(Some(&admin), &["-o", "json", "ls", "-r", "/var/log", "--depth", "2"]).await;
+    let reply: serde_json::Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    let paths: Vec<&str> = reply["entries"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"/var/log/sub/deeper") && !paths.contains(&"/var/log/sub/deeper/inner.log"), "{paths:?}");
+    let run = bronzectl(Some(&admin), &["-o", "json", "read", "/var/log/app.log"]).await;
+    let reply: serde_json::Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!((reply["text"].as_str(), reply["truncated"].as_bool()), (Some("hello from app\n"), Some(false)));
 }
