@@ -245,7 +245,7 @@ async fn read_and_ls_under_the_allowed_roots() {
     assert_eq!(s.message(), "max_depth 9 is larger than the limit of 8");
 
     // The audit trail: /etc and /var/lib/bronze calls (allowed or not) and
-    // refused secrets; a reader's /var/log and /proc reads are not audited.
+    // refused paths anywhere; a reader's /var/log and /proc reads are not.
     let mut machine = node.client(&pki.auth(&["os:admin"])).await;
     let audit = audit_events(&mut machine).await;
     let has = |method: &str, role: &str, result: &str, message: &str| {
@@ -260,7 +260,13 @@ async fn read_and_ls_under_the_allowed_roots() {
     assert!(has(LIST, "os:reader", "permission-denied", denied), "{audit:#?}");
     let secret = "/proc/1/mem: a secret (process or kernel memory); it is never readable, whatever the role";
     assert!(has(READ, "os:reader", "permission-denied", secret), "{audit:#?}");
-    assert!(has(READ, "os:admin", "permission-denied", &escapes("/var/log/rel-link", "/var/log")) == false);
+    // Refusals of the path itself are audited under any root.
+    assert!(has(READ, "os:admin", "permission-denied", &escapes("/var/log/rel-link", "/var/log")), "{audit:#?}");
+    assert!(has(READ, "os:admin", "permission-denied", &outside("/root/.ssh/id_rsa")), "{audit:#?}");
+    assert!(
+        audit.iter().any(|a| a.method == READ && a.message.starts_with("/proc/self/fd/0: a magic link")),
+        "{audit:#?}"
+    );
     assert!(
         !audit.iter().any(|a| a.message.starts_with("/var/log/app.log") || a.message.contains("/status")),
         "{audit:#?}"

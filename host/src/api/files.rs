@@ -136,6 +136,20 @@ pub enum FileError {
     Io { path: String, error: String },
 }
 
+impl FileError {
+    /// A refusal of the path itself (outside the roots, out of one, a magic
+    /// link, a secret): audited whatever the root, as it looks like probing.
+    pub fn is_probe(&self) -> bool {
+        matches!(
+            self,
+            FileError::Outside { .. }
+                | FileError::Escapes { .. }
+                | FileError::MagicLink { .. }
+                | FileError::Secret { .. }
+        )
+    }
+}
+
 impl From<FileError> for Status {
     fn from(e: FileError) -> Status {
         let message = e.to_string();
@@ -636,7 +650,15 @@ impl FileApi {
 
     /// Locates `path` and checks the caller's role for its root.
     fn admit(&self, caller: &Caller, method: &str, path: &str) -> Result<Located, Status> {
-        let at = self.roots.locate(path).map_err(Status::from)?;
+        let at = match self.roots.locate(path) {
+            Ok(at) => at,
+            Err(e) => {
+                if e.is_probe() {
+                    self.audit.record(caller, method, &Status::from(e.clone()));
+                }
+                return Err(e.into());
+            }
+        };
         if at.kind.sensitive() && !(caller.has(Role::Operator) || caller.has(Role::Admin)) {
             let e = FileError::Role { path: at.shown.clone(), role: caller.role_label(), root: at.kind.name() };
             self.audit_outcome(caller, method, &at, Err(&e));
@@ -645,11 +667,12 @@ impl FileApi {
         Ok(at)
     }
 
-    /// Audits every call under a sensitive root, and every refused secret.
+    /// Audits every call under a sensitive root, and every refusal that
+    /// looks like probing (a secret, an escape, a magic link) under any root.
     fn audit_outcome(&self, caller: &Caller, method: &str, at: &Located, result: Result<(), &FileError>) {
         match result {
             Ok(()) if at.kind.sensitive() => self.audit.record(caller, method, &Status::ok(at.shown.clone())),
-            Err(e) if at.kind.sensitive() || matches!(e, FileError::Secret { .. }) => {
+            Err(e) if at.kind.sensitive() || e.is_probe() => {
                 self.audit.record(caller, method, &Status::from(e.clone()))
             }
             _ => {}
