@@ -92,8 +92,8 @@ pub static TABLE: &[Rule] = &[
     Rule { method: "/bronze.v1.CaptureService/Capture", roles: ADMIN, mutating: true, maintenance: false },
     // read / ls (issue 13): every role may call; the service limits
     // /var/lib/bronze and /etc (config, leases, plugin state) to operator and
-    // admin and audits those calls and every refused secret itself (most
-    // calls are of /proc and /sys, which readers see through other commands).
+    // admin and audits those calls, and refused paths (secrets, escapes) under
+    // any root, itself: most calls are of /proc and /sys, not audited.
     read("/bronze.v1.FileService/Read"),
     read("/bronze.v1.FileService/List"),
     // mounts / disks / usage and the support bundle (issue 13). The bundle
