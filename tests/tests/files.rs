@@ -80,6 +80,8 @@ fn plant(state: &Path) {
     symlink("../../..", log.join("dir-link")).unwrap();
     // Inside the root: followed.
     symlink("app.log", log.join("inside-link")).unwrap();
+    // A FIFO nobody writes to: opening it for reading would block or hang.
+    nix::unistd::mkfifo(&log.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     write(&etc.join("hosts"), b"127.0.0.1 localhost\n");
     write(&etc.join("shadow"), b"root:$6$planted-hash:19000:0:99999:7:::\n");
     symlink("shadow", etc.join("notes")).unwrap();
@@ -202,6 +204,8 @@ async fn read_and_ls_under_the_allowed_roots() {
     assert_eq!(s.message(), "max_bytes 17825792 is larger than the limit of 16777216 bytes");
     let s = refused(&mut reader, "/var/log/sub").await;
     assert_eq!(s.message(), "/var/log/sub: not a regular file (dir); use ls for directories");
+    let s = refused(&mut reader, "/var/log/pipe").await;
+    assert_eq!(s.message(), "/var/log/pipe: not a regular file (fifo); use ls for directories");
     let s = refused(&mut reader, "/var/log/nothing-here").await;
     assert_eq!((s.code(), s.message()), (Code::NotFound, "/var/log/nothing-here: not found"));
 
@@ -217,6 +221,7 @@ async fn read_and_ls_under_the_allowed_roots() {
             "/var/log/dir-link",
             "/var/log/inside-link",
             "/var/log/leaked.log",
+            "/var/log/pipe",
             "/var/log/rel-link",
             "/var/log/sub"
         ]

@@ -402,8 +402,10 @@ struct Opened {
 }
 
 /// Opens `at` beneath its root (see the module docs) and checks the secret
-/// rules on both the requested and the resolved path.
-fn open_located(at: &Located, flags: OFlag) -> Result<Opened, FileError> {
+/// rules on both the requested and the resolved path. The fd is `O_PATH`:
+/// nothing is opened for reading (no FIFO, device or tty side effect) before
+/// its type is known.
+fn open_located(at: &Located) -> Result<Opened, FileError> {
     let path = || at.shown.clone();
     let root_real = std::fs::canonicalize(&at.dir).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => FileError::NotFound { path: path() },
@@ -419,7 +421,7 @@ fn open_located(at: &Located, flags: OFlag) -> Result<Opened, FileError> {
             error: format!("root {}: {}", at.kind.name(), io::Error::from(e)),
         })?;
     let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = nix::fcntl::openat2(base.as_fd(), &at.relative(), how).map_err(|e| match e {
         Errno::EXDEV => FileError::Escapes { path: path(), root: at.kind.name() },
@@ -463,12 +465,19 @@ fn kind_of(mode: u32) -> &'static str {
 /// Reads `at` (at most `max` bytes), redacted, into `send` chunk by chunk;
 /// stops when `send` returns false (the client went away).
 pub fn read_file(at: &Located, max: u64, mut send: impl FnMut(pb::FileChunk) -> bool) -> Result<(), FileError> {
-    let opened = open_located(at, OFlag::O_RDONLY)?;
+    let opened = open_located(at)?;
     let kind = kind_of(opened.stat.st_mode);
     if kind != "file" {
         return Err(FileError::NotAFile { path: at.shown.clone(), kind });
     }
-    let mut file = File::from(opened.fd);
+    // A regular file: open that same inode for reading through the fd's own link.
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    let fd = nix::fcntl::open(format!("/proc/self/fd/{}", opened.fd.as_raw_fd()).as_str(), flags, FileMode::empty())
+        .map_err(|e| match e {
+            Errno::EACCES | Errno::EPERM => FileError::Denied { path: at.shown.clone() },
+            e => FileError::Io { path: at.shown.clone(), error: io::Error::from(e).to_string() },
+        })?;
+    let mut file = File::from(fd);
     let started = Instant::now();
     let mut redactor = Redactor::default();
     let mut buf = vec![0u8; CHUNK];
@@ -528,7 +537,7 @@ fn read_some(file: &mut File, buf: &mut [u8], at: &Located) -> Result<usize, Fil
 /// Lists `at` (its entries, or itself when it is not a directory), `depth`
 /// levels deep (1 = its entries only), at most [`MAX_ENTRIES`] entries.
 pub fn list(at: &Located, depth: u32) -> Result<pb::FileListResponse, FileError> {
-    let opened = open_located(at, OFlag::O_RDONLY)?;
+    let opened = open_located(at)?;
     let parts: Vec<&str> = opened.resolved.iter().map(String::as_str).collect();
     let mut reply = pb::FileListResponse::default();
     if kind_of(opened.stat.st_mode) != "dir" {
