@@ -4,11 +4,12 @@
 //! UDP socket, each over IPv4 and IPv6) and finds each by its inode, with
 //! the right state, addresses and this process as owner; bronzed's own API
 //! listener shows bronzed as its process; `--listening`, `--tcp/--udp` and
-//! `-4/-6` leave out what they should.
+//! `-4/-6` leave out what they should. The real `bronzectl netstat` (reader
+//! credentials) shows the same in a table and as JSON.
 
 use bronze_api::v1::network_service_client::NetworkServiceClient;
 use bronze_api::v1::{NetstatRequest, NetstatResponse, Socket};
-use bronze_tests::{Node, Pki};
+use bronze_tests::{Node, Pki, bronzectl};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -128,4 +129,40 @@ async fn sockets_with_states_and_owners_for_a_reader() {
         .map(|s| (s.protocol.clone(), s.ip_version, s.local_address.parse::<IpAddr>().unwrap(), s.local_port))
         .collect();
     assert!(keys.windows(2).all(|w| w[0] <= w[1]), "not sorted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bronzectl_netstat_as_a_reader() {
+    let pki = Pki::new();
+    let node = Node::start_configured(&pki.node_config("netstat-cli")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("reader");
+    pki.write_bronzeconfig(&config, std::slice::from_ref(&node.addr), &["os:reader"]);
+    let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let me = std::process::id();
+
+    let run = bronzectl(Some(&config), &["netstat", "--listening", "--tcp"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let header: Vec<&str> = run.stdout.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NODE", "PROTO", "STATE", "LOCAL", "REMOTE", "RECV-Q", "SEND-Q", "PROCESS"], "{run:?}");
+    // The row whose LOCAL column is `local`.
+    let row = |local: &str| -> Vec<&str> {
+        let cells = run.stdout.lines().map(|l| l.split_whitespace().collect::<Vec<_>>());
+        cells.into_iter().find(|c| c.get(3) == Some(&local)).unwrap_or_else(|| panic!("no row for {local}: {run:?}"))
+    };
+    let ours = row(&format!("[::1]:{port}"));
+    assert_eq!(ours[1..5], ["tcp6", "LISTEN", &format!("[::1]:{port}"), "[::]:*"], "{run:?}");
+    assert!(ours.get(7).is_some_and(|p| p.split(',').any(|p| p.starts_with(&format!("{me}/")))), "{run:?}");
+    let api = row(&node.addr);
+    assert_eq!(api.get(7).copied(), Some(format!("{}/bronzed", node.pid()).as_str()), "{run:?}");
+
+    let run = bronzectl(Some(&config), &["-o", "json", "netstat", "-l", "-t", "-6"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let json: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON object");
+    let sockets = json["sockets"].as_array().expect("sockets");
+    assert!(sockets.iter().all(|s| s["ipVersion"] == 6 && s["state"] == "LISTEN"), "{json}");
+    let found = sockets.iter().find(|s| s["localPort"] == u64::from(port)).unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(found["inode"], inode(&listener));
+    assert_eq!(found["processes"][0]["pid"], me);
 }

@@ -505,7 +505,7 @@ mod tests {
         std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap().ino() as u32
     }
 
-    fn find<'a>(n: &'a Netstat, inode: u32) -> &'a SocketEntry {
+    fn find(n: &Netstat, inode: u32) -> &SocketEntry {
         n.sockets.iter().find(|s| s.inode == inode).unwrap_or_else(|| panic!("inode {inode} not in {n:#?}"))
     }
 
