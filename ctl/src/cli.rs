@@ -114,6 +114,11 @@ pub enum Command {
     Pcap(crate::pcap::PcapArgs),
     /// TCP and UDP sockets with their processes (--listening, --tcp/--udp, -4/-6).
     Netstat(crate::netstat::NetstatArgs),
+    /// Processes with the service or plugin each belongs to; --watch refreshes like top.
+    #[command(visible_alias = "ps")]
+    Processes(crate::processes::ProcessesArgs),
+    /// CPU and memory of bronzed, each service and each plugin instance.
+    Stats(crate::processes::StatsArgs),
     /// The mount table with each filesystem's size and use.
     Mounts,
     /// Block devices: size, model, serial, partition table, filesystem labels.
@@ -149,6 +154,8 @@ impl Command {
             Command::Ls(args) => crate::files::run_ls(args, g).await,
             Command::Pcap(args) => crate::pcap::run(args, g).await,
             Command::Netstat(args) => crate::netstat::run(args, g).await,
+            Command::Processes(args) => crate::processes::run(args, g).await,
+            Command::Stats(args) => crate::processes::run_stats(args, g).await,
             Command::Mounts => crate::storage::run_mounts(g).await,
             Command::Disks => crate::storage::run_disks(g).await,
             Command::Usage(args) => crate::storage::run_usage(args, g).await,

@@ -23,6 +23,7 @@ pub mod network;
 pub mod pcap;
 pub mod platform;
 pub mod plugins;
+pub mod processes;
 pub mod resources;
 pub mod services;
 pub mod storage;

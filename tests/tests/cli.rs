@@ -106,7 +106,8 @@ async fn gen_config_then_contexts_and_minted_clients() {
     assert_eq!(run.code, 0, "{run:?}");
     let run = bronzectl(Some(&reader), &["reboot"]).await;
     assert!(run.stderr.contains("permission denied: os:reader may not call Reboot"), "{run:?}");
-    let run = bronzectl(Some(&bc), &["config", "new", "--roles", "root", "--output-file", reader.to_str().unwrap()]).await;
+    let run =
+        bronzectl(Some(&bc), &["config", "new", "--roles", "root", "--output-file", reader.to_str().unwrap()]).await;
     assert!(run.stderr.contains("unknown role \"root\""), "{run:?}");
 
     // Contexts: list, switch, unknown.
