@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod cgroup;
 pub mod config;
 pub mod controllers;
 pub mod init;

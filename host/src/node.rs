@@ -191,7 +191,13 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
     // Process mode has no network to bring up; pid1 sets this after its network.
     let (network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
-    let services = Arc::new(Supervisor::new(reaper.clone(), store.clone(), store.writer()?, network_ready));
+    let services = Arc::new(Supervisor::new(
+        reaper.clone(),
+        store.clone(),
+        store.writer()?,
+        network_ready,
+        service_cgroups(opts.mode),
+    ));
 
     // Loads installed plugins in the background once the config is read;
     // never delays the API.
@@ -420,6 +426,26 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Where services run: as PID 1 each in its own group under
+/// `bronze.slice` (plain children if the kernel has no cgroup v2 to offer);
+/// in process mode plain children.
+fn service_cgroups(mode: Mode) -> Arc<dyn crate::cgroup::ServiceCgroups> {
+    use crate::cgroup::{NoServiceCgroups, Slice};
+    match mode {
+        Mode::Pid1 => match Slice::create(std::path::Path::new(crate::cgroup::ROOT)) {
+            Ok(slice) => {
+                tracing::info!(slice = %slice.dir().display(), controllers = ?slice.controllers(), "service cgroups");
+                Arc::new(slice)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "services run without cgroups: their resources are not enforced");
+                Arc::new(NoServiceCgroups)
+            }
+        },
+        Mode::Process => Arc::new(NoServiceCgroups),
     }
 }
 

@@ -3,7 +3,9 @@
 //! its size, `disks` shows vda with the state disk's size and label (read
 //! from its superblock by bronzed), `usage /var/lib/bronze` walks the
 //! state dir, and the support bundle opens with `tar` with the kernel log
-//! and bronzed as PID 1 in it.
+//! and bronzed as PID 1 in it; a service runs in its own cgroup under
+//! bronze.slice with the config's cpu.max and memory.max, and `stats`
+//! takes its figures from there.
 //!
 //! Needs the image (`cargo xtask image`) and qemu; `cargo xtask test`
 //! provides both. The guest is on qemu user networking with `restrict=on`:
@@ -97,7 +99,12 @@ async fn pid1_mounts_disks_usage_and_support_bundle() {
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
     let pki = Pki::new();
     let config_path = tmp.path().join("node.yaml");
-    std::fs::write(&config_path, pki.node_config("vm-debug")).unwrap();
+    // One service: a second bronzed in process mode (the image's only
+    // program), with limits its cgroup must carry.
+    let base = pki.node_config("vm-debug");
+    assert!(base.contains("  services: []\n"));
+    let service = "  services:\n    - name: guest\n      command: /init\n      args: [\"--mode\", \"process\", \"--state-dir\", \"/tmp/guest\", \"--listen\", \"127.0.0.1:50100\", \"--platform\", \"none\"]\n      resources:\n        cpu: 500m\n        memory: 128MiB\n";
+    std::fs::write(&config_path, base.replacen("  services: []\n", service, 1)).unwrap();
     let path = config_path.to_str().unwrap();
     let run =
         bronzectl(None, &["-n", &node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f", path])
@@ -151,5 +158,40 @@ async fn pid1_mounts_disks_usage_and_support_bundle() {
     assert!(processes.lines().any(|l| l.starts_with("1\t") && l.contains("bronzed")), "{processes}");
     let disks = std::fs::read_to_string(root.join("disks.json")).unwrap();
     assert!(disks.contains("BRONZE_STATE"), "{disks}");
+
+    // The service's cgroup: under bronze.slice, with the config's limits,
+    // holding the service's process; stats reads it from there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let guest = loop {
+        let stats = json(&vm, &reader, &["stats"]).await;
+        assert_eq!(stats["source"], "cgroup", "{stats:#}");
+        let entries = stats["entries"].as_array().unwrap();
+        if let Some(g) = entries.iter().find(|e| e["kind"] == "service" && e["name"] == "guest")
+            && g["processes"].as_u64() >= Some(1)
+        {
+            break g.clone();
+        }
+        assert!(Instant::now() < deadline, "guest never ran: {stats:#}\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!((guest["cpuMax"].as_str(), guest["memoryMax"].as_str()), (Some("50000 100000"), Some("134217728")));
+    let memory = guest["rssBytes"].as_u64().unwrap();
+    assert!(memory > 1 << 20 && memory < 128 << 20, "memory.current of a process-mode bronzed: {guest:#}");
+    assert!(guest["cpuSeconds"].as_f64().unwrap() > 0.0, "{guest:#}");
+    let ls = json(&vm, &reader, &["ls", "/sys/fs/cgroup/bronze.slice"]).await;
+    let entries = ls["entries"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/guest"))), "{ls:#}");
+    let run = bronzectl(Some(&reader), &["read", "/sys/fs/cgroup/bronze.slice/guest/memory.max"]).await;
+    assert_eq!(run.stdout.trim(), "134217728", "{run:?}");
+    let run = bronzectl(Some(&reader), &["read", "/sys/fs/cgroup/bronze.slice/guest/cgroup.procs"]).await;
+    let in_group: Vec<i64> = run.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let ps = json(&vm, &reader, &["processes", "--sample", "0s"]).await;
+    let main = ps["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["service"] == "guest" && p["command"].as_str().is_some_and(|c| c.contains("--mode process")))
+        .unwrap_or_else(|| panic!("the guest process: {ps:#}"));
+    assert!(in_group.contains(&main["pid"].as_i64().unwrap()), "{in_group:?} vs {main:#}");
     let _ = vm.kill();
 }

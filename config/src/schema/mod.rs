@@ -26,7 +26,7 @@ pub use network::{
 };
 pub use platform::PlatformSettings;
 pub use plugins::{Fact, Grants, HttpGrant, HttpMethod, Limits, PluginCompile, PluginInstance, Plugins, Schedule};
-pub use services::{Health, RestartPolicy, Service};
+pub use services::{Health, Resources, RestartPolicy, Service};
 pub use time::Time;
 
 use crate::types::serde_util::{is_default, nullable};

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::types::serde_util::{is_default, keyword_enum, nullable};
-use crate::types::{AbsPath, ByteSize, Duration, EnvName, PluginId, ServiceName, TcpEndpoint, UniqueMap, Url};
+use crate::types::{
+    AbsPath, ByteSize, CpuQuota, Duration, EnvName, PluginId, ServiceName, TcpEndpoint, UniqueMap, Url,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "a mapping")]
@@ -39,6 +41,28 @@ pub struct Service {
     /// How much recent output is kept in memory for `logs`.
     #[serde(default = "Service::default_log_buffer_size", skip_serializing_if = "Service::is_default_log_buffer_size")]
     pub log_buffer_size: ByteSize,
+    /// CPU and memory limits; as PID 1 the service's cgroup enforces them.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resources: Resources,
+}
+
+/// What a service may use. As PID 1 each service runs in its own cgroup v2
+/// group (`/sys/fs/cgroup/bronze.slice/<name>`) with these as `cpu.max` and
+/// `memory.max`; in process mode they are not enforced (a warning says so).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "a mapping")]
+pub struct Resources {
+    /// CPU time per period, like `500m` (half a core) or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuQuota>,
+    /// The most memory (page cache included) before the kernel reclaims,
+    /// then kills in the group; at least 4MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+}
+
+impl Resources {
+    pub const MIN_MEMORY: u64 = 4 << 20;
 }
 
 impl Service {
@@ -61,6 +85,7 @@ impl Service {
             health: None,
             stop_grace_period: Self::DEFAULT_STOP_GRACE_PERIOD,
             log_buffer_size: Self::DEFAULT_LOG_BUFFER_SIZE,
+            resources: Resources::default(),
         }
     }
 

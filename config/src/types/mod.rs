@@ -4,6 +4,7 @@
 
 mod bytesize;
 mod cidr;
+mod cpu;
 mod duration;
 mod host;
 mod hostname;
@@ -21,6 +22,7 @@ mod url;
 
 pub use bytesize::ByteSize;
 pub use cidr::Cidr;
+pub use cpu::CpuQuota;
 pub use duration::Duration;
 pub use host::{Host, HostPort, TcpEndpoint};
 pub use hostname::Hostname;

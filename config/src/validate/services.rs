@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::schema::{Health, Machine, Service};
+use crate::schema::{Health, Machine, Resources, Service};
 use crate::validate::Validation;
 
 pub(super) fn check(machine: &Machine, out: &mut Validation) {
@@ -25,6 +25,14 @@ pub(super) fn check(machine: &Machine, out: &mut Validation) {
     let plugin_ids: HashSet<&str> = machine.plugins.instances.iter().map(|p| p.id.as_str()).collect();
     for (i, service) in services.iter().enumerate() {
         check_dependencies(i, service, &index, out);
+        if let Some(memory) = service.resources.memory
+            && memory.as_u64() < Resources::MIN_MEMORY
+        {
+            out.error(
+                format!("machine.services[{i}].resources.memory"),
+                format!("{memory} is too small; expected at least 4MiB"),
+            );
+        }
         if let Some(health) = &service.health {
             check_health(&format!("machine.services[{i}].health"), health, &plugin_ids, out);
         }

@@ -381,6 +381,19 @@ fn bad_log_buffer_size() {
 }
 
 #[test]
+fn bad_cpu_quota() {
+    let d = doc("  services:\n    - name: web\n      command: /bin/web\n      resources:\n        cpu: 5m\n");
+    expect(
+        &d,
+        "machine.services[0].resources.cpu",
+        Some(line_of(&d, "cpu: 5m", 1)),
+        "invalid cpu quota \"5m\": expected millicores like 500m or cores like 2 or 1.5 (10m to 1024 cores)",
+    );
+    let d = doc("  services:\n    - name: web\n      command: /bin/web\n      resources:\n        disk: 1GiB\n");
+    expect(&d, "machine.services[0].resources.disk", Some(line_of(&d, "disk:", 1)), "unknown field `disk`");
+}
+
+#[test]
 fn bad_fact() {
     let d = doc("  plugins:\n    instances:\n      - id: check\n        grants:\n          facts: [dmi, secrets]\n");
     expect(

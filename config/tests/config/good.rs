@@ -129,6 +129,9 @@ machine:
         interval: 5s
         timeout: 1s
       logBufferSize: 4MiB
+      resources:
+        cpu: 500m
+        memory: 256MiB
     - name: cache
       command: /usr/bin/cache
       restart: never
@@ -194,6 +197,9 @@ fn maximal_config_loads() {
     assert_eq!(web.env.get(&"PORT".parse().unwrap()).map(String::as_str), Some("8080"));
     assert_eq!(web.restart, RestartPolicy::OnFailure);
     assert_eq!(web.log_buffer_size.as_u64(), 4 << 20);
+    assert_eq!(web.resources.cpu.as_ref().map(|c| c.cpu_max()), Some("50000 100000".into()));
+    assert_eq!(web.resources.memory.map(|m| m.as_u64()), Some(256 << 20));
+    assert_eq!(m.services[2].resources, bronze_config::Resources::default());
     assert_eq!(m.services[2].log_buffer_size.as_u64(), 65536);
     let plugin = &m.plugins.instances[0];
     assert!(!plugin.enabled);

@@ -128,6 +128,14 @@ fn health_needs_exactly_one_probe() {
 }
 
 #[test]
+fn service_memory_limit_too_small() {
+    let d = doc("  services:\n    - name: a\n      command: /bin/a\n      resources:\n        memory: 1MiB\n");
+    expect_issue(&d, "machine.services[0].resources.memory", "1MiB is too small; expected at least 4MiB");
+    load(doc("  services:\n    - name: a\n      command: /bin/a\n      resources:\n        memory: 4MiB\n        cpu: 1.5\n").as_bytes())
+        .unwrap();
+}
+
+#[test]
 fn missing_ca_key_without_api_crt() {
     let d = format!("version: v1alpha1\nmachine:\n  hostname: n\n  api:\n    ca:\n      crt: |\n{}", block(CA_CRT, 8));
     let found = issues(&d);

@@ -5,6 +5,7 @@
 //! since it (`--watch` calls once a second) instead of by waiting.
 
 use crate::api::context::ApiContext;
+use crate::cgroup::Usage;
 use crate::procs::{self, CpuBase, Owner, Snapshot, Units};
 use crate::services::status::{SERVICE_STATUS, ServiceStatusSpec};
 use bronze_api::v1 as pb;
@@ -24,6 +25,15 @@ pub struct ProcessApi {
     units: Units,
     /// CPU ticks at the last reading.
     last: Mutex<Option<Arc<CpuBase>>>,
+    /// Services' cgroup CPU time (µs) at the last `stats` reading as PID 1.
+    last_cgroups: Mutex<Option<CgroupBase>>,
+}
+
+/// The services' cgroup CPU time at one moment.
+#[derive(Clone)]
+struct CgroupBase {
+    taken: std::time::Instant,
+    cpu_usec: HashMap<String, u64>,
 }
 
 /// A reading, and the base and window CPU % is measured over (none: each
@@ -46,7 +56,7 @@ impl Reading {
 
 impl ProcessApi {
     pub fn new(node: Arc<ApiContext>) -> ProcessApi {
-        ProcessApi { node, units: Units::of_system(), last: Mutex::new(None) }
+        ProcessApi { node, units: Units::of_system(), last: Mutex::new(None), last_cgroups: Mutex::new(None) }
     }
 
     async fn read_proc(&self) -> Result<Snapshot, Status> {
@@ -85,6 +95,64 @@ impl ProcessApi {
         };
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(CpuBase::of(&snapshot)));
         Ok(Reading { snapshot, base })
+    }
+
+    /// Each service's cgroup figures, with CPU % since the last reading
+    /// when it is at least `sample_ms` old (else over a fresh window), the
+    /// way [`Self::reading`] measures processes.
+    async fn cgroup_reading(&self, names: Vec<String>, sample_ms: u32) -> HashMap<String, (Usage, f64)> {
+        if names.is_empty() {
+            return HashMap::new();
+        }
+        let cgroups = self.node.services.cgroups();
+        let read = || {
+            let (cgroups, names) = (cgroups.clone(), names.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let taken = std::time::Instant::now();
+                    let usage: HashMap<String, Usage> =
+                        names.iter().filter_map(|n| cgroups.usage(n).map(|u| (n.clone(), u))).collect();
+                    (taken, usage)
+                })
+                .await
+                .unwrap_or_else(|_| (std::time::Instant::now(), HashMap::new()))
+            }
+        };
+        let sample = Duration::from_millis(sample_ms.into()).min(MAX_SAMPLE);
+        let (mut taken, mut usage) = read().await;
+        let base_of = |taken, usage: &HashMap<String, Usage>| CgroupBase {
+            taken,
+            cpu_usec: usage.iter().map(|(n, u)| (n.clone(), u.cpu_usec)).collect(),
+        };
+        let base = if sample.is_zero() {
+            None
+        } else {
+            let previous = self.last_cgroups.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|b| {
+                let age = taken.saturating_duration_since(b.taken);
+                age >= sample && age <= MAX_BASE_AGE
+            });
+            match previous {
+                Some(b) => Some(b),
+                None => {
+                    let b = base_of(taken, &usage);
+                    tokio::time::sleep(sample).await;
+                    (taken, usage) = read().await;
+                    Some(b)
+                }
+            }
+        };
+        *self.last_cgroups.lock().unwrap_or_else(|p| p.into_inner()) = Some(base_of(taken, &usage));
+        usage
+            .into_iter()
+            .map(|(name, u)| {
+                let percent = base.as_ref().map_or(0.0, |b| {
+                    let window = taken.saturating_duration_since(b.taken).as_secs_f64();
+                    let before = b.cpu_usec.get(&name).copied().unwrap_or(0);
+                    if window > 0.0 { u.cpu_usec.saturating_sub(before) as f64 / 1e6 / window * 100.0 } else { 0.0 }
+                });
+                (name, (u, percent))
+            })
+            .collect()
     }
 
     /// Each running service's main pid.
@@ -160,9 +228,13 @@ impl ProcessService for ProcessApi {
     }
 
     async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
-        let reading = self.reading(req.into_inner().sample_ms).await?;
-        let snap = &reading.snapshot;
+        let sample_ms = req.into_inner().sample_ms;
         let services = self.services();
+        let source = self.node.services.cgroups().source();
+        let names = if source == "cgroup" { services.iter().map(|s| s.name.clone()).collect() } else { Vec::new() };
+        let (reading, cgroups) = tokio::join!(self.reading(sample_ms), self.cgroup_reading(names, sample_ms));
+        let reading = reading?;
+        let snap = &reading.snapshot;
         let pids = services.iter().filter(|s| s.pid > 0).map(|s| (s.pid, s.name.clone())).collect();
         let owners = procs::owners(&snap.processes, bronzed_pid(), &pids);
         // (kind, name) → entry, summed over the owner's processes.
@@ -191,6 +263,23 @@ impl ProcessService for ProcessApi {
             e.cpu_percent += reading.cpu_percent(p, self.units);
             e.rss_bytes += p.stat.rss_pages.saturating_mul(self.units.page_size);
         }
+        // As PID 1 a service's figures are its cgroup's: they count what
+        // left its process tree too.
+        for ((kind, name), e) in sums.iter_mut() {
+            if *kind != "service" {
+                continue;
+            }
+            if let Some((u, percent)) = cgroups.get(name) {
+                e.processes = u.processes;
+                e.cpu_seconds = u.cpu_usec as f64 / 1e6;
+                e.cpu_percent = *percent;
+                e.rss_bytes = u.memory_bytes;
+                e.cpu_max = u.cpu_max.clone();
+                e.memory_max = u.memory_max.clone();
+                e.oom_kills = u.oom_kills;
+                e.memory_peak_bytes = u.memory_peak_bytes.unwrap_or(0);
+            }
+        }
         let mut entries: Vec<pb::StatsEntry> = sums.into_values().collect();
         // Plugin instances run inside bronzed: their calls, not processes.
         for plugin in self.node.plugins.list() {
@@ -202,6 +291,6 @@ impl ProcessService for ProcessApi {
                 entries.push(e);
             }
         }
-        Ok(Response::new(pb::StatsResponse { entries, cpu_window_ms: reading.window_ms(), source: "process".into() }))
+        Ok(Response::new(pb::StatsResponse { entries, cpu_window_ms: reading.window_ms(), source: source.into() }))
     }
 }

@@ -301,7 +301,7 @@ fn confine(command: &mut Command, limits: CompileLimits, cgroup_procs: Option<CS
     let cpu = limits.cpu.as_secs().max(1) as libc::rlim_t;
     let hook = move || -> std::io::Result<()> {
         if let Some(procs) = &cgroup_procs {
-            join_cgroup(procs)?;
+            crate::cgroup::join_in_child(procs)?;
         }
         set_limit(libc::RLIMIT_DATA, memory, memory)?;
         // SIGXCPU at the limit; SIGKILL a second later if it survives that.
@@ -318,27 +318,6 @@ fn confine(command: &mut Command, limits: CompileLimits, cgroup_procs: Option<CS
     // getrlimit, setrlimit, setpriority, close_range, fcntl) on values
     // prepared before the fork, allocates nothing and takes no lock.
     unsafe { command.pre_exec(hook) };
-}
-
-/// Moves the calling process into the cgroup whose `cgroup.procs` is
-/// `procs` ("0" means the writer itself).
-#[allow(unsafe_code)]
-fn join_cgroup(procs: &CString) -> std::io::Result<()> {
-    // SAFETY: `procs` is a valid NUL-terminated path; the buffer written is
-    // a static byte; the descriptor is ours and closed once.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let error = std::io::Error::last_os_error();
-        libc::close(fd);
-        if written != 1 {
-            return Err(error);
-        }
-    }
-    Ok(())
 }
 
 /// The type of `RLIMIT_*` constants: glibc has its own, musl (PID 1's

@@ -56,8 +56,9 @@ impl Supervisor {
         store: Store,
         writer: Writer<ServiceStatusSpec>,
         network_ready: watch::Receiver<bool>,
+        cgroups: Arc<dyn crate::cgroup::ServiceCgroups>,
     ) -> Self {
-        let ctx = Context { reaper, store, writer: Arc::new(writer), network_ready };
+        let ctx = Context { reaper, store, writer: Arc::new(writer), network_ready, cgroups };
         Self { ctx, services: Mutex::new(BTreeMap::new()) }
     }
 
@@ -105,6 +106,11 @@ impl Supervisor {
         drop(old.requests);
         let _ = old.task.await;
         self.ctx.writer.remove(old.service.name.as_str());
+        // Kills what outlived the service in its cgroup and removes the
+        // group (waiting up to a second for the kernel to let it go).
+        let cgroups = self.ctx.cgroups.clone();
+        let name = old.service.name.as_str().to_string();
+        let _ = tokio::task::spawn_blocking(move || cgroups.remove(&name)).await;
     }
 
     async fn request(&self, name: &str, make: impl FnOnce(oneshot::Sender<()>) -> Request) -> Result<(), ServiceError> {
@@ -128,6 +134,11 @@ impl Supervisor {
 
     pub async fn restart(&self, name: &str) -> Result<(), ServiceError> {
         self.request(name, Request::Restart).await
+    }
+
+    /// The services' cgroups, for `stats`.
+    pub fn cgroups(&self) -> Arc<dyn crate::cgroup::ServiceCgroups> {
+        self.ctx.cgroups.clone()
     }
 
     pub fn logs(&self, name: &str) -> Result<Arc<LogBuffer>, ServiceError> {

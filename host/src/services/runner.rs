@@ -46,6 +46,8 @@ pub struct Context {
     pub store: Store,
     pub writer: Arc<Writer<ServiceStatusSpec>>,
     pub network_ready: watch::Receiver<bool>,
+    /// As PID 1, each service's cgroup; in process mode none.
+    pub cgroups: Arc<dyn crate::cgroup::ServiceCgroups>,
 }
 
 pub struct Runner {
@@ -258,6 +260,8 @@ impl Runner {
                 tracing::warn!(service = self.name(), grace = ?grace, "did not stop in time; killing");
                 self.logs.push(&format!("[bronzed] no exit {} ms after SIGTERM: SIGKILL", grace.as_millis()));
                 let _ = killpg(group, Signal::SIGKILL);
+                // Also what left the process group, in the service's cgroup.
+                self.ctx.cgroups.kill(self.name());
                 exit_rx.await.unwrap_or(Exit::Signal(9))
             }
         }
@@ -353,6 +357,22 @@ impl Runner {
         }
         if let Some(uid) = svc.user {
             cmd.uid(uid);
+        }
+        // As PID 1 the child joins the service's cgroup before it executes,
+        // so everything it starts is counted and limited there.
+        let cgroup = self.ctx.cgroups.prepare(self.name(), &svc.resources)?;
+        if cgroup.is_none() && svc.resources != bronze_config::Resources::default() {
+            self.logs.push("[bronzed] resources are not enforced: this node runs services without cgroups");
+        }
+        if let Some(procs) = cgroup {
+            let procs = crate::cgroup::procs_cstring(&procs)?;
+            // SAFETY: the hook runs in the forked child; join_in_child makes
+            // only open/write/close system calls on a path made before the
+            // fork and allocates nothing.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || crate::cgroup::join_in_child(&procs))
+            };
         }
         let mut child = cmd.spawn()?;
         let pid = child.id() as i32;
