@@ -53,6 +53,9 @@ pub trait ServiceCgroups: Send + Sync {
     /// The group's figures; `None` without a group.
     fn usage(&self, service: &str) -> Option<Usage>;
 
+    /// The pids in the group now (`cgroup.procs`); empty without a group.
+    fn members(&self, service: &str) -> Vec<i32>;
+
     /// Kills every process left in the group (`cgroup.kill`): those that
     /// left the service's process group or were reparented still die.
     fn kill(&self, service: &str);
@@ -76,6 +79,10 @@ impl ServiceCgroups for NoServiceCgroups {
 
     fn usage(&self, _service: &str) -> Option<Usage> {
         None
+    }
+
+    fn members(&self, _service: &str) -> Vec<i32> {
+        Vec::new()
     }
 
     fn kill(&self, _service: &str) {}
@@ -233,6 +240,13 @@ impl ServiceCgroups for Slice {
         read_usage(&self.group(service).ok()?)
     }
 
+    fn members(&self, service: &str) -> Vec<i32> {
+        let Ok(dir) = self.group(service) else { return Vec::new() };
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     fn kill(&self, service: &str) {
         let Ok(dir) = self.group(service) else { return };
         // cgroup.kill is 5.14 and later; older kernels keep the process-group
@@ -349,6 +363,11 @@ mod tests {
         fs::write(d.join("cpu.max"), "50000 100000\n").unwrap();
         fs::write(d.join("memory.max"), "max\n").unwrap();
         let u = read_usage(d).unwrap();
+        let slice = Slice { dir: dir.path().to_path_buf(), controllers: Vec::new() };
+        fs::create_dir(d.join("web")).unwrap();
+        fs::write(d.join("web/cgroup.procs"), "12\n13\n").unwrap();
+        assert_eq!(slice.members("web"), [12, 13]);
+        assert_eq!(slice.members("gone"), Vec::<i32>::new());
         assert_eq!(
             u,
             Usage {

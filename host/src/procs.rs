@@ -286,6 +286,17 @@ pub fn owners(procs: &[Process], bronzed: i32, services: &HashMap<i32, String>) 
         .collect()
 }
 
+/// As PID 1 a service's processes are the members of its cgroup, which
+/// also holds what left its process tree (a daemon that double-forked is
+/// reparented to bronzed): those owners replace the tree's.
+pub fn with_cgroup_members(owners: &mut [Owner], procs: &[Process], members: &HashMap<i32, String>) {
+    for (owner, p) in owners.iter_mut().zip(procs) {
+        if let Some(name) = members.get(&p.stat.pid) {
+            *owner = Owner::Service(name.clone());
+        }
+    }
+}
+
 /// CPU ticks of each process at the previous reading, by (pid, start).
 #[derive(Debug, Clone)]
 pub struct CpuBase {
@@ -398,6 +409,12 @@ mod tests {
                 Owner::None
             ]
         );
+        // As PID 1: pid 31 left web's tree (reparented to bronzed) but is
+        // in web's cgroup.
+        let mut owners = owners;
+        with_cgroup_members(&mut owners, &procs, &HashMap::from([(31, "web".to_string())]));
+        assert_eq!(owners[6], Owner::Service("web".into()));
+        assert_eq!(owners[5], Owner::PluginCompile);
     }
 
     #[test]

@@ -155,6 +155,18 @@ impl ProcessApi {
             .collect()
     }
 
+    /// As PID 1, every pid in a service's cgroup, with the service's name;
+    /// empty in process mode.
+    async fn cgroup_members(&self) -> HashMap<i32, String> {
+        let cgroups = self.node.services.cgroups();
+        let names: Vec<String> = self.services().into_iter().map(|s| s.name).collect();
+        tokio::task::spawn_blocking(move || {
+            names.iter().flat_map(|n| cgroups.members(n).into_iter().map(move |pid| (pid, n.clone()))).collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Each running service's main pid.
     fn service_pids(&self) -> HashMap<i32, String> {
         self.services().into_iter().filter(|s| s.pid > 0).map(|s| (s.pid, s.name)).collect()
@@ -211,7 +223,8 @@ impl ProcessService for ProcessApi {
     async fn processes(&self, req: Request<pb::ProcessesRequest>) -> Result<Response<pb::ProcessesResponse>, Status> {
         let reading = self.reading(req.into_inner().sample_ms).await?;
         let snap = &reading.snapshot;
-        let owners = procs::owners(&snap.processes, bronzed_pid(), &self.service_pids());
+        let mut owners = procs::owners(&snap.processes, bronzed_pid(), &self.service_pids());
+        procs::with_cgroup_members(&mut owners, &snap.processes, &self.cgroup_members().await);
         let processes = snap
             .processes
             .iter()
@@ -286,6 +299,11 @@ impl ProcessService for ProcessApi {
             for i in plugin.instances {
                 let mut e = entry("plugin", &i.id);
                 e.runs = i.runs;
+                // CPU of its calls so far; memory: the last call's linear
+                // memory, and the most any call held.
+                e.cpu_seconds = i.cpu_total.as_secs_f64();
+                e.rss_bytes = i.last.as_ref().map_or(0, |o| o.memory_bytes);
+                e.memory_peak_bytes = i.memory_peak_bytes;
                 e.last_call_us = i.last.map_or(0, |o| o.duration.as_micros() as u64);
                 e.state = i.state.into();
                 entries.push(e);
