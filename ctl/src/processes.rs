@@ -199,9 +199,9 @@ pub fn stats_output(r: &pb::StatsResponse) -> Output {
             e.kind.clone(),
             e.name.clone(),
             if in_process { String::new() } else { e.processes.to_string() },
-            if in_process { String::new() } else { format!("{:.2}s", e.cpu_seconds) },
+            format!("{:.2}s", e.cpu_seconds),
             if in_process { String::new() } else { format!("{:.1}", e.cpu_percent) },
-            if in_process { String::new() } else { bytes(e.rss_bytes) },
+            if in_process && e.runs == 0 { String::new() } else { bytes(e.rss_bytes) },
             if in_process { e.runs.to_string() } else { String::new() },
             if in_process && e.runs > 0 { format!("{:.1} ms", e.last_call_us as f64 / 1e3) } else { String::new() },
             limits(e),
@@ -297,6 +297,8 @@ mod tests {
                 pb::StatsEntry {
                     kind: "plugin".into(),
                     name: "health-tcp".into(),
+                    cpu_seconds: 0.012,
+                    rss_bytes: 1 << 20,
                     runs: 4,
                     last_call_us: 1500,
                     state: "idle".into(),
@@ -307,7 +309,7 @@ mod tests {
         };
         let out = stats_output(&r);
         assert_eq!(out.rows[0][..6], ["bronzed", "bronzed", "1", "0.00s", "0.0", "2.0 KiB"]);
-        assert_eq!(out.rows[1], ["plugin", "health-tcp", "", "", "", "", "4", "1.5 ms", "", "idle"]);
+        assert_eq!(out.rows[1], ["plugin", "health-tcp", "", "0.01s", "", "1.0 MiB", "4", "1.5 ms", "", "idle"]);
     }
 
     #[test]

@@ -210,6 +210,20 @@ async fn a_scrape_parses_with_prometheus_client_and_shows_node_services_plugins_
     let armed =
         sample(&scraped, "bronze_plugin_instances_armed", "bronze_plugin_instances_armed", &[("plugin", "health-tcp")]);
     assert_eq!(armed, Some(1.0));
+    let cpu =
+        sample(&scraped, "bronze_plugin_cpu_seconds", "bronze_plugin_cpu_seconds_total", &[("plugin", "health-tcp")]);
+    let wall = sample(&scraped, hist, &format!("{hist}_sum"), &[("plugin", "health-tcp")]).unwrap();
+    assert!(
+        cpu.is_some_and(|s| s > 0.0 && s <= wall + 0.01),
+        "calls use some CPU, at most their wall time: {cpu:?} vs {wall}"
+    );
+
+    // stats: the instance's CPU and memory, from its calls.
+    let mut processes = bronze_api::v1::process_service_client::ProcessServiceClient::new(reader.channel.clone());
+    let stats = processes.stats(pb::StatsRequest { sample_ms: 0 }).await.unwrap().into_inner();
+    let plugin = stats.entries.iter().find(|e| e.kind == "plugin" && e.name == "health-tcp").expect("the instance");
+    assert!(plugin.runs >= 2 && plugin.cpu_seconds > 0.0, "{plugin:?}");
+    assert!(plugin.rss_bytes >= 64 << 10 && plugin.rss_bytes <= plugin.memory_peak_bytes, "linear memory: {plugin:?}");
 
     // Time sync: process mode without servers does not sync.
     assert_eq!(one("bronze_time_enabled"), 0.0);

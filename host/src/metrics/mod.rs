@@ -247,6 +247,7 @@ fn plugins(registry: &mut Registry, manager: &PluginManager) {
     let calls = &*PLUGIN_CALLS;
     plugins.register("calls", "Finished plugin calls by outcome", calls.calls.clone());
     plugins.register_with_unit("call_duration", "How long plugin calls took", Unit::Seconds, calls.seconds.clone());
+    plugins.register_with_unit("cpu", "CPU time plugin calls used", Unit::Seconds, calls.cpu.clone());
 }
 
 /// Time sync from the `TimeStatus` resource.
@@ -306,6 +307,8 @@ fn parse_rfc3339_utc(text: &str) -> Option<f64> {
 /// outcome or keeps their durations.
 struct PluginCalls {
     calls: Family<Labels, Counter>,
+    /// CPU time of the calls (each call's task timed per poll).
+    cpu: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
     seconds: Family<Labels, Histogram, fn() -> Histogram>,
     names: Names,
 }
@@ -317,6 +320,7 @@ fn call_buckets() -> Histogram {
 
 static PLUGIN_CALLS: LazyLock<PluginCalls> = LazyLock::new(|| PluginCalls {
     calls: Family::default(),
+    cpu: Family::default(),
     seconds: Family::new_with_constructor(call_buckets),
     names: Names::default(),
 });
@@ -335,6 +339,7 @@ pub fn record_plugin_call(plugin: &str, outcome: &Outcome) {
             c.inc();
         }
     }
+    calls.cpu.get_or_create(&vec![("plugin", plugin.clone())]).inc_by(outcome.cpu.as_secs_f64());
     calls.seconds.get_or_create(&vec![("plugin", plugin)]).observe(outcome.duration.as_secs_f64());
 }
 

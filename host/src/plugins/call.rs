@@ -7,7 +7,11 @@ use super::context::{InstanceContext, PluginState};
 use super::engine::PluginEngine;
 use super::outcome::{DeadlineExceeded, Outcome, OutcomeKind, classify};
 use super::worlds::{MAX_RESULT_BYTES, Prepared, Step, World};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
@@ -40,7 +44,12 @@ pub async fn call<W: World>(
     // Guest code runs only inside this task: the epoch ticks while it lives
     // (an aborted task drops the guard too).
     let busy = engine.busy();
-    let task = tokio::spawn(async move {
+    // Written by the task as it runs, so a call dropped at its deadline
+    // still reports what it used.
+    let cpu_ns = Arc::new(AtomicU64::new(0));
+    let memory = Arc::new(AtomicU64::new(0));
+    let (task_cpu, task_memory) = (cpu_ns.clone(), memory.clone());
+    let task = tokio::spawn(CpuTimed::new(task_cpu, async move {
         let _busy = busy;
         let mut store = new_store(&engine_handle, cx, limits, deadline);
         let result = match W::pre(&prepared) {
@@ -52,13 +61,19 @@ pub async fn call<W: World>(
             ))),
         };
         let limit_hit = store.data_mut().limiter.hit.take();
+        task_memory.store(store.data().limiter.grown as u64, Ordering::Relaxed);
         drop(store);
         (result, limit_hit)
-    });
+    }));
     let abort = task.abort_handle();
     let joined = tokio::time::timeout_at(deadline, task).await;
     let duration = clock.elapsed();
-    let finish = |kind, message: String| Outcome::new(kind, message, started.clone(), duration);
+    let finish = |kind, message: String| {
+        let mut o = Outcome::new(kind, message, started.clone(), duration);
+        o.cpu = Duration::from_nanos(cpu_ns.load(Ordering::Relaxed));
+        o.memory_bytes = memory.load(Ordering::Relaxed);
+        o
+    };
     match joined {
         Err(_) => {
             // A host import (network) outlived the deadline; epochs cannot
@@ -118,4 +133,61 @@ pub fn new_store(
         }
     });
     store
+}
+
+/// A future whose polls are timed with the polling thread's CPU clock
+/// (`CLOCK_THREAD_CPUTIME_ID`), the sum kept in `cpu_ns`: the CPU a plugin
+/// call used, though it runs interleaved with other tasks on tokio's
+/// workers (it yields at every epoch tick).
+pub struct CpuTimed<F> {
+    cpu_ns: Arc<AtomicU64>,
+    inner: Pin<Box<F>>,
+}
+
+impl<F> CpuTimed<F> {
+    pub fn new(cpu_ns: Arc<AtomicU64>, inner: F) -> Self {
+        CpuTimed { cpu_ns, inner: Box::pin(inner) }
+    }
+}
+
+/// The calling thread's CPU time, nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
+        .unwrap_or(0)
+}
+
+impl<F: Future> Future for CpuTimed<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let before = thread_cpu_ns();
+        let out = self.inner.as_mut().poll(cx);
+        let used = thread_cpu_ns().saturating_sub(before);
+        self.cpu_ns.fetch_add(used, Ordering::Relaxed);
+        out
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_future_is_charged_its_cpu_and_a_sleeping_one_little() {
+        let busy = Arc::new(AtomicU64::new(0));
+        CpuTimed::new(busy.clone(), async {
+            let started = Instant::now();
+            let mut x = 0u64;
+            while started.elapsed() < Duration::from_millis(60) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        })
+        .await;
+        let idle = Arc::new(AtomicU64::new(0));
+        CpuTimed::new(idle.clone(), tokio::time::sleep(Duration::from_millis(60))).await;
+        let (busy, idle) = (busy.load(Ordering::Relaxed), idle.load(Ordering::Relaxed));
+        assert!(busy >= 30_000_000, "a 60 ms spin is charged most of it: {busy} ns");
+        assert!(idle < 10_000_000, "a 60 ms sleep is charged almost nothing: {idle} ns");
+    }
 }

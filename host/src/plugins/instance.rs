@@ -48,6 +48,9 @@ pub enum Trigger {
 struct Record {
     runs: u64,
     failures: u64,
+    /// CPU time of every call so far, and the most linear memory one held.
+    cpu_total: std::time::Duration,
+    memory_peak: u64,
     backoff: Failures,
     /// Runs in a row that did not report healthy/degraded.
     consecutive_unhealthy: u32,
@@ -68,6 +71,10 @@ pub struct InstanceView {
     pub reason: String,
     pub runs: u64,
     pub failures: u64,
+    /// CPU time of every call so far (see [`Outcome::cpu`]).
+    pub cpu_total: std::time::Duration,
+    /// The most linear memory one call held.
+    pub memory_peak_bytes: u64,
     pub consecutive_failures: u32,
     pub last: Option<Outcome>,
     pub next_run: Option<SystemTime>,
@@ -289,6 +296,8 @@ impl Instance {
         crate::metrics::record_plugin_call(&self.plugin_id, outcome);
         let mut record = self.record();
         record.runs += 1;
+        record.cpu_total += outcome.cpu;
+        record.memory_peak = record.memory_peak.max(outcome.memory_bytes);
         if outcome.kind.is_ok() {
             record.backoff.succeeded();
         } else {
@@ -375,6 +384,8 @@ impl Instance {
             reason,
             runs: record.runs,
             failures: record.failures,
+            cpu_total: record.cpu_total,
+            memory_peak_bytes: record.memory_peak,
             consecutive_failures: record.backoff.consecutive,
             last: record.last.clone(),
             next_run: record.next_run,

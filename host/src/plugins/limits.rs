@@ -17,11 +17,14 @@ pub struct Limiter {
     memory: usize,
     /// Why a limit stopped the call, if one did.
     pub hit: Option<String>,
+    /// Linear memory the call's instances hold: every growth allowed, over
+    /// all their memories (the initial size is a growth from 0).
+    pub grown: usize,
 }
 
 impl Limiter {
     pub fn new(memory: usize) -> Self {
-        Limiter { memory, hit: None }
+        Limiter { memory, hit: None, grown: 0 }
     }
 }
 
@@ -35,6 +38,7 @@ impl ResourceLimiter for Limiter {
             self.hit = Some(message.clone());
             return Err(wasmtime::Error::msg(message));
         }
+        self.grown = self.grown.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

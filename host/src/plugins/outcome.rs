@@ -52,6 +52,11 @@ pub struct Outcome {
     /// RFC 3339 start.
     pub started: String,
     pub duration: Duration,
+    /// CPU time the call's task spent on a thread (guest code and the host
+    /// imports it ran), measured per poll with the thread's CPU clock.
+    pub cpu: Duration,
+    /// Linear memory the call's instances held at their largest.
+    pub memory_bytes: u64,
 }
 
 /// Longest message kept (trap messages carry wasm backtraces).
@@ -60,7 +65,7 @@ const MAX_MESSAGE: usize = 2048;
 impl Outcome {
     pub fn new(kind: OutcomeKind, message: impl Into<String>, started: String, duration: Duration) -> Self {
         let message = escape_lines(&message.into(), MAX_MESSAGE);
-        Outcome { kind, message, started, duration }
+        Outcome { kind, message, started, duration, cpu: Duration::ZERO, memory_bytes: 0 }
     }
 }
 
