@@ -21,12 +21,15 @@ fn sh(name: &str, script: &str) -> String {
     format!("  - name: {name}\n    command: /bin/sh\n    args: [\"-c\", \"{script}\"]\n")
 }
 
-/// Kills the child when the test ends, however it ends.
+/// Kills the child's whole process group when the test ends, however it
+/// ends: `sh -c "sleep 1000; :"` forks its sleep, which would outlive the
+/// shell (and hold the test's output open) if only the shell were killed.
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
@@ -72,6 +75,10 @@ async fn processes_and_stats_name_services_bronzed_and_escape_command_lines() {
         std::process::Command::new("/bin/sh")
             .arg0("evil\x1b[2J")
             .args(["-c", "sleep 1000; :", hostile_arg, &huge])
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );

@@ -366,22 +366,58 @@ fn ensure_python_env(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its "test result" lines.
+/// Once cargo has exited, what is still queued is read for a few seconds and
+/// no more: a process a test left behind with the output pipe open (an
+/// orphaned grandchild) must not hang the suite.
 fn run_counting(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
     use std::io::BufRead;
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
     eprintln!("+ {cmd:?}");
     let mut child =
         cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
-    let (mut passed, mut failed) = (0, 0);
     let stdout = child.stdout.take().context("no stdout")?;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut passed, mut failed) = (0, 0);
+    let mut take = |line: String| {
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
             passed += count(rest, " passed");
             failed += count(rest, " failed");
         }
-    }
-    let status = child.wait()?;
+    };
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => take(line),
+            Err(RecvTimeoutError::Disconnected) => break child.wait()?,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(status) = child.try_wait()? {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    loop {
+                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                            Ok(line) => take(line),
+                            Err(RecvTimeoutError::Disconnected) => break,
+                            Err(RecvTimeoutError::Timeout) => {
+                                eprintln!(
+                                    "warning: cargo test has exited but a process it started still holds its output open; not waiting for it"
+                                );
+                                break;
+                            }
+                        }
+                    }
+                    break status;
+                }
+            }
+        }
+    };
     if !status.success() && failed == 0 {
         bail!("{cmd:?} failed: {status}");
     }
