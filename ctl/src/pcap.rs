@@ -50,7 +50,7 @@ pub struct PcapArgs {
     pub output_file: PathBuf,
 }
 
-pub const PCAP_COLUMNS: &[&str] = &["link", "file", "packets", "bytes", "stopped"];
+pub const PCAP_COLUMNS: &[&str] = &["link", "file", "packets", "bytes", "dropped", "stopped"];
 
 pub async fn run(args: &PcapArgs, g: &Globals) -> anyhow::Result<ExitCode> {
     let filter = match &args.bpf {
@@ -200,8 +200,9 @@ pub fn pcap_output(link: &str, path: &Path, s: &pb::CaptureSummary) -> Output {
     let fields = obj(json!({
         "link": link, "file": file, "packets": s.packets, "bytes": s.bytes,
         "stoppedBy": s.stopped_by, "linkType": s.link_type,
+        "kernelAccepted": s.kernel_accepted, "dropped": s.kernel_dropped,
     }));
-    Output::single(fields, &["link", "file", "packets", "bytes", "stoppedBy"])
+    Output::single(fields, &["link", "file", "packets", "bytes", "dropped", "stoppedBy"])
 }
 
 #[cfg(test)]
@@ -243,7 +244,12 @@ mod tests {
             bytes: 514,
             link_type: 1,
             error: String::new(),
+            kernel_accepted: 7,
+            kernel_dropped: 2,
         };
-        assert_eq!(pcap_output("eth0", Path::new("c.pcap"), &s).rows, [["eth0", "c.pcap", "5", "514", "duration"]]);
+        assert_eq!(
+            pcap_output("eth0", Path::new("c.pcap"), &s).rows,
+            [["eth0", "c.pcap", "5", "514", "2", "duration"]]
+        );
     }
 }

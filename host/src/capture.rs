@@ -379,6 +379,36 @@ pub struct Summary {
     pub packets: u64,
     pub bytes: u64,
     pub error: Option<String>,
+    /// The kernel's count for the socket (`PACKET_STATISTICS`): packets the
+    /// filter accepted, and those dropped because the socket's buffer was
+    /// full (the reader fell behind). `None` if the kernel would not say.
+    pub kernel: Option<KernelStats>,
+}
+
+/// `struct tpacket_stats` as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelStats {
+    pub accepted: u64,
+    pub dropped: u64,
+}
+
+/// Reads (and so resets) the socket's `PACKET_STATISTICS`.
+#[allow(unsafe_code)]
+pub fn kernel_stats(socket: &Socket) -> Option<KernelStats> {
+    let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: the fd is the open socket's; the kernel writes at most `len`
+    // bytes into `stats`, a plain struct of that size, and sets `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| KernelStats { accepted: stats.tp_packets.into(), dropped: stats.tp_drops.into() })
 }
 
 /// Captures until a limit is reached, handing the file to `sink` in chunks
@@ -392,8 +422,13 @@ pub fn run(socket: &Socket, link: &Link, limits: Limits, mut sink: impl FnMut(Ve
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     // The header goes out at once: the client knows the capture is on.
     let mut flushed = Instant::now().checked_sub(FLUSH_EVERY).unwrap_or_else(Instant::now);
-    let summary =
-        |stopped_by, w: &PcapWriter, error| Summary { stopped_by, packets: w.packets(), bytes: w.bytes(), error };
+    let summary = |stopped_by, w: &PcapWriter, error| Summary {
+        stopped_by,
+        packets: w.packets(),
+        bytes: w.bytes(),
+        error,
+        kernel: kernel_stats(socket),
+    };
     let stopped = loop {
         if start.elapsed() >= limits.duration {
             break summary("duration", &writer, None);

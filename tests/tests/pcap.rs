@@ -150,6 +150,8 @@ async fn a_filtered_capture_holds_exactly_the_datagrams_it_names() {
     let filtered_len = file.len();
     assert_eq!(summary.stopped_by, "duration", "{summary:?}");
     assert_eq!((summary.packets, summary.bytes, summary.link_type), (5, file.len() as u64, 1), "{summary:?}");
+    // The kernel's own count: the filter accepted those 5, none dropped.
+    assert_eq!((summary.kernel_accepted, summary.kernel_dropped), (5, 0), "{summary:?}");
     let (packets, text) = read(&file);
     assert_eq!(packets, 5, "{text}");
     let to_5555 = text.lines().filter(|l| l.contains(&format!("{PEER_ADDR}.")) && l.contains("> 10.77.0.1.5555: UDP"));
@@ -186,7 +188,7 @@ async fn a_filtered_capture_holds_exactly_the_datagrams_it_names() {
     assert_eq!(filtered_len, 514);
     assert_eq!(
         ends[0]["message"],
-        "capture on cap0 (filter \"udp and dst port 5555\"): 5 packets, 514 bytes, stopped by duration"
+        "capture on cap0 (filter \"udp and dst port 5555\"): 5 packets, 514 bytes, 0 dropped by the kernel, stopped by duration"
     );
     assert!(ends.iter().all(|e| e["roles"] == serde_json::json!(["os:admin"]) && e["result"] == "ok"), "{ends:?}");
 }

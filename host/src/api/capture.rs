@@ -78,8 +78,9 @@ impl CaptureService for CaptureApi {
                 tx.blocking_send(Ok(pb::CaptureChunk { data, summary: None })).is_ok()
             };
             let summary = capture::run(&socket, &link, limits, sink);
+            let dropped = summary.kernel.map_or(0, |k| k.dropped);
             let message = format!(
-                "capture on {} (filter {expression:?}): {} packets, {} bytes, stopped by {}{}",
+                "capture on {} (filter {expression:?}): {} packets, {} bytes, {dropped} dropped by the kernel, stopped by {}{}",
                 link.name,
                 summary.packets,
                 summary.bytes,
@@ -94,6 +95,8 @@ impl CaptureService for CaptureApi {
                 bytes: summary.bytes,
                 link_type: link.link_type,
                 error: summary.error.unwrap_or_default(),
+                kernel_accepted: summary.kernel.map_or(0, |k| k.accepted),
+                kernel_dropped: dropped,
             };
             let _ = tx.blocking_send(Ok(pb::CaptureChunk { data: Vec::new(), summary: Some(last) }));
         });
