@@ -217,6 +217,13 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let (power, mut power_rx) = mpsc::unbounded_channel();
     let platform = PlatformHandle::default();
+    // One loader of on-demand kernel modules for the node (bonding and
+    // 8021q for the network, sock_diag's for netstat), so each is asked
+    // for once.
+    let modules: Arc<dyn crate::init::OnDemandModules> = match opts.mode {
+        Mode::Pid1 => Arc::new(crate::init::OnDemandLoader::kernel()),
+        Mode::Process => Arc::new(crate::init::NoModules),
+    };
     let node = Arc::new(ApiContext {
         mode: opts.mode,
         store: store.clone(),
@@ -232,6 +239,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         listen: bound,
         time_holds: SharedHoldOffs::default(),
         network: std::sync::OnceLock::new(),
+        modules: modules.clone(),
     });
 
     let initial = match &opts.config {
@@ -267,7 +275,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
                     let applier = Applier::new(Arc::new(netlink), root).notify_after_apply(observe_now.clone());
                     // PID 1 loads bonding / 8021q before the first bond / VLAN.
                     match opts.mode {
-                        Mode::Pid1 => Arc::new(applier.with_modules(Arc::new(crate::init::OnDemandLoader::kernel()))),
+                        Mode::Pid1 => Arc::new(applier.with_modules(modules.clone())),
                         Mode::Process => Arc::new(applier),
                     }
                 };

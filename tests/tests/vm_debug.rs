@@ -5,7 +5,8 @@
 //! state dir, and the support bundle opens with `tar` with the kernel log
 //! and bronzed as PID 1 in it; a service runs in its own cgroup under
 //! bronze.slice with the config's cpu.max and memory.max, and `stats`
-//! takes its figures from there.
+//! takes its figures from there; netstat shows bronzed (pid 1) on the API
+//! port, and a pcap on eth0 from PID 1 opens in tcpdump.
 //!
 //! Needs the image (`cargo xtask image`) and qemu; `cargo xtask test`
 //! provides both. The guest is on qemu user networking with `restrict=on`:
@@ -193,5 +194,40 @@ async fn pid1_mounts_disks_usage_and_support_bundle() {
         .find(|p| p["service"] == "guest" && p["command"].as_str().is_some_and(|c| c.contains("--mode process")))
         .unwrap_or_else(|| panic!("the guest process: {ps:#}"));
     assert!(in_group.contains(&main["pid"].as_i64().unwrap()), "{in_group:?} vs {main:#}");
+
+    // netstat from PID 1: the API listener on port 50000 (IPv4 or IPv6
+    // any-address), held by bronzed as pid 1, and the guest's own listener.
+    let netstat = json(&vm, &reader, &["netstat", "--listening", "--tcp"]).await;
+    let sockets = netstat["sockets"].as_array().unwrap();
+    let api = sockets.iter().find(|s| s["localPort"] == 50000).unwrap_or_else(|| panic!("{netstat:#}"));
+    assert!(api["processes"].as_array().unwrap().iter().any(|p| p["pid"] == 1), "{api:#}");
+    assert!(sockets.iter().any(|s| s["localPort"] == 50100), "the guest's listener: {netstat:#}");
+
+    // pcap from PID 1 on eth0: the capture's own API traffic (the host
+    // forward reaches the guest's port 50000 through eth0), read back with
+    // tcpdump.
+    let pcap = tmp.path().join("eth0.pcap");
+    let run = bronzectl(
+        Some(&admin),
+        &[
+            "pcap",
+            "-i",
+            "eth0",
+            "--bpf",
+            "tcp port 50000",
+            "--duration",
+            "2s",
+            "--max-bytes",
+            "256KiB",
+            "--output-file",
+            pcap.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let read = Command::new("tcpdump").arg("-nn").arg("-r").arg(&pcap).output().expect("tcpdump");
+    assert!(read.status.success(), "{read:?}");
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(text.lines().count() >= 1 && text.lines().all(|l| l.contains(".50000")), "{text}");
     let _ = vm.kill();
 }

@@ -39,6 +39,9 @@ pub struct ApiContext {
     /// API context): `network plan` and `apply-config --dry-run` preview
     /// specs with it.
     pub network: std::sync::OnceLock<Arc<crate::network::spec_controller::NetworkSpecController>>,
+    /// Kernel modules loaded when first needed (PID 1: the image's
+    /// on-demand list; a process: none): `netstat` asks for sock_diag's.
+    pub modules: Arc<dyn crate::init::OnDemandModules>,
 }
 
 impl std::fmt::Debug for ApiContext {

@@ -66,7 +66,8 @@ impl NetworkService for NetworkApi {
         let r = req.into_inner();
         let filter = sockets::Filter { listening: r.listening, tcp: r.tcp, udp: r.udp, ipv4: r.ipv4, ipv6: r.ipv6 };
         let proc = self.node.paths.proc.clone();
-        let found = tokio::task::spawn_blocking(move || sockets::netstat(&filter, &proc))
+        let modules = self.node.modules.clone();
+        let found = tokio::task::spawn_blocking(move || sockets::netstat_loading(&filter, &proc, modules.as_ref()))
             .await
             .map_err(|e| Status::internal(format!("the socket listing stopped: {e}")))?
             .map_err(|e| Status::internal(e.to_string()))?;

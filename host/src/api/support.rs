@@ -428,7 +428,12 @@ impl SupportApi {
         }
         let proc = node.paths.proc.clone();
         let filter = crate::network::sockets::Filter::default();
-        match tokio::task::spawn_blocking(move || crate::network::sockets::netstat(&filter, &proc)).await {
+        let modules = node.modules.clone();
+        match tokio::task::spawn_blocking(move || {
+            crate::network::sockets::netstat_loading(&filter, &proc, modules.as_ref())
+        })
+        .await
+        {
             Ok(Ok(found)) => c.add("netstat.txt", r(netstat_text(&super::network::netstat_response(found)))),
             Ok(Err(e)) => c.note(format!("netstat.txt: {e}")),
             Err(e) => c.note(format!("netstat.txt: {e}")),

@@ -196,6 +196,38 @@ pub struct Netstat {
     pub warnings: Vec<String>,
 }
 
+/// The kernel modules behind the dumps `filter` asks for: on a kernel
+/// that builds sock_diag's handlers as modules (Debian's: `tcp_diag` and
+/// `udp_diag` over `inet_diag`) a dump answers ENOENT until they are
+/// loaded, and the kernel's own autoload needs a `modprobe` the image does
+/// not have.
+pub fn modules_for(filter: &Filter) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for q in filter.queries() {
+        let module = match q.protocol {
+            Protocol::Tcp => "tcp_diag",
+            Protocol::Udp => "udp_diag",
+        };
+        if !out.contains(&module) {
+            out.push(module);
+        }
+    }
+    out
+}
+
+/// [`netstat`] after asking `modules` for the diag modules it needs (PID 1
+/// loads them once, the first time; a process asks nothing). Blocking.
+pub fn netstat_loading(
+    filter: &Filter,
+    proc: &Path,
+    modules: &dyn crate::init::OnDemandModules,
+) -> Result<Netstat, SocketsError> {
+    for module in modules_for(filter) {
+        modules.ensure(module);
+    }
+    netstat(filter, proc)
+}
+
 /// The sockets `filter` selects in the caller's network namespace, with
 /// their owners from `proc` (normally `/proc`). Blocking: run it off the
 /// async runtime.
@@ -489,6 +521,24 @@ mod tests {
         assert_eq!(parse_socket_link(b"pipe:[12345]"), None);
         assert_eq!(parse_socket_link(b"/dev/null"), None);
         assert_eq!(parse_socket_link(b"socket:[99999999999]"), None);
+    }
+
+    #[test]
+    fn the_diag_modules_follow_the_protocols_asked_for() {
+        assert_eq!(modules_for(&Filter::default()), ["tcp_diag", "udp_diag"]);
+        assert_eq!(modules_for(&Filter { tcp: true, ipv6: true, ..Filter::default() }), ["tcp_diag"]);
+        assert_eq!(modules_for(&Filter { udp: true, listening: true, ..Filter::default() }), ["udp_diag"]);
+        // Asked once per module, before the dumps.
+        struct Asked(std::sync::Mutex<Vec<String>>);
+        impl crate::init::OnDemandModules for Asked {
+            fn ensure(&self, name: &str) {
+                self.0.lock().unwrap().push(name.to_string());
+            }
+        }
+        let asked = Asked(std::sync::Mutex::new(Vec::new()));
+        let filter = Filter { tcp: true, ..Filter::default() };
+        netstat_loading(&filter, Path::new("/proc"), &asked).unwrap();
+        assert_eq!(*asked.0.lock().unwrap(), ["tcp_diag"]);
     }
 
     #[test]
