@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod provider;
 pub mod talos;
 pub mod talos_network;
+pub mod vmnode;
 
 use bronze_pki::{CertAndKey, CertificateAuthority, ClientCertSpec};
 use bronzectl::client::NodeClient;

@@ -19,20 +19,16 @@
 //! (host/src/network/netns_tests.rs) skip on kernels without bonding or
 //! 802.1Q; this one runs Debian's kernel, which has them as modules.
 
-use bronze_api::v1 as pb;
 use bronze_images::layout::ImageLayout;
 use bronze_images::vm::{Disk, DiskFormat, FIRST_BOOT_IP, Vm, VmSpec, maintenance_fingerprint};
 use bronze_tests::netnode::config_with_network;
+use bronze_tests::vmnode::{BOOT, state_disk, target_dir, wait_api};
 use bronze_tests::{Pki, bronzectl, free_port};
-use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Boot deadline under TCG on a loaded 2-core machine.
-const BOOT: Duration = Duration::from_secs(180);
 /// How long the network may take to match a config.
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -68,44 +64,6 @@ const WITHOUT_VLAN: &str = "interfaces:
           interfaces: [eth1, eth2]
           miimon: 100
         addresses: [10.99.0.5/24]";
-
-fn target_dir() -> PathBuf {
-    let bronzed = bronze_tests::bin("bronzed");
-    bronzed.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-}
-
-/// An empty ext4 state disk (so the boot does not wait for one).
-fn state_disk(dir: &Path) -> PathBuf {
-    let disk = dir.join("state.img");
-    let status = Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-L", "BRONZE_STATE"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .expect("mke2fs");
-    assert!(status.success());
-    disk
-}
-
-/// Waits until the API answers a real RPC with `auth` (any gRPC status
-/// counts: Unauthenticated also proves bronzed is serving).
-async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        if let Ok(Some(status)) = vm.try_wait() {
-            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
-        }
-        if let Ok(mut c) = NodeClient::connect(node, auth).await {
-            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
-                Ok(Ok(_)) => return,
-                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
-                _ => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// `bronzectl -o yaml get TYPE`'s resources' specs (None if the call or
 /// the YAML fails).
@@ -180,7 +138,7 @@ async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
     let port = free_port();
     let node = format!("127.0.0.1:{port}");
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), port);
-    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
+    spec.disks.push(Disk { path: state_disk(tmp.path(), 64), format: DiskFormat::Raw });
     spec.append = vec![FIRST_BOOT_IP.into(), "bronze.ntp=127.0.0.1:1".into()];
     // eth1 and eth2: virtio NICs on one qemu hub, joined to nothing else.
     for n in ["bond1", "bond2"] {
@@ -193,7 +151,7 @@ async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
     }
     let booted = Instant::now();
     let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
     let up = booted.elapsed();
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
@@ -209,7 +167,7 @@ async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
             .await;
     assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
     let applied = Instant::now();
-    wait_api(&mut vm, &node, &pki.auth(&["os:admin"])).await;
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
     let admin = tmp.path().join("bronzeconfig");
     pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
 

@@ -12,61 +12,20 @@
 //! provides both. The guest is on qemu user networking with `restrict=on`:
 //! it reaches nothing; only its API is forwarded to 127.0.0.1.
 
-use bronze_api::v1 as pb;
 use bronze_images::layout::ImageLayout;
 use bronze_images::vm::{Disk, DiskFormat, Vm, VmSpec, maintenance_fingerprint};
+use bronze_tests::vmnode::{BOOT, state_disk, target_dir, wait_api};
 use bronze_tests::{Pki, bronzectl, free_port};
-use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Boot deadline under TCG on a loaded 2-core machine.
-const BOOT: Duration = Duration::from_secs(180);
 /// Guest kernel arguments: a static address, a closed local NTP port.
 const APPEND: &str = "bronze.ip=eth0:10.0.2.15/24:10.0.2.2 bronze.ntp=127.0.0.1:1";
 /// The state disk's size.
 const DISK_BYTES: u64 = 64 << 20;
-
-fn target_dir() -> PathBuf {
-    let bronzed = bronze_tests::bin("bronzed");
-    bronzed.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-}
-
-/// An empty ext4 state disk.
-fn state_disk(dir: &Path) -> PathBuf {
-    let disk = dir.join("state.img");
-    let status = Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-L", "BRONZE_STATE"])
-        .arg(&disk)
-        .arg(format!("{}M", DISK_BYTES >> 20))
-        .status()
-        .expect("mke2fs");
-    assert!(status.success());
-    disk
-}
-
-/// Waits until the API answers a real RPC with `auth` (any gRPC status
-/// counts: Unauthenticated also proves bronzed is serving).
-async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        if let Ok(Some(status)) = vm.try_wait() {
-            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
-        }
-        if let Ok(mut c) = NodeClient::connect(node, auth).await {
-            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
-                Ok(Ok(_)) => return,
-                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
-                _ => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 async fn json(vm: &Vm, config: &Path, args: &[&str]) -> Value {
     let run = bronzectl(Some(config), &[&["-o", "json"], args].concat()).await;
@@ -90,12 +49,12 @@ async fn pid1_mounts_disks_usage_and_support_bundle() {
     let port = free_port();
     let node = format!("127.0.0.1:{port}");
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), port);
-    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
+    spec.disks.push(Disk { path: state_disk(tmp.path(), DISK_BYTES >> 20), format: DiskFormat::Raw });
     spec.append = APPEND.split_whitespace().map(String::from).collect();
     let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
 
     // Maintenance mode, then a config over the pinned certificate.
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
     let pki = Pki::new();
@@ -111,7 +70,7 @@ async fn pid1_mounts_disks_usage_and_support_bundle() {
         bronzectl(None, &["-n", &node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f", path])
             .await;
     assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
-    wait_api(&mut vm, &node, &pki.auth(&["os:admin"])).await;
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
     let reader = tmp.path().join("reader");
     pki.write_bronzeconfig(&reader, std::slice::from_ref(&node), &["os:reader"]);
     let admin = tmp.path().join("admin");

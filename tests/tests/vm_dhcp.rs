@@ -14,58 +14,15 @@
 //! Needs the image (`cargo xtask image`), qemu and root (for the
 //! namespace); `cargo xtask test` provides the first two.
 
-use bronze_api::v1 as pb;
 use bronze_images::layout::ImageLayout;
 use bronze_images::vm::{Disk, DiskFormat, GUEST_API_PORT, Vm, VmNetwork, VmSpec, maintenance_fingerprint};
 use bronze_tests::netns::NetNs;
+use bronze_tests::vmnode::{BOOT, state_disk, target_dir, wait_api};
 use bronze_tests::{Pki, bronzectl};
-use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Boot deadline under TCG on a loaded 2-core machine.
-const BOOT: Duration = Duration::from_secs(180);
-
-fn target_dir() -> PathBuf {
-    let bronzed = bronze_tests::bin("bronzed");
-    bronzed.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-}
-
-/// An empty ext4 state disk (so the boot does not wait for one).
-fn state_disk(dir: &Path) -> PathBuf {
-    let disk = dir.join("state.img");
-    let status = Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-L", "BRONZE_STATE"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .expect("mke2fs");
-    assert!(status.success());
-    disk
-}
-
-/// Waits until the API answers a real RPC with `auth` (any gRPC status
-/// counts: Unauthenticated also proves bronzed is serving).
-async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        if let Ok(Some(status)) = vm.try_wait() {
-            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
-        }
-        if let Ok(mut c) = NodeClient::connect(node, auth).await {
-            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
-                Ok(Ok(_)) => return,
-                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
-                _ => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// `bronzectl -o json get TYPE` until `ok` holds for its first resource's
 /// spec (60 s at most).
@@ -109,7 +66,7 @@ async fn the_image_takes_its_address_from_qemus_dhcp_server_without_bronze_ip() 
     let node = format!("127.0.0.1:{}", ns.tcp_into(GUEST_API_PORT).expect("API relay"));
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), GUEST_API_PORT);
     spec.network = VmNetwork::Namespace(ns.name().to_string());
-    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
+    spec.disks.push(Disk { path: state_disk(tmp.path(), 64), format: DiskFormat::Raw });
     // No bronze.ip=: only a closed local NTP port.
     spec.append = vec!["bronze.ntp=127.0.0.1:1".into()];
     assert!(!spec.kernel_cmdline().contains("bronze.ip"), "{}", spec.kernel_cmdline());
@@ -118,7 +75,7 @@ async fn the_image_takes_its_address_from_qemus_dhcp_server_without_bronze_ip() 
 
     // The forward reaches the guest only at 10.0.2.15: the API answering
     // means the guest has that address.
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
     let up = booted.elapsed();
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
@@ -134,7 +91,7 @@ async fn the_image_takes_its_address_from_qemus_dhcp_server_without_bronze_ip() 
     let args = ["-n", &node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f"];
     let run = bronzectl(None, &[&args[..], &[config_path.to_str().unwrap()]].concat()).await;
     assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
-    wait_api(&mut vm, &node, &pki.auth(&["os:admin"])).await;
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
     let admin = tmp.path().join("bronzeconfig");
     pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
 

@@ -26,6 +26,7 @@ use bronze_images::vm::{Disk, DiskFormat, MetadataService, Smbios, Vm, VmSpec, m
 use bronze_tests::mockcloud::MockServer;
 use bronze_tests::mockcloud::aws::Aws;
 use bronze_tests::plugins::{config_with_plugins, instance_yaml};
+use bronze_tests::vmnode::{BOOT, state_disk, target_dir, wait_api};
 use bronze_tests::{Pki, bronzectl, free_port};
 use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
@@ -35,17 +36,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Boot deadline under TCG on a loaded 2-core machine.
-const BOOT: Duration = Duration::from_secs(180);
-
 /// At most two guests of this file at once: five TCG guests on two cores
 /// (with the rest of the suite) take minutes to boot.
 static VMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-fn target_dir() -> PathBuf {
-    let bronzed = bronze_tests::bin("bronzed");
-    bronzed.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-}
 
 fn layout() -> ImageLayout {
     let layout = ImageLayout::new(&target_dir());
@@ -55,19 +48,6 @@ fn layout() -> ImageLayout {
         layout.vmlinux().display()
     );
     layout
-}
-
-/// An empty ext4 state disk (so the boot does not wait for one).
-fn state_disk(dir: &Path) -> PathBuf {
-    let disk = dir.join("state.img");
-    let status = Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-L", "BRONZE_STATE"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .expect("mke2fs");
-    assert!(status.success());
-    disk
 }
 
 /// `genisoimage -V cidata -J -r` over a directory holding `files`.
@@ -86,26 +66,6 @@ fn cidata_iso(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
         .expect("genisoimage (Debian package genisoimage; cargo xtask test installs it)");
     assert!(out.status.success(), "genisoimage: {}", String::from_utf8_lossy(&out.stderr));
     iso
-}
-
-/// Waits until the API answers a real RPC with `auth` (any gRPC status
-/// counts: Unauthenticated also proves bronzed is serving).
-async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        if let Ok(Some(status)) = vm.try_wait() {
-            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
-        }
-        if let Ok(mut c) = NodeClient::connect(node, auth).await {
-            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
-                Ok(Ok(_)) => return,
-                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
-                _ => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Runs the plugin instance `id` in the guest until it answers (the image
@@ -143,7 +103,7 @@ struct Booted {
 async fn boot_and_configure(spec: &VmSpec, dir: &Path, hostname: &str, instances: &str) -> Booted {
     let node = format!("127.0.0.1:{}", spec.api_port);
     let mut vm = Vm::spawn(spec, &dir.join("console.log")).expect("qemu starts");
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
     let pki = Pki::new();
@@ -154,7 +114,7 @@ async fn boot_and_configure(spec: &VmSpec, dir: &Path, hostname: &str, instances
     let run = bronzectl(None, &[&args[..], &[config_path.to_str().unwrap()]].concat()).await;
     assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
     let auth = pki.auth(&["os:admin"]);
-    wait_api(&mut vm, &node, &auth).await;
+    wait_api(&mut vm, &node, &auth, BOOT).await;
     let client = NodeClient::connect(&node, &auth).await.expect("mTLS client");
     let admin = dir.join("bronzeconfig");
     pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
@@ -189,7 +149,7 @@ fn seed_meta_data() -> (String, String, String) {
 /// A VM with a state disk, the first boot address and a closed NTP port.
 fn plain_spec(layout: &ImageLayout, dir: &Path) -> VmSpec {
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), free_port());
-    spec.disks.push(Disk { path: state_disk(dir), format: DiskFormat::Raw });
+    spec.disks.push(Disk { path: state_disk(dir, 64), format: DiskFormat::Raw });
     spec.append = vec![spec.first_boot_ip().to_string(), "bronze.ntp=127.0.0.1:1".into()];
     spec
 }
@@ -381,7 +341,7 @@ async fn boot_configured_by_platform(spec: &VmSpec, dir: &Path, log: &str, pki: 
     let node = format!("127.0.0.1:{}", spec.api_port);
     let mut vm = Vm::spawn(spec, &dir.join(log)).expect("qemu starts");
     let auth = pki.auth(&["os:admin"]);
-    wait_api(&mut vm, &node, &auth).await;
+    wait_api(&mut vm, &node, &auth, BOOT).await;
     let client = NodeClient::connect(&node, &auth).await.expect("mTLS client");
     let admin = dir.join("bronzeconfig");
     pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
@@ -443,7 +403,7 @@ async fn aws_vm_comes_up_from_user_data_then_from_the_cache() {
         .set("user-data", user_data_config(&pki));
     let mock = MockServer::loopback(Arc::new(aws)).await;
 
-    let disk = state_disk(tmp.path());
+    let disk = state_disk(tmp.path(), 64);
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), free_port());
     spec.disks.push(Disk { path: disk, format: DiskFormat::Raw });
     spec.smbios = ec2_smbios();
@@ -514,7 +474,7 @@ async fn nocloud_vm_comes_up_from_a_cidata_iso() {
     let iso = cidata_iso(tmp.path(), &[("meta-data", &meta_data), ("user-data", &user_data)]);
 
     let mut spec = VmSpec::new(layout.vmlinux(), layout.initrd(), free_port());
-    spec.disks.push(Disk { path: state_disk(tmp.path()), format: DiskFormat::Raw });
+    spec.disks.push(Disk { path: state_disk(tmp.path(), 64), format: DiskFormat::Raw });
     spec.cdroms.push(iso);
     spec.append = vec![spec.first_boot_ip().to_string(), "bronze.ntp=127.0.0.1:1".into()];
     let (mut vm, mut client, admin) = boot_configured_by_platform(&spec, tmp.path(), "console.log", &pki).await;
