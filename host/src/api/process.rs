@@ -159,6 +159,9 @@ impl ProcessApi {
     /// empty in process mode.
     async fn cgroup_members(&self) -> HashMap<i32, String> {
         let cgroups = self.node.services.cgroups();
+        if cgroups.source() != "cgroup" {
+            return HashMap::new();
+        }
         let names: Vec<String> = self.services().into_iter().map(|s| s.name).collect();
         tokio::task::spawn_blocking(move || {
             names.iter().flat_map(|n| cgroups.members(n).into_iter().map(move |pid| (pid, n.clone()))).collect()

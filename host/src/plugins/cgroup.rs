@@ -48,24 +48,16 @@ impl CgroupV2 {
     /// Creates (or reuses) the group under `root` (`/sys/fs/cgroup`),
     /// enabling the memory controller for the root's children first.
     pub fn create(root: &Path) -> io::Result<CgroupV2> {
-        let controllers = fs::read_to_string(root.join("cgroup.controllers"))?;
-        if !controllers.split_whitespace().any(|c| c == "memory") {
+        if crate::cgroup::enable_controllers(root, &["memory"])?.is_empty() {
+            let controllers = fs::read_to_string(root.join("cgroup.controllers"))?;
             return Err(io::Error::other(format!(
                 "{} offers no memory controller (controllers: {})",
                 root.display(),
                 controllers.trim()
             )));
         }
-        let subtree = root.join("cgroup.subtree_control");
-        if !fs::read_to_string(&subtree)?.split_whitespace().any(|c| c == "memory") {
-            fs::write(&subtree, "+memory")?;
-        }
         let dir = root.join(Self::NAME);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        crate::cgroup::make_group(&dir)?;
         Ok(CgroupV2 { dir })
     }
 }
