@@ -57,9 +57,19 @@ pub fn parse_stat(text: &str) -> Result<Stat, String> {
     let pid = text[..open].trim().parse::<i32>().map_err(|e| format!("pid {:?}: {e}", text[..open].trim()))?;
     let comm = &text[open + 1..close];
     // Fields from 3 (state) on; index i here is field i + 3 of proc(5).
-    let rest: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
+    // Fields 3 to 24 without allocating (this runs for every process at
+    // each refresh of `processes --watch`).
+    let mut rest = [""; 22];
+    let mut count = 0;
+    for f in text[close + 1..].split_ascii_whitespace().take(rest.len()) {
+        rest[count] = f;
+        count += 1;
+    }
     let field = |n: usize| -> Result<&str, String> {
-        rest.get(n - 3).copied().ok_or_else(|| format!("{} fields after the name; expected at least 24", rest.len()))
+        rest[..count]
+            .get(n - 3)
+            .copied()
+            .ok_or_else(|| format!("{count} fields after the name; expected at least 24"))
     };
     let num = |n: usize| -> Result<u64, String> {
         let f = field(n)?;
@@ -163,9 +173,52 @@ fn read_capped(path: &Path, cap: usize, buf: &mut Vec<u8>) -> std::io::Result<bo
     Ok(more)
 }
 
+/// How long a cached command line is believed: a process may rewrite its
+/// arguments (`setproctitle`) without an exec, so an entry is read again
+/// once it is this old.
+pub const COMMAND_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// Command lines kept between readings, by pid and checked against the
+/// process's start time and short name (an exec changes the name; a new
+/// process with a reused pid has another start time). A refresh of
+/// `processes --watch` then opens only `/proc/<pid>/stat` for most
+/// processes instead of `stat` and `cmdline`. Entries of processes that
+/// are gone are dropped at each reading, so the cache is never larger than
+/// the last listing.
+#[derive(Debug, Default)]
+pub struct CommandCache {
+    entries: HashMap<i32, CachedCommand>,
+}
+
+#[derive(Debug)]
+struct CachedCommand {
+    start_ticks: u64,
+    comm: String,
+    command: String,
+    truncated: bool,
+    arg1: String,
+    read_at: Instant,
+}
+
+impl CommandCache {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// Reads every process under `proc_root` (at most [`MAX_PROCESSES`]). A
 /// process that ends while it is read is left out.
 pub fn read(proc_root: &Path) -> Result<Snapshot, ProcError> {
+    read_cached(proc_root, &mut CommandCache::default())
+}
+
+/// [`read`], taking command lines from `cache` where they are still
+/// current and keeping the ones read for the next reading.
+pub fn read_cached(proc_root: &Path, cache: &mut CommandCache) -> Result<Snapshot, ProcError> {
     let list_error = |error| ProcError::List { path: proc_root.to_path_buf(), error };
     let mut pids: Vec<i32> = Vec::new();
     let mut truncated = false;
@@ -192,32 +245,79 @@ pub fn read(proc_root: &Path) -> Result<Snapshot, ProcError> {
     let mut processes = Vec::with_capacity(pids.len());
     let mut buf = Vec::with_capacity(1024);
     let mut path = proc_root.to_path_buf();
+    let mut previous = std::mem::take(&mut cache.entries);
+    cache.entries.reserve(pids.len());
     for pid in pids {
-        path.push(pid.to_string());
-        if let Some(p) = read_one(&mut path, &mut buf) {
+        path.push(itoa(pid, &mut [0u8; 12]));
+        let cached = previous.remove(&pid);
+        if let Some((p, entry)) = read_one(&mut path, &mut buf, cached, taken) {
             processes.push(p);
+            cache.entries.insert(pid, entry);
         }
         path.pop();
     }
     Ok(Snapshot { taken, processes, truncated, uptime: Duration::from_secs_f64(uptime) })
 }
 
-fn read_one(dir: &mut PathBuf, buf: &mut Vec<u8>) -> Option<Process> {
+/// `pid` in decimal without allocating.
+fn itoa(pid: i32, buf: &mut [u8; 12]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{pid}");
+    let len = cursor.position() as usize;
+    std::str::from_utf8(&buf[..len]).unwrap_or("0")
+}
+
+fn read_one(
+    dir: &mut PathBuf,
+    buf: &mut Vec<u8>,
+    cached: Option<CachedCommand>,
+    now: Instant,
+) -> Option<(Process, CachedCommand)> {
     let uid = std::fs::metadata(&*dir).ok()?.uid();
     dir.push("stat");
     let stat = read_capped(dir, 4096, buf).ok().and_then(|_| parse_stat(&String::from_utf8_lossy(buf)).ok());
     dir.pop();
     let stat = stat?;
-    dir.push("cmdline");
-    let more = read_capped(dir, MAX_COMMAND, buf);
-    dir.pop();
-    let more = more.unwrap_or_else(|_| {
-        buf.clear();
-        false
+    let current = cached.filter(|c| {
+        c.start_ticks == stat.start_ticks
+            && c.comm == stat.comm
+            && now.saturating_duration_since(c.read_at) < COMMAND_MAX_AGE
     });
-    let (command, command_truncated) = command_text(buf, more, &stat.comm);
-    let arg1 = buf.split(|b| *b == 0).nth(1).map(|a| String::from_utf8_lossy(&a[..a.len().min(64)]).into_owned());
-    Some(Process { stat, uid, command, command_truncated, arg1: arg1.unwrap_or_default() })
+    let entry = match current {
+        Some(entry) => entry,
+        None => {
+            dir.push("cmdline");
+            let more = read_capped(dir, MAX_COMMAND, buf);
+            dir.pop();
+            let more = more.unwrap_or_else(|_| {
+                buf.clear();
+                false
+            });
+            let (command, truncated) = command_text(buf, more, &stat.comm);
+            let arg1 = buf
+                .split(|b| *b == 0)
+                .nth(1)
+                .map(|a| String::from_utf8_lossy(&a[..a.len().min(64)]).into_owned())
+                .unwrap_or_default();
+            CachedCommand {
+                start_ticks: stat.start_ticks,
+                comm: stat.comm.clone(),
+                command,
+                truncated,
+                arg1,
+                read_at: now,
+            }
+        }
+    };
+    let process = Process {
+        stat,
+        uid,
+        command: entry.command.clone(),
+        command_truncated: entry.truncated,
+        arg1: entry.arg1.clone(),
+    };
+    Some((process, entry))
 }
 
 /// Who a process belongs to.
@@ -440,6 +540,51 @@ mod tests {
         // Lifetime: 10 s of CPU over 50 s.
         let pct = cpu_percent(&snap.processes[0].stat, units, Duration::from_secs(100), None);
         assert!((pct - 20.0).abs() < 1e-9, "{pct}");
+    }
+
+    /// A procfs tree with one process.
+    fn fake_proc(root: &Path, pid: i32, comm: &str, start: u64, cmdline: &[u8]) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let stat = STAT.replacen("4242 (my (odd) name)", &format!("{pid} ({comm})"), 1).replace(" 12345 ", &format!(" {start} "));
+        std::fs::write(dir.join("stat"), stat).unwrap();
+        std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+    }
+
+    #[test]
+    fn command_lines_are_cached_by_pid_start_and_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("uptime"), "100.00 50.00\n").unwrap();
+        fake_proc(root, 7, "app", 500, b"app\0--one\0");
+        fake_proc(root, 8, "other", 600, b"other\0");
+        let mut cache = CommandCache::default();
+        let command = |snap: &Snapshot, pid: i32| {
+            snap.processes.iter().find(|p| p.stat.pid == pid).map(|p| (p.command.clone(), p.arg1.clone()))
+        };
+        let snap = read_cached(root, &mut cache).unwrap();
+        assert_eq!(command(&snap, 7), Some(("app --one".into(), "--one".into())));
+        assert_eq!(cache.len(), 2);
+        // The arguments change without an exec: the cached line stands
+        // (until COMMAND_MAX_AGE).
+        std::fs::write(root.join("7/cmdline"), b"app\0--two\0").unwrap();
+        let snap = read_cached(root, &mut cache).unwrap();
+        assert_eq!(command(&snap, 7), Some(("app --one".into(), "--one".into())));
+        // An exec changes the name: read again.
+        fake_proc(root, 7, "app2", 500, b"app2\0--three\0");
+        let snap = read_cached(root, &mut cache).unwrap();
+        assert_eq!(command(&snap, 7), Some(("app2 --three".into(), "--three".into())));
+        // The pid reused by a process started later: read again.
+        fake_proc(root, 7, "app2", 900, b"app2\0--four\0");
+        let snap = read_cached(root, &mut cache).unwrap();
+        assert_eq!(command(&snap, 7), Some(("app2 --four".into(), "--four".into())));
+        // Gone processes leave the cache; a fresh cache reads everything.
+        std::fs::remove_dir_all(root.join("8")).unwrap();
+        let snap = read_cached(root, &mut cache).unwrap();
+        assert_eq!((snap.processes.len(), cache.len()), (1, 1));
+        std::fs::write(root.join("7/cmdline"), b"app2\0--five\0").unwrap();
+        let snap = read(root).unwrap();
+        assert_eq!(command(&snap, 7), Some(("app2 --five".into(), "--five".into())));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::api::context::ApiContext;
 use crate::cgroup::Usage;
-use crate::procs::{self, CpuBase, Owner, Snapshot, Units};
+use crate::procs::{self, CommandCache, CpuBase, Owner, Snapshot, Units};
 use crate::services::status::{SERVICE_STATUS, ServiceStatusSpec};
 use bronze_api::v1 as pb;
 use bronze_api::v1::process_service_server::{ProcessService, ProcessServiceServer};
@@ -25,6 +25,9 @@ pub struct ProcessApi {
     units: Units,
     /// CPU ticks at the last reading.
     last: Mutex<Option<Arc<CpuBase>>>,
+    /// Command lines of the last reading, so that a refresh reads only
+    /// each process's `stat`.
+    commands: Arc<Mutex<CommandCache>>,
     /// Services' cgroup CPU time (µs) at the last `stats` reading as PID 1.
     last_cgroups: Mutex<Option<CgroupBase>>,
 }
@@ -56,12 +59,22 @@ impl Reading {
 
 impl ProcessApi {
     pub fn new(node: Arc<ApiContext>) -> ProcessApi {
-        ProcessApi { node, units: Units::of_system(), last: Mutex::new(None), last_cgroups: Mutex::new(None) }
+        ProcessApi {
+            node,
+            units: Units::of_system(),
+            last: Mutex::new(None),
+            commands: Arc::default(),
+            last_cgroups: Mutex::new(None),
+        }
     }
 
     async fn read_proc(&self) -> Result<Snapshot, Status> {
         let root = self.node.paths.proc.clone();
-        tokio::task::spawn_blocking(move || procs::read(&root))
+        let commands = self.commands.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut commands = commands.lock().unwrap_or_else(|p| p.into_inner());
+            procs::read_cached(&root, &mut commands)
+        })
             .await
             .map_err(|e| Status::internal(format!("reading processes: {e}")))?
             .map_err(|e| Status::internal(e.to_string()))
