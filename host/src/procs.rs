@@ -268,17 +268,29 @@ fn itoa(pid: i32, buf: &mut [u8; 12]) -> &str {
     std::str::from_utf8(&buf[..len]).unwrap_or("0")
 }
 
+/// Reads `/proc/<pid>/stat` with one `read` (the kernel writes the whole
+/// line in one go; it is far below the buffer's size) and the owner of the
+/// open file, which procfs gives the process's effective uid like the
+/// directory's: open, fstat, read, close per process.
+fn read_stat(path: &Path, buf: &mut [u8; 4096]) -> Option<(Stat, u32)> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let uid = file.metadata().ok()?.uid();
+    let n = file.read(buf).ok()?;
+    let stat = parse_stat(&String::from_utf8_lossy(&buf[..n])).ok()?;
+    Some((stat, uid))
+}
+
 fn read_one(
     dir: &mut PathBuf,
     buf: &mut Vec<u8>,
     cached: Option<CachedCommand>,
     now: Instant,
 ) -> Option<(Process, CachedCommand)> {
-    let uid = std::fs::metadata(&*dir).ok()?.uid();
+    let mut line = [0u8; 4096];
     dir.push("stat");
-    let stat = read_capped(dir, 4096, buf).ok().and_then(|_| parse_stat(&String::from_utf8_lossy(buf)).ok());
+    let stat = read_stat(dir, &mut line);
     dir.pop();
-    let stat = stat?;
+    let (stat, uid) = stat?;
     let current = cached.filter(|c| {
         c.start_ticks == stat.start_ticks
             && c.comm == stat.comm

@@ -12,7 +12,8 @@
 //!    pipe) on the same machine: median of RUNS, and the ratio;
 //! 3. CPU of bronzed (utime + stime from /proc/<pid>/stat) while
 //!    `bronzectl processes --watch --interval 1s` runs for 20 s, as % of
-//!    one core.
+//!    one core, after the same over 20 s with no client (its background
+//!    work, included in the figure under `--watch`).
 
 use bronze_api::v1 as pb;
 use bronze_api::v1::process_service_client::ProcessServiceClient;
@@ -89,6 +90,16 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("bronzeconfig");
         pki.write_bronzeconfig(&config, std::slice::from_ref(&node.addr), &["os:reader"]);
+        // bronzed's own background work over the same time, with no client.
+        let before = cpu_seconds(node.pid())?;
+        let started = Instant::now();
+        tokio::time::sleep(WATCH).await;
+        let idle = cpu_seconds(node.pid())? - before;
+        let idle_wall = started.elapsed().as_secs_f64();
+        println!(
+            "bronzed CPU with no client: {:.2} % of a core ({idle:.3} s over {idle_wall:.1} s)",
+            100.0 * idle / idle_wall
+        );
         let before = cpu_seconds(node.pid())?;
         let started = Instant::now();
         let mut watch = Children(vec![
