@@ -66,10 +66,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, String> {
         count += 1;
     }
     let field = |n: usize| -> Result<&str, String> {
-        rest[..count]
-            .get(n - 3)
-            .copied()
-            .ok_or_else(|| format!("{count} fields after the name; expected at least 24"))
+        rest[..count].get(n - 3).copied().ok_or_else(|| format!("{count} fields after the name; expected at least 24"))
     };
     let num = |n: usize| -> Result<u64, String> {
         let f = field(n)?;
@@ -558,7 +555,9 @@ mod tests {
     fn fake_proc(root: &Path, pid: i32, comm: &str, start: u64, cmdline: &[u8]) {
         let dir = root.join(pid.to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        let stat = STAT.replacen("4242 (my (odd) name)", &format!("{pid} ({comm})"), 1).replace(" 12345 ", &format!(" {start} "));
+        let stat = STAT
+            .replacen("4242 (my (odd) name)", &format!("{pid} ({comm})"), 1)
+            .replace(" 12345 ", &format!(" {start} "));
         std::fs::write(dir.join("stat"), stat).unwrap();
         std::fs::write(dir.join("cmdline"), cmdline).unwrap();
     }

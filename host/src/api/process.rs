@@ -75,9 +75,9 @@ impl ProcessApi {
             let mut commands = commands.lock().unwrap_or_else(|p| p.into_inner());
             procs::read_cached(&root, &mut commands)
         })
-            .await
-            .map_err(|e| Status::internal(format!("reading processes: {e}")))?
-            .map_err(|e| Status::internal(e.to_string()))
+        .await
+        .map_err(|e| Status::internal(format!("reading processes: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))
     }
 
     /// Reads the processes; with `sample_ms` > 0, CPU % over at least that
