@@ -94,6 +94,29 @@ pub enum Error {
         /// The modules that could not be ordered.
         modules: Vec<String>,
     },
+    /// A line of a kernel config fragment is not an option.
+    #[error("{path}:{line}: {reason}", path = .path.display())]
+    Fragment {
+        /// The fragment file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The resolved kernel config does not set options as the fragment asks.
+    #[error(
+        "after `make olddefconfig`, {} option(s) of {fragment} are not as asked (resolved config: {config}):\n  {}",
+        .mismatches.len(), .mismatches.join("\n  "), fragment = .fragment.display(), config = .config.display()
+    )]
+    KconfigMismatch {
+        /// The fragment.
+        fragment: PathBuf,
+        /// The resolved `.config`.
+        config: PathBuf,
+        /// One line per option.
+        mismatches: Vec<String>,
+    },
     /// An initramfs entry cannot be represented or conflicts with another.
     #[error("initramfs entry {name}: {reason}")]
     Entry {

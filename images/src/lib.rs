@@ -3,10 +3,14 @@
 //!
 //! - [`kernel`]: resolve, download and unpack Debian's kernel package; extract the
 //!   uncompressed `vmlinux` (booted through PVH: no in-guest decompression).
+//! - [`kbuild`], [`kconfig`]: Bronze's own kernel, built from Debian's
+//!   `linux-source-6.1` and the fragment `images/kernel/bronze.config`, checked
+//!   option by option, cached outside `target/`.
 //! - [`kmod`]: read `.modinfo` from `.ko` files and order the modules of
 //!   `images/modules.txt` so that dependencies load first.
 //! - [`cpio`]: a newc archive writer and parser.
-//! - [`initramfs`]: the image's file tree, written as a reproducible gzip'd newc archive.
+//! - [`initramfs`]: the image's file tree, written as a reproducible newc archive (stored as
+//!   measured: uncompressed, or gzip).
 //! - [`disk`]: the ext4 state disk, made without root.
 //! - [`layout`]: where the outputs live under `target/images/`, and the size report.
 //! - [`vm`]: the qemu command line ([`vm::VmSpec`]) and a running VM with its serial
@@ -22,6 +26,8 @@
 pub mod cpio;
 pub mod disk;
 pub mod initramfs;
+pub mod kbuild;
+pub mod kconfig;
 pub mod kernel;
 pub mod kmod;
 pub mod layout;
