@@ -212,6 +212,25 @@ impl Initramfs {
         Ok(self.write_newc(Count(0), mtime)?.0)
     }
 
+    /// Writes the archive to `out` as `format` (through a temporary file renamed
+    /// into place, so a failed build never leaves a half-written initrd) and
+    /// returns its size in bytes.
+    pub fn write(&self, out: &Path, mtime: u32, format: InitrdFormat) -> Result<u64> {
+        match format {
+            InitrdFormat::Gzip => self.write_gzip(out, mtime),
+            InitrdFormat::None => {
+                let tmp = temp_path(out);
+                let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+                let writer = self.write_newc(BufWriter::with_capacity(1 << 20, file), mtime)?;
+                let file = writer.into_inner().map_err(|e| Error::io("write", &tmp, e.into_error()))?;
+                file.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
+                drop(file);
+                std::fs::rename(&tmp, out).map_err(|e| Error::io("rename into place", out, e))?;
+                Ok(std::fs::metadata(out).map_err(|e| Error::io("inspect", out, e))?.len())
+            }
+        }
+    }
+
     /// Writes the gzip-compressed archive to `out` (through a temporary file renamed
     /// into place, so a failed build never leaves a half-written initrd) and returns
     /// its size in bytes.
@@ -287,6 +306,21 @@ impl Initramfs {
         }
     }
 }
+
+/// How the image's initramfs is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitrdFormat {
+    /// The newc archive as is.
+    None,
+    /// gzip, best compression.
+    Gzip,
+}
+
+/// The format the images ship, chosen by total boot time (kernel start → API
+/// answering) under TCG, not by size: unpacking in the guest costs more than
+/// reading a bigger file (`cargo xtask bench-vm`; figures in
+/// docs/benchmarks.md).
+pub const IMAGE_INITRD_FORMAT: InitrdFormat = InitrdFormat::None;
 
 /// Where first-party plugin bundles (`target/plugins/<id>/`) go in the image.
 pub const PLUGINS_DIR: &str = "usr/lib/bronze/plugins";
@@ -428,6 +462,14 @@ mod tests {
             flate2::read::GzDecoder::new(&a[..]).read_to_end(&mut raw).unwrap();
             raw
         });
+        // Uncompressed: the same archive, byte for byte, and no temp file left.
+        let plain = out.path().join("initramfs.cpio");
+        let size = sample_image(tree.path()).write(&plain, 0, InitrdFormat::None).unwrap();
+        let bytes = std::fs::read(&plain).unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        assert!(bytes.starts_with(b"070701"));
+        assert_eq!(bytes, sample_image(tree.path()).write_newc(Vec::new(), 0).unwrap());
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 3);
     }
 
     #[test]

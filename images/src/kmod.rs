@@ -194,6 +194,19 @@ pub fn parse_module_list(text: &str, path: &Path) -> Result<ModuleList> {
     Ok(list)
 }
 
+/// The modules of `list` (boot and on demand) that `modules_builtin` (a
+/// kernel's `modules.builtin`: one `kernel/.../name.ko` per line) does not
+/// name, in list order.
+pub fn not_built_in(list: &ModuleList, modules_builtin: &str) -> Vec<String> {
+    let built_in: BTreeSet<String> = modules_builtin
+        .lines()
+        .filter_map(|line| line.trim().rsplit('/').next())
+        .filter_map(|file| file.strip_suffix(".ko"))
+        .map(canonical_name)
+        .collect();
+    list.boot.iter().chain(&list.on_demand).filter(|name| !built_in.contains(*name)).cloned().collect()
+}
+
 /// The `.ko` files of one kernel release, by canonical module name.
 #[derive(Debug, Clone)]
 pub struct ModuleIndex {
@@ -438,6 +451,13 @@ impl LoadPlan {
             }
         }
         DepmodFiles { dep, softdep, alias }
+    }
+
+    /// The plan of a kernel with every driver built in: nothing to load, and
+    /// its `modules.builtin`, so that PID 1 counts a module a config asks for
+    /// as loaded when it is built in.
+    pub fn built_in(release: &str, modules_builtin: String) -> LoadPlan {
+        LoadPlan { release: release.into(), modules: Vec::new(), notes: Vec::new(), builtin: Some(modules_builtin) }
     }
 
     /// The contents of [`LOAD_ORDER_PATH`]: the modules loaded at boot, one path
@@ -707,5 +727,15 @@ mod tests {
             .collect();
         let err = topological(&["a".into(), "b".into()], &edges).unwrap_err();
         assert_eq!(err.to_string(), "kernel module dependency cycle among: a, b, a");
+    }
+
+    #[test]
+    fn modules_not_built_in_are_named() {
+        let list =
+            parse_module_list("virtio_net\nvirtio-rng\n@on-demand\nbonding\ntcp_diag\n", Path::new("m.txt")).unwrap();
+        let builtin = "kernel/drivers/net/virtio_net.ko\nkernel/drivers/char/hw_random/virtio-rng.ko\nkernel/drivers/net/bonding/bonding.ko\n";
+        assert_eq!(not_built_in(&list, builtin), ["tcp_diag"]);
+        let plan = LoadPlan::built_in("6.1.192-bronze", builtin.into());
+        assert_eq!((plan.load_order(), plan.on_demand_order()), (String::new(), String::new()));
     }
 }

@@ -10,17 +10,58 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Which kernel an image boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// Bronze's own: built from `linux-source-6.1` and
+    /// `images/kernel/bronze.config`, every driver built in, no modules.
+    #[default]
+    Bronze,
+    /// Debian's generic `linux-image-*-amd64`, with the modules of
+    /// `images/modules.txt` in the initramfs: for hardware the fragment does
+    /// not cover.
+    Debian,
+}
+
+impl KernelChoice {
+    /// Both, Bronze's first.
+    pub const ALL: [KernelChoice; 2] = [KernelChoice::Bronze, KernelChoice::Debian];
+
+    /// `bronze` or `debian` (the spelling of `--kernel`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Bronze => "bronze",
+            KernelChoice::Debian => "debian",
+        }
+    }
+
+    /// Parses [`KernelChoice::name`].
+    pub fn parse(text: &str) -> Option<KernelChoice> {
+        KernelChoice::ALL.into_iter().find(|k| k.name() == text)
+    }
+}
+
 /// The files of a built image.
 #[derive(Debug, Clone)]
 pub struct ImageLayout {
-    /// `<target-dir>/images`.
+    /// `<target-dir>/images` (Bronze's kernel) or `<target-dir>/images/debian`.
     pub dir: PathBuf,
+    pub kernel: KernelChoice,
 }
 
 impl ImageLayout {
-    /// The layout under a cargo target directory.
+    /// The default image (Bronze's kernel) under a cargo target directory.
     pub fn new(target_dir: &Path) -> Self {
-        ImageLayout { dir: target_dir.join("images") }
+        Self::with_kernel(target_dir, KernelChoice::Bronze)
+    }
+
+    /// The image booting `kernel` under a cargo target directory.
+    pub fn with_kernel(target_dir: &Path, kernel: KernelChoice) -> Self {
+        let dir = match kernel {
+            KernelChoice::Bronze => target_dir.join("images"),
+            KernelChoice::Debian => target_dir.join("images/debian"),
+        };
+        ImageLayout { dir, kernel }
     }
 
     /// Downloaded and unpacked kernel packages.
@@ -28,14 +69,19 @@ impl ImageLayout {
         self.dir.join("cache")
     }
 
+    /// The bzImage (EFI stub; Bronze's kernel only).
+    pub fn bzimage(&self) -> PathBuf {
+        self.dir.join("bzImage")
+    }
+
     /// The uncompressed kernel (booted through PVH).
     pub fn vmlinux(&self) -> PathBuf {
         self.dir.join("vmlinux")
     }
 
-    /// The gzip'd newc initramfs.
+    /// The newc initramfs, stored as [`crate::initramfs::IMAGE_INITRD_FORMAT`].
     pub fn initrd(&self) -> PathBuf {
-        self.dir.join("initrd.gz")
+        self.dir.join("initramfs.cpio")
     }
 
     /// What went into the initramfs, one line per entry.
@@ -149,8 +195,13 @@ mod tests {
     #[test]
     fn layout_paths() {
         let layout = ImageLayout::new(Path::new("/w/target"));
-        assert_eq!(layout.initrd(), Path::new("/w/target/images/initrd.gz"));
+        assert_eq!(layout.initrd(), Path::new("/w/target/images/initramfs.cpio"));
         assert_eq!(layout.cache_dir(), Path::new("/w/target/images/cache"));
         assert!(!layout.is_built());
+        let debian = ImageLayout::with_kernel(Path::new("/w/target"), KernelChoice::Debian);
+        assert_eq!(debian.vmlinux(), Path::new("/w/target/images/debian/vmlinux"));
+        assert_eq!(KernelChoice::parse("debian"), Some(KernelChoice::Debian));
+        assert_eq!(KernelChoice::parse("bronze"), Some(KernelChoice::Bronze));
+        assert_eq!(KernelChoice::parse("fedora"), None);
     }
 }

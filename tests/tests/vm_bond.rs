@@ -1,9 +1,14 @@
 //! Bonds and VLANs on a real kernel: the image under qemu with three
 //! virtio NICs. eth0 is qemu's restricted user network carrying the API;
 //! eth1 and eth2 are joined only to each other through a qemu hub (no
-//! slirp, no DHCP server, nothing leaves qemu). The image ships `bonding`
-//! and `8021q` (with their dependencies) but loads them only when the
-//! network applier first creates a bond or a VLAN.
+//! slirp, no DHCP server, nothing leaves qemu). Once on each kernel:
+//!
+//! - Bronze's kernel has bonding and 802.1Q built in and no module support:
+//!   the image ships no module, and nothing is loaded;
+//! - Debian's kernel (the smoke test that keeps module loading working):
+//!   the image ships `bonding` and `8021q` (with their dependencies) but
+//!   loads them only when the network applier first creates a bond or a
+//!   VLAN, after the boot modules (virtio, ext4, ...) it loads at boot.
 //!
 //! A config applied over the maintenance certificate asks for `bond0` of
 //! eth1+eth2 (active-backup, miimon 100) with 10.99.0.5/24 and VLAN 100 on
@@ -17,9 +22,9 @@
 //! Needs the image (`cargo xtask image`) and qemu; `cargo xtask test`
 //! provides both. The namespace tests of bonds and VLANs
 //! (host/src/network/netns_tests.rs) skip on kernels without bonding or
-//! 802.1Q; this one runs Debian's kernel, which has them as modules.
+//! 802.1Q; these run kernels that have them.
 
-use bronze_images::layout::ImageLayout;
+use bronze_images::layout::{ImageLayout, KernelChoice};
 use bronze_images::vm::{Disk, DiskFormat, FIRST_BOOT_IP, Vm, VmSpec, maintenance_fingerprint};
 use bronze_tests::netnode::config_with_network;
 use bronze_tests::vmnode::{BOOT, state_disk, target_dir, wait_api};
@@ -117,21 +122,39 @@ fn has_address(addresses: &[Value], link: &str, address: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
+async fn bond_and_vlan_on_bronzes_kernel_with_everything_built_in() {
+    bond_and_vlan(KernelChoice::Bronze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bond_and_vlan_on_debians_kernel_with_modules_loaded_on_demand() {
+    bond_and_vlan(KernelChoice::Debian).await;
+}
+
+async fn bond_and_vlan(kernel: KernelChoice) {
     if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() {
         eprintln!("skipped because {} is not installed (cargo xtask test installs it)", bronze_images::vm::QEMU);
         return;
     }
-    let layout = ImageLayout::new(&target_dir());
+    let layout = ImageLayout::with_kernel(&target_dir(), kernel);
     assert!(
         layout.is_built(),
-        "no image in {}: run `cargo xtask image` (cargo xtask test does)",
-        layout.vmlinux().display()
+        "no image in {}: run `cargo xtask image --kernel {}` (cargo xtask test does)",
+        layout.vmlinux().display(),
+        kernel.name()
     );
-    // The image ships the modules without loading them at boot.
     let listing = std::fs::read_to_string(layout.initrd_listing()).expect("initramfs listing");
-    for module in ["bonding.ko", "8021q.ko", "tls.ko", "mrp.ko", "garp.ko", "stp.ko", "llc.ko"] {
-        assert!(listing.lines().any(|l| l.contains(&format!("/{module}"))), "{module} not in the image:\n{listing}");
+    let debian = kernel == KernelChoice::Debian;
+    if debian {
+        // The image ships the modules without loading them at boot.
+        for module in ["bonding.ko", "8021q.ko", "tls.ko", "mrp.ko", "garp.ko", "stp.ko", "llc.ko"] {
+            assert!(
+                listing.lines().any(|l| l.contains(&format!("/{module}"))),
+                "{module} not in the image:\n{listing}"
+            );
+        }
+    } else {
+        assert!(!listing.contains(".ko"), "Bronze's kernel image ships a module:\n{listing}");
     }
 
     let tmp = tempfile::tempdir().unwrap();
@@ -194,15 +217,24 @@ async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
         );
     }
 
-    // Loaded on demand, each with its dependencies, once.
     let console = vm.console().unwrap_or_default();
     let on_demand: Vec<&str> = console.lines().filter(|l| l.contains("loaded on demand")).collect();
-    assert_eq!(on_demand.len(), 2, "{on_demand:#?}\n{console}");
-    assert!(on_demand.iter().any(|l| l.contains("bonding") && l.contains("tls")), "{on_demand:#?}");
-    assert!(
-        on_demand.iter().any(|l| ["8021q", "mrp", "garp", "stp", "llc"].iter().all(|m| l.contains(m))),
-        "{on_demand:#?}"
-    );
+    if debian {
+        // Loaded on demand, each with its dependencies, once.
+        assert_eq!(on_demand.len(), 2, "{on_demand:#?}\n{console}");
+        assert!(on_demand.iter().any(|l| l.contains("bonding") && l.contains("tls")), "{on_demand:#?}");
+        assert!(
+            on_demand.iter().any(|l| ["8021q", "mrp", "garp", "stp", "llc"].iter().all(|m| l.contains(m))),
+            "{on_demand:#?}"
+        );
+        // And the boot modules at boot: the NIC's driver among them.
+        let boot_modules = console.lines().find(|l| l.contains("kernel modules loaded")).unwrap_or_default();
+        assert!(boot_modules.contains("virtio_net"), "no boot modules on the console:\n{console}");
+    } else {
+        // Built in: nothing to load, nothing failed.
+        assert!(on_demand.is_empty(), "{on_demand:#?}\n{console}");
+        assert!(!console.contains("kernel module"), "a module was looked for:\n{console}");
+    }
 
     // Without the VLAN: the applier deletes the eth0.100 it created.
     std::fs::write(&config_path, config_with_network(&pki, "vm-bond", WITHOUT_VLAN, None)).unwrap();
@@ -214,7 +246,8 @@ async fn bond_and_vlan_on_the_images_kernel_with_modules_loaded_on_demand() {
     assert!(has_address(&addresses, "bond0", "10.99.0.5/24"), "{addresses:#?}");
 
     eprintln!(
-        "API up {:.1} s after qemu started; bond and VLAN {:.1} s after the apply; {:.1} s in all\n{}",
+        "{} kernel: API up {:.1} s after qemu started; bond and VLAN {:.1} s after the apply; {:.1} s in all\n{}",
+        kernel.name(),
         up.as_secs_f64(),
         configured.as_secs_f64(),
         booted.elapsed().as_secs_f64(),

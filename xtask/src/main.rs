@@ -21,6 +21,8 @@ use std::process::Command;
 
 mod plugins;
 
+use bronze_images::layout::KernelChoice;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
@@ -35,23 +37,31 @@ fn main() -> anyhow::Result<()> {
             bench("bench-plugins", &args[1..])
         }
         Some("bench-vm") => {
-            build_image(&root, false)?;
+            build_image(&root, false, &KernelChoice::ALL)?;
             bench("bench-vm", &args[1..])
         }
         Some("image") => image(&root, &args[1..]),
         Some("vm") => vm(&root, &args[1..]),
         Some("plugins") => build_plugins(&root),
+        Some("kernel") => kernel(&root).map(|_| ()),
+        Some("afterburn") => ensure_afterburn(&root),
         _ => {
-            eprintln!("usage: cargo xtask <dev|test|bench|bench-time|bench-plugins|bench-vm|image|vm|plugins> [args]");
+            eprintln!(
+                "usage: cargo xtask <dev|test|bench|bench-time|bench-plugins|bench-vm|image|vm|plugins|kernel|afterburn> [args]"
+            );
             eprintln!("  dev     start a development node (process mode) on 127.0.0.1:50000");
             eprintln!("  test    build and run the whole test suite");
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
             eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
             eprintln!("  bench-vm [BOOTS]   boot time split, RSS as PID 1, image sizes");
             eprintln!("  bench-plugins [--minutes N]   instantiate/call costs, AOT cache vs compile, RSS soak");
-            eprintln!("  image [--fresh-disk]     build the bootable image into target/images/");
-            eprintln!("  vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]   boot it under qemu");
+            eprintln!("  image [--fresh-disk] [--kernel bronze|debian]   build the bootable image into target/images/");
+            eprintln!(
+                "  vm [--fresh-disk] [--kernel bronze|debian] [--port N] [--append ARGS] [--rebuild]   boot it under qemu"
+            );
             eprintln!("  plugins  build the wasm plugins and fixtures into target/plugins/, target/plugin-fixtures/");
+            eprintln!("  kernel   build Bronze's kernel (or find it in the cache outside target/)");
+            eprintln!("  afterburn   install Afterburn into target/afterburn/ for the side-by-side tests");
             bail!("unknown command")
         }
     }
@@ -110,7 +120,16 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut phases = Phases::default();
     ensure_packages(root)?;
     ensure_qemu()?;
+    ensure_musl_toolchain()?;
+    ensure_kernel_build_packages()?;
     phases.lap("packages");
+    // The builds the image and the Afterburn tests need run beside the
+    // foreground's checks and debug build, one after another, at a lower
+    // priority: on two cores the foreground's compile leaves a core idle for
+    // long stretches (cranelift-codegen alone is a long serial chain). Each
+    // has its own cargo build directory (release/musl, afterburn-build) or
+    // none (the kernel), so neither waits for the other's lock.
+    let background = Background::start(root)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     phases.lap("fmt + clippy");
@@ -132,12 +151,17 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     // builds the plugins).
     run(cargo().args(["build", "--bins"]))?;
     phases.lap("debug build");
-    build_image(root, false)?;
-    phases.lap("image");
+    let background_laps = background.wait()?;
+    phases.lap("waiting for the background builds");
+    // Bronze's kernel for the VM tests, Debian's for the smoke test that
+    // keeps module loading working.
+    build_image(root, false, &KernelChoice::ALL)?;
+    phases.lap("images");
     ensure_afterburn(root)?;
     phases.lap("afterburn");
     let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
     phases.lap("cargo test");
+    println!("background builds (beside fmt, clippy and the debug build): {background_laps}");
     println!("suite time: {phases}");
     // One closing line for the whole suite (cargo's last line is a doc-test
     // binary's, often "0 passed").
@@ -146,6 +170,87 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("{failed} tests failed");
     }
     Ok(())
+}
+
+/// `cmd` run through `nice -n 10`, with its arguments, environment and
+/// directory.
+fn niced(cmd: &Command) -> Command {
+    let mut out = Command::new("nice");
+    out.args(["-n", "10"]).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => out.env(key, value),
+            None => out.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        out.current_dir(dir);
+    }
+    out
+}
+
+/// The suite's background lane: the static `bronzed` (release, musl),
+/// Bronze's kernel and Afterburn, built in a thread at nice 10 with their
+/// output in `target/xtask-background.log` (its tail is shown if a step
+/// fails).
+struct Background {
+    thread: std::thread::JoinHandle<anyhow::Result<Phases>>,
+    log: PathBuf,
+}
+
+impl Background {
+    fn start(root: &Path) -> anyhow::Result<Background> {
+        let target = target_dir(root);
+        std::fs::create_dir_all(&target).with_context(|| format!("cannot create {}", target.display()))?;
+        let log = target.join("xtask-background.log");
+        let file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+        let root = root.to_path_buf();
+        println!("background builds: static bronzed, Bronze's kernel, Afterburn (log in {})", log.display());
+        let thread = std::thread::spawn(move || -> anyhow::Result<Phases> {
+            let mut laps = Phases::default();
+            let step = |cmd: &mut Command| -> anyhow::Result<()> {
+                let mut cmd = niced(cmd);
+                let out = file.try_clone()?;
+                let err = file.try_clone()?;
+                let status = cmd
+                    .current_dir(&root)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(out)
+                    .stderr(err)
+                    .status()
+                    .with_context(|| format!("cannot start {cmd:?}"))?;
+                if !status.success() {
+                    bail!("{cmd:?} failed: {status}");
+                }
+                Ok(())
+            };
+            step(cargo().args(musl_bronzed_args()))?;
+            laps.lap("static bronzed");
+            step(Command::new(&xtask).arg("kernel"))?;
+            laps.lap("Bronze's kernel");
+            step(Command::new(&xtask).arg("afterburn"))?;
+            laps.lap("afterburn");
+            Ok(laps)
+        });
+        Ok(Background { thread, log })
+    }
+
+    /// Waits for the lane; its timings, or its error with the log's tail.
+    fn wait(self) -> anyhow::Result<Phases> {
+        let result = self.thread.join().map_err(|_| anyhow::anyhow!("the background build thread panicked"))?;
+        result.map_err(|e| {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            e.context(format!("background build failed; the end of {}:\n{tail}", self.log.display()))
+        })
+    }
+}
+
+/// `cargo` arguments of the static `bronzed` the image ships.
+fn musl_bronzed_args() -> [&'static str; 8] {
+    ["build", "--release", "--target", MUSL, "-p", "bronze-host", "--bin", "bronzed"]
 }
 
 /// The Afterburn release the side-by-side tests compare with.
@@ -456,11 +561,18 @@ struct ImageArgs {
     append: Vec<String>,
     /// vm: rebuild the image even if one exists.
     rebuild: bool,
+    /// The kernel the image boots.
+    kernel: KernelChoice,
 }
 
 fn parse_image_args(args: &[String], vm: bool) -> anyhow::Result<ImageArgs> {
-    let mut opts =
-        ImageArgs { fresh_disk: false, port: bronze_images::vm::GUEST_API_PORT, append: Vec::new(), rebuild: false };
+    let mut opts = ImageArgs {
+        fresh_disk: false,
+        port: bronze_images::vm::GUEST_API_PORT,
+        append: Vec::new(),
+        rebuild: false,
+        kernel: KernelChoice::Bronze,
+    };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -473,11 +585,18 @@ fn parse_image_args(args: &[String], vm: bool) -> anyhow::Result<ImageArgs> {
                 let value = rest.next().context("--append needs a value")?;
                 opts.append.extend(value.split_whitespace().map(String::from));
             }
+            "--kernel" => {
+                let value = rest.next().context("--kernel needs a value: bronze or debian")?;
+                opts.kernel = KernelChoice::parse(value)
+                    .with_context(|| format!("--kernel {value:?}: expected bronze or debian"))?;
+            }
             "--rebuild" if vm => opts.rebuild = true,
             other if vm => bail!(
-                "unknown option {other:?}; usage: cargo xtask vm [--fresh-disk] [--port N] [--append \"ARGS\"] [--rebuild]"
+                "unknown option {other:?}; usage: cargo xtask vm [--fresh-disk] [--kernel bronze|debian] [--port N] [--append \"ARGS\"] [--rebuild]"
             ),
-            other => bail!("unknown option {other:?}; usage: cargo xtask image [--fresh-disk]"),
+            other => {
+                bail!("unknown option {other:?}; usage: cargo xtask image [--fresh-disk] [--kernel bronze|debian]")
+            }
         }
     }
     Ok(opts)
@@ -494,33 +613,187 @@ fn target_dir(root: &Path) -> PathBuf {
 
 fn image(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let opts = parse_image_args(args, false)?;
-    build_image(root, opts.fresh_disk).map(|_| ())
+    build_image(root, opts.fresh_disk, &[opts.kernel]).map(|_| ())
 }
 
-/// Builds `bronzed` (static, release), fetches the kernel, assembles the
-/// initramfs and the state disk into `target/images/`, and reports sizes.
-fn build_image(root: &Path, fresh_disk: bool) -> anyhow::Result<bronze_images::layout::ImageLayout> {
-    use bronze_images::layout::{self, ImageLayout, SizeReport, Strip};
-    use bronze_images::{initramfs, kernel, kmod};
+/// Builds the images of `kernels` (each into its [`ImageLayout`]): `bronzed`
+/// (static, release) and the plugins once, then per kernel the kernel (Bronze's
+/// built from source and cached, or Debian's package and its modules), the
+/// initramfs and the state disk, and reports sizes.
+fn build_image(
+    root: &Path,
+    fresh_disk: bool,
+    kernels: &[KernelChoice],
+) -> anyhow::Result<Vec<bronze_images::layout::ImageLayout>> {
+    use bronze_images::initramfs;
+    use bronze_images::layout::{self, ImageLayout, Strip};
     use std::time::Instant;
 
-    let started = Instant::now();
     // 0. The plugins, packed below from target/plugins/.
     build_plugins(root)?;
     let target = target_dir(root);
-    let layout = ImageLayout::new(&target);
-    let cache = layout.cache_dir();
-    std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
 
     // 1. bronzed, static.
     ensure_musl_toolchain()?;
     let step = Instant::now();
-    run(cargo().args(["build", "--release", "--target", MUSL, "-p", "bronze-host", "--bin", "bronzed"]))?;
+    run(cargo().args(musl_bronzed_args()))?;
     let bronzed = target.join(MUSL).join("release/bronzed");
     println!("bronzed: {} ({:.1} s)", bronzed.display(), step.elapsed().as_secs_f64());
+    let images = target.join("images");
+    std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))?;
+    let bronzed_size = layout::file_size(&bronzed)?;
+    let init = images.join("bronzed");
+    let init_size = layout::strip(&bronzed, &init, Strip::Debug)?;
+    let all_stripped = images.join("bronzed.strip-all");
+    let min_size = layout::strip(&bronzed, &all_stripped, Strip::All)?;
+    std::fs::remove_file(&all_stripped).with_context(|| format!("cannot remove {}", all_stripped.display()))?;
+    let plugins = target.join("plugins");
+    let plugins = match plugins.is_dir() {
+        true => Some(precompile_plugins(&bronzed, &plugins, &images.join("plugins"))?),
+        false => None,
+    };
+    match &plugins {
+        Some(dir) => println!("plugins: {} -> /{}", dir.display(), initramfs::PLUGINS_DIR),
+        None => println!("plugins: none ({} does not exist)", target.join("plugins").display()),
+    }
 
-    // 2. Kernel and modules.
+    let mut layouts = Vec::new();
+    for &kernel in kernels {
+        let started = Instant::now();
+        let layout = ImageLayout::with_kernel(&target, kernel);
+        std::fs::create_dir_all(&layout.dir).with_context(|| format!("cannot create {}", layout.dir.display()))?;
+        println!();
+        println!("image with {} kernel -> {}", kernel.name(), layout.dir.display());
+        // 2. Kernel and modules.
+        let (plan, about, mut report) = match kernel {
+            KernelChoice::Bronze => bronze_kernel(root, &layout)?,
+            KernelChoice::Debian => debian_kernel(root, &layout)?,
+        };
+
+        // 3. Initramfs.
+        let step = Instant::now();
+        let image = initramfs::bronze_initramfs(&init, &plan, plugins.as_deref())?;
+        let mtime = initramfs::source_date_epoch();
+        let initrd_size = image.write(&layout.initrd(), mtime, initramfs::IMAGE_INITRD_FORMAT)?;
+        let newc_size = image.newc_size(mtime)?;
+        std::fs::write(layout.initrd_listing(), image.listing()?)
+            .with_context(|| format!("cannot write {}", layout.initrd_listing().display()))?;
+        println!(
+            "initramfs: {} ({} entries, mtime {mtime}; listing in {}) ({:.1} s)",
+            layout.initrd().display(),
+            image.entries().count(),
+            layout.initrd_listing().display(),
+            step.elapsed().as_secs_f64()
+        );
+
+        // 4. State disk.
+        state_disk(&layout, fresh_disk)?;
+
+        // 5. Sizes.
+        report.about = about;
+        report.add(&format!("initrd ({:?})", initramfs::IMAGE_INITRD_FORMAT).to_lowercase(), initrd_size);
+        report.add("initramfs (uncompressed)", newc_size);
+        report.add("bronzed (unstripped)", bronzed_size);
+        report.add("bronzed /init (strip-debug)", init_size);
+        report.add("bronzed (strip-all)", min_size);
+        report.write(&layout.sizes())?;
+        println!();
+        print!("{}", report.render());
+        println!("(sizes in {}; image built in {:.1} s)", layout.sizes().display(), started.elapsed().as_secs_f64());
+        layouts.push(layout);
+    }
+    Ok(layouts)
+}
+
+/// What [`build_image`] needs of a kernel: the module plan for the
+/// initramfs, the lines that say what it is, and its sizes so far.
+type KernelParts = (bronze_images::kmod::LoadPlan, Vec<String>, bronze_images::layout::SizeReport);
+
+/// Bronze's kernel, built from Debian's kernel source and
+/// `images/kernel/bronze.config` (or taken from the cache outside target/),
+/// into `layout`. No modules: the initramfs gets an empty load list and the
+/// kernel's `modules.builtin`. Every module `images/modules.txt` names for
+/// Debian's kernel must be built in, or the build fails naming it.
+fn bronze_kernel(root: &Path, layout: &bronze_images::layout::ImageLayout) -> anyhow::Result<KernelParts> {
+    use bronze_images::{kbuild, kmod, layout::SizeReport};
+    let (source, fragment, built) = kernel(root)?;
+    let copy = |from: &Path, to: &Path| -> anyhow::Result<u64> {
+        std::fs::copy(from, to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+    };
+    let mut report = SizeReport::default();
+    report.add("vmlinux", copy(&built.vmlinux(), &layout.vmlinux())?);
+    report.add("bzImage", copy(&built.bzimage(), &layout.bzimage())?);
+    copy(&built.config(), &layout.dir.join("kernel.config"))?;
+    let builtin = std::fs::read_to_string(built.modules_builtin())
+        .with_context(|| format!("cannot read {}", built.modules_builtin().display()))?;
+    // The Debian image's modules are this kernel's built-ins.
+    let list_path = root.join("images/modules.txt");
+    let list = std::fs::read_to_string(&list_path).with_context(|| format!("cannot read {}", list_path.display()))?;
+    let wanted = kmod::parse_module_list(&list, &list_path)?;
+    let missing = kmod::not_built_in(&wanted, &builtin);
+    if !missing.is_empty() {
+        bail!(
+            "{} names modules that Bronze's kernel does not build in: {} (add their options to {})",
+            list_path.display(),
+            missing.join(", "),
+            fragment.display()
+        );
+    }
+    let plan = kmod::LoadPlan::built_in(&built.release, builtin);
+    let about = vec![
+        format!(
+            "kernel bronze {} {} (release {}, key {})",
+            kbuild::SOURCE_PACKAGE,
+            source.version,
+            built.release,
+            built.key
+        ),
+        format!("fragment {}", fragment.strip_prefix(root).unwrap_or(&fragment).display()),
+    ];
+    Ok((plan, about, report))
+}
+
+/// Bronze's kernel from the cache outside target/, built first if this
+/// source and fragment were never built: the source, the fragment's path
+/// and the kernel.
+fn kernel(
+    root: &Path,
+) -> anyhow::Result<(bronze_images::kbuild::KernelSource, PathBuf, bronze_images::kbuild::BuiltKernel)> {
+    use bronze_images::kbuild;
+    use std::time::Instant;
     let step = Instant::now();
+    ensure_kernel_build_packages()?;
+    let source = kbuild::installed_source()?;
+    let fragment = root.join("images/kernel/bronze.config");
+    let cache = kbuild::cache_root();
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "kernel: {} {} + {} (cache {}; a build logs to {}/build-{}/bronze-build.log)",
+        kbuild::SOURCE_PACKAGE,
+        source.version,
+        fragment.display(),
+        cache.display(),
+        cache.display(),
+        source.version
+    );
+    let built = kbuild::build(&source, &fragment, &cache, jobs)?;
+    println!(
+        "kernel release: {} ({} {}; {:.1} s)",
+        built.release,
+        if built.built_now { "built, key" } else { "cached, key" },
+        built.key,
+        step.elapsed().as_secs_f64()
+    );
+    Ok((source, fragment, built))
+}
+
+/// Debian's current kernel package and the modules of `images/modules.txt`.
+fn debian_kernel(root: &Path, layout: &bronze_images::layout::ImageLayout) -> anyhow::Result<KernelParts> {
+    use bronze_images::{kernel, kmod, layout::SizeReport};
+    use std::time::Instant;
+    let step = Instant::now();
+    let cache = layout.cache_dir();
+    std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let package = resolve_kernel_package(&cache)?;
     let (deb, downloaded) = kernel::download(&package, &cache)?;
     println!("kernel package: {package} ({}: {})", if downloaded { "downloaded" } else { "cached" }, deb.display());
@@ -552,54 +825,36 @@ fn build_image(root: &Path, fresh_disk: bool) -> anyhow::Result<bronze_images::l
         let when = if at_boot.contains(module.name.as_str()) { "" } else { "  [on demand]" };
         println!("  {}{deps}{when}", module.path.display());
     }
-
-    // 3. Initramfs.
-    let step = Instant::now();
-    let bronzed_size = layout::file_size(&bronzed)?;
-    let init_size = layout::strip(&bronzed, &layout.init_binary(), Strip::Debug)?;
-    let all_stripped = layout.dir.join("bronzed.strip-all");
-    let min_size = layout::strip(&bronzed, &all_stripped, Strip::All)?;
-    std::fs::remove_file(&all_stripped).with_context(|| format!("cannot remove {}", all_stripped.display()))?;
-    let plugins = target.join("plugins");
-    let plugins = match plugins.is_dir() {
-        true => Some(precompile_plugins(&bronzed, &plugins, &layout.dir.join("plugins"))?),
-        false => None,
-    };
-    match &plugins {
-        Some(dir) => println!("plugins: {} -> /{}", dir.display(), initramfs::PLUGINS_DIR),
-        None => println!("plugins: none ({} does not exist)", target.join("plugins").display()),
-    }
-    let image = initramfs::bronze_initramfs(&layout.init_binary(), &plan, plugins.as_deref())?;
-    let mtime = initramfs::source_date_epoch();
-    let initrd_size = image.write_gzip(&layout.initrd(), mtime)?;
-    let newc_size = image.newc_size(mtime)?;
-    std::fs::write(layout.initrd_listing(), image.listing()?)
-        .with_context(|| format!("cannot write {}", layout.initrd_listing().display()))?;
-    println!(
-        "initramfs: {} ({} entries, mtime {mtime}; listing in {}) ({:.1} s)",
-        layout.initrd().display(),
-        image.entries().count(),
-        layout.initrd_listing().display(),
-        step.elapsed().as_secs_f64()
-    );
-
-    // 4. State disk.
-    state_disk(&layout, fresh_disk)?;
-
-    // 5. Sizes.
-    let mut report =
-        SizeReport { about: vec![format!("kernel {package} (release {})", tree.release)], ..Default::default() };
+    let mut report = SizeReport::default();
     report.add("vmlinux", vmlinux_size);
-    report.add("initrd.gz", initrd_size);
-    report.add("initramfs (uncompressed)", newc_size);
-    report.add("bronzed (unstripped)", bronzed_size);
-    report.add("bronzed /init (strip-debug)", init_size);
-    report.add("bronzed (strip-all)", min_size);
-    report.write(&layout.sizes())?;
-    println!();
-    print!("{}", report.render());
-    println!("(sizes in {}; image built in {:.1} s)", layout.sizes().display(), started.elapsed().as_secs_f64());
-    Ok(layout)
+    Ok((plan, vec![format!("kernel debian {package} (release {})", tree.release)], report))
+}
+
+/// What building Bronze's kernel needs: the source package and kbuild's
+/// tools (flex, bison, bc, libelf and OpenSSL headers, make and gcc).
+fn ensure_kernel_build_packages() -> anyhow::Result<()> {
+    use bronze_images::kbuild::SOURCE_PACKAGE;
+    let tarball = PathBuf::from(format!("/usr/src/{SOURCE_PACKAGE}.tar.xz"));
+    let mut missing = Vec::new();
+    if !tarball.is_file() {
+        missing.push(SOURCE_PACKAGE);
+    }
+    for (tool, package) in [("flex", "flex"), ("bison", "bison"), ("bc", "bc"), ("make", "make"), ("gcc", "gcc")] {
+        if bronze_images::find_tool(tool).is_none() {
+            missing.push(package);
+        }
+    }
+    if !Path::new("/usr/include/gelf.h").is_file() {
+        missing.push("libelf-dev");
+    }
+    if !Path::new("/usr/include/openssl/opensslv.h").is_file() {
+        missing.push("libssl-dev");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {} (to build Bronze's kernel)", missing.join(", "));
+    apt_install(&missing, &[])
 }
 
 /// Makes the state disk unless it exists (`fresh` replaces it) and says which.
@@ -718,9 +973,9 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
     let opts = parse_image_args(args, true)?;
     ensure_qemu()?;
-    let layout = ImageLayout::new(&target_dir(root));
+    let layout = ImageLayout::with_kernel(&target_dir(root), opts.kernel);
     if opts.rebuild || !layout.is_built() {
-        build_image(root, opts.fresh_disk)?;
+        build_image(root, opts.fresh_disk, &[opts.kernel])?;
     } else {
         // The image keeps its plugins, but the bundles (and fixtures) on
         // disk are current for installing into the running node.
