@@ -170,9 +170,9 @@ fn read_capped(path: &Path, cap: usize, buf: &mut Vec<u8>) -> std::io::Result<bo
     Ok(more)
 }
 
-/// How long a cached command line is believed: a process may rewrite its
-/// arguments (`setproctitle`) without an exec, so an entry is read again
-/// once it is this old.
+/// How long a cached command line (and owner) is believed: a process may
+/// rewrite its arguments (`setproctitle`) or change its uid without an
+/// exec, so an entry is read again once it is this old.
 pub const COMMAND_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// Command lines kept between readings, by pid and checked against the
@@ -191,6 +191,8 @@ pub struct CommandCache {
 struct CachedCommand {
     start_ticks: u64,
     comm: String,
+    /// The effective uid when the entry was read.
+    uid: u32,
     command: String,
     truncated: bool,
     arg1: String,
@@ -266,12 +268,12 @@ fn itoa(pid: i32, buf: &mut [u8; 12]) -> &str {
 }
 
 /// Reads `/proc/<pid>/stat` with one `read` (the kernel writes the whole
-/// line in one go; it is far below the buffer's size) and the owner of the
-/// open file, which procfs gives the process's effective uid like the
-/// directory's: open, fstat, read, close per process.
-fn read_stat(path: &Path, buf: &mut [u8; 4096]) -> Option<(Stat, u32)> {
+/// line in one go; it is far below the buffer's size), and with `owner` the
+/// owner of the open file, which procfs gives the process's effective uid
+/// like the directory's: open, (fstat,) read, close per process.
+fn read_stat(path: &Path, buf: &mut [u8; 4096], owner: bool) -> Option<(Stat, Option<u32>)> {
     let mut file = std::fs::File::open(path).ok()?;
-    let uid = file.metadata().ok()?.uid();
+    let uid = if owner { Some(file.metadata().ok()?.uid()) } else { None };
     let n = file.read(buf).ok()?;
     let stat = parse_stat(&String::from_utf8_lossy(&buf[..n])).ok()?;
     Some((stat, uid))
@@ -284,18 +286,22 @@ fn read_one(
     now: Instant,
 ) -> Option<(Process, CachedCommand)> {
     let mut line = [0u8; 4096];
+    // A cached entry young enough is checked against this reading's start
+    // time and name below; its owner is believed until it is read again.
+    let young = cached.as_ref().is_some_and(|c| now.saturating_duration_since(c.read_at) < COMMAND_MAX_AGE);
     dir.push("stat");
-    let stat = read_stat(dir, &mut line);
+    let stat = read_stat(dir, &mut line, !young);
     dir.pop();
     let (stat, uid) = stat?;
-    let current = cached.filter(|c| {
-        c.start_ticks == stat.start_ticks
-            && c.comm == stat.comm
-            && now.saturating_duration_since(c.read_at) < COMMAND_MAX_AGE
-    });
+    let current = cached.filter(|c| young && c.start_ticks == stat.start_ticks && c.comm == stat.comm);
     let entry = match current {
         Some(entry) => entry,
         None => {
+            let uid = match uid {
+                Some(uid) => uid,
+                // Cached but changed (an exec, a reused pid): the owner too.
+                None => std::fs::metadata(&*dir).ok()?.uid(),
+            };
             dir.push("cmdline");
             let more = read_capped(dir, MAX_COMMAND, buf);
             dir.pop();
@@ -312,6 +318,7 @@ fn read_one(
             CachedCommand {
                 start_ticks: stat.start_ticks,
                 comm: stat.comm.clone(),
+                uid,
                 command,
                 truncated,
                 arg1,
@@ -321,7 +328,7 @@ fn read_one(
     };
     let process = Process {
         stat,
-        uid,
+        uid: entry.uid,
         command: entry.command.clone(),
         command_truncated: entry.truncated,
         arg1: entry.arg1.clone(),

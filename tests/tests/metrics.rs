@@ -224,6 +224,15 @@ async fn a_scrape_parses_with_prometheus_client_and_shows_node_services_plugins_
     let plugin = stats.entries.iter().find(|e| e.kind == "plugin" && e.name == "health-tcp").expect("the instance");
     assert!(plugin.runs >= 2 && plugin.cpu_seconds > 0.0, "{plugin:?}");
     assert!(plugin.rss_bytes >= 64 << 10 && plugin.rss_bytes <= plugin.memory_peak_bytes, "linear memory: {plugin:?}");
+    // CPU % over a window: since the reading above once it is a second old
+    // (the check runs every second, so its calls used some CPU in it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = processes.stats(pb::StatsRequest { sample_ms: 1000 }).await.unwrap().into_inner();
+    let now = later.entries.iter().find(|e| e.kind == "plugin" && e.name == "health-tcp").expect("the instance");
+    assert!(now.cpu_percent.is_finite() && (0.0..=100.0).contains(&now.cpu_percent), "{now:?}");
+    if now.cpu_seconds > plugin.cpu_seconds {
+        assert!(now.cpu_percent > 0.0, "CPU used in the window but 0 %: {plugin:?} then {now:?}");
+    }
 
     // Time sync: process mode without servers does not sync.
     assert_eq!(one("bronze_time_enabled"), 0.0);

@@ -29,12 +29,14 @@ pub struct ProcessApi {
     /// each process's `stat`.
     commands: Arc<Mutex<CommandCache>>,
     /// Services' cgroup CPU time (µs) at the last `stats` reading as PID 1.
-    last_cgroups: Mutex<Option<CgroupBase>>,
+    last_cgroups: Mutex<Option<CpuCounters>>,
+    /// Plugin instances' CPU time (µs) at the last `stats` reading.
+    last_plugins: Mutex<Option<CpuCounters>>,
 }
 
-/// The services' cgroup CPU time at one moment.
+/// CPU time (µs) by name at one moment: services' cgroups, plugin instances.
 #[derive(Clone)]
-struct CgroupBase {
+struct CpuCounters {
     taken: std::time::Instant,
     cpu_usec: HashMap<String, u64>,
 }
@@ -65,6 +67,7 @@ impl ProcessApi {
             last: Mutex::new(None),
             commands: Arc::default(),
             last_cgroups: Mutex::new(None),
+            last_plugins: Mutex::new(None),
         }
     }
 
@@ -131,41 +134,25 @@ impl ProcessApi {
                 .unwrap_or_else(|_| (std::time::Instant::now(), HashMap::new()))
             }
         };
-        let sample = Duration::from_millis(sample_ms.into()).min(MAX_SAMPLE);
-        let (mut taken, mut usage) = read().await;
-        let base_of = |taken, usage: &HashMap<String, Usage>| CgroupBase {
-            taken,
-            cpu_usec: usage.iter().map(|(n, u)| (n.clone(), u.cpu_usec)).collect(),
+        over_window(&self.last_cgroups, sample_ms, read, |u: &Usage| u.cpu_usec).await
+    }
+
+    /// Each plugin instance's CPU time (µs, of its calls), with CPU % over
+    /// a window the way [`Self::cgroup_reading`] measures services.
+    async fn plugin_reading(&self, sample_ms: u32) -> HashMap<String, (u64, f64)> {
+        let read = || async {
+            let taken = std::time::Instant::now();
+            let cpu: HashMap<String, u64> = self
+                .node
+                .plugins
+                .list()
+                .into_iter()
+                .flat_map(|p| p.instances)
+                .map(|i| (i.id, i.cpu_total.as_micros().try_into().unwrap_or(u64::MAX)))
+                .collect();
+            (taken, cpu)
         };
-        let base = if sample.is_zero() {
-            None
-        } else {
-            let previous = self.last_cgroups.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|b| {
-                let age = taken.saturating_duration_since(b.taken);
-                age >= sample && age <= MAX_BASE_AGE
-            });
-            match previous {
-                Some(b) => Some(b),
-                None => {
-                    let b = base_of(taken, &usage);
-                    tokio::time::sleep(sample).await;
-                    (taken, usage) = read().await;
-                    Some(b)
-                }
-            }
-        };
-        *self.last_cgroups.lock().unwrap_or_else(|p| p.into_inner()) = Some(base_of(taken, &usage));
-        usage
-            .into_iter()
-            .map(|(name, u)| {
-                let percent = base.as_ref().map_or(0.0, |b| {
-                    let window = taken.saturating_duration_since(b.taken).as_secs_f64();
-                    let before = b.cpu_usec.get(&name).copied().unwrap_or(0);
-                    if window > 0.0 { u.cpu_usec.saturating_sub(before) as f64 / 1e6 / window * 100.0 } else { 0.0 }
-                });
-                (name, (u, percent))
-            })
-            .collect()
+        over_window(&self.last_plugins, sample_ms, read, |cpu: &u64| *cpu).await
     }
 
     /// As PID 1, every pid in a service's cgroup, with the service's name;
@@ -234,6 +221,61 @@ pub fn to_pb_process(
     }
 }
 
+/// Figures by name read now, each with its CPU % (of one core) from
+/// `cpu_usec`: with `sample_ms` > 0, over the window since `last`'s reading
+/// when that is at least `sample_ms` old and at most [`MAX_BASE_AGE`], else
+/// over a fresh window (read, wait `sample_ms`, read again); 0 with
+/// `sample_ms` 0. `last` becomes this reading. A counter that went back (a
+/// new instance under an old name) counts from zero.
+async fn over_window<T, F, Fut>(
+    last: &Mutex<Option<CpuCounters>>,
+    sample_ms: u32,
+    read: F,
+    cpu_usec: fn(&T) -> u64,
+) -> HashMap<String, (T, f64)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (std::time::Instant, HashMap<String, T>)>,
+{
+    let sample = Duration::from_millis(sample_ms.into()).min(MAX_SAMPLE);
+    let (mut taken, mut usage) = read().await;
+    let base_of = |taken, usage: &HashMap<String, T>| CpuCounters {
+        taken,
+        cpu_usec: usage.iter().map(|(n, u)| (n.clone(), cpu_usec(u))).collect(),
+    };
+    let base = if sample.is_zero() {
+        None
+    } else {
+        let previous = last.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|b| {
+            let age = taken.saturating_duration_since(b.taken);
+            age >= sample && age <= MAX_BASE_AGE
+        });
+        match previous {
+            Some(b) => Some(b),
+            None => {
+                let b = base_of(taken, &usage);
+                tokio::time::sleep(sample).await;
+                (taken, usage) = read().await;
+                Some(b)
+            }
+        }
+    };
+    *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(base_of(taken, &usage));
+    usage
+        .into_iter()
+        .map(|(name, u)| {
+            let percent = base.as_ref().map_or(0.0, |b| {
+                let window = taken.saturating_duration_since(b.taken).as_secs_f64();
+                let before = b.cpu_usec.get(&name).copied().unwrap_or(0);
+                let now = cpu_usec(&u);
+                let used = if now >= before { now - before } else { now };
+                if window > 0.0 { used as f64 / 1e6 / window * 100.0 } else { 0.0 }
+            });
+            (name, (u, percent))
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl ProcessService for ProcessApi {
     async fn processes(&self, req: Request<pb::ProcessesRequest>) -> Result<Response<pb::ProcessesResponse>, Status> {
@@ -261,7 +303,11 @@ impl ProcessService for ProcessApi {
         let services = self.services();
         let source = self.node.services.cgroups().source();
         let names = if source == "cgroup" { services.iter().map(|s| s.name.clone()).collect() } else { Vec::new() };
-        let (reading, cgroups) = tokio::join!(self.reading(sample_ms), self.cgroup_reading(names, sample_ms));
+        let (reading, cgroups, plugins) = tokio::join!(
+            self.reading(sample_ms),
+            self.cgroup_reading(names, sample_ms),
+            self.plugin_reading(sample_ms)
+        );
         let reading = reading?;
         let snap = &reading.snapshot;
         let pids = services.iter().filter(|s| s.pid > 0).map(|s| (s.pid, s.name.clone())).collect();
@@ -318,6 +364,7 @@ impl ProcessService for ProcessApi {
                 // CPU of its calls so far; memory: the last call's linear
                 // memory, and the most any call held.
                 e.cpu_seconds = i.cpu_total.as_secs_f64();
+                e.cpu_percent = plugins.get(&i.id).map_or(0.0, |(_, percent)| *percent);
                 e.rss_bytes = i.last.as_ref().map_or(0, |o| o.memory_bytes);
                 e.memory_peak_bytes = i.memory_peak_bytes;
                 e.last_call_us = i.last.map_or(0, |o| o.duration.as_micros() as u64);
@@ -326,5 +373,46 @@ impl ProcessService for ProcessApi {
             }
         }
         Ok(Response::new(pb::StatsResponse { entries, cpu_window_ms: reading.window_ms(), source: source.into() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A counter read at scripted times: (offset from `start`, µs used).
+    fn reader<'a>(
+        start: Instant,
+        script: &'static [(u64, u64)],
+        calls: &'a std::sync::atomic::AtomicUsize,
+    ) -> impl Fn() -> std::future::Ready<(Instant, HashMap<String, u64>)> + 'a {
+        move || {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst).min(script.len() - 1);
+            let (at_ms, used) = script[n];
+            std::future::ready((start + Duration::from_millis(at_ms), HashMap::from([("i".to_string(), used)])))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cpu_percent_over_the_last_reading_or_a_fresh_window() {
+        let start = Instant::now();
+        let last = Mutex::new(None);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        // No sample: figures, no percent, but the reading becomes the base.
+        let read = reader(start, &[(0, 1_000), (2_000, 501_000), (2_100, 501_000), (2_600, 2_000)], &calls);
+        let got = over_window(&last, 0, &read, |v: &u64| *v).await;
+        assert_eq!(got["i"], (1_000, 0.0));
+        // 2 s later, sample 1 s: the base is old enough, one read: 0.5 s of
+        // CPU in 2 s = 25 %.
+        let got = over_window(&last, 1_000, &read, |v: &u64| *v).await;
+        assert_eq!(got["i"], (501_000, 25.0));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // 100 ms later the base is too young for a 500 ms sample: a fresh
+        // window (read, wait, read) in which the counter went back (a new
+        // instance under the old name) counts from zero: 2 ms in 500 ms.
+        let got = over_window(&last, 500, &read, |v: &u64| *v).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert!((got["i"].1 - 0.4).abs() < 1e-9, "{got:?}");
     }
 }
