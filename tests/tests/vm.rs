@@ -10,13 +10,12 @@
 //! only `lo` (nothing can leave it), unrestricted inside it so the guest
 //! reaches a DNS server and an NTP relay there through slirp's gateway.
 
-use bronze_api::v1 as pb;
 use bronze_images::layout::ImageLayout;
 use bronze_images::vm::{Disk, DiskFormat, Vm, VmNetwork, VmSpec, maintenance_fingerprint};
 use bronze_tests::netns::NetNs;
 use bronze_tests::ntp::ChronyServer;
+use bronze_tests::vmnode::wait_api;
 use bronze_tests::{Pki, bronzectl, free_port};
-use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -64,26 +63,6 @@ fn boot(layout: &ImageLayout, disk: &Path, port: u16, console: &Path, no_reboot:
     spec.append = APPEND.split_whitespace().map(String::from).collect();
     spec.no_reboot = no_reboot;
     Vm::spawn(&spec, console).expect("qemu starts")
-}
-
-/// Waits until the API answers a real RPC with `auth` (any gRPC status
-/// counts: Unauthenticated also proves bronzed is serving).
-async fn wait_api(vm: &mut Vm, node: &str, auth: &Auth) {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        if let Ok(Some(status)) = vm.try_wait() {
-            panic!("qemu exited with {status} before the API answered:\n{}", vm.console().unwrap_or_default());
-        }
-        if let Ok(mut c) = NodeClient::connect(node, auth).await {
-            match tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await {
-                Ok(Ok(_)) => return,
-                Ok(Err(s)) if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => return,
-                _ => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "no API within {BOOT:?}:\n{}", vm.console().unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn services_yaml(args: &str, restart: &str) -> String {
@@ -140,7 +119,7 @@ async fn boot_and_apply(ticker_args: &str, restart: &str, no_reboot: bool) -> Co
     let mut vm = boot(&layout, &disk, port, &tmp.path().join("console.log"), no_reboot);
 
     // Maintenance mode, reached with a real RPC.
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
 
@@ -202,7 +181,7 @@ async fn boot_apply_manage_reboot_shutdown() {
     let run = bronzectl(Some(&admin), &["reboot"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     vm.wait_for_line("reboot: Restarting system", Instant::now() + Duration::from_secs(60)).expect("guest rebooted");
-    wait_api(&mut vm, &node, &pki.auth(&["os:admin"])).await;
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
     let version = json(&admin, &["version"]).await;
     assert_eq!(version["maintenance"], false, "config read back from the state disk");
     wait_json(&admin, &["services"], "ticker running after reboot", |v| {
@@ -294,7 +273,7 @@ async fn clock_years_off_is_stepped_from_the_default_server_and_written_to_the_r
     assert!(rtc.contains("setting system clock to 2021-01-01T00:00"), "{rtc}");
 
     // 2. A config without time servers, with a nameserver, over maintenance mode.
-    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }).await;
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
     let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
     let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
     let pki = Pki::new();
