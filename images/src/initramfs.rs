@@ -216,40 +216,32 @@ impl Initramfs {
     /// into place, so a failed build never leaves a half-written initrd) and
     /// returns its size in bytes.
     pub fn write(&self, out: &Path, mtime: u32, format: InitrdFormat) -> Result<u64> {
-        match format {
-            InitrdFormat::Gzip => self.write_gzip(out, mtime),
-            InitrdFormat::None => {
-                let tmp = temp_path(out);
-                let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-                let writer = self.write_newc(BufWriter::with_capacity(1 << 20, file), mtime)?;
-                let file = writer.into_inner().map_err(|e| Error::io("write", &tmp, e.into_error()))?;
-                file.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
-                drop(file);
-                std::fs::rename(&tmp, out).map_err(|e| Error::io("rename into place", out, e))?;
-                Ok(std::fs::metadata(out).map_err(|e| Error::io("inspect", out, e))?.len())
-            }
-        }
-    }
-
-    /// Writes the gzip-compressed archive to `out` (through a temporary file renamed
-    /// into place, so a failed build never leaves a half-written initrd) and returns
-    /// its size in bytes.
-    pub fn write_gzip(&self, out: &Path, mtime: u32) -> Result<u64> {
         let tmp = temp_path(out);
         let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        // No file name, mtime 0 and a fixed OS byte: gzip's header adds nothing that
-        // varies between machines.
-        let encoder = flate2::GzBuilder::new()
-            .mtime(0)
-            .operating_system(3)
-            .write(BufWriter::with_capacity(1 << 20, file), flate2::Compression::best());
-        let encoder = self.write_newc(encoder, mtime)?;
-        let writer = encoder.finish().map_err(|e| Error::io("compress into", &tmp, e))?;
+        let file = BufWriter::with_capacity(1 << 20, file);
+        let writer = match format {
+            InitrdFormat::None => self.write_newc(file, mtime)?,
+            InitrdFormat::Gzip => {
+                // No file name, mtime 0 and a fixed OS byte: gzip's header adds
+                // nothing that varies between machines.
+                let encoder = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(3)
+                    .write(file, flate2::Compression::best());
+                let encoder = self.write_newc(encoder, mtime)?;
+                encoder.finish().map_err(|e| Error::io("compress into", &tmp, e))?
+            }
+        };
         let file = writer.into_inner().map_err(|e| Error::io("write", &tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
         drop(file);
         std::fs::rename(&tmp, out).map_err(|e| Error::io("rename into place", out, e))?;
         Ok(std::fs::metadata(out).map_err(|e| Error::io("inspect", out, e))?.len())
+    }
+
+    /// [`Initramfs::write`] as gzip.
+    pub fn write_gzip(&self, out: &Path, mtime: u32) -> Result<u64> {
+        self.write(out, mtime, InitrdFormat::Gzip)
     }
 
     /// One line per entry (`mode size path [-> target]`), in archive order: a
