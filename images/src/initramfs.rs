@@ -224,10 +224,8 @@ impl Initramfs {
             InitrdFormat::Gzip => {
                 // No file name, mtime 0 and a fixed OS byte: gzip's header adds
                 // nothing that varies between machines.
-                let encoder = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(3)
-                    .write(file, flate2::Compression::best());
+                let encoder =
+                    flate2::GzBuilder::new().mtime(0).operating_system(3).write(file, flate2::Compression::best());
                 let encoder = self.write_newc(encoder, mtime)?;
                 encoder.finish().map_err(|e| Error::io("compress into", &tmp, e))?
             }

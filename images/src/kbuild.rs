@@ -41,6 +41,11 @@ pub struct KernelSource {
     pub tarball: PathBuf,
 }
 
+/// Where [`SOURCE_PACKAGE`] puts the source.
+pub fn source_tarball() -> PathBuf {
+    PathBuf::from(format!("/usr/src/{SOURCE_PACKAGE}.tar.xz"))
+}
+
 /// The installed [`SOURCE_PACKAGE`] (`dpkg-query`), or an error saying to
 /// install it.
 pub fn installed_source() -> Result<KernelSource> {
@@ -49,7 +54,7 @@ pub fn installed_source() -> Result<KernelSource> {
     let hint = format!("apt-get install {SOURCE_PACKAGE}");
     let output = cmd::output(&mut command, &hint)?;
     let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let tarball = PathBuf::from(format!("/usr/src/{SOURCE_PACKAGE}.tar.xz"));
+    let tarball = source_tarball();
     if version.is_empty() || !tarball.is_file() {
         return Err(Error::KernelLayout {
             path: tarball,

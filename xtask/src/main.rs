@@ -727,9 +727,7 @@ fn bronze_kernel(root: &Path, layout: &bronze_images::layout::ImageLayout) -> an
     let builtin = std::fs::read_to_string(built.modules_builtin())
         .with_context(|| format!("cannot read {}", built.modules_builtin().display()))?;
     // The Debian image's modules are this kernel's built-ins.
-    let list_path = root.join("images/modules.txt");
-    let list = std::fs::read_to_string(&list_path).with_context(|| format!("cannot read {}", list_path.display()))?;
-    let wanted = kmod::parse_module_list(&list, &list_path)?;
+    let (list_path, wanted) = module_list(root)?;
     let missing = kmod::not_built_in(&wanted, &builtin);
     if !missing.is_empty() {
         bail!(
@@ -787,6 +785,14 @@ fn kernel(
     Ok((source, fragment, built))
 }
 
+/// `images/modules.txt`, parsed: its path and the modules it names.
+fn module_list(root: &Path) -> anyhow::Result<(PathBuf, bronze_images::kmod::ModuleList)> {
+    let path = root.join("images/modules.txt");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let list = bronze_images::kmod::parse_module_list(&text, &path)?;
+    Ok((path, list))
+}
+
 /// Debian's current kernel package and the modules of `images/modules.txt`.
 fn debian_kernel(root: &Path, layout: &bronze_images::layout::ImageLayout) -> anyhow::Result<KernelParts> {
     use bronze_images::{kernel, kmod, layout::SizeReport};
@@ -806,9 +812,7 @@ fn debian_kernel(root: &Path, layout: &bronze_images::layout::ImageLayout) -> an
         layout.vmlinux().display(),
         step.elapsed().as_secs_f64()
     );
-    let list_path = root.join("images/modules.txt");
-    let list = std::fs::read_to_string(&list_path).with_context(|| format!("cannot read {}", list_path.display()))?;
-    let wanted = kmod::parse_module_list(&list, &list_path)?;
+    let (_, wanted) = module_list(root)?;
     let index = kmod::ModuleIndex::scan(&tree.modules_dir)?;
     let plan = kmod::LoadPlan::resolve(&index, &tree.release, &wanted)?;
     for note in &plan.notes {
@@ -833,10 +837,9 @@ fn debian_kernel(root: &Path, layout: &bronze_images::layout::ImageLayout) -> an
 /// What building Bronze's kernel needs: the source package and kbuild's
 /// tools (flex, bison, bc, libelf and OpenSSL headers, make and gcc).
 fn ensure_kernel_build_packages() -> anyhow::Result<()> {
-    use bronze_images::kbuild::SOURCE_PACKAGE;
-    let tarball = PathBuf::from(format!("/usr/src/{SOURCE_PACKAGE}.tar.xz"));
+    use bronze_images::kbuild::{SOURCE_PACKAGE, source_tarball};
     let mut missing = Vec::new();
-    if !tarball.is_file() {
+    if !source_tarball().is_file() {
         missing.push(SOURCE_PACKAGE);
     }
     for (tool, package) in [("flex", "flex"), ("bison", "bison"), ("bc", "bc"), ("make", "make"), ("gcc", "gcc")] {
