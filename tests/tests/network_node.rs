@@ -573,13 +573,23 @@ async fn network_cloudinit_as_the_configurator_makes_the_vlan_bond_and_addresses
             assert_eq!(addresses(&ns, member), [] as [String; 0], "a bond member has no address of its own");
         }
     } else {
-        // The node tried, and said why it could not.
-        let log = net.node.log();
-        for what in
-            ["cannot create bond bond0: Operation not supported", "cannot create vlan vlan100: Operation not supported"]
-        {
-            assert!(log.contains(what), "{what:?} not in the log:\n{log}");
-        }
+        // The node tried, and said why it could not. The applier reports
+        // its refusals after the rest of the plan is in the kernel, so the
+        // log is waited for, not read once the addresses are there.
+        let said = [
+            "cannot create bond bond0: Operation not supported",
+            "cannot create vlan vlan100: Operation not supported",
+        ];
+        wait_for(
+            "the node's reasons for the missing bond and VLAN in its log",
+            CONVERGE,
+            || {
+                let log = net.node.log();
+                said.iter().all(|what| log.contains(what)).then_some(())
+            },
+            || format!("{said:?} not all in the log:\n{}", net.node.log()),
+        )
+        .await;
     }
     assert!(
         routes(&ns).iter().any(|r| r.starts_with("10.72.0.0/16 via 10.71.0.1 dev veth3") && r.contains("metric 50")),

@@ -124,15 +124,14 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     ensure_kernel_build_packages()?;
     phases.lap("packages");
     // The builds the image and the Afterburn tests need run beside the
-    // foreground's checks and debug build, one after another, at a lower
-    // priority: on two cores the foreground's compile leaves a core idle for
-    // long stretches (cranelift-codegen alone is a long serial chain). Each
-    // has its own cargo build directory (release/musl, afterburn-build) or
-    // none (the kernel), so neither waits for the other's lock.
+    // foreground's checks, debug build and first tests, one after another,
+    // at a lower priority: on two cores the foreground's compile leaves a
+    // core idle for long stretches (cranelift-codegen alone is a long serial
+    // chain) and the tests mostly wait on nodes. Each has its own cargo build
+    // directory (release/musl, afterburn-build) or none (the kernel), so
+    // neither waits for the other's lock.
     let background = Background::start(root)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    phases.lap("fmt + clippy");
     // The plugins are a separate wasm workspace; `--release` shares the
     // proc-macro builds with `build_plugins`. A fresh machine has no wasm
     // target yet: clippy needs it before the plugins are built.
@@ -145,12 +144,32 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .arg("--target-dir")
         .arg(target_dir(root).join("wasm"))
         .args(["--", "-D", "warnings"]))?;
-    phases.lap("plugins fmt + clippy");
-    // The end-to-end tests start the real binaries, load the plugin
-    // fixtures and boot the real image: build them first (the image build
-    // builds the plugins).
-    run(cargo().args(["build", "--bins"]))?;
-    phases.lap("debug build");
+    phases.lap("fmt, plugins clippy");
+    // One compile of the workspace, linted as it builds: clippy-driver as
+    // the workspace's rustc wrapper runs clippy's lints on every workspace
+    // crate and target, and the dependencies are compiled once (a separate
+    // `cargo clippy` compiles all of them again, metadata only, which cost
+    // CI ten minutes). The end-to-end tests start the real binaries, load
+    // the plugin fixtures and boot the real image: built here, before them.
+    run(linted(cargo().args(["build", "--workspace", "--all-targets"])))?;
+    phases.lap("clippy + debug build");
+    let (early, late) = test_files(root)?;
+    let mut counts = (0, 0);
+    let mut count = |cmd: &mut Command| -> anyhow::Result<()> {
+        let (passed, failed) = run_counting(linted(cmd.arg("--no-fail-fast").args(args)))?;
+        counts = (counts.0 + passed, counts.1 + failed);
+        Ok(())
+    };
+    // Every test that needs neither the image nor Afterburn, while the
+    // background lane builds them.
+    count(cargo().args(["test", "--workspace", "--exclude", TESTS_PACKAGE]))?;
+    let mut early_cmd = cargo();
+    early_cmd.args(["test", "-p", TESTS_PACKAGE, "--lib", "--bins"]);
+    for file in &early {
+        early_cmd.args(["--test", file]);
+    }
+    count(&mut early_cmd)?;
+    phases.lap("tests without the image");
     let background_laps = background.wait()?;
     phases.lap("waiting for the background builds");
     // Bronze's kernel for the VM tests, Debian's for the smoke test that
@@ -158,10 +177,15 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     build_image(root, false, &KernelChoice::ALL)?;
     phases.lap("images");
     ensure_afterburn(root)?;
-    phases.lap("afterburn");
-    let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
-    phases.lap("cargo test");
-    println!("background builds (beside fmt, clippy and the debug build): {background_laps}");
+    let mut late_cmd = cargo();
+    late_cmd.args(["test", "-p", TESTS_PACKAGE]);
+    for file in &late {
+        late_cmd.args(["--test", file]);
+    }
+    count(&mut late_cmd)?;
+    phases.lap("VM and Afterburn tests");
+    let (passed, failed) = counts;
+    println!("background builds (beside the foreground until it waits for them): {background_laps}");
     println!("suite time: {phases}");
     // One closing line for the whole suite (cargo's last line is a doc-test
     // binary's, often "0 passed").
@@ -170,6 +194,31 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("{failed} tests failed");
     }
     Ok(())
+}
+
+/// The package of the end-to-end tests (`tests/tests/*.rs`).
+const TESTS_PACKAGE: &str = "bronze-tests";
+
+/// The end-to-end test files, split: those that need neither the image nor
+/// Afterburn (run while the background lane builds them), and those that do
+/// (`vm*`, `afterburn`). A new file lands in the right group by its name.
+fn test_files(root: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let dir = root.join("tests/tests");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names.into_iter().partition(|n| !(n.starts_with("vm") || n == "afterburn")))
+}
+
+/// `cmd` with clippy-driver as the rustc of the workspace's own crates and
+/// warnings as errors: what `cargo clippy -- -D warnings` checks, in a real
+/// build. Every cargo call of the suite that compiles the workspace sets the
+/// same, or cargo would rebuild it (the wrapper is part of its fingerprint).
+fn linted(cmd: &mut Command) -> &mut Command {
+    cmd.env("RUSTC_WORKSPACE_WRAPPER", "clippy-driver").env("CLIPPY_ARGS", "-Dwarnings")
 }
 
 /// `cmd` run through `nice -n 10`, with its arguments, environment and
@@ -204,7 +253,11 @@ impl Background {
         std::fs::create_dir_all(&target).with_context(|| format!("cannot create {}", target.display()))?;
         let log = target.join("xtask-background.log");
         let file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+        // A copy of this binary: the foreground's build relinks
+        // target/debug/xtask (with the clippy wrapper) while the lane runs.
+        let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+        let xtask = target.join("xtask-background");
+        std::fs::copy(&exe, &xtask).with_context(|| format!("cannot copy {} to {}", exe.display(), xtask.display()))?;
         let root = root.to_path_buf();
         println!("background builds: static bronzed, Bronze's kernel, Afterburn (log in {})", log.display());
         let thread = std::thread::spawn(move || -> anyhow::Result<Phases> {
