@@ -94,7 +94,13 @@ impl ImageLayout {
         self.dir.join("bronzed")
     }
 
-    /// The raw ext4 state disk.
+    /// The bootable GPT disk image (ESP with systemd-boot and slot `a`, and
+    /// the state partition): what firmware boots.
+    pub fn disk_image(&self) -> PathBuf {
+        self.dir.join("disk.img")
+    }
+
+    /// The raw ext4 state disk (of a direct kernel boot).
     pub fn state_disk(&self) -> PathBuf {
         self.dir.join("state.img")
     }

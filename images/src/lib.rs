@@ -12,17 +12,20 @@
 //! - [`initramfs`]: the image's file tree, written as a reproducible newc archive (stored as
 //!   measured: uncompressed, or gzip).
 //! - [`disk`]: the ext4 state disk, made without root.
+//! - [`bootdisk`]: the bootable GPT disk image (EFI system partition with
+//!   systemd-boot and boot slot `a`, and the state partition), made without root.
 //! - [`layout`]: where the outputs live under `target/images/`, and the size report.
 //! - [`vm`]: the qemu command line ([`vm::VmSpec`]) and a running VM with its serial
 //!   console captured to a file ([`vm::Vm`]).
 //!
 //! The library never installs packages or builds `bronzed`: that is xtask's job. It
 //! runs the host tools it needs (`apt-cache`, `apt-get download`, `dpkg -x`, `xz`,
-//! `strip`, `mke2fs`, `qemu-system-x86_64`), and every error names the file or
+//! `strip`, `mke2fs`, `mkfs.vfat`, `mcopy`, `sfdisk`, `qemu-system-x86_64`), and every error names the file or
 //! command that failed.
 
 #![forbid(unsafe_code)]
 
+pub mod bootdisk;
 pub mod cpio;
 pub mod disk;
 pub mod initramfs;

@@ -48,6 +48,11 @@ pub const METADATA_GATEWAY: &str = "169.254.169.2";
 /// [`FIRST_BOOT_IP`] for a VM with a [`MetadataService`]: 169.254.169.254 is
 /// on-link, and slirp answers ARP for its `guestfwd` addresses.
 pub const METADATA_FIRST_BOOT_IP: &str = "bronze.ip=eth0:169.254.169.15/24:169.254.169.2";
+/// Debian's `ovmf` UEFI firmware for qemu (4 MiB flash layout): the code,
+/// mapped read-only...
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// ...and the template of its variable store, of which each VM gets a copy.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// How often [`Vm::wait_for_line`] looks at the console file.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -75,6 +80,30 @@ impl DiskFormat {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
         }
+    }
+}
+
+/// UEFI firmware for a VM that boots its first disk the way a machine does
+/// (firmware, boot loader, kernel) instead of qemu loading the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firmware {
+    /// The firmware code (read-only flash).
+    pub code: PathBuf,
+    /// This VM's own variable store (writable flash).
+    pub vars: PathBuf,
+}
+
+impl Firmware {
+    /// Debian's OVMF with a fresh copy of its variable store at `vars`.
+    pub fn ovmf(vars: impl Into<PathBuf>) -> Result<Firmware> {
+        let vars = vars.into();
+        std::fs::copy(OVMF_VARS, &vars).map_err(|e| Error::io("copy the OVMF variable store to", &vars, e))?;
+        Ok(Firmware { code: PathBuf::from(OVMF_CODE), vars })
+    }
+
+    /// Whether Debian's `ovmf` is installed.
+    pub fn is_installed() -> bool {
+        Path::new(OVMF_CODE).is_file() && Path::new(OVMF_VARS).is_file()
     }
 }
 
@@ -222,6 +251,10 @@ pub struct VmSpec {
     /// Serve `169.254.169.254:80` to the guest from the host. The user network
     /// moves to [`METADATA_NET`]: boot with [`VmSpec::first_boot_ip`].
     pub metadata: Option<MetadataService>,
+    /// Boot through UEFI firmware from the first disk (its boot loader picks
+    /// the kernel and its command line: `kernel`, `initrd` and `append` are
+    /// not used).
+    pub firmware: Option<Firmware>,
     /// Further qemu arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -245,8 +278,22 @@ impl VmSpec {
             smbios: Smbios::default(),
             cdroms: Vec::new(),
             metadata: None,
+            firmware: None,
             extra_args: Vec::new(),
         }
+    }
+
+    /// A VM that boots `disk` (a Bronze disk image, or an overlay of one)
+    /// through `firmware`, like a machine: a guest reboot restarts it in the
+    /// same qemu process (an upgrade reboots), and a kernel panic reboots it
+    /// too (no pvpanic), so a failing boot runs its entry's tries down.
+    pub fn from_disk_image(disk: Disk, firmware: Firmware, api_port: u16) -> Self {
+        let mut spec = VmSpec::new("", "", api_port);
+        spec.firmware = Some(firmware);
+        spec.disks.push(disk);
+        spec.no_reboot = false;
+        spec.pvpanic = false;
+        spec
     }
 
     /// The VM of a built image: its kernel, initramfs and raw state disk.
@@ -330,14 +377,29 @@ impl VmSpec {
         if self.no_reboot {
             args.push("-no-reboot".into());
         }
-        args.extend(["-kernel".into(), path_arg(&self.kernel), "-initrd".into(), path_arg(&self.initrd)]);
-        args.extend(["-append".into(), self.kernel_cmdline()]);
-        args.extend(["-nic".into(), self.nic()]);
-        for disk in &self.disks {
-            args.extend([
+        match &self.firmware {
+            None => {
+                args.extend(["-kernel".into(), path_arg(&self.kernel), "-initrd".into(), path_arg(&self.initrd)]);
+                args.extend(["-append".into(), self.kernel_cmdline()]);
+            }
+            Some(firmware) => args.extend([
                 "-drive".into(),
-                format!("file={},if=virtio,format={}", escape_option(&path_arg(&disk.path)), disk.format.as_str()),
-            ]);
+                format!("if=pflash,format=raw,unit=0,readonly=on,file={}", escape_option(&path_arg(&firmware.code))),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=1,file={}", escape_option(&path_arg(&firmware.vars))),
+            ]),
+        }
+        args.extend(["-nic".into(), self.nic()]);
+        for (i, disk) in self.disks.iter().enumerate() {
+            let (file, format) = (escape_option(&path_arg(&disk.path)), disk.format.as_str());
+            if self.firmware.is_some() {
+                // The firmware boots the first disk, not the NIC's PXE ROM.
+                args.extend(["-drive".into(), format!("file={file},format={format},if=none,id=disk{i}")]);
+                let boot = if i == 0 { ",bootindex=0" } else { "" };
+                args.extend(["-device".into(), format!("virtio-blk-pci,drive=disk{i}{boot}")]);
+            } else {
+                args.extend(["-drive".into(), format!("file={file},if=virtio,format={format}")]);
+            }
         }
         for iso in &self.cdroms {
             args.extend([
@@ -731,6 +793,28 @@ mod tests {
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
         }
         assert_eq!(String::from_utf8_lossy(&answer), "");
+    }
+
+    #[test]
+    fn a_firmware_vm_boots_its_first_disk_and_reboots_on_panic() {
+        let firmware = Firmware { code: "/fw/code.fd".into(), vars: "/vm/vars.fd".into() };
+        let disk = Disk { path: "/vm/disk.qcow2".into(), format: DiskFormat::Qcow2 };
+        let spec = VmSpec::from_disk_image(disk, firmware, 7);
+        let args = spec.args();
+        let after =
+            |flag: &str| -> Vec<&str> { args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect() };
+        assert_eq!(
+            after("-drive"),
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/fw/code.fd",
+                "if=pflash,format=raw,unit=1,file=/vm/vars.fd",
+                "file=/vm/disk.qcow2,format=qcow2,if=none,id=disk0",
+            ]
+        );
+        assert_eq!(after("-device")[0], "virtio-blk-pci,drive=disk0,bootindex=0");
+        // No kernel from qemu; reboots stay in qemu; a panic reboots the guest.
+        assert!(!args.iter().any(|a| a == "-kernel" || a == "-append" || a == "-no-reboot"), "{args:?}");
+        assert!(!args.iter().any(|a| a.contains("pvpanic")), "{args:?}");
     }
 
     #[test]

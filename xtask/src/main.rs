@@ -10,7 +10,9 @@
 //!   vs compile, RSS with 10 scheduled health plugins over N minutes.
 //! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
 //!   Debian kernel, modules, state disk) into `target/images/`.
-//! - `vm [--fresh-disk] [--port N] [--append ARGS] [--rebuild]`: boot it under qemu.
+//! - `vm [--fresh-disk] [--direct] [--port N] [--append ARGS] [--rebuild]`: boot it
+//!   under qemu: UEFI firmware, systemd-boot and the disk image by default;
+//!   `--direct` has qemu load the kernel and initramfs (PVH).
 //! - `plugins`: build the WebAssembly plugins and fixtures into bundles in
 //!   `target/plugins/` and `target/plugin-fixtures/`. `dev`, `test`, `image`
 //!   and `vm` do this first (a no-op build when nothing changed).
@@ -57,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  bench-plugins [--minutes N]   instantiate/call costs, AOT cache vs compile, RSS soak");
             eprintln!("  image [--fresh-disk] [--kernel bronze|debian]   build the bootable image into target/images/");
             eprintln!(
-                "  vm [--fresh-disk] [--kernel bronze|debian] [--port N] [--append ARGS] [--rebuild]   boot it under qemu"
+                "  vm [--fresh-disk] [--kernel bronze|debian] [--direct] [--port N] [--append ARGS] [--rebuild]   boot it under qemu (UEFI and the disk image; --direct: qemu loads the kernel)"
             );
             eprintln!("  plugins  build the wasm plugins and fixtures into target/plugins/, target/plugin-fixtures/");
             eprintln!("  kernel   build Bronze's kernel (or find it in the cache outside target/)");
@@ -161,14 +163,16 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         Ok(())
     };
     // Every test that needs neither the image nor Afterburn, while the
-    // background lane builds them.
-    count(cargo().args(["test", "--workspace", "--exclude", TESTS_PACKAGE]))?;
+    // background lane builds them. Every call selects the whole workspace
+    // (and names test targets) so that features unify as in the build
+    // above: `-p` or `--exclude` would rebuild nix and everything on it.
     let mut early_cmd = cargo();
-    early_cmd.args(["test", "-p", TESTS_PACKAGE, "--lib", "--bins"]);
+    early_cmd.args(["test", "--workspace", "--lib", "--bins"]);
     for file in &early {
         early_cmd.args(["--test", file]);
     }
     count(&mut early_cmd)?;
+    count(cargo().args(["test", "--workspace", "--doc"]))?;
     phases.lap("tests without the image");
     let background_laps = background.wait()?;
     phases.lap("waiting for the background builds");
@@ -178,7 +182,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     phases.lap("images");
     ensure_afterburn(root)?;
     let mut late_cmd = cargo();
-    late_cmd.args(["test", "-p", TESTS_PACKAGE]);
+    late_cmd.args(["test", "--workspace"]);
     for file in &late {
         late_cmd.args(["--test", file]);
     }
@@ -195,9 +199,6 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// The package of the end-to-end tests (`tests/tests/*.rs`).
-const TESTS_PACKAGE: &str = "bronze-tests";
 
 /// The end-to-end test files, split: those that need neither the image nor
 /// Afterburn (run while the background lane builds them), and those that do
@@ -425,7 +426,9 @@ fn ensure_packages(root: &Path) -> anyhow::Result<()> {
 /// `chronyd -x` with their own configs); openssl (pkey, x509, asn1parse,
 /// s_client) and a python3 that can make venvs, for the interop tests;
 /// genisoimage, dosfstools (mkfs.vfat) and mtools (mcopy), for config-drive
-/// images; dnsmasq, dhcpcd, busybox and tcpdump for the DHCP tests.
+/// images and the disk image's ESP; fdisk (sfdisk), systemd-boot-efi and ovmf
+/// for the disk image and its firmware boot; dnsmasq, dhcpcd, busybox and
+/// tcpdump for the DHCP tests.
 fn ensure_debian_packages() -> anyhow::Result<()> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = |program: &str| {
@@ -449,6 +452,17 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     }
     if !found("mcopy") {
         missing.push("mtools");
+    }
+    // The bootable disk image: its partition table (sfdisk), its boot
+    // loader (systemd-boot) and the UEFI firmware that boots it under qemu.
+    if !found("sfdisk") {
+        missing.push("fdisk");
+    }
+    if !Path::new(bronze_images::bootdisk::SYSTEMD_BOOT_EFI).is_file() {
+        missing.push("systemd-boot-efi");
+    }
+    if !bronze_images::vm::Firmware::is_installed() {
+        missing.push("ovmf");
     }
     // The DHCP tests and benchmark: dnsmasq as the server (the -base
     // package: the binary, no service), dhcpcd and busybox udhcpc as the
@@ -616,6 +630,9 @@ struct ImageArgs {
     rebuild: bool,
     /// The kernel the image boots.
     kernel: KernelChoice,
+    /// vm: qemu loads the kernel and initramfs itself (PVH) instead of
+    /// firmware booting the disk image.
+    direct: bool,
 }
 
 fn parse_image_args(args: &[String], vm: bool) -> anyhow::Result<ImageArgs> {
@@ -625,6 +642,7 @@ fn parse_image_args(args: &[String], vm: bool) -> anyhow::Result<ImageArgs> {
         append: Vec::new(),
         rebuild: false,
         kernel: KernelChoice::Bronze,
+        direct: false,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -644,8 +662,9 @@ fn parse_image_args(args: &[String], vm: bool) -> anyhow::Result<ImageArgs> {
                     .with_context(|| format!("--kernel {value:?}: expected bronze or debian"))?;
             }
             "--rebuild" if vm => opts.rebuild = true,
+            "--direct" if vm => opts.direct = true,
             other if vm => bail!(
-                "unknown option {other:?}; usage: cargo xtask vm [--fresh-disk] [--kernel bronze|debian] [--port N] [--append \"ARGS\"] [--rebuild]"
+                "unknown option {other:?}; usage: cargo xtask vm [--fresh-disk] [--kernel bronze|debian] [--direct] [--port N] [--append \"ARGS\"] [--rebuild]"
             ),
             other => {
                 bail!("unknown option {other:?}; usage: cargo xtask image [--fresh-disk] [--kernel bronze|debian]")
@@ -678,8 +697,8 @@ fn build_image(
     fresh_disk: bool,
     kernels: &[KernelChoice],
 ) -> anyhow::Result<Vec<bronze_images::layout::ImageLayout>> {
-    use bronze_images::initramfs;
     use bronze_images::layout::{self, ImageLayout, Strip};
+    use bronze_images::{bootdisk, initramfs};
     use std::time::Instant;
 
     // 0. The plugins, packed below from target/plugins/.
@@ -739,8 +758,24 @@ fn build_image(
             step.elapsed().as_secs_f64()
         );
 
-        // 4. State disk.
+        // 4. State disk (direct kernel boots), and the bootable disk image
+        // (firmware boots) with Bronze's kernel, whose bzImage has the EFI stub.
         state_disk(&layout, fresh_disk)?;
+        if kernel == KernelChoice::Bronze {
+            let step = Instant::now();
+            let release = format!("v{}", env!("CARGO_PKG_VERSION"));
+            let spec = bootdisk::BootDiskSpec::new(layout.bzimage(), layout.initrd(), release);
+            let disk = bootdisk::build(&spec, &layout.disk_image(), &layout.dir.join("disk-work"))?;
+            report.add("disk image (GPT, ESP + state)", disk.disk_size);
+            report.add("boot slot capacity", bootdisk::slot_capacity(spec.esp_mib));
+            println!(
+                "disk image: {} (ESP {} MiB with systemd-boot and slot a, state {} MiB) ({:.1} s)",
+                layout.disk_image().display(),
+                spec.esp_mib,
+                spec.state_mib,
+                step.elapsed().as_secs_f64()
+            );
+        }
 
         // 5. Sizes.
         report.about = about;
@@ -1022,6 +1057,43 @@ fn ensure_qemu() -> anyhow::Result<()> {
 
 /// Boots the image under qemu with the console on this terminal (and in
 /// `target/images/console.log`), until the guest powers off or qemu is quit.
+/// The VM `cargo xtask vm` boots by default: UEFI firmware, systemd-boot and
+/// the disk image, like a machine. It runs on its own copy of the disk
+/// (`vm-disk.img`, kept across runs for its state and upgrades; made again
+/// from the image with `--fresh-disk` or when the image is newer) and its own
+/// firmware variables.
+fn firmware_machine(
+    layout: &bronze_images::layout::ImageLayout,
+    port: u16,
+    fresh: bool,
+) -> anyhow::Result<bronze_images::vm::VmSpec> {
+    use bronze_images::vm::{Disk, DiskFormat, Firmware, VmSpec};
+    if !Firmware::is_installed() {
+        apt_install(&["ovmf"], &[])?;
+    }
+    let image = layout.disk_image();
+    let disk = layout.dir.join("vm-disk.img");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stale = match (modified(&disk), modified(&image)) {
+        (Some(disk), Some(image)) => image > disk,
+        _ => true,
+    };
+    if fresh || stale {
+        std::fs::copy(&image, &disk)
+            .with_context(|| format!("cannot copy {} to {}", image.display(), disk.display()))?;
+        println!("vm disk: {} (a fresh copy of {})", disk.display(), image.display());
+    } else {
+        println!("vm disk: {} kept (--fresh-disk copies the image again)", disk.display());
+    }
+    let vars = layout.dir.join("vm-efivars.fd");
+    let firmware = if vars.is_file() {
+        Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars }
+    } else {
+        Firmware::ovmf(vars)?
+    };
+    Ok(VmSpec::from_disk_image(Disk { path: disk, format: DiskFormat::Raw }, firmware, port))
+}
+
 fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
     use bronze_images::layout::ImageLayout;
     use bronze_images::vm::{Vm, VmSpec};
@@ -1030,7 +1102,8 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let opts = parse_image_args(args, true)?;
     ensure_qemu()?;
     let layout = ImageLayout::with_kernel(&target_dir(root), opts.kernel);
-    if opts.rebuild || !layout.is_built() {
+    let firmware = !opts.direct && opts.kernel == KernelChoice::Bronze;
+    if opts.rebuild || !layout.is_built() || (firmware && !layout.disk_image().is_file()) {
         build_image(root, opts.fresh_disk, &[opts.kernel])?;
     } else {
         // The image keeps its plugins, but the bundles (and fixtures) on
@@ -1039,7 +1112,16 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
         println!("using the image in {} (--rebuild rebuilds it)", layout.dir.display());
         state_disk(&layout, opts.fresh_disk)?;
     }
-    let spec = VmSpec::machine(&layout, opts.port, opts.append);
+    let spec = if !firmware {
+        VmSpec::machine(&layout, opts.port, opts.append)
+    } else {
+        if !opts.append.is_empty() {
+            bail!(
+                "--append needs --direct: a firmware boot takes its kernel command line from the boot loader's entry"
+            );
+        }
+        firmware_machine(&layout, opts.port, opts.fresh_disk)?
+    };
     let port = opts.port;
     let config_dir = layout.dir.join("vm-config");
     println!();
