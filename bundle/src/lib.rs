@@ -10,6 +10,7 @@ pub mod capability;
 mod manifest;
 mod signing;
 pub mod text;
+pub mod upgrade;
 mod version;
 
 pub use bundle::{Bundle, BundleError, MAX_SIGNATURE_BYTES, MAX_WASM_BYTES, WASM_FILE, check_component_header};

@@ -94,6 +94,12 @@ impl SigningKey {
         TrustedKey::from_bytes(bytes)
     }
 
+    /// Signs `message` as it is (callers build a message with its own
+    /// context: see `upgrade`).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Signature {
+        Signature(self.pair.sign(message).as_ref().try_into().expect("Ed25519 signatures are 64 bytes"))
+    }
+
     pub fn sign(&self, wasm: &[u8], manifest: &[u8]) -> Signature {
         let sig = self.pair.sign(&signed_message(wasm, manifest));
         Signature(sig.as_ref().try_into().expect("Ed25519 signatures are 64 bytes"))

@@ -127,6 +127,14 @@ pub enum Command {
     Usage(crate::storage::UsageArgs),
     /// Write a support bundle (.tar.gz: status, resources, logs, dmesg, ...; operator).
     Support(crate::support::SupportArgs),
+    /// Write a signed system to the inactive boot slot and boot it; it falls back if it does not get healthy (admin).
+    Upgrade(crate::upgrade::UpgradeArgs),
+    /// Make a signed upgrade bundle from a kernel and an initramfs.
+    UpgradePack(crate::upgrade::PackArgs),
+    /// Boot the other slot, which must hold a system that booted fine (admin).
+    Rollback(crate::upgrade::RollbackArgs),
+    /// Wipe the state partition and reboot into maintenance mode (admin).
+    Reset(crate::upgrade::ResetArgs),
 }
 
 impl Command {
@@ -160,6 +168,10 @@ impl Command {
             Command::Disks => crate::storage::run_disks(g).await,
             Command::Usage(args) => crate::storage::run_usage(args, g).await,
             Command::Support(args) => crate::support::run(args, g).await,
+            Command::Upgrade(args) => crate::upgrade::run(args, g).await,
+            Command::UpgradePack(args) => crate::upgrade::run_pack(args),
+            Command::Rollback(args) => crate::upgrade::run_rollback(args, g).await,
+            Command::Reset(args) => crate::upgrade::run_reset(args, g).await,
         }
     }
 }

@@ -29,3 +29,4 @@ pub mod services;
 pub mod storage;
 pub mod support;
 pub mod time;
+pub mod upgrade;

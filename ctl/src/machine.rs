@@ -6,17 +6,28 @@ use crate::output::{Output, obj};
 use bronze_api::v1 as pb;
 use serde_json::json;
 
-pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch"];
-pub const VERSION_REASON_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch", "maintenanceReason"];
+pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch", "slot", "slots"];
+pub const VERSION_REASON_COLUMNS: &[&str] =
+    &["tag", "mode", "maintenance", "arch", "slot", "slots", "maintenanceReason"];
 
 pub async fn version(mut c: NodeClient) -> Result<Output, String> {
     Ok(version_output(&call(c.machine.version(pb::VersionRequest {})).await?))
 }
 
 pub fn version_output(v: &pb::VersionResponse) -> Output {
+    // "a: v0.1.0 good, b: v0.2.0 bad" (node text: escaped for the terminal).
+    let slots: Vec<String> = v
+        .slots
+        .iter()
+        .map(|s| {
+            let what = if s.release.is_empty() { s.state.clone() } else { format!("{} {}", s.release, s.state) };
+            bronze_bundle::text::printable(&format!("{}: {what}", s.slot)).into_owned()
+        })
+        .collect();
     let fields = obj(json!({
         "tag": v.tag, "commit": v.commit, "mode": v.mode, "maintenance": v.maintenance, "arch": v.arch, "os": v.os,
-        "maintenanceReason": v.maintenance_reason,
+        "maintenanceReason": v.maintenance_reason, "slot": v.slot, "nextSlot": v.next_slot,
+        "slots": slots.join(", "),
     }));
     // Why a node sits in maintenance mode is worth a column only then.
     let columns = if v.maintenance_reason.is_empty() { VERSION_COLUMNS } else { VERSION_REASON_COLUMNS };
@@ -66,10 +77,30 @@ mod tests {
     #[test]
     fn the_maintenance_reason_is_a_column_only_when_there_is_one() {
         let v = pb::VersionResponse { tag: "v1".into(), mode: "process".into(), ..Default::default() };
-        assert_eq!(version_output(&v).rows, [["v1", "process", "false", ""]]);
+        assert_eq!(version_output(&v).rows, [["v1", "process", "false", "", "", ""]]);
         let v = pb::VersionResponse { maintenance: true, maintenance_reason: "no config".into(), ..v };
-        assert_eq!(version_output(&v).rows, [["v1", "process", "true", "", "no config"]]);
+        assert_eq!(version_output(&v).rows, [["v1", "process", "true", "", "", "", "no config"]]);
         assert_eq!(version_output(&v).fields["maintenanceReason"], "no config");
+    }
+
+    #[test]
+    fn the_slots_are_one_escaped_cell() {
+        let slot = |slot: &str, state: &str, release: &str| pb::BootSlot {
+            slot: slot.into(),
+            state: state.into(),
+            release: release.into(),
+            generation: 1,
+        };
+        let v = pb::VersionResponse {
+            tag: "v1".into(),
+            slot: "a".into(),
+            slots: vec![slot("a", "good", "v0.1.0"), slot("b", "bad", "v0.2\u{1b}[2J")],
+            ..Default::default()
+        };
+        let out = version_output(&v);
+        assert_eq!(out.rows[0][4..], ["a", "a: v0.1.0 good, b: v0.2\\x1b[2J bad"]);
+        let v = pb::VersionResponse { slots: vec![slot("b", "empty", "")], ..v };
+        assert_eq!(version_output(&v).rows[0][5], "b: empty");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! calls [`node::run`]; everything else is a module tests call directly.
 
 pub mod api;
+pub mod boot;
 pub mod capture;
 pub mod cgroup;
 pub mod config;

@@ -161,6 +161,29 @@ fn time_controller(
     .with_platform_servers(opts.own_network.then(|| network.time_servers())))
 }
 
+/// The disk this node booted from: the ESP PID 1 mounted and the slot on
+/// the kernel command line, and how long a tried slot has to get healthy. A
+/// node booted otherwise (qemu's `-kernel`, process mode) has no slots and
+/// says why.
+fn boot_disk(opts: &NodeOptions) -> (Arc<crate::boot::BootDisk>, Duration) {
+    use crate::init::mounts::ESP_MOUNT_POINT;
+    let (esp, cmdline) = match &opts.early {
+        Some(early) => {
+            let esp = match &early.esp {
+                Some(device) => {
+                    Ok((bronze_boot::Esp::new(ESP_MOUNT_POINT), format!("{} at {ESP_MOUNT_POINT}", device.display())))
+                }
+                None => Err(format!("no partition named {}: not booted from a Bronze disk", bronze_boot::ESP_LABEL)),
+            };
+            (esp, early.cmdline.as_str())
+        }
+        None => (Err("process mode: no boot slots".to_string()), ""),
+    };
+    let running = bronze_boot::Slot::from_cmdline(cmdline);
+    let timeout = crate::boot::controller::health_timeout(cmdline);
+    (Arc::new(crate::boot::BootDisk::new(esp, running)), timeout)
+}
+
 /// Runs a node until it is shut down.
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     // Where the start spends its time until the API serves, for the console.
@@ -224,7 +247,10 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Mode::Pid1 => Arc::new(crate::init::OnDemandLoader::kernel()),
         Mode::Process => Arc::new(crate::init::NoModules),
     };
+    let (boot_disk, health_timeout) = boot_disk(&opts);
     let node = Arc::new(ApiContext {
+        boot: boot_disk,
+        state_dir: dir.clone(),
         mode: opts.mode,
         store: store.clone(),
         config: config.clone(),
@@ -369,8 +395,16 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
     });
     let plugin_config = Arc::new(PluginConfigController { manager: plugins.clone() });
+    let events_for_boot = events.clone();
     let time = Arc::new(time_controller(&opts, &store, &config, events, node.time_holds.clone(), &network)?);
     let services_controller = Arc::new(ServicesController { supervisor: services.clone(), config: config.subscribe() });
+    let boot = Arc::new(crate::boot::controller::BootController::new(
+        node.boot.clone(),
+        store.writer()?,
+        events_for_boot,
+        node.power.clone(),
+        health_timeout,
+    ));
 
     let mut signals = Signals::new()?;
     loop {
@@ -383,6 +417,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         runtime.spawn(plugin_config.clone());
         runtime.spawn(platform_controller.clone());
         runtime.spawn(network_spec.clone());
+        runtime.spawn(boot.clone());
         if let Some(settings) = &machine_settings {
             runtime.spawn(settings.clone());
         }

@@ -74,6 +74,12 @@ impl StateDir {
         Ok(dir)
     }
 
+    /// Asks the next boot to wipe this state dir ([`wipe_if_reset`]): written
+    /// atomically, so a power cut leaves either no request or the whole one.
+    pub fn request_reset(&self) -> Result<(), StateDirError> {
+        self.write_atomic(RESET_MARKER, b"wipe\n")
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -177,5 +183,64 @@ mod tests {
         write_file_atomic(&path, b"secret").unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read(&path).unwrap(), b"secret");
+    }
+}
+
+/// The file that asks early boot to wipe the state dir (`bronzectl reset`).
+pub const RESET_MARKER: &str = "reset-requested";
+
+/// If `root` holds the reset marker, removes everything in it (the file
+/// system's `lost+found` stays) and the marker last, so a wipe cut short by
+/// a power cut runs again at the next boot. Returns the number of entries
+/// removed, or `None` when no reset was asked for. Runs in early boot,
+/// before anything opens the state dir.
+pub fn wipe_if_reset(root: &Path) -> std::io::Result<Option<usize>> {
+    let marker = root.join(RESET_MARKER);
+    if !marker.exists() {
+        return Ok(None);
+    }
+    let mut removed = 0;
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "lost+found" || name == RESET_MARKER {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?
+        } else {
+            fs::remove_file(&path)?
+        }
+        removed += 1;
+    }
+    File::open(root)?.sync_all()?;
+    fs::remove_file(&marker)?;
+    File::open(root)?.sync_all()?;
+    Ok(Some(removed))
+}
+
+#[cfg(test)]
+mod reset_tests {
+    use super::*;
+
+    #[test]
+    fn a_requested_reset_wipes_everything_but_lost_and_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert_eq!(wipe_if_reset(root).unwrap(), None, "no marker: nothing happens");
+        fs::create_dir_all(root.join("plugins/x")).unwrap();
+        fs::create_dir_all(root.join("lost+found")).unwrap();
+        fs::write(root.join("config.yaml"), b"secret").unwrap();
+        {
+            let dir = StateDir::open(root).unwrap();
+            dir.request_reset().unwrap();
+        }
+        assert!(root.join("config.yaml").exists(), "asking changes nothing yet");
+        let removed = wipe_if_reset(root).unwrap().unwrap();
+        assert!(removed >= 2, "{removed}");
+        let left: Vec<_> = fs::read_dir(root).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["lost+found"]);
+        assert_eq!(wipe_if_reset(root).unwrap(), None);
     }
 }

@@ -11,6 +11,7 @@ mod platform;
 mod plugins;
 mod services;
 mod time;
+mod upgrade;
 
 use std::fmt;
 
@@ -28,6 +29,7 @@ pub use platform::PlatformSettings;
 pub use plugins::{Fact, Grants, HttpGrant, HttpMethod, Limits, PluginCompile, PluginInstance, Plugins, Schedule};
 pub use services::{Health, Resources, RestartPolicy, Service};
 pub use time::Time;
+pub use upgrade::Upgrade;
 
 use crate::types::serde_util::{is_default, nullable};
 use crate::types::{Hostname, SysctlKey, UniqueMap};
@@ -124,6 +126,8 @@ pub struct Machine {
     /// Absent: no metrics listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub upgrade: Upgrade,
 }
 
 impl Machine {
@@ -141,6 +145,7 @@ impl Machine {
             platform: PlatformSettings::default(),
             logging: Logging::default(),
             metrics: None,
+            upgrade: Upgrade::default(),
         }
     }
 }

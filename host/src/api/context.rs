@@ -30,6 +30,10 @@ pub struct ApiContext {
     /// The platform controller: its metadata and `platform refresh`.
     pub platform: PlatformHandle,
     pub power: mpsc::UnboundedSender<PowerAction>,
+    /// The disk the node booted from: its slots, upgrades and rollbacks.
+    pub boot: Arc<crate::boot::BootDisk>,
+    /// The node's (locked) state dir: `reset` asks it to be wiped.
+    pub state_dir: Arc<crate::statedir::StateDir>,
     pub paths: SystemPaths,
     pub listen: SocketAddr,
     /// Time servers held off after a kiss-o'-death: set by the time

@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 /// Largest ApplyConfiguration message accepted at the gRPC layer. Bigger
 /// than the config limit on purpose: the config decoder then gives the
 /// precise "N bytes; the limit is M" error.
 pub const MAX_APPLY_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// How long one upgrade may take to arrive (it holds the slot lock).
+const UPGRADE_RECEIVE_LIMIT: Duration = Duration::from_secs(900);
 
 /// Delay before a power action, so the RPC's answer reaches the client.
 const POWER_GRACE: Duration = Duration::from_millis(100);
@@ -112,6 +115,18 @@ impl MachineApi {
             .unwrap_or_default()
     }
 
+    /// A boot-slot event: in the machine events and on the console (the
+    /// events do not outlive the reboot that usually follows).
+    fn boot_event(&self, severity: &str, message: String) {
+        tracing::info!(severity, "{message}");
+        self.node.events.push(&MachineEventSpec {
+            time: crate::state::now_rfc3339(),
+            kind: crate::boot::EVENT_KIND.into(),
+            severity: severity.into(),
+            message,
+        });
+    }
+
     fn request_power(&self, action: PowerAction) {
         let tx = self.node.power.clone();
         tokio::spawn(async move {
@@ -126,7 +141,25 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
 #[tonic::async_trait]
 impl MachineService for MachineApi {
     async fn version(&self, _req: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+        let boot = self
+            .node
+            .store
+            .get_typed::<crate::boot::BootStatusSpec>(crate::boot::BOOT_ID)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| crate::boot::BootStatusSpec::none("not known yet"));
         Ok(Response::new(pb::VersionResponse {
+            slot: boot.running.clone(),
+            next_slot: boot.next.clone(),
+            slots: boot
+                .slots
+                .iter()
+                .map(|s| pb::BootSlot {
+                    slot: s.slot.clone(),
+                    state: s.state.clone(),
+                    release: s.release.clone(),
+                    generation: s.generation,
+                })
+                .collect(),
             tag: concat!("v", env!("CARGO_PKG_VERSION")).into(),
             commit: option_env!("BRONZE_COMMIT").unwrap_or("unknown").into(),
             mode: self.node.mode.as_str().into(),
@@ -470,5 +503,156 @@ impl MachineService for MachineApi {
                 }
             }
         }
+    }
+
+    async fn upgrade(
+        &self,
+        req: Request<Streaming<pb::UpgradeRequest>>,
+    ) -> Result<Response<pb::UpgradeResponse>, Status> {
+        use crate::boot::upgrade::Upload;
+        use pb::upgrade_request::Part;
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::UpgradeRequest { part: Some(Part::Header(header)) }) => header,
+            Some(_) => return Err(Status::invalid_argument("the first message of an upgrade must be the header")),
+            None => return Err(Status::invalid_argument("empty upgrade: expected a header, vmlinuz and initrd")),
+        };
+        let disk = self.node.boot.clone();
+        let esp = disk.esp().map_err(Status::failed_precondition)?.clone();
+        let Ok(_writing) = disk.writing.try_lock() else {
+            return Err(Status::aborted("another upgrade or rollback is being written"));
+        };
+        let keys = self.node.config.live().map(|l| l.config.machine.upgrade.trusted_keys.clone()).unwrap_or_default();
+        let upgrade_status = |e: crate::boot::upgrade::UpgradeRefused| match e {
+            e if e.is_caller_error() => Status::failed_precondition(e.to_string()),
+            e => Status::internal(e.to_string()),
+        };
+        // The ESP is a disk: its writes happen off the async workers.
+        let mut upload = tokio::task::block_in_place(|| {
+            Upload::begin(&esp, disk.running, &header.manifest, &header.signature, &keys, header.tries)
+        })
+        .map_err(upgrade_status)?;
+        // A slow or stalled client holds the slot lock: bounded in time.
+        let receive = async {
+            while let Some(message) = stream.message().await? {
+                match message.part {
+                    Some(Part::Chunk(chunk)) => tokio::task::block_in_place(|| upload.write(&chunk.part, &chunk.data))
+                        .map_err(upgrade_status)?,
+                    Some(Part::Header(_)) => return Err(Status::invalid_argument("a second header in one upgrade")),
+                    None => return Err(Status::invalid_argument("an upgrade message with neither header nor chunk")),
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(UPGRADE_RECEIVE_LIMIT, receive).await.map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "the upgrade was not received within {} s; nothing was switched",
+                UPGRADE_RECEIVE_LIMIT.as_secs()
+            ))
+        })??;
+        let written = tokio::task::block_in_place(|| upload.finish()).map_err(upgrade_status)?;
+        let rebooting = !header.stage;
+        self.boot_event(
+            "info",
+            format!(
+                "upgrade: slot {} now holds {} (generation {}, {} tries); {}",
+                written.slot,
+                written.release,
+                written.generation,
+                written.tries,
+                if rebooting { "rebooting into it" } else { "staged for the next boot" }
+            ),
+        );
+        if rebooting {
+            self.request_power(PowerAction::Reboot);
+        }
+        Ok(Response::new(pb::UpgradeResponse {
+            slot: written.slot.name().into(),
+            release: written.release,
+            generation: written.generation,
+            tries: written.tries,
+            rebooting,
+        }))
+    }
+
+    async fn reset(&self, req: Request<pb::ResetRequest>) -> Result<Response<pb::ResetResponse>, Status> {
+        let wipe = req.into_inner().wipe;
+        let all = match wipe.as_str() {
+            "" | "state" => false,
+            "all" => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "wipe {:?}: expected state or all",
+                    bronze_bundle::text::escape_within(other, 40)
+                )));
+            }
+        };
+        if self.node.mode != crate::lifecycle::Mode::Pid1 {
+            return Err(Status::failed_precondition(
+                "reset wipes the state partition at the next boot: PID 1 only (in process mode, stop bronzed and remove its state dir)",
+            ));
+        }
+        if all {
+            let disk = self.node.boot.clone();
+            let esp = disk.esp().map_err(Status::failed_precondition)?.clone();
+            let Some(running) = disk.running else {
+                return Err(Status::failed_precondition("wipe all: not booted from a Bronze disk"));
+            };
+            let Ok(_writing) = disk.writing.try_lock() else {
+                return Err(Status::aborted("an upgrade or rollback is being written"));
+            };
+            let other = running.other();
+            tokio::task::block_in_place(|| -> Result<(), String> {
+                esp.remove_entries(other).map_err(|e| e.to_string())?;
+                for name in [bronze_boot::KERNEL_FILE, bronze_boot::INITRD_FILE] {
+                    let path = esp.slot_dir(other).join(name);
+                    if path.exists() {
+                        std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(Status::internal)?;
+        }
+        if let Err(e) = self.node.state_dir.request_reset() {
+            return Err(Status::internal(format!("cannot ask for the reset: {e}")));
+        }
+        self.boot_event(
+            "warning",
+            format!(
+                "reset: the state partition is wiped at the next boot{}; rebooting into maintenance mode",
+                if all { " and the other slot was emptied" } else { "" }
+            ),
+        );
+        self.request_power(PowerAction::Reboot);
+        Ok(Response::new(pb::ResetResponse { message: "resetting: rebooting into maintenance mode".into() }))
+    }
+
+    async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<pb::RollbackResponse>, Status> {
+        let stage = req.into_inner().stage;
+        let disk = self.node.boot.clone();
+        let esp = disk.esp().map_err(Status::failed_precondition)?.clone();
+        let Ok(_writing) = disk.writing.try_lock() else {
+            return Err(Status::aborted("another upgrade or rollback is being written"));
+        };
+        let written = tokio::task::block_in_place(|| crate::boot::upgrade::rollback(&esp, disk.running, 0))
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        self.boot_event(
+            "info",
+            format!(
+                "rollback requested: slot {} ({}) boots next{}",
+                written.slot,
+                written.release,
+                if stage { "" } else { "; rebooting" }
+            ),
+        );
+        if !stage {
+            self.request_power(PowerAction::Reboot);
+        }
+        Ok(Response::new(pb::RollbackResponse {
+            slot: written.slot.name().into(),
+            release: written.release,
+            rebooting: !stage,
+        }))
     }
 }

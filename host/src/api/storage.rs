@@ -130,7 +130,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
 type StatResult = Result<(u64, u64, u64), String>;
 
 /// Size, used and available bytes of the filesystem mounted at `target`.
-fn statvfs(target: &Path) -> StatResult {
+pub(crate) fn statvfs(target: &Path) -> StatResult {
     let s = nix::sys::statvfs::statvfs(target).map_err(|e| format!("statvfs: {}", io::Error::from(e)))?;
     let frag = s.fragment_size() as u64;
     let size = (s.blocks() as u64).saturating_mul(frag);

@@ -68,6 +68,9 @@ pub struct EarlyOptions {
     /// How long to keep looking for the state disk: its device node can
     /// trail the driver load by a moment.
     pub state_disk_wait: Duration,
+    /// Look for the GPT partition named `BRONZE_EFI` (a Bronze disk's boot
+    /// slots) and mount it at `/boot`.
+    pub mount_esp: bool,
 }
 
 impl Default for EarlyOptions {
@@ -76,6 +79,7 @@ impl Default for EarlyOptions {
             boot_modules: DEFAULT_BOOT_MODULES.iter().map(|m| ModuleRequest::new(*m)).collect(),
             mount_state_disk: true,
             state_disk_wait: Duration::from_secs(2),
+            mount_esp: true,
         }
     }
 }
@@ -128,6 +132,8 @@ pub enum EarlyProblem {
     Cad(io::Error),
     #[error("cannot bring lo up: {0}")]
     Loopback(io::Error),
+    #[error("cannot wipe the state disk as a reset asked: {0}")]
+    Reset(io::Error),
 }
 
 /// What [`early_boot`] did.
@@ -148,6 +154,11 @@ pub struct EarlyReport {
     pub started_at: Duration,
     /// The state disk's device node, when one was found.
     pub state_disk: Option<PathBuf>,
+    /// The EFI system partition's device node, when one was found and
+    /// mounted at `/boot`.
+    pub esp: Option<PathBuf>,
+    /// Entries removed from the state disk because a reset asked for it.
+    pub reset: Option<usize>,
     /// `/proc/cmdline`, trimmed; empty if unreadable.
     pub cmdline: String,
     pub problems: Vec<EarlyProblem>,
@@ -173,6 +184,9 @@ impl EarlyReport {
     pub fn log(&self) {
         for m in &self.mounted {
             tracing::debug!("mounted {m}");
+        }
+        if let Some(removed) = self.reset {
+            tracing::warn!(removed, "reset: the state disk was wiped as asked; the node starts in maintenance mode");
         }
         match &self.state_disk {
             Some(dev) => tracing::info!(device = %dev.display(), "state disk at {}", mounts::STATE_MOUNT_POINT),
@@ -244,7 +258,29 @@ pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOpti
 
     if opts.mount_state_disk {
         mount_state_disk(sys.mounter, root, opts.state_disk_wait, &mut report).await;
+        // `bronzectl reset` asked for an empty state partition: wiped here,
+        // before anything opens it.
+        if report.state_disk.is_some() {
+            match crate::statedir::wipe_if_reset(&mounts::rooted(root, Path::new(mounts::STATE_MOUNT_POINT))) {
+                Ok(removed) => report.reset = removed,
+                Err(e) => report.problems.push(EarlyProblem::Reset(e)),
+            }
+        }
         report.phases.lap("state disk");
+    }
+    // The disk's partitions appeared with the state disk (same driver, same
+    // partition scan): no second wait.
+    if opts.mount_esp
+        && let Some(device) = mounts::find_partition(root, mounts::ESP_LABEL)
+    {
+        let done = mounts::mount_each(sys.mounter, root, &[mounts::esp_mount(&device)]);
+        if done.is_ok() {
+            report.esp = Some(device);
+        }
+        report.mounted.extend(done.mounted);
+        report.already_mounted.extend(done.already_mounted);
+        report.problems.extend(done.errors.into_iter().map(EarlyProblem::from));
+        report.phases.lap("esp");
     }
     report
 }

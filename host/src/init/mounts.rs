@@ -16,6 +16,8 @@ use std::path::{Component, Path, PathBuf};
 
 /// Label of the ext4 filesystem that holds `/var/lib/bronze`.
 pub const STATE_LABEL: &str = "BRONZE_STATE";
+/// The GPT partition name of Bronze's EFI system partition.
+pub const ESP_LABEL: &str = bronze_boot::ESP_LABEL;
 
 /// Where the state disk is mounted.
 pub const STATE_MOUNT_POINT: &str = "/var/lib/bronze";
@@ -108,6 +110,43 @@ pub fn state_mount(device: &Path) -> MountSpec {
         flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RELATIME,
         data: None,
     }
+}
+
+/// Where the EFI system partition is mounted (Bronze's boot slots).
+pub const ESP_MOUNT_POINT: &str = "/boot";
+
+/// The ESP's mount: vfat, nothing executable or special on it, files
+/// readable by root only, and remounted read-only on a FAT error instead of
+/// spreading it.
+pub fn esp_mount(device: &Path) -> MountSpec {
+    MountSpec {
+        source: device.to_string_lossy().into_owned(),
+        target: PathBuf::from(ESP_MOUNT_POINT),
+        fstype: "vfat".into(),
+        flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME,
+        data: Some("fmask=0077,dmask=0077,shortname=mixed,errors=remount-ro".into()),
+    }
+}
+
+/// The device node of the GPT partition named `name` (its `PARTNAME=` in
+/// `<root>/sys/class/block/*/uevent`), in name order; the first if several.
+pub fn find_partition(root: &Path, name: &str) -> Option<PathBuf> {
+    let class = root.join("sys/class/block");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&class)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let uevent = std::fs::read_to_string(entry.path().join("uevent")).ok()?;
+            uevent.lines().any(|l| l.strip_prefix("PARTNAME=") == Some(name)).then_some(())?;
+            let node = device_node_name(&entry.path())?;
+            Some(root.join("dev").join(node))
+        })
+        .collect();
+    found.sort();
+    if found.len() > 1 {
+        tracing::warn!(devices = ?found, "several partitions are named {name}; using the first");
+    }
+    found.into_iter().next()
 }
 
 /// `mount(2)` and friends, so the plan runs against a fake in tests.

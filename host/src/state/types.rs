@@ -207,6 +207,7 @@ resource!(
 pub static ALL: &[&ResourceDefinition] = &[
     &MACHINE_CONFIG,
     &MACHINE_STATUS,
+    &crate::boot::BOOT_STATUS,
     &AUDIT_EVENT,
     &MACHINE_EVENT,
     &TIME_STATUS,

@@ -1,0 +1,339 @@
+//! The boot controller: publishes [`BootStatusSpec`], and gates a tried
+//! slot on the machine's health.
+//!
+//! systemd-boot has already counted this boot down when the kernel starts.
+//! If the running slot's entry still carries a counter, this boot is a try:
+//! once `MachineStatus` is ready (config applied, stage running, no
+//! unhealthy check) the controller blesses the entry, and the slot is good
+//! for good. If the machine is not ready within the health timeout, it
+//! reboots: the next try, or, with no tries left, the other slot. Booting
+//! from the older slot while the newer one has run out of tries is a
+//! rollback, reported once as a warning event.
+
+use super::{BOOT_ID, BootDisk, BootStatusSpec, EVENT_KIND};
+use crate::controllers::machine_status::MACHINE_ID;
+use crate::controllers::{Controller, ControllerError};
+use crate::lifecycle::PowerAction;
+use crate::state::Writer;
+use crate::state::ring::Ring;
+use crate::state::types::{MACHINE_STATUS, MachineEventSpec, MachineStatusSpec};
+use bronze_boot::Slot;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How long a tried slot has to become ready unless the kernel command line
+/// says otherwise (`bronze.health_timeout=SECONDS`).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// The kernel argument that sets the health timeout, in seconds.
+pub const HEALTH_TIMEOUT_ARG: &str = "bronze.health_timeout";
+/// The shortest and longest health timeouts accepted from the command line.
+const HEALTH_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 5..=3600;
+
+/// The health timeout the kernel command line asks for, or the default;
+/// values outside 5..=3600 s are ignored with a warning.
+pub fn health_timeout(cmdline: &str) -> Duration {
+    let prefix = format!("{HEALTH_TIMEOUT_ARG}=");
+    let Some(value) = cmdline.split_ascii_whitespace().rev().find_map(|w| w.strip_prefix(&prefix)) else {
+        return DEFAULT_HEALTH_TIMEOUT;
+    };
+    match value.parse::<u64>() {
+        Ok(secs) if HEALTH_TIMEOUT_RANGE.contains(&secs) => Duration::from_secs(secs),
+        _ => {
+            tracing::warn!(
+                value = %bronze_bundle::text::escape(value),
+                "{HEALTH_TIMEOUT_ARG}= is not a number of seconds in 5..=3600; using {} s",
+                DEFAULT_HEALTH_TIMEOUT.as_secs()
+            );
+            DEFAULT_HEALTH_TIMEOUT
+        }
+    }
+}
+
+pub struct BootController {
+    pub disk: Arc<BootDisk>,
+    pub writer: Writer<BootStatusSpec>,
+    pub events: Arc<Ring<MachineEventSpec>>,
+    pub power: mpsc::UnboundedSender<PowerAction>,
+    pub health_timeout: Duration,
+    /// The rollback event is recorded once per boot, not per controller restart.
+    reported_rollback: AtomicBool,
+}
+
+impl BootController {
+    pub fn new(
+        disk: Arc<BootDisk>,
+        writer: Writer<BootStatusSpec>,
+        events: Arc<Ring<MachineEventSpec>>,
+        power: mpsc::UnboundedSender<PowerAction>,
+        health_timeout: Duration,
+    ) -> BootController {
+        BootController { disk, writer, events, power, health_timeout, reported_rollback: AtomicBool::new(false) }
+    }
+
+    fn event(&self, severity: &str, message: String) {
+        tracing::info!(severity, "{message}");
+        self.events.push(&MachineEventSpec {
+            time: crate::state::now_rfc3339(),
+            kind: EVENT_KIND.into(),
+            severity: severity.into(),
+            message,
+        });
+    }
+
+    /// A rollback: this slot runs while the other is newer and ran out of tries.
+    fn report_rollback(&self, status: &BootStatusSpec, running: Slot) {
+        let (Some(mine), Some(other)) = (status.slot(running), status.slot(running.other())) else { return };
+        if other.state == "bad"
+            && other.generation > mine.generation
+            && !self.reported_rollback.swap(true, Ordering::SeqCst)
+        {
+            self.event(
+                "warning",
+                format!(
+                    "rollback: slot {} ({}) did not come up in {} tries; running slot {running} ({})",
+                    other.slot,
+                    other.release,
+                    other.tries_done.unwrap_or(0),
+                    mine.release
+                ),
+            );
+        }
+    }
+
+    async fn wait_stop(stop: &mut watch::Receiver<bool>) -> Result<(), ControllerError> {
+        let _ = stop.wait_for(|s| *s).await;
+        Ok(())
+    }
+}
+
+impl Controller for BootController {
+    fn name(&self) -> &'static str {
+        "boot"
+    }
+
+    fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> BoxFuture<'static, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let (esp, description) = match &self.disk.esp {
+                Ok(esp) => esp,
+                Err(why) => {
+                    self.writer.put(BOOT_ID, &BootStatusSpec::none(why))?;
+                    return Self::wait_stop(&mut stop).await;
+                }
+            };
+            let mut status = BootStatusSpec::read(esp, description, self.disk.running);
+            let Some(running) = self.disk.running else {
+                self.writer.put(BOOT_ID, &status)?;
+                return Self::wait_stop(&mut stop).await;
+            };
+            self.report_rollback(&status, running);
+            let state = status.slot(running).map(|s| s.state.clone()).unwrap_or_default();
+            // A bad entry boots only when nothing else can: if it comes up
+            // healthy, it is blessed like a tried one.
+            if state != "trying" && state != "bad" {
+                status.health = if state == "good" { "blessed" } else { "none" }.into();
+                self.writer.put(BOOT_ID, &status)?;
+                return Self::wait_stop(&mut stop).await;
+            }
+            status.health = "waiting".into();
+            self.writer.put(BOOT_ID, &status)?;
+            let store = self.writer.store().clone();
+            let mut machine = store.watch(&MACHINE_STATUS, Some(MACHINE_ID.to_string()));
+            let deadline = tokio::time::sleep(self.health_timeout);
+            tokio::pin!(deadline);
+            loop {
+                let ready = store.get_typed::<MachineStatusSpec>(MACHINE_ID).is_some_and(|(_, m)| m.ready);
+                if ready {
+                    let blessed = esp.bless(running);
+                    let mut status = BootStatusSpec::read(esp, description, self.disk.running);
+                    match blessed {
+                        Ok(_) => {
+                            status.health = "blessed".into();
+                            let release = status.slot(running).map(|s| s.release.clone()).unwrap_or_default();
+                            self.event("info", format!("slot {running} ({release}) is healthy: marked good"));
+                        }
+                        // The entry stays counted: the next boot tries again.
+                        Err(e) => {
+                            status.health = "waiting".into();
+                            self.event("warning", format!("slot {running} is healthy but cannot be marked good: {e}"));
+                        }
+                    }
+                    self.writer.put(BOOT_ID, &status)?;
+                    return Self::wait_stop(&mut stop).await;
+                }
+                let timed_out = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    event = machine.next() => { event?; false }
+                    _ = &mut deadline => true,
+                };
+                if timed_out {
+                    let mut status = BootStatusSpec::read(esp, description, self.disk.running);
+                    status.health = "timed-out".into();
+                    self.writer.put(BOOT_ID, &status)?;
+                    let unmet = store
+                        .get_typed::<MachineStatusSpec>(MACHINE_ID)
+                        .map(|(_, m)| m.unmet_conditions.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default();
+                    self.event(
+                        "warning",
+                        format!(
+                            "slot {running} is not healthy after {} s (unmet: {unmet}): rebooting to try again or fall back",
+                            self.health_timeout.as_secs()
+                        ),
+                    );
+                    let _ = self.power.send(PowerAction::Reboot);
+                    return Self::wait_stop(&mut stop).await;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Store;
+    use crate::state::types::{MACHINE_EVENT, Stage};
+    use bronze_boot::{Counter, Entry, Esp};
+
+    fn entry(slot: Slot, generation: u64) -> Entry {
+        Entry { slot, generation, release: format!("v0.{generation}"), options: String::new() }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        esp: Esp,
+        store: Store,
+        machine: crate::state::Writer<MachineStatusSpec>,
+        power: mpsc::UnboundedReceiver<PowerAction>,
+        controller: Arc<BootController>,
+    }
+
+    fn fixture(running: Slot, timeout: Duration, setup: impl FnOnce(&Esp)) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let esp = Esp::new(dir.path());
+        setup(&esp);
+        let store = Store::new();
+        let (tx, power) = mpsc::unbounded_channel();
+        let events = Arc::new(Ring::new(store.writer().unwrap(), 100));
+        let controller = Arc::new(BootController::new(
+            Arc::new(BootDisk::new(Ok((esp.clone(), "test esp".into())), Some(running))),
+            store.writer().unwrap(),
+            events,
+            tx,
+            timeout,
+        ));
+        let machine = store.writer().unwrap();
+        Fixture { _dir: dir, esp, store, machine, power, controller }
+    }
+
+    fn set_ready(machine: &crate::state::Writer<MachineStatusSpec>, ready: bool) {
+        let spec = MachineStatusSpec {
+            stage: Stage::Running,
+            ready,
+            unmet_conditions: vec![],
+            mode: "pid1".into(),
+            storage: String::new(),
+        };
+        machine.put(MACHINE_ID, &spec).unwrap();
+    }
+
+    async fn boot_status(store: &Store, health: &str) -> BootStatusSpec {
+        // Up to a minute (of paused time, in the timeout test).
+        for _ in 0..6000 {
+            if let Some((_, s)) = store.get_typed::<BootStatusSpec>(BOOT_ID)
+                && s.health == health
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no boot status with health {health}: {:?}", store.get_typed::<BootStatusSpec>(BOOT_ID));
+    }
+
+    fn events(store: &Store) -> Vec<String> {
+        store.list_typed::<MachineEventSpec>().into_iter().map(|(_, e)| e.message).collect()
+    }
+
+    #[tokio::test]
+    async fn a_tried_slot_is_blessed_once_the_machine_is_ready() {
+        let mut f = fixture(Slot::B, Duration::from_secs(60), |esp| {
+            esp.write_entry(&entry(Slot::A, 1), None).unwrap();
+            esp.write_entry(&entry(Slot::B, 2), Some(Counter { left: 2, done: 1 })).unwrap();
+        });
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(f.controller.clone().run(stop));
+        let waiting = boot_status(&f.store, "waiting").await;
+        assert_eq!((waiting.running.as_str(), waiting.slot(Slot::B).unwrap().state.as_str()), ("b", "trying"));
+        set_ready(&f.machine, false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            f.esp.slot_entries(Slot::B).unwrap()[0].name.file_name(),
+            "bronze-b+2-1.conf",
+            "not ready: not blessed"
+        );
+        set_ready(&f.machine, true);
+        let blessed = boot_status(&f.store, "blessed").await;
+        assert_eq!(blessed.slot(Slot::B).unwrap().state, "good");
+        assert_eq!(f.esp.slot_entries(Slot::B).unwrap()[0].name.file_name(), "bronze-b.conf");
+        assert!(
+            events(&f.store).iter().any(|m| m == "slot b (v0.2) is healthy: marked good"),
+            "{:?}",
+            events(&f.store)
+        );
+        assert!(f.power.try_recv().is_err(), "no reboot");
+        stop_tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_that_never_gets_ready_reboots_and_a_fall_back_is_reported() {
+        let mut f = fixture(Slot::B, Duration::from_secs(30), |esp| {
+            esp.write_entry(&entry(Slot::A, 1), None).unwrap();
+            esp.write_entry(&entry(Slot::B, 2), Some(Counter { left: 1, done: 2 })).unwrap();
+        });
+        set_ready(&f.machine, false);
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(f.controller.clone().run(stop));
+        let status = boot_status(&f.store, "timed-out").await;
+        assert_eq!(status.slot(Slot::B).unwrap().state, "trying", "left for the boot loader to count down");
+        assert_eq!(f.power.recv().await, Some(PowerAction::Reboot));
+        assert!(
+            events(&f.store).iter().any(|m| m.starts_with("slot b is not healthy after 30 s")),
+            "{:?}",
+            events(&f.store)
+        );
+
+        // The boot loader ran the tries out and started slot a: a rollback.
+        let entries = f.esp.root.join(bronze_boot::ENTRIES_DIR);
+        std::fs::rename(entries.join("bronze-b+1-2.conf"), entries.join("bronze-b+0-3.conf")).unwrap();
+        let f = fixture(Slot::A, Duration::from_secs(30), |esp| {
+            for file in std::fs::read_dir(&entries).unwrap() {
+                let file = file.unwrap();
+                let to = esp.root.join(bronze_boot::ENTRIES_DIR);
+                std::fs::create_dir_all(&to).unwrap();
+                std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+            }
+        });
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(f.controller.clone().run(stop.clone()));
+        let status = boot_status(&f.store, "blessed").await;
+        assert_eq!((status.running.as_str(), status.next.as_str()), ("a", "a"));
+        let rollback = "rollback: slot b (v0.2) did not come up in 3 tries; running slot a (v0.1)";
+        assert_eq!(events(&f.store), [rollback]);
+        // A restarted controller does not report it again.
+        tokio::spawn(f.controller.clone().run(stop));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(f.store.list(&MACHINE_EVENT).len(), 1);
+    }
+
+    #[test]
+    fn the_health_timeout_comes_from_the_command_line_within_bounds() {
+        assert_eq!(health_timeout("console=ttyS0"), DEFAULT_HEALTH_TIMEOUT);
+        assert_eq!(health_timeout("bronze.health_timeout=20 x"), Duration::from_secs(20));
+        assert_eq!(health_timeout("bronze.health_timeout=1"), DEFAULT_HEALTH_TIMEOUT);
+        assert_eq!(health_timeout("bronze.health_timeout=ten"), DEFAULT_HEALTH_TIMEOUT);
+    }
+}
