@@ -5,7 +5,8 @@
 //! - `test`: format and lint checks, build the binaries, run the whole test suite.
 //! - `bench`: build in release and run the API benchmarks.
 //! - `bench-time [SOAK_SECS]`: time sync accuracy and soak benchmarks.
-//! - `bench-vm [BOOTS]`: boot time split, RSS as PID 1, image sizes.
+//! - `bench-vm [BOOTS] [kernels|compression|firmware]`: boot time split, RSS
+//!   as PID 1, image sizes, the disk image through UEFI beside the direct boot.
 //! - `bench-plugins [--minutes N]`: plugin instantiate/call costs, AOT cache
 //!   vs compile, RSS with 10 scheduled health plugins over N minutes.
 //! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
@@ -55,7 +56,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  test    build and run the whole test suite");
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
             eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
-            eprintln!("  bench-vm [BOOTS]   boot time split, RSS as PID 1, image sizes");
+            eprintln!(
+                "  bench-vm [BOOTS] [kernels|compression|firmware]   boot time split, RSS as PID 1, image sizes, UEFI vs direct boot"
+            );
             eprintln!("  bench-plugins [--minutes N]   instantiate/call costs, AOT cache vs compile, RSS soak");
             eprintln!("  image [--fresh-disk] [--kernel bronze|debian]   build the bootable image into target/images/");
             eprintln!(

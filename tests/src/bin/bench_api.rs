@@ -192,6 +192,7 @@ impl MachineService for Bare {
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
             maintenance_reason: String::new(),
+            ..Default::default()
         }))
     }
     async fn hostname(&self, _: Request<pb::HostnameRequest>) -> Result<Response<pb::HostnameResponse>, Status> {
@@ -229,6 +230,18 @@ impl MachineService for Bare {
         Err(Status::unimplemented("bare"))
     }
     async fn load_avg(&self, _: Request<pb::LoadAvgRequest>) -> Result<Response<pb::LoadAvgResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn upgrade(
+        &self,
+        _: Request<tonic::Streaming<pb::UpgradeRequest>>,
+    ) -> Result<Response<pb::UpgradeResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn rollback(&self, _: Request<pb::RollbackRequest>) -> Result<Response<pb::RollbackResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn reset(&self, _: Request<pb::ResetRequest>) -> Result<Response<pb::ResetResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
     async fn platform_refresh(

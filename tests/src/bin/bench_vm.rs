@@ -11,13 +11,17 @@
 //!    alternating, by total boot time;
 //! 4. RSS of bronzed as PID 1 after boot with a config applied and the
 //!    image's plugins loaded;
-//! 5. the image sizes (`target/images/sizes.txt`, `images/debian/sizes.txt`).
+//! 5. the image sizes (`target/images/sizes.txt`, `images/debian/sizes.txt`);
+//! 6. the disk image booted like a machine (OVMF, systemd-boot, the kernel's
+//!    EFI stub, DHCP from qemu), BOOTS boots alternating with the direct
+//!    kernel boot of the same build: host-side qemu start → firmware hands
+//!    over to the boot loader → kernel's first line → API answering.
 //!
 //! The guest reaches nothing (`restrict=on`); only its API is forwarded to 127.0.0.1.
 
 use bronze_api::v1 as pb;
 use bronze_images::layout::{ImageLayout, KernelChoice};
-use bronze_images::vm::{Disk, DiskFormat, Vm, VmSpec, maintenance_fingerprint};
+use bronze_images::vm::{Disk, DiskFormat, Firmware, Vm, VmSpec, maintenance_fingerprint};
 use bronze_tests::{Pki, free_port};
 use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
@@ -147,6 +151,38 @@ fn boot(
     Ok((figures, rss))
 }
 
+/// One firmware boot of a copy of the disk image, host-side seconds after
+/// qemu started: (boot loader started, kernel's first line, API answered).
+fn boot_firmware(rt: &tokio::runtime::Runtime, layout: &ImageLayout) -> anyhow::Result<(f64, f64, f64)> {
+    let tmp = tempfile::tempdir()?;
+    let disk = tmp.path().join("disk.img");
+    std::fs::copy(layout.disk_image(), &disk)?;
+    let port = free_port();
+    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd"))?;
+    let spec = VmSpec::from_disk_image(Disk { path: disk, format: DiskFormat::Raw }, firmware, port);
+    let started = Instant::now();
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log"))?;
+    let deadline = started + Duration::from_secs(180);
+    vm.wait_for_line("BdsDxe: starting", deadline)?;
+    let loader = started.elapsed().as_secs_f64();
+    vm.wait_for_line("Linux version", deadline)?;
+    let kernel = started.elapsed().as_secs_f64();
+    let node = format!("127.0.0.1:{port}");
+    let answered = rt.block_on(async {
+        loop {
+            if let Ok(mut c) = NodeClient::connect(&node, &Auth::Insecure { fingerprint: None }).await
+                && c.machine.version(pb::VersionRequest {}).await.is_ok()
+            {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no API within 180 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })?;
+    vm.kill()?;
+    Ok((loader, kernel, answered.as_secs_f64()))
+}
+
 /// The initramfs `layout` ships, recompressed as each format the kernel
 /// can unpack, into `dir`: (name, file, size). The same archive in each.
 fn initrd_variants(layout: &ImageLayout, dir: &Path) -> anyhow::Result<Vec<(&'static str, PathBuf, u64)>> {
@@ -180,8 +216,21 @@ fn initrd_variants(layout: &ImageLayout, dir: &Path) -> anyhow::Result<Vec<(&'st
     Ok(variants)
 }
 
+fn layout_has_disk(layout: &ImageLayout) -> bool {
+    layout.disk_image().is_file() && Firmware::is_installed()
+}
+
 fn main() -> anyhow::Result<()> {
     let boots: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    // `bench-vm BOOTS SECTION`: only `kernels`, `compression` or `firmware`.
+    let only = std::env::args().nth(2);
+    if let Some(section) = &only {
+        anyhow::ensure!(
+            ["kernels", "compression", "firmware"].contains(&section.as_str()),
+            "unknown section {section:?}: expected kernels, compression or firmware"
+        );
+    }
+    let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("target");
     let bronze = ImageLayout::with_kernel(&target, KernelChoice::Bronze);
     let debian = ImageLayout::with_kernel(&target, KernelChoice::Debian);
@@ -191,65 +240,101 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
     // 1. The two kernels with their own initramfs, alternating in one run.
-    println!("== kernel start → API answering: Bronze's kernel beside Debian's ({boots} boots each, alternating)");
-    let mut by_kernel: Vec<(KernelChoice, Vec<Boot>)> =
-        vec![(KernelChoice::Bronze, vec![]), (KernelChoice::Debian, vec![])];
     let mut rss = None;
-    for round in 0..boots {
-        for (kernel, runs) in by_kernel.iter_mut() {
-            let layout = if *kernel == KernelChoice::Bronze { &bronze } else { &debian };
-            let measure = round == 0 && *kernel == KernelChoice::Bronze;
-            let (b, r) = boot(&rt, &layout.vmlinux(), &layout.initrd(), measure)?;
-            println!(
-                "boot {round} {:<6}: kernel → /init {:.3} s, /init → API listening {:.3} s, → network ready {:.3} s; kernel start → API answering {:.3} s; host: answered after {:.2} s",
-                kernel.name(),
-                b.kernel,
-                b.listening,
-                b.networked,
-                b.api,
-                b.answered
-            );
-            rss = rss.or(r);
-            runs.push(b);
+    if wants("kernels") {
+        println!("== kernel start → API answering: Bronze's kernel beside Debian's ({boots} boots each, alternating)");
+        let mut by_kernel: Vec<(KernelChoice, Vec<Boot>)> =
+            vec![(KernelChoice::Bronze, vec![]), (KernelChoice::Debian, vec![])];
+        for round in 0..boots {
+            for (kernel, runs) in by_kernel.iter_mut() {
+                let layout = if *kernel == KernelChoice::Bronze { &bronze } else { &debian };
+                let measure = round == 0 && *kernel == KernelChoice::Bronze;
+                let (b, r) = boot(&rt, &layout.vmlinux(), &layout.initrd(), measure)?;
+                println!(
+                    "boot {round} {:<6}: kernel → /init {:.3} s, /init → API listening {:.3} s, → network ready {:.3} s; kernel start → API answering {:.3} s; host: answered after {:.2} s",
+                    kernel.name(),
+                    b.kernel,
+                    b.listening,
+                    b.networked,
+                    b.api,
+                    b.answered
+                );
+                rss = rss.or(r);
+                runs.push(b);
+            }
         }
-    }
-    for (kernel, runs) in &by_kernel {
-        let pick = |f: fn(&Boot) -> f64| median(runs.iter().map(f).collect());
-        let (k, api) = (pick(|b| b.kernel), pick(|b| b.api));
-        println!(
-            "median {:<6} over {boots}: kernel → /init {k:.3} s, /init → API listening {:.3} s, → network ready {:.3} s, kernel start → API answering {api:.3} s (userspace share {:.0}%); host-side answer {:.2} s",
-            kernel.name(),
-            pick(|b| b.listening),
-            pick(|b| b.networked),
-            (api - k) / api * 100.0,
-            pick(|b| b.answered)
-        );
+        for (kernel, runs) in &by_kernel {
+            let pick = |f: fn(&Boot) -> f64| median(runs.iter().map(f).collect());
+            let (k, api) = (pick(|b| b.kernel), pick(|b| b.api));
+            println!(
+                "median {:<6} over {boots}: kernel → /init {k:.3} s, /init → API listening {:.3} s, → network ready {:.3} s, kernel start → API answering {api:.3} s (userspace share {:.0}%); host-side answer {:.2} s",
+                kernel.name(),
+                pick(|b| b.listening),
+                pick(|b| b.networked),
+                (api - k) / api * 100.0,
+                pick(|b| b.answered)
+            );
+        }
     }
 
     // 2. Initramfs compression, by total boot time on Bronze's kernel.
-    let tmp = tempfile::tempdir()?;
-    let variants = initrd_variants(&bronze, tmp.path())?;
-    println!("== initramfs compression on Bronze's kernel ({boots} boots each, alternating)");
-    let mut by_format: Vec<Vec<Boot>> = variants.iter().map(|_| vec![]).collect();
-    for round in 0..boots {
-        for ((name, path, _), runs) in variants.iter().zip(by_format.iter_mut()) {
-            let (b, _) = boot(&rt, &bronze.vmlinux(), path, false)?;
+    if wants("compression") {
+        let tmp = tempfile::tempdir()?;
+        let variants = initrd_variants(&bronze, tmp.path())?;
+        println!("== initramfs compression on Bronze's kernel ({boots} boots each, alternating)");
+        let mut by_format: Vec<Vec<Boot>> = variants.iter().map(|_| vec![]).collect();
+        for round in 0..boots {
+            for ((name, path, _), runs) in variants.iter().zip(by_format.iter_mut()) {
+                let (b, _) = boot(&rt, &bronze.vmlinux(), path, false)?;
+                println!(
+                    "boot {round} {name:<5}: kernel → /init {:.3} s; kernel start → API answering {:.3} s; host: answered after {:.2} s",
+                    b.kernel, b.api, b.answered
+                );
+                runs.push(b);
+            }
+        }
+        for ((name, _, size), runs) in variants.iter().zip(&by_format) {
+            let pick = |f: fn(&Boot) -> f64| median(runs.iter().map(f).collect());
             println!(
-                "boot {round} {name:<5}: kernel → /init {:.3} s; kernel start → API answering {:.3} s; host: answered after {:.2} s",
-                b.kernel, b.api, b.answered
+                "median {name:<5} {:>7.2} MiB: kernel → /init {:.3} s, kernel start → API answering {:.3} s, host-side answer {:.2} s",
+                *size as f64 / (1 << 20) as f64,
+                pick(|b| b.kernel),
+                pick(|b| b.api),
+                pick(|b| b.answered)
             );
-            runs.push(b);
         }
     }
-    for ((name, _, size), runs) in variants.iter().zip(&by_format) {
-        let pick = |f: fn(&Boot) -> f64| median(runs.iter().map(f).collect());
+
+    // 3. The disk image through UEFI firmware and systemd-boot, beside the
+    // direct kernel boot of the same build.
+    let firmware_wanted = wants("firmware");
+    if firmware_wanted && layout_has_disk(&bronze) {
         println!(
-            "median {name:<5} {:>7.2} MiB: kernel → /init {:.3} s, kernel start → API answering {:.3} s, host-side answer {:.2} s",
-            *size as f64 / (1 << 20) as f64,
-            pick(|b| b.kernel),
-            pick(|b| b.api),
-            pick(|b| b.answered)
+            "== disk image through OVMF + systemd-boot beside the direct kernel boot ({boots} boots each, alternating)"
         );
+        let (mut firmware, mut direct) = (vec![], vec![]);
+        for round in 0..boots {
+            let (loader, kernel, answered) = boot_firmware(&rt, &bronze)?;
+            println!(
+                "boot {round} firmware: boot loader started {loader:.2} s, kernel's first line {kernel:.2} s, API answered {answered:.2} s after qemu started"
+            );
+            firmware.push((loader, kernel, answered));
+            let (b, _) = boot(&rt, &bronze.vmlinux(), &bronze.initrd(), false)?;
+            println!("boot {round} direct  : API answered {:.2} s after qemu started", b.answered);
+            direct.push(b.answered);
+        }
+        let (loader, kernel, answered) = (
+            median(firmware.iter().map(|f| f.0).collect()),
+            median(firmware.iter().map(|f| f.1).collect()),
+            median(firmware.iter().map(|f| f.2).collect()),
+        );
+        let direct = median(direct);
+        println!(
+            "median firmware over {boots}: boot loader started {loader:.2} s, kernel's first line {kernel:.2} s, API answered {answered:.2} s; direct kernel boot: API answered {direct:.2} s (UEFI + boot loader + EFI stub cost {:.2} s)",
+            answered - direct
+        );
+    } else if firmware_wanted {
+        println!("== disk image: skipped (no {} or no OVMF)", bronze.disk_image().display());
     }
 
     if let Some(rss) = rss {

@@ -1,0 +1,377 @@
+//! The disk image booted like a machine: OVMF (Debian's UEFI firmware),
+//! systemd-boot from the disk's EFI system partition, Bronze's kernel
+//! through its EFI stub, and the state partition on the same disk.
+//!
+//! Slot `b` is prepared on the disk before a boot, as an upgrade would leave
+//! it: first with an initramfs that cannot start (the kernel panics, the
+//! machine resets, systemd-boot has counted the try and starts slot `a`),
+//! then with a good system tried twice (the node blesses it once it is
+//! ready). Both are real boots of the real boot loader; the entry names the
+//! test reads back are the ones systemd-boot and bronzed wrote.
+//!
+//! Needs the image (`cargo xtask image`), qemu and OVMF; `cargo xtask test`
+//! provides them.
+
+use bronze_api::v1 as pb;
+use bronze_boot::{Entry, Slot};
+use bronze_images::bootdisk::{DISK_OPTIONS, ESP_SIZE_MIB, EspImage};
+use bronze_images::layout::ImageLayout;
+use bronze_images::vm::{Disk, DiskFormat, Firmware, Vm, VmSpec, free_port, maintenance_fingerprint};
+use bronze_tests::vmnode::{BOOT, target_dir, wait_api};
+use bronze_tests::{Pki, bronzectl};
+use bronzectl::client::NodeClient;
+use bronzectl::connect::Auth;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Writes `entry` to the ESP under `file_name` (with its boot counter).
+fn put_entry(esp: &EspImage, dir: &Path, entry: &Entry, file_name: &str) {
+    let local = dir.join(file_name);
+    std::fs::write(&local, entry.render()).unwrap();
+    esp.put(&local, &format!("loader/entries/{file_name}")).unwrap();
+}
+
+async fn version(node: &str, auth: &Auth) -> pb::VersionResponse {
+    let mut c = NodeClient::connect(node, auth).await.expect("connect");
+    c.machine.version(pb::VersionRequest {}).await.expect("Version").into_inner()
+}
+
+fn slots(v: &pb::VersionResponse) -> Vec<(String, String, String)> {
+    v.slots.iter().map(|s| (s.slot.clone(), s.state.clone(), s.release.clone())).collect()
+}
+
+/// The kernel command lines the console shows, in boot order.
+fn command_lines(vm: &Vm) -> Vec<String> {
+    let console = vm.console().unwrap_or_default();
+    console.lines().filter_map(|l| l.split_once("Command line: ").map(|(_, c)| c.trim().to_string())).collect()
+}
+
+async fn events(admin: &Path) -> String {
+    bronzectl(Some(admin), &["-o", "json", "events"]).await.stdout
+}
+
+async fn power_off(vm: &mut Vm, admin: &Path) {
+    let run = bronzectl(Some(admin), &["shutdown"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let status = vm.wait_exit(Instant::now() + Duration::from_secs(60)).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "qemu did not power off: {status:?}\n{}",
+        vm.console().unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_boots_through_uefi_falls_back_from_a_failing_slot_and_blesses_a_good_one() {
+    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED vm_disk: qemu or OVMF is not installed (cargo xtask test installs them) !!!!!!!!\n"
+        );
+        return;
+    }
+    let layout = ImageLayout::new(&target_dir());
+    assert!(
+        layout.disk_image().is_file(),
+        "no disk image in {}: run `cargo xtask image` (cargo xtask test does)",
+        layout.disk_image().display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk.img");
+    std::fs::copy(layout.disk_image(), &disk).unwrap();
+    let esp = EspImage::open(&disk, ESP_SIZE_MIB);
+    assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf"]);
+    let image_entry = String::from_utf8(esp.read("loader/entries/bronze-a.conf").unwrap()).unwrap();
+    let release_a = Entry::parse(&image_entry, Slot::A, Path::new("bronze-a.conf")).unwrap().release;
+
+    // Slot b: the same kernel and an initramfs that is not one. Newer than
+    // a, one try.
+    esp.put(&layout.bzimage(), "b/vmlinuz").unwrap();
+    let broken = tmp.path().join("broken-initrd");
+    std::fs::write(&broken, b"not an initramfs\n").unwrap();
+    esp.put(&broken, "b/initrd").unwrap();
+    let broken_entry =
+        Entry { slot: Slot::B, generation: 2, release: "v9.9.9-broken".into(), options: DISK_OPTIONS.into() };
+    put_entry(&esp, tmp.path(), &broken_entry, "bronze-b+1.conf");
+
+    let port = free_port().unwrap();
+    let node = format!("127.0.0.1:{port}");
+    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
+    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
+    let started = Instant::now();
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console-1.log")).expect("qemu starts");
+
+    // b's kernel finds no init and panics; the machine resets after panic=5
+    // and systemd-boot, with b's try spent, starts a.
+    vm.wait_for_line("Kernel panic", Instant::now() + BOOT).expect("slot b's kernel panics");
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
+    let up = started.elapsed();
+    let lines = command_lines(&vm);
+    assert_eq!(lines.len(), 2, "two boots: {lines:?}");
+    assert!(lines[0].ends_with("bronze.slot=b") && lines[1].ends_with("bronze.slot=a"), "{lines:?}");
+    let v = version(&node, &Auth::Insecure { fingerprint: None }).await;
+    assert_eq!((v.slot.as_str(), v.next_slot.as_str()), ("a", "a"), "{v:?}");
+    assert_eq!(
+        slots(&v),
+        [("a".into(), "good".into(), release_a.clone()), ("b".into(), "bad".into(), "v9.9.9-broken".into())]
+    );
+
+    // A config, then the rollback as a machine event.
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+    let pki = Pki::new();
+    let config = tmp.path().join("node.yaml");
+    std::fs::write(&config, pki.node_config("vm-disk")).unwrap();
+    let run = bronzectl(
+        None,
+        &[
+            "-n",
+            &node,
+            "--insecure",
+            "--cert-fingerprint",
+            &fingerprint,
+            "apply-config",
+            "-f",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    let admin = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
+    let rollback = format!("rollback: slot b (v9.9.9-broken) did not come up in 1 tries; running slot a ({release_a})");
+    let seen = events(&admin).await;
+    assert!(seen.contains(&rollback), "{seen}");
+    let run = bronzectl(Some(&admin), &["-o", "json", "get", "bootstatus"]).await;
+    assert!(run.stdout.contains("\"health\":\"blessed\"") && run.stdout.contains("at /boot"), "{run:?}");
+    power_off(&mut vm, &admin).await;
+    assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf", "bronze-b+0-1.conf"]);
+
+    // Slot b again, now with a's good system and two tries: the node comes
+    // up from b with its config and marks b good.
+    esp.put(&layout.initrd(), "b/initrd").unwrap();
+    esp.remove("loader/entries/bronze-b+0-1.conf").unwrap();
+    let good = Entry {
+        slot: Slot::B,
+        generation: 3,
+        release: "v0.1.0-b".into(),
+        options: format!("{DISK_OPTIONS} bronze.health_timeout=120"),
+    };
+    put_entry(&esp, tmp.path(), &good, "bronze-b+2.conf");
+    let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: tmp.path().join("efivars.fd") };
+    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console-2.log")).expect("qemu starts");
+    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let v = loop {
+        let v = version(&node, &pki.auth(&["os:admin"])).await;
+        if v.slots.iter().any(|s| s.slot == "b" && s.state == "good") {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "slot b never marked good: {v:?}\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!((v.slot.as_str(), v.next_slot.as_str()), ("b", "b"), "{v:?}");
+    assert!(!v.maintenance, "the config on the state partition is kept");
+    let seen = events(&admin).await;
+    assert!(seen.contains("slot b (v0.1.0-b) is healthy: marked good"), "{seen}");
+
+    // Reset: a reader may not; an admin may, and the node comes back in
+    // maintenance mode with an empty state partition (a new maintenance
+    // certificate: the old one was on it), on the same slot.
+    let reader = tmp.path().join("reader");
+    pki.write_bronzeconfig(&reader, std::slice::from_ref(&node), &["os:reader"]);
+    let run = bronzectl(Some(&reader), &["reset"]).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    let run = bronzectl(Some(&admin), &["reset"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let deadline = Instant::now() + BOOT;
+    let line = loop {
+        let line = vm.wait_for_line("fingerprint=", deadline).expect("the node comes back in maintenance mode");
+        if maintenance_fingerprint(&line).is_some_and(|f| f != fingerprint) {
+            break line;
+        }
+    };
+    assert!(vm.console().unwrap_or_default().contains("reset: the state disk was wiped as asked"));
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
+    let v = version(&node, &Auth::Insecure { fingerprint: None }).await;
+    assert!(v.maintenance && v.slot == "b", "{v:?} after {line}");
+    let _ = vm.kill();
+    // systemd-boot counted the try (b+2 -> b+1-1), bronzed blessed it.
+    assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf", "bronze-b.conf"]);
+    eprintln!("disk image: first API (after a failed try of slot b) {:.1} s after qemu started", up.as_secs_f64());
+}
+
+/// The upgrade stream of `bundle` as bronzectl sends it, cut after
+/// `initrd_bytes` of the initramfs (all of it with `None`).
+fn upgrade_stream(
+    bundle: &bronze_bundle::upgrade::UpgradeBundle,
+    initrd_bytes: Option<usize>,
+) -> impl futures::Stream<Item = pb::UpgradeRequest> + Send + 'static {
+    let mut bundle = bundle.clone();
+    if let Some(n) = initrd_bytes {
+        bundle.initrd.truncate(n);
+    }
+    bronzectl::upgrade::requests(std::sync::Arc::new(bundle), false, 0, indicatif::ProgressBar::hidden())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollback_goes_back() {
+    use bronze_bundle::SigningKey;
+    use bronze_bundle::upgrade::UpgradeBundle;
+    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed() {
+        eprintln!("\n!!!!!!!! SKIPPED vm_disk upgrade: qemu or OVMF is not installed !!!!!!!!\n");
+        return;
+    }
+    let layout = ImageLayout::new(&target_dir());
+    assert!(layout.disk_image().is_file(), "no disk image: run `cargo xtask image`");
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk.img");
+    std::fs::copy(layout.disk_image(), &disk).unwrap();
+    let port = free_port().unwrap();
+    let node = format!("127.0.0.1:{port}");
+    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
+    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
+
+    // A config that trusts one upgrade key.
+    let key = SigningKey::generate().unwrap();
+    let pki = Pki::new();
+    let config = tmp.path().join("node.yaml");
+    let yaml = format!("{}  upgrade:\n    trustedKeys:\n      - {}\n", pki.node_config("vm-upgrade"), key.public_key());
+    std::fs::write(&config, yaml).unwrap();
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+    let run = bronzectl(
+        None,
+        &[
+            "-n",
+            &node,
+            "--insecure",
+            "--cert-fingerprint",
+            &fingerprint,
+            "apply-config",
+            "-f",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    let admin_auth = pki.auth(&["os:admin"]);
+    wait_api(&mut vm, &node, &admin_auth, BOOT).await;
+    let admin = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    let before = version(&node, &admin_auth).await;
+    assert_eq!((before.slot.as_str(), slots(&before)[1].1.as_str()), ("a", "empty"), "{before:?}");
+
+    // Bad bundles, straight to the API (bronzectl refuses most of them
+    // itself): each refused with its reason, the slots as they were.
+    let kernel = std::fs::read(layout.bzimage()).unwrap();
+    let initrd = std::fs::read(layout.initrd()).unwrap();
+    let arch = std::env::consts::ARCH;
+    let good = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), initrd.clone(), &key);
+    let stranger = SigningKey::generate().unwrap();
+    let unsigned = UpgradeBundle { signature: Vec::new(), ..good.clone() };
+    let wrong_key = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), initrd.clone(), &stranger);
+    let wrong_arch = UpgradeBundle::create("v0.2.0-test", "aarch64", kernel.clone(), initrd.clone(), &key);
+    let oversized = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), vec![0; 200 << 20], &key);
+    let mut c = NodeClient::connect(&node, &admin_auth).await.unwrap();
+    for (what, bundle, cut, expected) in [
+        ("unsigned", &unsigned, None, "malformed upgrade.sig"),
+        ("wrong key", &wrong_key, None, "does not verify with any of the 1 key(s)"),
+        ("wrong architecture", &wrong_arch, None, "built for aarch64"),
+        ("oversized", &oversized, Some(0), "larger than a boot slot"),
+        ("truncated", &good, Some(initrd.len() / 2), "initrd"),
+    ] {
+        let err = c.machine.upgrade(upgrade_stream(bundle, cut)).await.expect_err(what);
+        assert!(err.message().contains(expected), "{what}: {err:?}");
+        let now = version(&node, &admin_auth).await;
+        assert_eq!(slots(&now), slots(&before), "{what} changed the slots");
+    }
+    // A power cut half-way through the initramfs: qemu is killed while the
+    // node writes slot b's temporary files; the machine boots slot a, unharmed.
+    {
+        let mut messages: Vec<pb::UpgradeRequest> =
+            futures::StreamExt::collect(upgrade_stream(&good, Some(initrd.len() / 2))).await;
+        let header = messages.remove(0);
+        let stream = futures::StreamExt::chain(
+            futures::stream::iter(std::iter::once(header).chain(messages)),
+            futures::stream::pending(),
+        );
+        let mut c = NodeClient::connect(&node, &admin_auth).await.unwrap();
+        let upload = tokio::spawn(async move { c.machine.upgrade(stream).await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!upload.is_finished(), "the node is still waiting for the rest: {:?}", upload.await);
+        let _ = vm.kill();
+        upload.abort();
+        let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: tmp.path().join("efivars.fd") };
+        let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
+        vm = Vm::spawn(&spec, &tmp.path().join("console-after-cut.log")).expect("qemu starts again");
+        wait_api(&mut vm, &node, &admin_auth, BOOT).await;
+        let now = version(&node, &admin_auth).await;
+        assert_eq!((now.slot.as_str(), slots(&now)), ("a", slots(&before)), "after the power cut");
+    }
+    let reader = pki.auth(&["os:reader"]);
+    let mut r = NodeClient::connect(&node, &reader).await.unwrap();
+    let err = r.machine.upgrade(upgrade_stream(&good, None)).await.expect_err("a reader may not upgrade");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    // The real one, with bronzectl from a bundle file: the node writes slot
+    // b, reboots into it and marks it good once healthy.
+    let file = tmp.path().join("upgrade.tar");
+    std::fs::write(&file, good.to_tar()).unwrap();
+    let upgrade_started = Instant::now();
+    let run = bronzectl(Some(&admin), &["-o", "json", "upgrade", file.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    assert!(run.stdout.contains("\"slot\":\"b\"") && run.stdout.contains("\"rebooting\":true"), "{run:?}");
+    let deadline = Instant::now() + BOOT;
+    let after = loop {
+        if let Ok(mut c) = NodeClient::connect(&node, &admin_auth).await
+            && let Ok(v) = c.machine.version(pb::VersionRequest {}).await
+        {
+            let v = v.into_inner();
+            if v.slot == "b" && v.slots.iter().any(|s| s.slot == "b" && s.state == "good") {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "not back on slot b:\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let upgrade_took = upgrade_started.elapsed();
+    assert_eq!(
+        slots(&after),
+        [("a".into(), "good".into(), slots(&before)[0].2.clone()), ("b".into(), "good".into(), "v0.2.0-test".into())]
+    );
+    assert!(!after.maintenance, "config, PKI and plugins are on the state partition and kept");
+    let seen = events(&admin).await;
+    assert!(seen.contains("slot b (v0.2.0-test) is healthy: marked good"), "{seen}");
+    let console = vm.console().unwrap_or_default();
+    assert!(
+        console.contains("upgrade: slot b now holds v0.2.0-test (generation 2, 3 tries); rebooting into it"),
+        "{console}"
+    );
+
+    // Rollback: slot a booted fine before, so it boots again.
+    let run = bronzectl(Some(&admin), &["rollback"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let deadline = Instant::now() + BOOT;
+    loop {
+        if let Ok(mut c) = NodeClient::connect(&node, &admin_auth).await
+            && let Ok(v) = c.machine.version(pb::VersionRequest {}).await
+            && v.get_ref().slot == "a"
+            && v.get_ref().next_slot == "a"
+            && v.get_ref().slots.iter().all(|s| s.state == "good")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not back on slot a:\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    power_off(&mut vm, &admin).await;
+    let esp = EspImage::open(&disk, ESP_SIZE_MIB);
+    assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf", "bronze-b.conf"]);
+    assert_eq!(esp.list("b").unwrap(), ["initrd", "vmlinuz"], "no temporary file left");
+    assert_eq!(esp.read("b/initrd").unwrap().len(), initrd.len());
+    eprintln!("upgrade end to end (upload, verify, write, reboot, healthy): {:.1} s", upgrade_took.as_secs_f64());
+}
