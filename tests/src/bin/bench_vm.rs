@@ -96,9 +96,7 @@ fn boot(
     let node = format!("127.0.0.1:{port}");
     let host_answer = rt.block_on(async {
         loop {
-            if let Ok(mut c) = NodeClient::connect(&node, &Auth::Insecure { fingerprint: None }).await
-                && c.machine.version(pb::VersionRequest {}).await.is_ok()
-            {
+            if answers(&node).await {
                 return started.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -151,6 +149,17 @@ fn boot(
     Ok((figures, rss))
 }
 
+/// Whether the node answers Version within 500 ms: a connection that slirp
+/// accepted before the guest could take it is dropped and tried again,
+/// instead of waiting out the client's own timeout.
+async fn answers(node: &str) -> bool {
+    let attempt = async {
+        let mut c = NodeClient::connect(node, &Auth::Insecure { fingerprint: None }).await.ok()?;
+        c.machine.version(pb::VersionRequest {}).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_millis(500), attempt).await, Ok(Some(_)))
+}
+
 /// One firmware boot of a copy of the disk image, host-side seconds after
 /// qemu started: (boot loader started, kernel's first line, API answered).
 fn boot_firmware(rt: &tokio::runtime::Runtime, layout: &ImageLayout) -> anyhow::Result<(f64, f64, f64)> {
@@ -167,12 +176,15 @@ fn boot_firmware(rt: &tokio::runtime::Runtime, layout: &ImageLayout) -> anyhow::
     let loader = started.elapsed().as_secs_f64();
     vm.wait_for_line("Linux version", deadline)?;
     let kernel = started.elapsed().as_secs_f64();
+    // As in the direct boot, connect once the guest can answer: listening,
+    // with its address (from qemu's DHCP here: the disk's entry carries no
+    // bronze.ip=). An earlier connection waits out its own timeout.
+    vm.wait_for_line("API listening", deadline)?;
+    vm.wait_for_line("DHCP lease bound", deadline)?;
     let node = format!("127.0.0.1:{port}");
     let answered = rt.block_on(async {
         loop {
-            if let Ok(mut c) = NodeClient::connect(&node, &Auth::Insecure { fingerprint: None }).await
-                && c.machine.version(pb::VersionRequest {}).await.is_ok()
-            {
+            if answers(&node).await {
                 return Ok(started.elapsed());
             }
             anyhow::ensure!(Instant::now() < deadline, "no API within 180 s");
