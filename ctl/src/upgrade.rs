@@ -38,6 +38,9 @@ pub struct UpgradeArgs {
     /// Boots the new system gets to become healthy before the node falls back (1 to 9).
     #[arg(long, default_value_t = bronze_boot::DEFAULT_TRIES, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub tries: u32,
+    /// Seconds each of those boots has to become healthy (5 to 3600; default: the running slot's, 300 unless set).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(5..=3600))]
+    pub health_timeout: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -87,21 +90,31 @@ pub async fn run(args: &UpgradeArgs, g: &Globals) -> anyhow::Result<ExitCode> {
     let target = g.target()?;
     let bytes = (bundle.kernel.len() + bundle.initrd.len()) as u64;
     let progress = UploadProgress::new(&target.nodes, bytes);
-    let (stage, tries) = (args.stage, args.tries);
+    let how = How { stage: args.stage, tries: args.tries, health_timeout_seconds: args.health_timeout.unwrap_or(0) };
     let results = crate::client::fan_out(&target.nodes, &target.auth, |c| {
         let bar = progress.bar(&c.node);
-        upgrade(c, bundle.clone(), stage, tries, bar)
+        upgrade(c, bundle.clone(), how, bar)
     })
     .await;
     progress.clear();
     Ok(output::print(g.format(), UPGRADE_COLUMNS, &results))
 }
 
+/// How an upgrade takes effect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct How {
+    /// Do not reboot now.
+    pub stage: bool,
+    /// Boots to become healthy (0: the node's default).
+    pub tries: u32,
+    /// Seconds per boot (0: the running slot's).
+    pub health_timeout_seconds: u32,
+}
+
 /// The messages of one upgrade: the header, then the parts in chunks.
 pub fn requests(
     bundle: Arc<UpgradeBundle>,
-    stage: bool,
-    tries: u32,
+    how: How,
     bar: ProgressBar,
 ) -> impl futures::Stream<Item = pb::UpgradeRequest> + Send + 'static {
     use pb::upgrade_request::Part;
@@ -109,8 +122,9 @@ pub fn requests(
         part: Some(Part::Header(pb::UpgradeHeader {
             manifest: bundle.manifest_bytes.clone(),
             signature: bundle.signature.clone(),
-            stage,
-            tries,
+            stage: how.stage,
+            tries: how.tries,
+            health_timeout_seconds: how.health_timeout_seconds,
         })),
     };
     let chunks = [KERNEL_PART, INITRD_PART].into_iter().flat_map(move |part| {
@@ -130,11 +144,10 @@ pub fn requests(
 pub async fn upgrade(
     mut c: NodeClient,
     bundle: Arc<UpgradeBundle>,
-    stage: bool,
-    tries: u32,
+    how: How,
     bar: ProgressBar,
 ) -> Result<Output, String> {
-    let result = call_within(UPGRADE_TIMEOUT, c.machine.upgrade(requests(bundle, stage, tries, bar.clone()))).await;
+    let result = call_within(UPGRADE_TIMEOUT, c.machine.upgrade(requests(bundle, how, bar.clone()))).await;
     bar.finish_with_message(if result.is_ok() { "written" } else { "failed" });
     Ok(upgrade_output(&result?))
 }
@@ -192,10 +205,11 @@ mod tests {
         let key = bronze_bundle::SigningKey::generate().unwrap();
         let bundle = Arc::new(UpgradeBundle::create("v1", "x86_64", vec![1; CHUNK + 10], vec![2; 5], &key));
         let bar = ProgressBar::hidden();
-        let messages: Vec<_> = requests(bundle.clone(), true, 2, bar.clone()).collect().await;
+        let how = How { stage: true, tries: 2, health_timeout_seconds: 60 };
+        let messages: Vec<_> = requests(bundle.clone(), how, bar.clone()).collect().await;
         use pb::upgrade_request::Part;
         let Some(Part::Header(h)) = &messages[0].part else { panic!("{:?}", messages[0]) };
-        assert_eq!((h.stage, h.tries, &h.manifest), (true, 2, &bundle.manifest_bytes));
+        assert_eq!((h.stage, h.tries, h.health_timeout_seconds, &h.manifest), (true, 2, 60, &bundle.manifest_bytes));
         let parts: Vec<(String, usize)> = messages[1..]
             .iter()
             .map(|m| match &m.part {

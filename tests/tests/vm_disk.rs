@@ -212,7 +212,7 @@ fn upgrade_stream(
     if let Some(n) = initrd_bytes {
         bundle.initrd.truncate(n);
     }
-    bronzectl::upgrade::requests(std::sync::Arc::new(bundle), false, 0, indicatif::ProgressBar::hidden())
+    bronzectl::upgrade::requests(std::sync::Arc::new(bundle), Default::default(), indicatif::ProgressBar::hidden())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,4 +374,112 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     assert_eq!(esp.list("b").unwrap(), ["initrd", "vmlinuz"], "no temporary file left");
     assert_eq!(esp.read("b/initrd").unwrap().len(), initrd.len());
     eprintln!("upgrade end to end (upload, verify, write, reboot, healthy): {:.1} s", upgrade_took.as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
+    use bronze_bundle::SigningKey;
+    use bronze_bundle::upgrade::UpgradeBundle;
+    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed() {
+        eprintln!("\n!!!!!!!! SKIPPED vm_disk never healthy: qemu or OVMF is not installed !!!!!!!!\n");
+        return;
+    }
+    let layout = ImageLayout::new(&target_dir());
+    assert!(layout.disk_image().is_file(), "no disk image: run `cargo xtask image`");
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk.img");
+    std::fs::copy(layout.disk_image(), &disk).unwrap();
+    let port = free_port().unwrap();
+    let node = format!("127.0.0.1:{port}");
+    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
+    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
+    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
+
+    // A config with an upgrade key and a health check (the image's
+    // health-tcp) that never passes: nothing listens on port 1.
+    let key = SigningKey::generate().unwrap();
+    let pki = Pki::new();
+    let config = tmp.path().join("node.yaml");
+    let check = bronze_tests::plugins::instance_yaml(
+        "gate",
+        "health-tcp",
+        "host: 127.0.0.1, port: \"1\"",
+        "config: true, probe: [\"tcp://127.0.0.1:1\"]",
+        Some("1s"),
+    );
+    let yaml = format!(
+        "{}  upgrade:\n    trustedKeys:\n      - {}\n",
+        bronze_tests::plugins::config_with_plugins(&pki, "vm-unhealthy", &format!("instances:{check}")),
+        key.public_key(),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+    let run = bronzectl(
+        None,
+        &[
+            "-n",
+            &node,
+            "--insecure",
+            "--cert-fingerprint",
+            &fingerprint,
+            "apply-config",
+            "-f",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    let admin_auth = pki.auth(&["os:admin"]);
+    wait_api(&mut vm, &node, &admin_auth, BOOT).await;
+    let admin = tmp.path().join("bronzeconfig");
+    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+    // The check reports unhealthy: the machine is not ready.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = bronzectl(Some(&admin), &["-o", "json", "get", "machinestatus"]).await;
+        if run.stdout.contains("healthcheck/gate") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the check never failed: {run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // One try of 20 s: slot b boots, is not ready in time, reboots itself;
+    // its try is spent, so slot a boots, and says so.
+    let kernel = std::fs::read(layout.bzimage()).unwrap();
+    let initrd = std::fs::read(layout.initrd()).unwrap();
+    let bundle = UpgradeBundle::create("v0.3.0-unhealthy", std::env::consts::ARCH, kernel, initrd, &key);
+    let file = tmp.path().join("upgrade.tar");
+    std::fs::write(&file, bundle.to_tar()).unwrap();
+    let run =
+        bronzectl(Some(&admin), &["upgrade", file.to_str().unwrap(), "--tries", "1", "--health-timeout", "20"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let deadline = Instant::now() + BOOT;
+    let v = loop {
+        if let Ok(mut c) = NodeClient::connect(&node, &admin_auth).await
+            && let Ok(v) = c.machine.version(pb::VersionRequest {}).await
+            && v.get_ref().slot == "a"
+            && v.get_ref().slots.iter().any(|s| s.slot == "b" && s.state == "bad")
+        {
+            break v.into_inner();
+        }
+        assert!(Instant::now() < deadline, "no fall-back to slot a:\n{}", vm.console().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(v.next_slot, "a", "{v:?}");
+    let console = vm.console().unwrap_or_default();
+    assert!(
+        console.contains(
+            "slot b is not healthy after 20 s (unmet: healthcheck/gate): rebooting to try again or fall back"
+        ),
+        "{console}"
+    );
+    let lines = command_lines(&vm);
+    assert_eq!(lines.len(), 3, "a, b (tried), a: {lines:?}");
+    assert!(lines[1].ends_with("bronze.health_timeout=20 bronze.slot=b"), "{lines:?}");
+    let seen = events(&admin).await;
+    assert!(seen.contains("rollback: slot b (v0.3.0-unhealthy) did not come up in 1 tries"), "{seen}");
+    let _ = vm.kill();
 }

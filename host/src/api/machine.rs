@@ -529,7 +529,15 @@ impl MachineService for MachineApi {
         };
         // The ESP is a disk: its writes happen off the async workers.
         let mut upload = tokio::task::block_in_place(|| {
-            Upload::begin(&esp, disk.running, &header.manifest, &header.signature, &keys, header.tries)
+            Upload::begin(
+                &esp,
+                disk.running,
+                &header.manifest,
+                &header.signature,
+                &keys,
+                header.tries,
+                header.health_timeout_seconds,
+            )
         })
         .map_err(upgrade_status)?;
         // A slow or stalled client holds the slot lock: bounded in time.

@@ -27,6 +27,9 @@ use tokio::sync::{mpsc, watch};
 /// How long a tried slot has to become ready unless the kernel command line
 /// says otherwise (`bronze.health_timeout=SECONDS`).
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the machine must stay ready before a tried slot is marked
+/// good (at most half the health timeout).
+pub const READY_FOR: Duration = Duration::from_secs(30);
 /// The kernel argument that sets the health timeout, in seconds.
 pub const HEALTH_TIMEOUT_ARG: &str = "bronze.health_timeout";
 /// The shortest and longest health timeouts accepted from the command line.
@@ -143,9 +146,16 @@ impl Controller for BootController {
             let mut machine = store.watch(&MACHINE_STATUS, Some(MACHINE_ID.to_string()));
             let deadline = tokio::time::sleep(self.health_timeout);
             tokio::pin!(deadline);
+            // Ready must hold for a while: right after boot the machine is
+            // ready before its health checks have run once (the plugins
+            // load in the background), and a check may fail on its first
+            // runs.
+            let settle = (self.health_timeout / 2).min(READY_FOR);
+            let mut ready_since: Option<tokio::time::Instant> = None;
             loop {
                 let ready = store.get_typed::<MachineStatusSpec>(MACHINE_ID).is_some_and(|(_, m)| m.ready);
-                if ready {
+                ready_since = if ready { Some(ready_since.unwrap_or_else(tokio::time::Instant::now)) } else { None };
+                if ready_since.is_some_and(|since| since.elapsed() >= settle) {
                     let blessed = esp.bless(running);
                     let mut status = BootStatusSpec::read(esp, description, self.disk.running);
                     match blessed {
@@ -163,9 +173,11 @@ impl Controller for BootController {
                     self.writer.put(BOOT_ID, &status)?;
                     return Self::wait_stop(&mut stop).await;
                 }
+                let settled = ready_since.map(|since| since + settle);
                 let timed_out = tokio::select! {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                     event = machine.next() => { event?; false }
+                    _ = tokio::time::sleep_until(settled.unwrap_or_else(tokio::time::Instant::now)), if settled.is_some() => false,
                     _ = &mut deadline => true,
                 };
                 if timed_out {
@@ -257,9 +269,9 @@ mod tests {
         store.list_typed::<MachineEventSpec>().into_iter().map(|(_, e)| e.message).collect()
     }
 
-    #[tokio::test]
-    async fn a_tried_slot_is_blessed_once_the_machine_is_ready() {
-        let mut f = fixture(Slot::B, Duration::from_secs(60), |esp| {
+    #[tokio::test(start_paused = true)]
+    async fn a_tried_slot_is_blessed_once_the_machine_stays_ready() {
+        let mut f = fixture(Slot::B, Duration::from_secs(600), |esp| {
             esp.write_entry(&entry(Slot::A, 1), None).unwrap();
             esp.write_entry(&entry(Slot::B, 2), Some(Counter { left: 2, done: 1 })).unwrap();
         });
@@ -274,8 +286,20 @@ mod tests {
             "bronze-b+2-1.conf",
             "not ready: not blessed"
         );
+        // Ready for less than the settle time, then not: not blessed.
         set_ready(&f.machine, true);
+        tokio::time::sleep(READY_FOR - Duration::from_secs(1)).await;
+        set_ready(&f.machine, false);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            f.esp.slot_entries(Slot::B).unwrap()[0].name.file_name(),
+            "bronze-b+2-1.conf",
+            "a blip is not healthy"
+        );
+        set_ready(&f.machine, true);
+        let ready_at = tokio::time::Instant::now();
         let blessed = boot_status(&f.store, "blessed").await;
+        assert!(ready_at.elapsed() >= READY_FOR, "blessed after {:?}", ready_at.elapsed());
         assert_eq!(blessed.slot(Slot::B).unwrap().state, "good");
         assert_eq!(f.esp.slot_entries(Slot::B).unwrap()[0].name.file_name(), "bronze-b.conf");
         assert!(

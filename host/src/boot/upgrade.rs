@@ -50,6 +50,19 @@ fn io(what: &str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Upgr
     move |e| UpgradeRefused::Io(format!("{what}: {e}"))
 }
 
+/// The running slot's kernel command line for the new slot, with its health
+/// timeout replaced when one is asked for (0: kept as it is).
+fn with_health_timeout(options: &str, seconds: u32) -> String {
+    if seconds == 0 {
+        return options.to_string();
+    }
+    let prefix = format!("{}=", crate::boot::controller::HEALTH_TIMEOUT_ARG);
+    let mut words: Vec<String> =
+        options.split_ascii_whitespace().filter(|w| !w.starts_with(&prefix)).map(str::to_owned).collect();
+    words.push(format!("{prefix}{seconds}"));
+    words.join(" ")
+}
+
 /// What [`Upload::finish`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
@@ -90,6 +103,7 @@ impl Upload {
         signature: &[u8],
         keys: &[TrustedKey],
         tries: u32,
+        health_timeout_seconds: u32,
     ) -> Result<Upload, UpgradeRefused> {
         let refuse = |m: String| Err(UpgradeRefused::Precondition(m));
         let Some(running) = running else {
@@ -98,6 +112,9 @@ impl Upload {
         let tries = if tries == 0 { bronze_boot::DEFAULT_TRIES } else { tries };
         if tries > MAX_TRIES {
             return refuse(format!("tries {tries}: expected 1 to {MAX_TRIES}"));
+        }
+        if health_timeout_seconds != 0 && !(5..=3600).contains(&health_timeout_seconds) {
+            return refuse(format!("health timeout {health_timeout_seconds} s: expected 5 to 3600"));
         }
         let manifest = UpgradeManifest::parse(manifest_bytes)?;
         verify_upgrade(manifest_bytes, signature, keys)?;
@@ -112,7 +129,7 @@ impl Upload {
         let mine = entries.iter().find(|f| f.name.slot == running);
         let options = match mine {
             Some(found) if found.name.is_blessed() => match &found.entry {
-                Ok(entry) => entry.options.clone(),
+                Ok(entry) => with_health_timeout(&entry.options, health_timeout_seconds),
                 Err(e) => return refuse(format!("the running slot's entry is unreadable: {e}")),
             },
             Some(_) => {
@@ -362,7 +379,7 @@ mod tests {
             &key,
         );
         let mut upload =
-            Upload::begin(&d.esp, Some(Slot::A), &bundle.manifest_bytes, &bundle.signature, &[key.public_key()], 2)
+            Upload::begin(&d.esp, Some(Slot::A), &bundle.manifest_bytes, &bundle.signature, &[key.public_key()], 2, 0)
                 .unwrap();
         assert_eq!(upload.slot(), Slot::B);
         send(&mut upload, &bundle).unwrap();
@@ -374,6 +391,11 @@ mod tests {
         let names: Vec<String> = entries.iter().map(|f| f.name.file_name()).collect();
         assert_eq!(names, ["bronze-a.conf", "bronze-b+2.conf"]);
         assert_eq!(entries[1].entry.as_ref().unwrap().options, "console=ttyS0 panic=5", "the running slot's options");
+        assert_eq!(
+            with_health_timeout("console=ttyS0 bronze.health_timeout=9 panic=5", 60),
+            "console=ttyS0 panic=5 bronze.health_timeout=60"
+        );
+        assert_eq!(with_health_timeout("console=ttyS0", 0), "console=ttyS0");
         assert_eq!(bronze_boot::next_boot(&entries), Some(Slot::B));
         // Slot b is being tried: no upgrade on top of it, and a rollback to
         // it is refused until it is good.
@@ -390,7 +412,7 @@ mod tests {
         let good = UpgradeBundle::create("v0.2.0", arch, vec![7; 100], vec![8; 200], &key);
         let before = snapshot(&d.esp);
         let begin = |b: &UpgradeBundle, keys: &[TrustedKey]| {
-            Upload::begin(&d.esp, Some(Slot::A), &b.manifest_bytes, &b.signature, keys, 0)
+            Upload::begin(&d.esp, Some(Slot::A), &b.manifest_bytes, &b.signature, keys, 0, 0)
                 .map(|_| ())
                 .unwrap_err()
                 .to_string()
@@ -406,37 +428,37 @@ mod tests {
         assert!(begin(&other_arch, &trusted).contains("built for riscv64"), "{}", begin(&other_arch, &trusted));
         // Truncated: the initrd stops short.
         let mut upload =
-            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0).unwrap();
+            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0, 0).unwrap();
         upload.write(KERNEL_FILE, &good.kernel).unwrap();
         upload.write(INITRD_FILE, &good.initrd[..150]).unwrap();
         let err = upload.finish().unwrap_err().to_string();
         assert!(err.contains("initrd: 150 bytes received, upgrade.toml says 200"), "{err}");
         // Tampered: same size, other bytes.
         let mut upload =
-            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0).unwrap();
+            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0, 0).unwrap();
         let err = upload.write(INITRD_FILE, b"x").unwrap_err();
         assert!(err.to_string().contains("vmlinuz: 0 bytes received"), "{err}");
         let mut upload =
-            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0).unwrap();
+            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0, 0).unwrap();
         upload.write(KERNEL_FILE, &[9; 100]).unwrap();
         let err = upload.write(INITRD_FILE, &good.initrd).unwrap_err().to_string();
         assert!(err.contains("vmlinuz: sha256") && err.contains("does not match"), "{err}");
         drop(upload);
         // Oversized: more than declared.
         let mut upload =
-            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0).unwrap();
+            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 0, 0).unwrap();
         let err = upload.write(KERNEL_FILE, &[7; 101]).unwrap_err().to_string();
         assert!(err.contains("more than the 100 bytes"), "{err}");
         drop(upload);
         // Too many tries; not booted from a disk.
         assert!(
-            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 10)
+            Upload::begin(&d.esp, Some(Slot::A), &good.manifest_bytes, &good.signature, &trusted, 10, 0)
                 .unwrap_err()
                 .to_string()
                 .contains("tries 10")
         );
         assert!(
-            Upload::begin(&d.esp, None, &good.manifest_bytes, &good.signature, &trusted, 0)
+            Upload::begin(&d.esp, None, &good.manifest_bytes, &good.signature, &trusted, 0, 0)
                 .unwrap_err()
                 .to_string()
                 .contains("not booted from a Bronze disk")
