@@ -203,17 +203,32 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The end-to-end test files, split: those that need neither the image nor
-/// Afterburn (run while the background lane builds them), and those that do
-/// (`vm*`, `afterburn`). A new file lands in the right group by its name.
+/// Every integration test target of the workspace (`cargo metadata`: the
+/// end-to-end files in `tests/tests/`, and the other crates' `tests/`),
+/// split: those that need neither the image nor Afterburn (run while the
+/// background lane builds them), and those that do (`vm*`, `afterburn`). A
+/// new target lands in the right group by its name.
 fn test_files(root: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let dir = root.join("tests/tests");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(str::to_owned))
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root)
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).context("cargo metadata's JSON")?;
+    let mut names: Vec<String> = metadata["packages"]
+        .as_array()
+        .context("cargo metadata lists no packages")?
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test")))
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
         .collect();
     names.sort();
+    names.dedup();
+    anyhow::ensure!(names.iter().any(|n| n == "vm"), "cargo metadata lists no `vm` test target: {names:?}");
     Ok(names.into_iter().partition(|n| !(n.starts_with("vm") || n == "afterburn")))
 }
 
@@ -1217,5 +1232,23 @@ fn vm(root: &Path, args: &[String]) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_test_target_of_the_workspace_is_in_one_group() {
+        let (early, late) = test_files(&workspace_root()).unwrap();
+        for name in ["cli", "authz", "config", "globals"] {
+            assert!(early.iter().any(|n| n == name), "{name} not among the early tests: {early:?}");
+        }
+        for name in ["vm", "vm_disk", "afterburn"] {
+            assert!(late.iter().any(|n| n == name), "{name} not among the late tests: {late:?}");
+        }
+        let files = std::fs::read_dir(workspace_root().join("tests/tests")).unwrap().count();
+        assert!(early.len() + late.len() > files, "{} + {} targets for {files} files", early.len(), late.len());
     }
 }
