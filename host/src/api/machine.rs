@@ -115,16 +115,8 @@ impl MachineApi {
             .unwrap_or_default()
     }
 
-    /// A boot-slot event: in the machine events and on the console (the
-    /// events do not outlive the reboot that usually follows).
     fn boot_event(&self, severity: &str, message: String) {
-        tracing::info!(severity, "{message}");
-        self.node.events.push(&MachineEventSpec {
-            time: crate::state::now_rfc3339(),
-            kind: crate::boot::EVENT_KIND.into(),
-            severity: severity.into(),
-            message,
-        });
+        crate::boot::record_event(&self.node.events, severity, message);
     }
 
     fn request_power(&self, action: PowerAction) {
@@ -609,18 +601,8 @@ impl MachineService for MachineApi {
             let Ok(_writing) = disk.writing.try_lock() else {
                 return Err(Status::aborted("an upgrade or rollback is being written"));
             };
-            let other = running.other();
-            tokio::task::block_in_place(|| -> Result<(), String> {
-                esp.remove_entries(other).map_err(|e| e.to_string())?;
-                for name in [bronze_boot::KERNEL_FILE, bronze_boot::INITRD_FILE] {
-                    let path = esp.slot_dir(other).join(name);
-                    if path.exists() {
-                        std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(Status::internal)?;
+            tokio::task::block_in_place(|| crate::boot::upgrade::empty_slot(&esp, running.other()))
+                .map_err(|e| Status::internal(e.to_string()))?;
         }
         if let Err(e) = self.node.state_dir.request_reset() {
             return Err(Status::internal(format!("cannot ask for the reset: {e}")));

@@ -10,7 +10,7 @@
 //! from the older slot while the newer one has run out of tries is a
 //! rollback, reported once as a warning event.
 
-use super::{BOOT_ID, BootDisk, BootStatusSpec, EVENT_KIND};
+use super::{BOOT_ID, BootDisk, BootStatusSpec};
 use crate::controllers::machine_status::MACHINE_ID;
 use crate::controllers::{Controller, ControllerError};
 use crate::lifecycle::PowerAction;
@@ -77,13 +77,7 @@ impl BootController {
     }
 
     fn event(&self, severity: &str, message: String) {
-        tracing::info!(severity, "{message}");
-        self.events.push(&MachineEventSpec {
-            time: crate::state::now_rfc3339(),
-            kind: EVENT_KIND.into(),
-            severity: severity.into(),
-            message,
-        });
+        super::record_event(&self.events, severity, message);
     }
 
     /// A rollback: this slot runs while the other is newer and ran out of tries.

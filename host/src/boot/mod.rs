@@ -22,6 +22,22 @@ pub const BOOT_ID: &str = "boot";
 /// The kind of the machine events this module records.
 pub const EVENT_KIND: &str = "boot";
 
+/// Records a boot-slot event: in the machine events and on the console
+/// (the events do not outlive the reboot that usually follows).
+pub fn record_event(
+    events: &crate::state::ring::Ring<crate::state::types::MachineEventSpec>,
+    severity: &str,
+    message: String,
+) {
+    tracing::info!(severity, "{message}");
+    events.push(&crate::state::types::MachineEventSpec {
+        time: crate::state::now_rfc3339(),
+        kind: EVENT_KIND.into(),
+        severity: severity.into(),
+        message,
+    });
+}
+
 /// What the node knows of the disk it booted from, shared by the boot
 /// controller and the API.
 #[derive(Debug)]

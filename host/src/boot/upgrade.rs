@@ -289,6 +289,19 @@ impl Drop for Upload {
     }
 }
 
+/// Empties `slot`: its entry first (nothing boots it), then its files
+/// (`reset --wipe all`).
+pub fn empty_slot(esp: &Esp, slot: Slot) -> Result<(), UpgradeRefused> {
+    esp.remove_entries(slot).map_err(|e| UpgradeRefused::Io(e.to_string()))?;
+    for name in PARTS {
+        let path = esp.slot_dir(slot).join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes the other slot the next boot, with `tries` boots to prove itself:
 /// it must hold a system that booted fine (a good entry).
 pub fn rollback(esp: &Esp, running: Option<Slot>, tries: u32) -> Result<Written, UpgradeRefused> {
@@ -465,6 +478,15 @@ mod tests {
         );
         // Nothing changed, no temporary file left.
         assert_eq!(snapshot(&d.esp), before);
+    }
+
+    #[test]
+    fn an_emptied_slot_has_no_entry_and_no_files() {
+        let d = disk();
+        empty_slot(&d.esp, Slot::A).unwrap();
+        assert!(d.esp.entries().unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(d.esp.slot_dir(Slot::A)).unwrap().count(), 0);
+        empty_slot(&d.esp, Slot::B).unwrap();
     }
 
     #[test]
