@@ -21,7 +21,7 @@ use bronze_tests::vmnode::{BOOT, target_dir, wait_api};
 use bronze_tests::{Pki, bronzectl};
 use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Writes `entry` to the ESP under `file_name` (with its boot counter).
@@ -61,24 +61,87 @@ async fn power_off(vm: &mut Vm, admin: &Path) {
     );
 }
 
+/// Whether qemu or OVMF is missing (said loudly: the test then does nothing).
+fn unavailable(test: &str) -> bool {
+    let missing = bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed();
+    if missing {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED {test}: qemu or OVMF is not installed (cargo xtask test installs them) !!!!!!!!\n"
+        );
+    }
+    missing
+}
+
+/// A copy of the disk image in a temp dir with its own firmware variables,
+/// booted through OVMF (as often as a test needs, on the same disk), its
+/// API forwarded to `node`.
+struct DiskVm {
+    tmp: tempfile::TempDir,
+    disk: PathBuf,
+    port: u16,
+    node: String,
+}
+
+impl DiskVm {
+    fn new(layout: &ImageLayout) -> DiskVm {
+        assert!(
+            layout.disk_image().is_file(),
+            "no disk image in {}: run `cargo xtask image` (cargo xtask test does)",
+            layout.disk_image().display()
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk.img");
+        std::fs::copy(layout.disk_image(), &disk).unwrap();
+        Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
+        let port = free_port().unwrap();
+        DiskVm { tmp, disk, port, node: format!("127.0.0.1:{port}") }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn esp(&self) -> EspImage {
+        EspImage::open(&self.disk, ESP_SIZE_MIB)
+    }
+
+    /// qemu on the disk, its console in `console`.
+    fn start(&self, console: &str) -> Vm {
+        let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: self.dir().join("efivars.fd") };
+        let spec =
+            VmSpec::from_disk_image(Disk { path: self.disk.clone(), format: DiskFormat::Raw }, firmware, self.port);
+        Vm::spawn(&spec, &self.dir().join(console)).expect("qemu starts")
+    }
+
+    /// Applies `yaml` to the node in maintenance mode, pinning the
+    /// certificate its console shows; waits for mTLS. The fingerprint and an
+    /// admin client config.
+    async fn configure(&self, vm: &mut Vm, pki: &Pki, yaml: &str) -> (String, PathBuf) {
+        let line =
+            vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
+        let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
+        let config = self.dir().join("node.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let node = self.node.as_str();
+        let args = ["-n", node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f"];
+        let run = bronzectl(None, &[&args[..], &[config.to_str().unwrap()]].concat()).await;
+        assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+        let admin = self.dir().join("bronzeconfig");
+        pki.write_bronzeconfig(&admin, std::slice::from_ref(&self.node), &["os:admin"]);
+        wait_api(vm, node, &pki.auth(&["os:admin"]), BOOT).await;
+        (fingerprint, admin)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disk_boots_through_uefi_falls_back_from_a_failing_slot_and_blesses_a_good_one() {
-    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed() {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED vm_disk: qemu or OVMF is not installed (cargo xtask test installs them) !!!!!!!!\n"
-        );
+    if unavailable("vm_disk") {
         return;
     }
     let layout = ImageLayout::new(&target_dir());
-    assert!(
-        layout.disk_image().is_file(),
-        "no disk image in {}: run `cargo xtask image` (cargo xtask test does)",
-        layout.disk_image().display()
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = tmp.path().join("disk.img");
-    std::fs::copy(layout.disk_image(), &disk).unwrap();
-    let esp = EspImage::open(&disk, ESP_SIZE_MIB);
+    let d = DiskVm::new(&layout);
+    let (tmp, node) = (d.dir(), d.node.clone());
+    let esp = d.esp();
     assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf"]);
     let image_entry = String::from_utf8(esp.read("loader/entries/bronze-a.conf").unwrap()).unwrap();
     let release_a = Entry::parse(&image_entry, Slot::A, Path::new("bronze-a.conf")).unwrap().release;
@@ -86,19 +149,15 @@ async fn the_disk_boots_through_uefi_falls_back_from_a_failing_slot_and_blesses_
     // Slot b: the same kernel and an initramfs that is not one. Newer than
     // a, one try.
     esp.put(&layout.bzimage(), "b/vmlinuz").unwrap();
-    let broken = tmp.path().join("broken-initrd");
+    let broken = tmp.join("broken-initrd");
     std::fs::write(&broken, b"not an initramfs\n").unwrap();
     esp.put(&broken, "b/initrd").unwrap();
     let broken_entry =
         Entry { slot: Slot::B, generation: 2, release: "v9.9.9-broken".into(), options: DISK_OPTIONS.into() };
-    put_entry(&esp, tmp.path(), &broken_entry, "bronze-b+1.conf");
+    put_entry(&esp, tmp, &broken_entry, "bronze-b+1.conf");
 
-    let port = free_port().unwrap();
-    let node = format!("127.0.0.1:{port}");
-    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
-    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
     let started = Instant::now();
-    let mut vm = Vm::spawn(&spec, &tmp.path().join("console-1.log")).expect("qemu starts");
+    let mut vm = d.start("console-1.log");
 
     // b's kernel finds no init and panics; the machine resets after panic=5
     // and systemd-boot, with b's try spent, starts a.
@@ -116,29 +175,8 @@ async fn the_disk_boots_through_uefi_falls_back_from_a_failing_slot_and_blesses_
     );
 
     // A config, then the rollback as a machine event.
-    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
-    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
     let pki = Pki::new();
-    let config = tmp.path().join("node.yaml");
-    std::fs::write(&config, pki.node_config("vm-disk")).unwrap();
-    let run = bronzectl(
-        None,
-        &[
-            "-n",
-            &node,
-            "--insecure",
-            "--cert-fingerprint",
-            &fingerprint,
-            "apply-config",
-            "-f",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
-    let admin = tmp.path().join("bronzeconfig");
-    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
-    wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
+    let (fingerprint, admin) = d.configure(&mut vm, &pki, &pki.node_config("vm-disk")).await;
     let rollback = format!("rollback: slot b (v9.9.9-broken) did not come up in 1 tries; running slot a ({release_a})");
     let seen = events(&admin).await;
     assert!(seen.contains(&rollback), "{seen}");
@@ -157,10 +195,8 @@ async fn the_disk_boots_through_uefi_falls_back_from_a_failing_slot_and_blesses_
         release: "v0.1.0-b".into(),
         options: format!("{DISK_OPTIONS} bronze.health_timeout=120"),
     };
-    put_entry(&esp, tmp.path(), &good, "bronze-b+2.conf");
-    let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: tmp.path().join("efivars.fd") };
-    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
-    let mut vm = Vm::spawn(&spec, &tmp.path().join("console-2.log")).expect("qemu starts");
+    put_entry(&esp, tmp, &good, "bronze-b+2.conf");
+    let mut vm = d.start("console-2.log");
     wait_api(&mut vm, &node, &pki.auth(&["os:admin"]), BOOT).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let v = loop {
@@ -179,7 +215,7 @@ async fn the_disk_boots_through_uefi_falls_back_from_a_failing_slot_and_blesses_
     // Reset: a reader may not; an admin may, and the node comes back in
     // maintenance mode with an empty state partition (a new maintenance
     // certificate: the old one was on it), on the same slot.
-    let reader = tmp.path().join("reader");
+    let reader = tmp.join("reader");
     pki.write_bronzeconfig(&reader, std::slice::from_ref(&node), &["os:reader"]);
     let run = bronzectl(Some(&reader), &["reset"]).await;
     assert_ne!(run.code, 0, "{run:?}");
@@ -219,49 +255,21 @@ fn upgrade_stream(
 async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollback_goes_back() {
     use bronze_bundle::SigningKey;
     use bronze_bundle::upgrade::UpgradeBundle;
-    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed() {
-        eprintln!("\n!!!!!!!! SKIPPED vm_disk upgrade: qemu or OVMF is not installed !!!!!!!!\n");
+    if unavailable("vm_disk upgrade") {
         return;
     }
     let layout = ImageLayout::new(&target_dir());
-    assert!(layout.disk_image().is_file(), "no disk image: run `cargo xtask image`");
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = tmp.path().join("disk.img");
-    std::fs::copy(layout.disk_image(), &disk).unwrap();
-    let port = free_port().unwrap();
-    let node = format!("127.0.0.1:{port}");
-    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
-    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
-    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
+    let d = DiskVm::new(&layout);
+    let (tmp, node) = (d.dir(), d.node.clone());
+    let mut vm = d.start("console.log");
     wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
 
     // A config that trusts one upgrade key.
     let key = SigningKey::generate().unwrap();
     let pki = Pki::new();
-    let config = tmp.path().join("node.yaml");
     let yaml = format!("{}  upgrade:\n    trustedKeys:\n      - {}\n", pki.node_config("vm-upgrade"), key.public_key());
-    std::fs::write(&config, yaml).unwrap();
-    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
-    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
-    let run = bronzectl(
-        None,
-        &[
-            "-n",
-            &node,
-            "--insecure",
-            "--cert-fingerprint",
-            &fingerprint,
-            "apply-config",
-            "-f",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    let (_, admin) = d.configure(&mut vm, &pki, &yaml).await;
     let admin_auth = pki.auth(&["os:admin"]);
-    wait_api(&mut vm, &node, &admin_auth, BOOT).await;
-    let admin = tmp.path().join("bronzeconfig");
-    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
     let before = version(&node, &admin_auth).await;
     assert_eq!((before.slot.as_str(), slots(&before)[1].1.as_str()), ("a", "empty"), "{before:?}");
 
@@ -305,9 +313,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
         assert!(!upload.is_finished(), "the node is still waiting for the rest: {:?}", upload.await);
         let _ = vm.kill();
         upload.abort();
-        let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: tmp.path().join("efivars.fd") };
-        let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
-        vm = Vm::spawn(&spec, &tmp.path().join("console-after-cut.log")).expect("qemu starts again");
+        vm = d.start("console-after-cut.log");
         wait_api(&mut vm, &node, &admin_auth, BOOT).await;
         let now = version(&node, &admin_auth).await;
         assert_eq!((now.slot.as_str(), slots(&now)), ("a", slots(&before)), "after the power cut");
@@ -319,7 +325,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
 
     // The real one, with bronzectl from a bundle file: the node writes slot
     // b, reboots into it and marks it good once healthy.
-    let file = tmp.path().join("upgrade.tar");
+    let file = tmp.join("upgrade.tar");
     std::fs::write(&file, good.to_tar()).unwrap();
     let upgrade_started = Instant::now();
     let run = bronzectl(Some(&admin), &["-o", "json", "upgrade", file.to_str().unwrap()]).await;
@@ -369,7 +375,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     power_off(&mut vm, &admin).await;
-    let esp = EspImage::open(&disk, ESP_SIZE_MIB);
+    let esp = d.esp();
     assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf", "bronze-b.conf"]);
     assert_eq!(esp.list("b").unwrap(), ["initrd", "vmlinuz"], "no temporary file left");
     assert_eq!(esp.read("b/initrd").unwrap().len(), initrd.len());
@@ -380,27 +386,19 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
 async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
     use bronze_bundle::SigningKey;
     use bronze_bundle::upgrade::UpgradeBundle;
-    if bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed() {
-        eprintln!("\n!!!!!!!! SKIPPED vm_disk never healthy: qemu or OVMF is not installed !!!!!!!!\n");
+    if unavailable("vm_disk never healthy") {
         return;
     }
     let layout = ImageLayout::new(&target_dir());
-    assert!(layout.disk_image().is_file(), "no disk image: run `cargo xtask image`");
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = tmp.path().join("disk.img");
-    std::fs::copy(layout.disk_image(), &disk).unwrap();
-    let port = free_port().unwrap();
-    let node = format!("127.0.0.1:{port}");
-    let firmware = Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
-    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
-    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log")).expect("qemu starts");
+    let d = DiskVm::new(&layout);
+    let (tmp, node) = (d.dir(), d.node.clone());
+    let mut vm = d.start("console.log");
     wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
 
     // A config with an upgrade key and a health check (the image's
     // health-tcp) that never passes: nothing listens on port 1.
     let key = SigningKey::generate().unwrap();
     let pki = Pki::new();
-    let config = tmp.path().join("node.yaml");
     let check = bronze_tests::plugins::instance_yaml(
         "gate",
         "health-tcp",
@@ -413,28 +411,8 @@ async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
         bronze_tests::plugins::config_with_plugins(&pki, "vm-unhealthy", &format!("instances:{check}")),
         key.public_key(),
     );
-    std::fs::write(&config, yaml).unwrap();
-    let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
-    let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
-    let run = bronzectl(
-        None,
-        &[
-            "-n",
-            &node,
-            "--insecure",
-            "--cert-fingerprint",
-            &fingerprint,
-            "apply-config",
-            "-f",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
+    let (_, admin) = d.configure(&mut vm, &pki, &yaml).await;
     let admin_auth = pki.auth(&["os:admin"]);
-    wait_api(&mut vm, &node, &admin_auth, BOOT).await;
-    let admin = tmp.path().join("bronzeconfig");
-    pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
     // The check reports unhealthy: the machine is not ready.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -451,7 +429,7 @@ async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
     let kernel = std::fs::read(layout.bzimage()).unwrap();
     let initrd = std::fs::read(layout.initrd()).unwrap();
     let bundle = UpgradeBundle::create("v0.3.0-unhealthy", std::env::consts::ARCH, kernel, initrd, &key);
-    let file = tmp.path().join("upgrade.tar");
+    let file = tmp.join("upgrade.tar");
     std::fs::write(&file, bundle.to_tar()).unwrap();
     let run =
         bronzectl(Some(&admin), &["upgrade", file.to_str().unwrap(), "--tries", "1", "--health-timeout", "20"]).await;
