@@ -192,8 +192,10 @@ async fn bronzectl_processes_watch_refreshes_and_renders_formats() {
     assert!(list.iter().any(|e| e["kind"] == "bronzed" && e["rssBytes"].as_u64().unwrap_or(0) > 0), "{}", run.stdout);
     assert!(list.iter().any(|e| e["kind"] == "service" && e["name"] == "sleeper"), "{}", run.stdout);
 
-    // --watch refreshes like top until interrupted: run it for ~2 s at a
-    // 300 ms interval and count the frames.
+    // --watch refreshes like top until interrupted: read it at a 300 ms
+    // interval until the fifth frame starts (by a deadline far beyond the
+    // 1.5 s that takes, so a loaded machine does not fail it), then stop it;
+    // the interval is checked through each frame's measured window below.
     let mut watch = tokio::process::Command::new(bronze_tests::bin("bronzectl"))
         .args(["processes", "--watch", "--interval", "300ms", "--sort", "cpu"])
         .env("BRONZECONFIG", &config)
@@ -202,19 +204,29 @@ async fn bronzectl_processes_watch_refreshes_and_renders_formats() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.iter().filter(|l: &&String| l.starts_with("# ")).count() < 5 {
+        match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Ok(Ok(Some(line))) => seen.push(line),
+            other => panic!("--watch stopped or stalled ({other:?}) after:\n{}", seen.join("\n")),
+        }
+    }
     watch.start_kill().unwrap();
-    let out = watch.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = watch.wait().await;
+    // Four whole frames: the lines before the fifth header.
+    let fifth = seen.iter().rposition(|l| l.starts_with("# ")).unwrap();
+    let stdout = seen[..fifth].join("\n");
     let frames = stdout.lines().filter(|l| l.starts_with("NODE")).count();
-    assert!((3..=8).contains(&frames), "{frames} frames in 2 s at 300 ms:\n{stdout}");
+    assert_eq!(frames, 4, "{stdout}");
     let windows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("# ")).collect();
     assert_eq!(windows.len(), frames, "one header per frame: {windows:?}");
     // The first refresh samples over --sample (250 ms); every later one
     // measures CPU since the one before (at least the 300 ms interval).
     let window_ms = |l: &str| l.rsplit(' ').nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap();
     assert!(windows.iter().all(|l| l.contains("every 300ms by cpu")), "{windows:?}");
-    assert!((250..1500).contains(&window_ms(windows[0])), "{windows:?}");
-    assert!(windows[1..].iter().all(|l| (300..1500).contains(&window_ms(l))), "{windows:?}");
+    assert!((250..5000).contains(&window_ms(windows[0])), "{windows:?}");
+    assert!(windows[1..].iter().all(|l| (300..5000).contains(&window_ms(l))), "{windows:?}");
     assert!(stdout.lines().any(|l| l.contains("sleeper") && l.ends_with("sleep 1000")), "{stdout}");
 }
