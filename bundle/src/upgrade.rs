@@ -115,15 +115,7 @@ impl UpgradeManifest {
         }
         let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
         let raw: RawManifest = toml::from_str(text).map_err(|e| bad(e.to_string().trim().to_string()))?;
-        if raw.release.is_empty()
-            || raw.release.len() > 64
-            || !raw.release.bytes().all(|b| b.is_ascii_alphanumeric() || b".-+_~".contains(&b))
-        {
-            return Err(bad(format!(
-                "release {:?}: expected 1 to 64 of A-Z a-z 0-9 . - + _ ~",
-                crate::text::escape_within(&raw.release, 80)
-            )));
-        }
+        check_release(&raw.release).map_err(|e| bad(format!("release {e}")))?;
         if raw.arch.is_empty()
             || raw.arch.len() > 32
             || !raw.arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -150,6 +142,22 @@ impl UpgradeManifest {
             arch: raw.arch,
         })
     }
+}
+
+/// Checks a release name (a manifest's `release`, an image's release
+/// file): 1 to 64 of `A-Z a-z 0-9 . - + _ ~`, since it is shown in boot
+/// menus, entry files and logs. The error quotes it, escaped.
+pub fn check_release(release: &str) -> Result<(), String> {
+    if release.is_empty()
+        || release.len() > 64
+        || !release.bytes().all(|b| b.is_ascii_alphanumeric() || b".-+_~".contains(&b))
+    {
+        return Err(format!(
+            "{:?}: expected 1 to 64 of A-Z a-z 0-9 . - + _ ~",
+            crate::text::escape_within(release, 80)
+        ));
+    }
+    Ok(())
 }
 
 /// What an upgrade signature covers.

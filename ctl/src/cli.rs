@@ -353,6 +353,19 @@ mod tests {
     }
 
     #[test]
+    fn reset_is_graceful_unless_told_otherwise() {
+        let graceful = |args: &[&str]| match parse(args).command {
+            Command::Reset(r) => (r.wipe, r.graceful),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(graceful(&["reset"]), ("state".into(), true));
+        assert_eq!(graceful(&["reset", "--graceful"]), ("state".into(), true));
+        assert_eq!(graceful(&["reset", "--graceful=false", "--wipe", "all"]), ("all".into(), false));
+        assert_eq!(graceful(&["reset", "--graceful", "false"]), ("state".into(), false));
+        assert!(refuse(&["reset", "--graceful=maybe"]).contains("invalid value 'maybe'"));
+    }
+
+    #[test]
     fn get_healthchecks_parses_with_watch() {
         let cli = parse(&["get", "healthchecks", "-w", "-n", "n1"]);
         let Command::Get(args) = &cli.command else { panic!("{cli:?}") };

@@ -6,9 +6,11 @@ use crate::output::{Output, obj};
 use bronze_api::v1 as pb;
 use serde_json::json;
 
-pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch", "slot", "slots"];
+pub const VERSION_COLUMNS: &[&str] = &["tag", "mode", "maintenance", "arch", "slot", "slots", "lastUpgrade"];
 pub const VERSION_REASON_COLUMNS: &[&str] =
-    &["tag", "mode", "maintenance", "arch", "slot", "slots", "maintenanceReason"];
+    &["tag", "mode", "maintenance", "arch", "slot", "slots", "lastUpgrade", "maintenanceReason"];
+/// Where the last upgrade's cell is in a row.
+const LAST_UPGRADE_CELL: usize = 6;
 
 pub async fn version(mut c: NodeClient) -> Result<Output, String> {
     Ok(version_output(&call(c.machine.version(pb::VersionRequest {})).await?))
@@ -24,14 +26,30 @@ pub fn version_output(v: &pb::VersionResponse) -> Output {
             bronze_bundle::text::printable(&format!("{}: {what}", s.slot)).into_owned()
         })
         .collect();
-    let fields = obj(json!({
+    let mut fields = obj(json!({
         "tag": v.tag, "commit": v.commit, "mode": v.mode, "maintenance": v.maintenance, "arch": v.arch, "os": v.os,
         "maintenanceReason": v.maintenance_reason, "slot": v.slot, "nextSlot": v.next_slot,
         "slots": slots.join(", "),
     }));
+    // The last upgrade: the whole record in JSON and YAML, "b v0.2.0:
+    // succeeded" in the table.
+    let last = v.last_upgrade.as_ref().map(|u| {
+        let p = |s: &str| bronze_bundle::text::printable(s).into_owned();
+        fields.insert(
+            "lastUpgrade".into(),
+            json!({
+                "slot": p(&u.slot), "release": p(&u.release), "generation": u.generation,
+                "fromSlot": p(&u.from_slot), "fromRelease": p(&u.from_release), "time": p(&u.time),
+                "outcome": p(&u.outcome), "message": p(&u.message),
+            }),
+        );
+        p(&format!("{} {}: {}", u.slot, u.release, u.outcome))
+    });
     // Why a node sits in maintenance mode is worth a column only then.
     let columns = if v.maintenance_reason.is_empty() { VERSION_COLUMNS } else { VERSION_REASON_COLUMNS };
-    Output::single(fields, columns)
+    let mut out = Output::single(fields, columns);
+    out.rows[0][LAST_UPGRADE_CELL] = last.unwrap_or_default();
+    out
 }
 
 pub const MESSAGE_COLUMNS: &[&str] = &["message"];
@@ -77,9 +95,9 @@ mod tests {
     #[test]
     fn the_maintenance_reason_is_a_column_only_when_there_is_one() {
         let v = pb::VersionResponse { tag: "v1".into(), mode: "process".into(), ..Default::default() };
-        assert_eq!(version_output(&v).rows, [["v1", "process", "false", "", "", ""]]);
+        assert_eq!(version_output(&v).rows, [["v1", "process", "false", "", "", "", ""]]);
         let v = pb::VersionResponse { maintenance: true, maintenance_reason: "no config".into(), ..v };
-        assert_eq!(version_output(&v).rows, [["v1", "process", "true", "", "", "", "no config"]]);
+        assert_eq!(version_output(&v).rows, [["v1", "process", "true", "", "", "", "", "no config"]]);
         assert_eq!(version_output(&v).fields["maintenanceReason"], "no config");
     }
 
@@ -98,9 +116,33 @@ mod tests {
             ..Default::default()
         };
         let out = version_output(&v);
-        assert_eq!(out.rows[0][4..], ["a", "a: v0.1.0 good, b: v0.2\\x1b[2J bad"]);
+        assert_eq!(out.rows[0][4..], ["a", "a: v0.1.0 good, b: v0.2\\x1b[2J bad", ""]);
         let v = pb::VersionResponse { slots: vec![slot("b", "empty", "")], ..v };
         assert_eq!(version_output(&v).rows[0][5], "b: empty");
+    }
+
+    #[test]
+    fn the_last_upgrade_is_a_column_when_there_is_one() {
+        let v = pb::VersionResponse {
+            tag: "v0.2.0".into(),
+            slot: "b".into(),
+            last_upgrade: Some(pb::LastUpgrade {
+                slot: "b".into(),
+                release: "v0.2.0".into(),
+                generation: 2,
+                from_slot: "a".into(),
+                from_release: "v0.1.0".into(),
+                time: "2026-12-06T07:00:00Z".into(),
+                outcome: "succeeded\u{1b}[2J".into(),
+                message: "slot b (v0.2.0) booted and was marked good".into(),
+            }),
+            ..Default::default()
+        };
+        let out = version_output(&v);
+        assert_eq!(VERSION_COLUMNS[LAST_UPGRADE_CELL], "lastUpgrade");
+        assert_eq!(out.rows[0][LAST_UPGRADE_CELL], "b v0.2.0: succeeded\\x1b[2J");
+        assert_eq!(out.fields["lastUpgrade"]["fromRelease"], "v0.1.0");
+        assert_eq!(out.fields["lastUpgrade"]["message"], "slot b (v0.2.0) booted and was marked good");
     }
 
     #[test]

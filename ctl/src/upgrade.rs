@@ -77,6 +77,12 @@ pub struct ResetArgs {
     /// What to wipe: state (the state partition: config, PKI, plugins, caches) or all (also the slot the node is not running).
     #[arg(long, default_value = "state", value_parser = ["state", "all"])]
     pub wipe: String,
+    /// Stop services with their grace periods and release DHCP leases first
+    /// (the default); --graceful=false kills every service at once, for a
+    /// node whose services hang.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub graceful: bool,
 }
 
 pub const UPGRADE_COLUMNS: &[&str] = &["slot", "release", "generation", "tries", "rebooting"];
@@ -172,11 +178,11 @@ pub async fn run_rollback(args: &RollbackArgs, g: &Globals) -> anyhow::Result<Ex
 }
 
 pub async fn run_reset(args: &ResetArgs, g: &Globals) -> anyhow::Result<ExitCode> {
-    let wipe = args.wipe.clone();
+    let (wipe, ungraceful) = (args.wipe.clone(), !args.graceful);
     g.each_node(crate::machine::MESSAGE_COLUMNS, |mut c| {
         let wipe = wipe.clone();
         async move {
-            let r = call(c.machine.reset(pb::ResetRequest { wipe })).await?;
+            let r = call(c.machine.reset(pb::ResetRequest { wipe, ungraceful })).await?;
             Ok(crate::machine::message_output(&r.message))
         }
     })

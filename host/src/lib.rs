@@ -21,6 +21,7 @@ pub mod node;
 pub mod platform;
 pub mod plugins;
 pub mod procs;
+pub mod release;
 pub mod services;
 pub mod state;
 pub mod statedir;

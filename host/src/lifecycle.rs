@@ -23,5 +23,16 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {
     Reboot,
+    /// A reboot that does not wait for anyone: every service is killed at
+    /// once (no SIGTERM grace period) and DHCP leases are not released
+    /// (`reset --graceful=false`).
+    RebootNow,
     Shutdown,
+}
+
+impl PowerAction {
+    /// Whether the machine comes back (a reboot of either kind).
+    pub fn reboots(self) -> bool {
+        matches!(self, PowerAction::Reboot | PowerAction::RebootNow)
+    }
 }

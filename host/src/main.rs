@@ -64,6 +64,16 @@ struct Args {
     /// namespace of its own, as the tests make.
     #[arg(long, hide = true)]
     own_network: bool,
+    /// Process mode: a directory standing in for the EFI system partition
+    /// (slot directories `a/`, `b/` and `loader/entries/`), so upgrades,
+    /// rollbacks and the boot controller run against it as on a disk. A
+    /// reboot restarts the node's subsystems in this process, so the slot it
+    /// runs stays `--boot-slot`.
+    #[arg(long, value_name = "DIR", requires = "boot_slot")]
+    boot_dir: Option<PathBuf>,
+    /// Process mode, with --boot-dir: the slot this process runs as (a or b).
+    #[arg(long, value_name = "a|b", value_parser = ["a", "b"], requires = "boot_dir")]
+    boot_slot: Option<String>,
     /// Log filter (tracing env-filter syntax); overrides RUST_LOG.
     #[arg(long)]
     log: Option<String>,
@@ -151,6 +161,10 @@ fn main() -> std::process::ExitCode {
         platform: args.platform.clone().unwrap_or_else(|| if mode == Mode::Pid1 { "auto" } else { "none" }.into()),
         volumes,
         own_network: args.own_network || mode == Mode::Pid1,
+        boot_dir: match (&args.boot_dir, args.boot_slot.as_deref().and_then(bronze_boot::Slot::parse)) {
+            (Some(dir), Some(slot)) if mode == Mode::Process => Some((dir.clone(), slot)),
+            _ => None,
+        },
     };
     if let Some(early) = early {
         pid1_main(&runtime, opts, &early);

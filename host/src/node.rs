@@ -66,6 +66,9 @@ pub struct NodeOptions {
     /// Whether bronzed configures the network it runs in (always as PID 1;
     /// in process mode only inside a namespace of its own).
     pub own_network: bool,
+    /// Process mode: a directory standing in for the ESP, and the slot this
+    /// process runs as (`--boot-dir`, `--boot-slot`).
+    pub boot_dir: Option<(PathBuf, bronze_boot::Slot)>,
 }
 
 /// Machine events kept.
@@ -177,7 +180,15 @@ fn boot_disk(opts: &NodeOptions) -> (Arc<crate::boot::BootDisk>, Duration) {
             };
             (esp, early.cmdline.as_str())
         }
-        None => (Err("process mode: no boot slots".to_string()), ""),
+        None => {
+            if let Some((dir, slot)) = &opts.boot_dir {
+                let esp = bronze_boot::Esp::new(dir);
+                let about = format!("{} (process mode: a directory standing in for the ESP)", dir.display());
+                let disk = crate::boot::BootDisk::new(Ok((esp, about)), Some(*slot));
+                return (Arc::new(disk), crate::boot::controller::DEFAULT_HEALTH_TIMEOUT);
+            }
+            (Err("process mode: no boot slots (--boot-dir gives a directory standing in for them)".to_string()), "")
+        }
     };
     let running = bronze_boot::Slot::from_cmdline(cmdline);
     let timeout = crate::boot::controller::health_timeout(cmdline);
@@ -252,6 +263,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         boot: boot_disk,
         state_dir: dir.clone(),
         mode: opts.mode,
+        release: crate::release::for_mode(opts.mode),
         store: store.clone(),
         config: config.clone(),
         security: security.clone(),
@@ -432,9 +444,14 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             }
         };
         if let Some(early) = &opts.early {
-            stage_tx.send_replace(if action == PowerAction::Reboot { Stage::Rebooting } else { Stage::ShuttingDown });
+            stage_tx.send_replace(if action.reboots() { Stage::Rebooting } else { Stage::ShuttingDown });
+            if action == PowerAction::RebootNow {
+                services.kill_all();
+            }
             runtime.stop().await;
-            if let Some(dhcp) = &dhcp {
+            if let Some(dhcp) = &dhcp
+                && action != PowerAction::RebootNow
+            {
                 // Leases are released before the links go down.
                 dhcp.lock().await.set_links(Vec::new()).await;
             }
@@ -447,7 +464,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             continue;
         }
         match action {
-            PowerAction::Reboot => {
+            PowerAction::Reboot | PowerAction::RebootNow => {
                 tracing::info!("reboot: restarting subsystems in-process");
                 stage_tx.send_replace(Stage::Rebooting);
                 runtime.stop().await;
@@ -533,7 +550,7 @@ async fn pid1_power(
 ) -> anyhow::Result<()> {
     use crate::init::{Deadlines, KernelMounter, KernelPower, PowerTarget, ShutdownHooks};
     let target = match action {
-        PowerAction::Reboot => PowerTarget::Reboot,
+        PowerAction::Reboot | PowerAction::RebootNow => PowerTarget::Reboot,
         PowerAction::Shutdown => PowerTarget::PowerOff,
     };
     let services = services.clone();

@@ -315,6 +315,22 @@ pub const IMAGE_INITRD_FORMAT: InitrdFormat = InitrdFormat::None;
 /// Where first-party plugin bundles (`target/plugins/<id>/`) go in the image.
 pub const PLUGINS_DIR: &str = "usr/lib/bronze/plugins";
 
+/// Where the image's release name is (one line), which `bronzed` reports as
+/// its version when it runs as PID 1: the release of the system, not only of
+/// the binary. An upgrade bundle's initramfs may carry another; an archive
+/// appended to an initramfs overrides it ([`release_overlay`]).
+pub const RELEASE_PATH: &str = "etc/bronze-release";
+
+/// A newc archive holding only [`RELEASE_PATH`] = `release`: appended to an
+/// initramfs (the kernel unpacks concatenated archives in order, later files
+/// replacing earlier ones), it makes that system report `release`.
+pub fn release_overlay(release: &str, mtime: u32) -> Result<Vec<u8>> {
+    let mut image = Initramfs::new();
+    image.dir("etc", 0o755)?;
+    image.bytes(RELEASE_PATH, format!("{release}\n"), 0o644)?;
+    image.write_newc(Vec::new(), mtime)
+}
+
 /// Mount points and state directories PID 1 expects to find, with their modes.
 pub const EMPTY_DIRS: [(&str, u32); 7] = [
     ("proc", 0o755),
@@ -331,8 +347,9 @@ pub const EMPTY_DIRS: [(&str, u32); 7] = [
 /// depmod's index files beside them, the boot modules' load order at
 /// [`crate::kmod::LOAD_ORDER_PATH`] and the others' at
 /// [`crate::kmod::ON_DEMAND_PATH`], and the plugin bundles of
-/// `plugins` (if given) under [`PLUGINS_DIR`].
-pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>) -> Result<Initramfs> {
+/// `plugins` (if given) under [`PLUGINS_DIR`], and `release` at
+/// [`RELEASE_PATH`].
+pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>, release: &str) -> Result<Initramfs> {
     let mut image = Initramfs::new();
     image.file("init", init, 0o755)?;
     for (dir, mode) in EMPTY_DIRS {
@@ -341,6 +358,7 @@ pub fn bronze_initramfs(init: &Path, modules: &LoadPlan, plugins: Option<&Path>)
     // The kernel opens /dev/console for /init's stdio before anything can mount
     // devtmpfs; without the node, PID 1 starts with no stdin/stdout/stderr.
     image.char_device("dev/console", 0o600, 5, 1)?;
+    image.bytes(RELEASE_PATH, format!("{release}\n"), 0o644)?;
     for module in &modules.modules {
         let path = module.path.to_str().ok_or_else(|| Error::Entry {
             name: module.path.display().to_string(),
@@ -537,7 +555,7 @@ mod tests {
             notes: vec![],
             builtin: Some("kernel/lib/crc32.ko\n".into()),
         };
-        let image = bronze_initramfs(&tree.path().join("run.sh"), &plan, Some(tree.path())).unwrap();
+        let image = bronze_initramfs(&tree.path().join("run.sh"), &plan, Some(tree.path()), "v0.1.0-test").unwrap();
         let raw = image.write_newc(Vec::new(), 0).unwrap();
         assert_eq!(image.newc_size(0).unwrap(), raw.len() as u64);
         let entries = cpio::parse(&raw).unwrap();
@@ -563,6 +581,18 @@ mod tests {
         for (dir, _) in EMPTY_DIRS {
             assert_eq!(file_type(by_name(dir).header.mode), S_IFDIR, "{dir}");
         }
+        assert_eq!(text(RELEASE_PATH), "v0.1.0-test\n");
+    }
+
+    #[test]
+    fn a_release_overlay_is_an_archive_of_the_release_file_alone() {
+        let raw = release_overlay("v0.2.0-test", 0).unwrap();
+        let entries = cpio::parse(&raw).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["etc", RELEASE_PATH]);
+        assert_eq!(entries[1].data, b"v0.2.0-test\n");
+        assert_eq!(entries[1].header.mode, S_IFREG | 0o644);
+        assert_eq!(raw.len() % 4, 0, "another archive can follow it");
     }
 
     #[test]

@@ -65,9 +65,12 @@ fn boot(layout: &ImageLayout, disk: &Path, port: u16, console: &Path, no_reboot:
     Vm::spawn(&spec, console).expect("qemu starts")
 }
 
+/// The ticker as the one service; a stubborn one (it ignores SIGTERM) gets
+/// a 90 s grace period.
 fn services_yaml(args: &str, restart: &str) -> String {
+    let grace = if args.contains("stubborn") { "    stopGracePeriod: 90s\n" } else { "" };
     format!(
-        "  services:\n  - name: ticker\n    command: /var/lib/bronze/bin/ticker\n    args: [{args}]\n    restart: {restart}\n"
+        "  services:\n  - name: ticker\n    command: /var/lib/bronze/bin/ticker\n    args: [{args}]\n    restart: {restart}\n{grace}"
     )
 }
 
@@ -214,6 +217,33 @@ async fn crashing_service_is_restarted_by_policy() {
     assert_eq!(run.code, 0);
     let exit = vm.wait_exit(Instant::now() + Duration::from_secs(15)).unwrap().expect("qemu exits");
     assert!(exit.success());
+}
+
+/// `reset --graceful=false`: a service that ignores SIGTERM, with a 90 s
+/// grace period, is killed at once; the node reboots without waiting it
+/// out and comes back in maintenance mode with an empty state disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ungraceful_reset_kills_a_service_that_ignores_sigterm() {
+    let Configured { mut vm, node, admin, _tmp, .. } = boot_and_apply("\"stubborn\"", "always", false).await;
+    wait_json(&admin, &["logs", "ticker", "--tail", "50"], "the ticker ignores SIGTERM", |v| {
+        v["lines"].as_array().is_some_and(|l| l.iter().any(|l| l["line"] == "ignoring SIGTERM"))
+    })
+    .await;
+    let asked = Instant::now();
+    let run = bronzectl(Some(&admin), &["reset", "--graceful=false"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    // Far less than the grace period a graceful stop would wait out.
+    vm.wait_for_line("reboot: Restarting system", asked + Duration::from_secs(45))
+        .expect("the node reboots without waiting for the stubborn service");
+    let console = vm.console().unwrap_or_default();
+    assert!(console.contains("killed (ungraceful reboot)"), "{console}");
+    assert!(console.contains("rebooting into maintenance mode now (not graceful: services are killed)"), "{console}");
+    assert!(!console.contains("did not stop in time"), "no grace period was waited out:\n{console}");
+    wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
+    let version = bronzectl(None, &["-n", &node, "--insecure", "-o", "json", "version"]).await;
+    assert!(version.stdout.contains("\"maintenance\":true"), "{version:?}");
+    assert!(vm.console().unwrap_or_default().contains("reset: the state disk was wiped as asked"));
+    let _ = vm.kill();
 }
 
 /// The guest's clock at boot: years behind the host.

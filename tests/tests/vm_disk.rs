@@ -272,13 +272,21 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     let admin_auth = pki.auth(&["os:admin"]);
     let before = version(&node, &admin_auth).await;
     assert_eq!((before.slot.as_str(), slots(&before)[1].1.as_str()), ("a", "empty"), "{before:?}");
+    // The image's release, from its initramfs, is the one in its entry.
+    assert_eq!(before.tag, slots(&before)[0].2, "{before:?}");
+    assert_eq!(before.last_upgrade, None);
 
     // Bad bundles, straight to the API (bronzectl refuses most of them
     // itself): each refused with its reason, the slots as they were.
     let kernel = std::fs::read(layout.bzimage()).unwrap();
     let initrd = std::fs::read(layout.initrd()).unwrap();
     let arch = std::env::consts::ARCH;
-    let good = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), initrd.clone(), &key);
+    // A second build whose version string differs: the image's initramfs
+    // with another release file appended (the kernel unpacks both; the
+    // later file wins).
+    let overlay = bronze_images::initramfs::release_overlay("v0.2.0-test", 0).unwrap();
+    let release_initrd = [initrd.clone(), overlay].concat();
+    let good = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), release_initrd.clone(), &key);
     let stranger = SigningKey::generate().unwrap();
     let unsigned = UpgradeBundle { signature: Vec::new(), ..good.clone() };
     let wrong_key = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), initrd.clone(), &stranger);
@@ -349,6 +357,18 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
         slots(&after),
         [("a".into(), "good".into(), slots(&before)[0].2.clone()), ("b".into(), "good".into(), "v0.2.0-test".into())]
     );
+    assert_eq!(after.tag, "v0.2.0-test", "the new system says what it is");
+    let last = after.last_upgrade.clone().expect("the last upgrade is shown");
+    assert_eq!(
+        (last.slot.as_str(), last.release.as_str(), last.from_slot.as_str(), last.from_release.as_str()),
+        ("b", "v0.2.0-test", "a", before.tag.as_str())
+    );
+    assert_eq!((last.outcome.as_str(), last.generation), ("succeeded", 2), "{last:?}");
+    let status = bronzectl(Some(&admin), &["-o", "json", "get", "machinestatus"]).await;
+    let status: serde_json::Value = serde_json::from_str(status.stdout.lines().next().unwrap_or("")).unwrap();
+    let spec = &status["resources"][0]["spec"];
+    assert_eq!((spec["slot"].as_str(), spec["lastUpgrade"]["outcome"].as_str()), (Some("b"), Some("succeeded")));
+    assert_eq!(spec["slots"][1]["release"], "v0.2.0-test", "{spec}");
     assert!(!after.maintenance, "config, PKI and plugins are on the state partition and kept");
     let seen = events(&admin).await;
     assert!(seen.contains("slot b (v0.2.0-test) is healthy: marked good"), "{seen}");
@@ -369,6 +389,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
             && v.get_ref().next_slot == "a"
             && v.get_ref().slots.iter().all(|s| s.state == "good")
         {
+            assert_eq!(v.get_ref().tag, before.tag, "the old system again");
             break;
         }
         assert!(Instant::now() < deadline, "not back on slot a:\n{}", vm.console().unwrap_or_default());
@@ -378,7 +399,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     let esp = d.esp();
     assert_eq!(esp.list("loader/entries").unwrap(), ["bronze-a.conf", "bronze-b.conf"]);
     assert_eq!(esp.list("b").unwrap(), ["initrd", "vmlinuz"], "no temporary file left");
-    assert_eq!(esp.read("b/initrd").unwrap().len(), initrd.len());
+    assert_eq!(esp.read("b/initrd").unwrap().len(), release_initrd.len());
     eprintln!("upgrade end to end (upload, verify, write, reboot, healthy): {:.1} s", upgrade_took.as_secs_f64());
 }
 
@@ -447,6 +468,9 @@ async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(v.next_slot, "a", "{v:?}");
+    let last = v.last_upgrade.clone().expect("the last upgrade is shown");
+    assert_eq!((last.slot.as_str(), last.outcome.as_str()), ("b", "rolled-back"), "{last:?}");
+    assert!(last.message.contains("did not become healthy in 1 tries; the node went back to slot a"), "{last:?}");
     let console = vm.console().unwrap_or_default();
     assert!(
         console.contains(

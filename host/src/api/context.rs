@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 pub struct ApiContext {
     pub mode: Mode,
+    /// The release this system reports ([`crate::release`]).
+    pub release: String,
     pub store: Store,
     pub config: Arc<ConfigManager>,
     pub security: Arc<Security>,

@@ -152,7 +152,17 @@ impl MachineService for MachineApi {
                     generation: s.generation,
                 })
                 .collect(),
-            tag: concat!("v", env!("CARGO_PKG_VERSION")).into(),
+            last_upgrade: boot.last_upgrade.as_ref().map(|u| pb::LastUpgrade {
+                slot: u.slot.clone(),
+                release: u.release.clone(),
+                generation: u.generation,
+                from_slot: u.from_slot.clone(),
+                from_release: u.from_release.clone(),
+                time: u.time.clone(),
+                outcome: u.outcome.clone(),
+                message: u.message.clone(),
+            }),
+            tag: self.node.release.clone(),
             commit: option_env!("BRONZE_COMMIT").unwrap_or("unknown").into(),
             mode: self.node.mode.as_str().into(),
             maintenance: self.node.security.is_maintenance(),
@@ -551,6 +561,7 @@ impl MachineService for MachineApi {
             ))
         })??;
         let written = tokio::task::block_in_place(|| upload.finish()).map_err(upgrade_status)?;
+        disk.wrote();
         let rebooting = !header.stage;
         self.boot_event(
             "info",
@@ -576,7 +587,7 @@ impl MachineService for MachineApi {
     }
 
     async fn reset(&self, req: Request<pb::ResetRequest>) -> Result<Response<pb::ResetResponse>, Status> {
-        let wipe = req.into_inner().wipe;
+        let pb::ResetRequest { wipe, ungraceful } = req.into_inner();
         let all = match wipe.as_str() {
             "" | "state" => false,
             "all" => true,
@@ -603,6 +614,7 @@ impl MachineService for MachineApi {
             };
             tokio::task::block_in_place(|| crate::boot::upgrade::empty_slot(&esp, running.other()))
                 .map_err(|e| Status::internal(e.to_string()))?;
+            disk.wrote();
         }
         if let Err(e) = self.node.state_dir.request_reset() {
             return Err(Status::internal(format!("cannot ask for the reset: {e}")));
@@ -610,11 +622,12 @@ impl MachineService for MachineApi {
         self.boot_event(
             "warning",
             format!(
-                "reset: the state partition is wiped at the next boot{}; rebooting into maintenance mode",
-                if all { " and the other slot was emptied" } else { "" }
+                "reset: the state partition is wiped at the next boot{}; rebooting into maintenance mode{}",
+                if all { " and the other slot was emptied" } else { "" },
+                if ungraceful { " now (not graceful: services are killed)" } else { "" }
             ),
         );
-        self.request_power(PowerAction::Reboot);
+        self.request_power(if ungraceful { PowerAction::RebootNow } else { PowerAction::Reboot });
         Ok(Response::new(pb::ResetResponse { message: "resetting: rebooting into maintenance mode".into() }))
     }
 
@@ -627,6 +640,7 @@ impl MachineService for MachineApi {
         };
         let written = tokio::task::block_in_place(|| crate::boot::upgrade::rollback(&esp, disk.running, 0))
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        disk.wrote();
         self.boot_event(
             "info",
             format!(

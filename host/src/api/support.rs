@@ -293,7 +293,7 @@ impl SupportApi {
         c.add(
             "version.json",
             r(pretty(&json!({
-                "tag": concat!("v", env!("CARGO_PKG_VERSION")),
+                "tag": node.release,
                 "commit": option_env!("BRONZE_COMMIT").unwrap_or("unknown"),
                 "mode": node.mode.as_str(),
                 "maintenance": node.security.is_maintenance(),

@@ -104,6 +104,34 @@ impl BootController {
         let _ = stop.wait_for(|s| *s).await;
         Ok(())
     }
+
+    /// The slots as they are now, with this boot's `health`.
+    fn publish(&self, health: &str) -> Result<(), ControllerError> {
+        let mut status = self.disk.status();
+        status.health = health.into();
+        self.writer.put(BOOT_ID, &status)?;
+        Ok(())
+    }
+
+    /// Publishes the slots again after each write to them (a staged
+    /// upgrade or rollback), until stopped.
+    async fn follow(
+        &self,
+        health: &str,
+        stop: &mut watch::Receiver<bool>,
+        changes: &mut watch::Receiver<u64>,
+    ) -> Result<(), ControllerError> {
+        loop {
+            let changed = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                changed = changes.changed() => changed.is_ok(),
+            };
+            if !changed {
+                return Self::wait_stop(stop).await;
+            }
+            self.publish(health)?;
+        }
+    }
 }
 
 impl Controller for BootController {
@@ -120,19 +148,21 @@ impl Controller for BootController {
                     return Self::wait_stop(&mut stop).await;
                 }
             };
+            let mut changes = self.disk.changes();
             let mut status = BootStatusSpec::read(esp, description, self.disk.running);
             let Some(running) = self.disk.running else {
                 self.writer.put(BOOT_ID, &status)?;
-                return Self::wait_stop(&mut stop).await;
+                return self.follow("none", &mut stop, &mut changes).await;
             };
             self.report_rollback(&status, running);
             let state = status.slot(running).map(|s| s.state.clone()).unwrap_or_default();
             // A bad entry boots only when nothing else can: if it comes up
             // healthy, it is blessed like a tried one.
             if state != "trying" && state != "bad" {
-                status.health = if state == "good" { "blessed" } else { "none" }.into();
+                let health = if state == "good" { "blessed" } else { "none" };
+                status.health = health.into();
                 self.writer.put(BOOT_ID, &status)?;
-                return Self::wait_stop(&mut stop).await;
+                return self.follow(health, &mut stop, &mut changes).await;
             }
             status.health = "waiting".into();
             self.writer.put(BOOT_ID, &status)?;
@@ -164,12 +194,14 @@ impl Controller for BootController {
                             self.event("warning", format!("slot {running} is healthy but cannot be marked good: {e}"));
                         }
                     }
+                    let health = status.health.clone();
                     self.writer.put(BOOT_ID, &status)?;
-                    return Self::wait_stop(&mut stop).await;
+                    return self.follow(&health, &mut stop, &mut changes).await;
                 }
                 let settled = ready_since.map(|since| since + settle);
                 let timed_out = tokio::select! {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
+                    changed = changes.changed() => { if changed.is_ok() { self.publish("waiting")?; } false }
                     event = machine.next() => { event?; false }
                     _ = tokio::time::sleep_until(settled.unwrap_or_else(tokio::time::Instant::now)), if settled.is_some() => false,
                     _ = &mut deadline => true,
@@ -190,7 +222,7 @@ impl Controller for BootController {
                         ),
                     );
                     let _ = self.power.send(PowerAction::Reboot);
-                    return Self::wait_stop(&mut stop).await;
+                    return self.follow("timed-out", &mut stop, &mut changes).await;
                 }
             }
         })
@@ -242,6 +274,9 @@ mod tests {
             unmet_conditions: vec![],
             mode: "pid1".into(),
             storage: String::new(),
+            slot: String::new(),
+            slots: vec![],
+            last_upgrade: None,
         };
         machine.put(MACHINE_ID, &spec).unwrap();
     }
@@ -302,6 +337,41 @@ mod tests {
             events(&f.store)
         );
         assert!(f.power.try_recv().is_err(), "no reboot");
+        stop_tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_staged_write_to_the_slots_is_published_before_any_reboot() {
+        let f = fixture(Slot::A, Duration::from_secs(600), |esp| {
+            esp.write_entry(&entry(Slot::A, 1), None).unwrap();
+        });
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(f.controller.clone().run(stop));
+        let blessed = boot_status(&f.store, "blessed").await;
+        assert_eq!((blessed.next.as_str(), blessed.slot(Slot::B).unwrap().state.as_str()), ("a", "empty"));
+        // What an upload does: the entry, the record, then the word.
+        f.esp.write_entry(&entry(Slot::B, 2), Some(Counter { left: 3, done: 0 })).unwrap();
+        let record = crate::boot::history::UpgradeRecord {
+            slot: "b".into(),
+            release: "v0.2".into(),
+            generation: 2,
+            tries: 3,
+            from_slot: "a".into(),
+            from_release: "v0.1".into(),
+            time: String::new(),
+        };
+        crate::boot::history::record(&f.esp, &record).unwrap();
+        f.controller.disk.wrote();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if f.store.get_typed::<BootStatusSpec>(BOOT_ID).is_some_and(|(_, s)| s.next == "b") {
+                break;
+            }
+        }
+        let (_, now) = f.store.get_typed::<BootStatusSpec>(BOOT_ID).unwrap();
+        assert_eq!((now.next.as_str(), now.health.as_str()), ("b", "blessed"), "{now:?}");
+        assert_eq!(now.last_upgrade.map(|l| l.outcome), Some("staged".to_string()));
         stop_tx.send(true).unwrap();
         task.await.unwrap().unwrap();
     }

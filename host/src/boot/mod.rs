@@ -11,6 +11,7 @@
 //! mode) has no slots and says so.
 
 pub mod controller;
+pub mod history;
 pub mod upgrade;
 
 use crate::state::types::{NS_RUNTIME, resource};
@@ -48,11 +49,25 @@ pub struct BootDisk {
     pub running: Option<Slot>,
     /// One upgrade or rollback at a time.
     pub writing: tokio::sync::Mutex<()>,
+    /// Counts the writes to the slots ([`BootDisk::wrote`]): the boot
+    /// controller publishes `BootStatus` again after each.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl BootDisk {
     pub fn new(esp: Result<(Esp, String), String>, running: Option<Slot>) -> BootDisk {
-        BootDisk { esp, running, writing: tokio::sync::Mutex::new(()) }
+        BootDisk { esp, running, writing: tokio::sync::Mutex::new(()), changes: tokio::sync::watch::Sender::new(0) }
+    }
+
+    /// Says that an upgrade, rollback or reset wrote the slots (a staged
+    /// one is visible before the reboot).
+    pub fn wrote(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Changes to the slots from now on.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The ESP, or why this node has none.
@@ -104,6 +119,9 @@ pub struct BootStatusSpec {
     /// `waiting` (tried; blessed once the machine is ready), `timed-out`
     /// (not ready in time: rebooting), `none` (no slots).
     pub health: String,
+    /// The last upgrade written to this disk and its outcome, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<history::LastUpgradeSpec>,
 }
 resource!(
     BootStatusSpec,
@@ -123,6 +141,7 @@ impl BootStatusSpec {
             esp: why.to_string(),
             slots: Vec::new(),
             health: "none".into(),
+            last_upgrade: None,
         }
     }
 
@@ -138,13 +157,16 @@ impl BootStatusSpec {
             }
         };
         let slots = Slot::ALL.into_iter().map(|slot| slot_status(slot, &entries)).collect();
-        BootStatusSpec {
+        let mut status = BootStatusSpec {
             running: running.map(|s| s.name().to_string()).unwrap_or_default(),
             next: bronze_boot::next_boot(&entries).map(|s| s.name().to_string()).unwrap_or_default(),
             esp: esp_description.to_string(),
             slots,
             health: "none".into(),
-        }
+            last_upgrade: None,
+        };
+        status.last_upgrade = history::read(esp).map(|record| history::outcome(record, &status));
+        status
     }
 
     /// The status of `slot`, if listed.

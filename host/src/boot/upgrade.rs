@@ -83,6 +83,9 @@ pub struct Upload {
     manifest: UpgradeManifest,
     options: String,
     tries: u32,
+    /// The slot the node runs, and its release, for the record.
+    running: Slot,
+    running_release: String,
     /// Index into [`PARTS`] of the part being written.
     part: usize,
     file: Option<std::fs::File>,
@@ -127,9 +130,9 @@ impl Upload {
         }
         let entries = esp.entries().map_err(|e| UpgradeRefused::Io(e.to_string()))?;
         let mine = entries.iter().find(|f| f.name.slot == running);
-        let options = match mine {
+        let (options, running_release) = match mine {
             Some(found) if found.name.is_blessed() => match &found.entry {
-                Ok(entry) => with_health_timeout(&entry.options, health_timeout_seconds),
+                Ok(entry) => (with_health_timeout(&entry.options, health_timeout_seconds), entry.release.clone()),
                 Err(e) => return refuse(format!("the running slot's entry is unreadable: {e}")),
             },
             Some(_) => {
@@ -161,6 +164,8 @@ impl Upload {
             manifest,
             options,
             tries,
+            running,
+            running_release,
             part: 0,
             file: None,
             hasher: Sha256::new(),
@@ -275,6 +280,20 @@ impl Upload {
         };
         self.esp.write_entry(&entry, Some(Counter { left: self.tries, done: 0 })).map_err(boot)?;
         self.finished = true;
+        // The slot is switched; the record only lets later boots say how
+        // it ended, so failing to write it does not undo the upgrade.
+        let record = super::history::UpgradeRecord {
+            slot: self.slot.name().into(),
+            release: entry.release.clone(),
+            generation,
+            tries: self.tries,
+            from_slot: self.running.name().into(),
+            from_release: self.running_release.clone(),
+            time: crate::state::now_rfc3339(),
+        };
+        if let Err(e) = super::history::record(&self.esp, &record) {
+            tracing::warn!(error = %e, "the upgrade is written but its record is not: its outcome will not be shown");
+        }
         Ok(Written { slot: self.slot, release: entry.release, generation, tries: self.tries })
     }
 }
@@ -410,6 +429,12 @@ mod tests {
         );
         assert_eq!(with_health_timeout("console=ttyS0", 0), "console=ttyS0");
         assert_eq!(bronze_boot::next_boot(&entries), Some(Slot::B));
+        let record = super::super::history::read(&d.esp).expect("recorded").unwrap();
+        assert_eq!(
+            (record.slot.as_str(), record.release.as_str(), record.generation, record.tries),
+            ("b", "v0.2.0", 2, 2)
+        );
+        assert_eq!((record.from_slot.as_str(), record.from_release.as_str()), ("a", "v0.1.0"));
         // Slot b is being tried: no upgrade on top of it, and a rollback to
         // it is refused until it is good.
         let err = rollback(&d.esp, Some(Slot::A), 0).unwrap_err().to_string();
@@ -476,8 +501,9 @@ mod tests {
                 .to_string()
                 .contains("not booted from a Bronze disk")
         );
-        // Nothing changed, no temporary file left.
+        // Nothing changed, no temporary file left, no upgrade recorded.
         assert_eq!(snapshot(&d.esp), before);
+        assert_eq!(super::super::history::read(&d.esp), None);
     }
 
     #[test]

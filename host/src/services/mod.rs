@@ -58,7 +58,8 @@ impl Supervisor {
         network_ready: watch::Receiver<bool>,
         cgroups: Arc<dyn crate::cgroup::ServiceCgroups>,
     ) -> Self {
-        let ctx = Context { reaper, store, writer: Arc::new(writer), network_ready, cgroups };
+        let ctx =
+            Context { reaper, store, writer: Arc::new(writer), network_ready, cgroups, ungraceful: Default::default() };
         Self { ctx, services: Mutex::new(BTreeMap::new()) }
     }
 
@@ -143,6 +144,25 @@ impl Supervisor {
 
     pub fn logs(&self, name: &str) -> Result<Arc<LogBuffer>, ServiceError> {
         self.lock().get(name).map(|m| m.logs.clone()).ok_or_else(|| ServiceError::Unknown(name.into()))
+    }
+
+    /// Kills every service at once: SIGKILL to its process group and to
+    /// what is in its cgroup, no grace period (an ungraceful reset). From
+    /// now on a stop kills at once too, so a service its policy restarted
+    /// meanwhile does not get a grace period from [`Supervisor::stop_all`].
+    pub fn kill_all(&self) {
+        self.ctx.ungraceful.store(true, std::sync::atomic::Ordering::SeqCst);
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        let store = self.ctx.writer.store().clone();
+        for name in names {
+            if let Some((_, status)) = store.get_typed::<ServiceStatusSpec>(&name)
+                && status.pid > 0
+            {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(status.pid), nix::sys::signal::SIGKILL);
+            }
+            self.ctx.cgroups.kill(&name);
+            tracing::info!(service = name, "killed (ungraceful reboot)");
+        }
     }
 
     /// Stops every service (shutdown and reboot), in parallel.

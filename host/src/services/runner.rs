@@ -48,6 +48,9 @@ pub struct Context {
     pub network_ready: watch::Receiver<bool>,
     /// As PID 1, each service's cgroup; in process mode none.
     pub cgroups: Arc<dyn crate::cgroup::ServiceCgroups>,
+    /// Set for an ungraceful reboot: a stop sends SIGKILL at once, without
+    /// the SIGTERM and its grace period.
+    pub ungraceful: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Runner {
@@ -252,6 +255,11 @@ impl Runner {
     async fn terminate(&self, pid: i32, exit_rx: &mut oneshot::Receiver<Exit>) -> Exit {
         self.set_state(ServiceState::Stopping, "");
         let group = Pid::from_raw(pid);
+        if self.ctx.ungraceful.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = killpg(group, Signal::SIGKILL);
+            self.ctx.cgroups.kill(self.name());
+            return exit_rx.await.unwrap_or(Exit::Signal(9));
+        }
         let _ = killpg(group, Signal::SIGTERM);
         let grace = self.service.stop_grace_period.as_std();
         match tokio::time::timeout(grace, &mut *exit_rx).await {

@@ -87,6 +87,16 @@ pub struct MachineStatusSpec {
     pub mode: String,
     /// Where state is kept, e.g. "state disk /dev/vda at /var/lib/bronze".
     pub storage: String,
+    /// The boot slot this system runs from; empty when it was not booted
+    /// from a Bronze disk.
+    #[serde(default)]
+    pub slot: String,
+    /// What each boot slot holds (`BootStatus` has the whole story).
+    #[serde(default)]
+    pub slots: Vec<crate::boot::SlotStatusSpec>,
+    /// The last upgrade written to this disk and its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<crate::boot::history::LastUpgradeSpec>,
 }
 resource!(
     MachineStatusSpec,
