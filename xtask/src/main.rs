@@ -9,6 +9,8 @@
 //!   as PID 1, image sizes, the disk image through UEFI beside the direct boot.
 //! - `bench-plugins [--minutes N]`: plugin instantiate/call costs, AOT cache
 //!   vs compile, RSS with 10 scheduled health plugins over N minutes.
+//! - `bench-upgrade [RUNS] [rate|vm]`: an upgrade's upload rate beside a
+//!   plain copy over loopback; upgrades end to end on the disk image.
 //! - `image [--fresh-disk]`: build the bootable image (static bronzed as /init,
 //!   Debian kernel, modules, state disk) into `target/images/`.
 //! - `vm [--fresh-disk] [--direct] [--port N] [--append ARGS] [--rebuild]`: boot it
@@ -43,6 +45,10 @@ fn main() -> anyhow::Result<()> {
             build_image(&root, false, &KernelChoice::ALL)?;
             bench("bench-vm", &args[1..])
         }
+        Some("bench-upgrade") => {
+            build_image(&root, false, &[KernelChoice::Bronze])?;
+            bench("bench-upgrade", &args[1..])
+        }
         Some("image") => image(&root, &args[1..]),
         Some("vm") => vm(&root, &args[1..]),
         Some("plugins") => build_plugins(&root),
@@ -50,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         Some("afterburn") => ensure_afterburn(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <dev|test|bench|bench-time|bench-plugins|bench-vm|image|vm|plugins|kernel|afterburn> [args]"
+                "usage: cargo xtask <dev|test|bench|bench-time|bench-plugins|bench-vm|bench-upgrade|image|vm|plugins|kernel|afterburn> [args]"
             );
             eprintln!("  dev     start a development node (process mode) on 127.0.0.1:50000");
             eprintln!("  test    build and run the whole test suite");
@@ -60,6 +66,9 @@ fn main() -> anyhow::Result<()> {
                 "  bench-vm [BOOTS] [kernels|compression|firmware]   boot time split, RSS as PID 1, image sizes, UEFI vs direct boot"
             );
             eprintln!("  bench-plugins [--minutes N]   instantiate/call costs, AOT cache vs compile, RSS soak");
+            eprintln!(
+                "  bench-upgrade [RUNS] [rate|vm]   upload rate vs a plain copy over loopback; upgrade end to end on the disk image"
+            );
             eprintln!("  image [--fresh-disk] [--kernel bronze|debian]   build the bootable image into target/images/");
             eprintln!(
                 "  vm [--fresh-disk] [--kernel bronze|debian] [--direct] [--port N] [--append ARGS] [--rebuild]   boot it under qemu (UEFI and the disk image; --direct: qemu loads the kernel)"
@@ -747,6 +756,9 @@ fn build_image(
         None => println!("plugins: none ({} does not exist)", target.join("plugins").display()),
     }
 
+    // The system's release: in its initramfs (what bronzed reports as PID 1)
+    // and in its boot entry.
+    let release = format!("v{}", env!("CARGO_PKG_VERSION"));
     let mut layouts = Vec::new();
     for &kernel in kernels {
         let started = Instant::now();
@@ -762,7 +774,7 @@ fn build_image(
 
         // 3. Initramfs.
         let step = Instant::now();
-        let image = initramfs::bronze_initramfs(&init, &plan, plugins.as_deref())?;
+        let image = initramfs::bronze_initramfs(&init, &plan, plugins.as_deref(), &release)?;
         let mtime = initramfs::source_date_epoch();
         let initrd_size = image.write(&layout.initrd(), mtime, initramfs::IMAGE_INITRD_FORMAT)?;
         let newc_size = image.newc_size(mtime)?;
@@ -781,8 +793,7 @@ fn build_image(
         state_disk(&layout, fresh_disk)?;
         if kernel == KernelChoice::Bronze {
             let step = Instant::now();
-            let release = format!("v{}", env!("CARGO_PKG_VERSION"));
-            let spec = bootdisk::BootDiskSpec::new(layout.bzimage(), layout.initrd(), release);
+            let spec = bootdisk::BootDiskSpec::new(layout.bzimage(), layout.initrd(), release.clone());
             let disk = bootdisk::build(&spec, &layout.disk_image(), &layout.dir.join("disk-work"))?;
             report.add("disk image (GPT, ESP + state)", disk.disk_size);
             report.add("boot slot capacity", bootdisk::slot_capacity(spec.esp_mib));
