@@ -61,6 +61,19 @@ async fn power_off(vm: &mut Vm, admin: &Path) {
     );
 }
 
+/// Every file of both slots and of the entries on the ESP, with its bytes.
+fn slot_files(esp: &EspImage) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for dir in ["a", "b", "loader/entries"] {
+        for name in esp.list(dir).unwrap_or_default() {
+            let path = format!("{dir}/{name}");
+            let bytes = esp.read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            files.push((path, bytes));
+        }
+    }
+    files
+}
+
 /// Whether qemu or OVMF is missing (said loudly: the test then does nothing).
 fn unavailable(test: &str) -> bool {
     let missing = bronze_images::find_tool(bronze_images::vm::QEMU).is_none() || !Firmware::is_installed();
@@ -292,6 +305,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     let wrong_key = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), initrd.clone(), &stranger);
     let wrong_arch = UpgradeBundle::create("v0.2.0-test", "aarch64", kernel.clone(), initrd.clone(), &key);
     let oversized = UpgradeBundle::create("v0.2.0-test", arch, kernel.clone(), vec![0; 200 << 20], &key);
+    let files_before = slot_files(&d.esp());
     let mut c = NodeClient::connect(&node, &admin_auth).await.unwrap();
     for (what, bundle, cut, expected) in [
         ("unsigned", &unsigned, None, "malformed upgrade.sig"),
@@ -305,6 +319,11 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
         let now = version(&node, &admin_auth).await;
         assert_eq!(slots(&now), slots(&before), "{what} changed the slots");
     }
+    // Byte for byte: no file of either slot or entry changed, none was added.
+    let files_after = slot_files(&d.esp());
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&files_after), names(&files_before));
+    assert!(files_after == files_before, "a refused bundle changed a slot's files");
     // A power cut half-way through the initramfs: qemu is killed while the
     // node writes slot b's temporary files; the machine boots slot a, unharmed.
     {

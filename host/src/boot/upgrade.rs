@@ -304,6 +304,9 @@ impl Drop for Upload {
             for temp in &self.temps {
                 let _ = std::fs::remove_file(temp);
             }
+            // A refused upload leaves the disk as it found it, on the disk
+            // and not only in the page cache (the first part was synced).
+            let _ = bronze_boot::sync_dir(&self.esp.slot_dir(self.slot));
         }
     }
 }
