@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -182,9 +182,31 @@ pub const COMMAND_MAX_AGE: Duration = Duration::from_secs(10);
 /// processes instead of `stat` and `cmdline`. Entries of processes that
 /// are gone are dropped at each reading, so the cache is never larger than
 /// the last listing.
-#[derive(Debug, Default)]
+///
+/// The cache also keeps processes' `/proc/<pid>/stat` open, up to a budget
+/// of file descriptors (a quarter of the soft `RLIMIT_NOFILE`, at most
+/// [`MAX_KEPT_STAT_FILES`]), and reads them again with `pread` at offset 0:
+/// procfs writes the line anew for each read, and a descriptor stays bound
+/// to its process (once it is gone, the read fails and the pid is opened
+/// afresh, so a reused pid is never read through an old descriptor). That
+/// halves the kernel's work per process and refresh (no path walk, no file
+/// to allocate and free).
+#[derive(Debug)]
 pub struct CommandCache {
     entries: HashMap<i32, CachedCommand>,
+    /// How many `stat` files may be kept open.
+    budget: usize,
+}
+
+/// The most `stat` files a cache keeps open, whatever the limit.
+pub const MAX_KEPT_STAT_FILES: usize = 4096;
+
+impl Default for CommandCache {
+    fn default() -> Self {
+        use nix::sys::resource::{Resource, getrlimit};
+        let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+        CommandCache::with_budget((soft / 4).min(MAX_KEPT_STAT_FILES as u64) as usize)
+    }
 }
 
 #[derive(Debug)]
@@ -193,6 +215,8 @@ struct CachedCommand {
     comm: String,
     /// The effective uid when the entry was read.
     uid: u32,
+    /// `/proc/<pid>/stat`, kept open within the cache's budget.
+    stat_file: Option<std::fs::File>,
     command: String,
     truncated: bool,
     arg1: String,
@@ -200,8 +224,18 @@ struct CachedCommand {
 }
 
 impl CommandCache {
+    /// A cache that keeps at most `budget` `stat` files open.
+    pub fn with_budget(budget: usize) -> CommandCache {
+        CommandCache { entries: HashMap::new(), budget }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// How many `stat` files it keeps open now.
+    pub fn open_files(&self) -> usize {
+        self.entries.values().filter(|e| e.stat_file.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -246,10 +280,12 @@ pub fn read_cached(proc_root: &Path, cache: &mut CommandCache) -> Result<Snapsho
     let mut path = proc_root.to_path_buf();
     let mut previous = std::mem::take(&mut cache.entries);
     cache.entries.reserve(pids.len());
+    let mut kept = 0;
     for pid in pids {
         path.push(itoa(pid, &mut [0u8; 12]));
         let cached = previous.remove(&pid);
-        if let Some((p, entry)) = read_one(&mut path, &mut buf, cached, taken) {
+        if let Some((p, entry)) = read_one(&mut path, &mut buf, cached, taken, kept < cache.budget) {
+            kept += usize::from(entry.stat_file.is_some());
             processes.push(p);
             cache.entries.insert(pid, entry);
         }
@@ -267,34 +303,50 @@ fn itoa(pid: i32, buf: &mut [u8; 12]) -> &str {
     std::str::from_utf8(&buf[..len]).unwrap_or("0")
 }
 
-/// Reads `/proc/<pid>/stat` with one `read` (the kernel writes the whole
-/// line in one go; it is far below the buffer's size), and with `owner` the
-/// owner of the open file, which procfs gives the process's effective uid
-/// like the directory's: open, (fstat,) read, close per process.
-fn read_stat(path: &Path, buf: &mut [u8; 4096], owner: bool) -> Option<(Stat, Option<u32>)> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let uid = if owner { Some(file.metadata().ok()?.uid()) } else { None };
-    let n = file.read(buf).ok()?;
-    let stat = parse_stat(&String::from_utf8_lossy(&buf[..n])).ok()?;
-    Some((stat, uid))
+/// Reads `/proc/<pid>/stat` with one `pread` at offset 0 (the kernel
+/// writes the whole line in one go; it is far below the buffer's size).
+fn read_stat(file: &std::fs::File, buf: &mut [u8; 4096]) -> Option<Stat> {
+    let n = file.read_at(buf, 0).ok()?;
+    parse_stat(&String::from_utf8_lossy(&buf[..n])).ok()
 }
 
+/// Opens `/proc/<pid>/stat` and reads it, with `owner` the owner of the
+/// open file, which procfs gives the process's effective uid like the
+/// directory's.
+fn open_stat(path: &Path, buf: &mut [u8; 4096], owner: bool) -> Option<(std::fs::File, Stat, Option<u32>)> {
+    let file = std::fs::File::open(path).ok()?;
+    let uid = if owner { Some(file.metadata().ok()?.uid()) } else { None };
+    let stat = read_stat(&file, buf)?;
+    Some((file, stat, uid))
+}
+
+/// Reads one process; `keep`: its `stat` file may stay open in the entry.
 fn read_one(
     dir: &mut PathBuf,
     buf: &mut Vec<u8>,
-    cached: Option<CachedCommand>,
+    mut cached: Option<CachedCommand>,
     now: Instant,
+    keep: bool,
 ) -> Option<(Process, CachedCommand)> {
     let mut line = [0u8; 4096];
     // A cached entry young enough is checked against this reading's start
     // time and name below; its owner is believed until it is read again.
     let young = cached.as_ref().is_some_and(|c| now.saturating_duration_since(c.read_at) < COMMAND_MAX_AGE);
-    dir.push("stat");
-    let stat = read_stat(dir, &mut line, !young);
-    dir.pop();
-    let (stat, uid) = stat?;
+    // Its kept file, read again; if the process is gone (or the entry is
+    // old: its owner is read from a fresh open), the path afresh.
+    let kept = cached.as_mut().and_then(|c| c.stat_file.take()).filter(|_| young);
+    let (file, stat, uid) = match kept.and_then(|f| read_stat(&f, &mut line).map(|s| (f, s))) {
+        Some((file, stat)) => (file, stat, None),
+        None => {
+            dir.push("stat");
+            let opened = open_stat(dir, &mut line, !young);
+            dir.pop();
+            opened?
+        }
+    };
+    let stat_file = keep.then_some(file);
     let current = cached.filter(|c| young && c.start_ticks == stat.start_ticks && c.comm == stat.comm);
-    let entry = match current {
+    let mut entry = match current {
         Some(entry) => entry,
         None => {
             let uid = match uid {
@@ -319,6 +371,7 @@ fn read_one(
                 start_ticks: stat.start_ticks,
                 comm: stat.comm.clone(),
                 uid,
+                stat_file: None,
                 command,
                 truncated,
                 arg1,
@@ -326,6 +379,7 @@ fn read_one(
             }
         }
     };
+    entry.stat_file = stat_file;
     let process = Process {
         stat,
         uid: entry.uid,
@@ -603,6 +657,52 @@ mod tests {
         std::fs::write(root.join("7/cmdline"), b"app2\0--five\0").unwrap();
         let snap = read(root).unwrap();
         assert_eq!(command(&snap, 7), Some(("app2 --five".into(), "--five".into())));
+    }
+
+    #[test]
+    fn stat_files_are_kept_open_within_the_budget_and_read_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("uptime"), "100.00 50.00\n").unwrap();
+        fake_proc(root, 7, "app", 500, b"app\0");
+        fake_proc(root, 8, "other", 600, b"other\0");
+        let mut cache = CommandCache::with_budget(1);
+        read_cached(root, &mut cache).unwrap();
+        assert_eq!((cache.len(), cache.open_files()), (2, 1), "one kept, within the budget");
+        // New CPU figures are read through the kept file (pread at 0 reads
+        // the file as it is now), and the other through its path.
+        for pid in [7, 8] {
+            let stat = std::fs::read_to_string(root.join(format!("{pid}/stat"))).unwrap();
+            std::fs::write(root.join(format!("{pid}/stat")), stat.replacen(" 150 50 ", " 900 90 ", 1)).unwrap();
+        }
+        let snap = read_cached(root, &mut cache).unwrap();
+        let ticks: Vec<u64> = snap.processes.iter().map(|p| p.stat.cpu_ticks).collect();
+        assert_eq!(ticks, [990, 990]);
+        // The process behind a kept file is replaced (a reused pid): its
+        // start time tells, and its command line is read again.
+        fake_proc(root, 7, "app", 700, b"app\0--new\0");
+        let snap = read_cached(root, &mut cache).unwrap();
+        assert_eq!(snap.processes[0].command, "app --new");
+        assert_eq!(CommandCache::with_budget(0).open_files(), 0);
+        let mut none = CommandCache::with_budget(0);
+        read_cached(root, &mut none).unwrap();
+        assert_eq!((none.len(), none.open_files()), (2, 0));
+    }
+
+    #[test]
+    fn a_kept_stat_file_of_a_process_that_ended_is_not_read_again() {
+        let mut cache = CommandCache::with_budget(4096);
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let snap = read_cached(Path::new("/proc"), &mut cache).unwrap();
+        assert!(snap.processes.iter().any(|p| p.stat.pid == pid));
+        assert!(cache.open_files() >= 2, "kept: {}", cache.open_files());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let snap = read_cached(Path::new("/proc"), &mut cache).unwrap();
+        assert!(!snap.processes.iter().any(|p| p.stat.pid == pid), "the ended child is not listed");
+        let me = snap.processes.iter().find(|p| p.stat.pid == std::process::id() as i32).expect("self listed");
+        assert!(me.stat.threads >= 1 && me.stat.rss_pages > 0, "{me:?}");
     }
 
     #[test]
