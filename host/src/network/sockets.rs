@@ -434,6 +434,9 @@ pub fn owners(proc: &Path, inodes: &HashSet<u32>, deadline: Duration) -> Owners 
                 continue;
             }
         };
+        // Each link is read relative to the directory (one lookup instead
+        // of a walk of /proc/<pid>/fd/<n> per descriptor).
+        let dir = std::fs::File::open(&path).ok();
         let mut found = false;
         for fd in fds {
             let Ok(fd) = fd else { break };
@@ -447,8 +450,12 @@ pub fn owners(proc: &Path, inodes: &HashSet<u32>, deadline: Duration) -> Owners 
                 ));
                 break 'pids;
             }
-            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
-            let Some(inode) = parse_socket_link(link.as_os_str().as_encoded_bytes()) else { continue };
+            let link = match &dir {
+                Some(dir) => nix::fcntl::readlinkat(dir, fd.file_name().as_os_str()).ok(),
+                None => std::fs::read_link(fd.path()).ok().map(|p| p.into_os_string()),
+            };
+            let Some(link) = link else { continue };
+            let Some(inode) = parse_socket_link(link.as_encoded_bytes()) else { continue };
             if !inodes.contains(&inode) {
                 continue;
             }
