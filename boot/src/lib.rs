@@ -408,8 +408,9 @@ impl Esp {
     }
 }
 
-/// Reads a file of at most [`MAX_ENTRY_BYTES`] as UTF-8.
-fn read_bounded(path: &Path) -> Result<String, BootError> {
+/// Reads a file of the ESP of at most [`MAX_ENTRY_BYTES`] as UTF-8 (an
+/// entry, the last upgrade's record).
+pub fn read_bounded(path: &Path) -> Result<String, BootError> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(io("open", path))?;
     let mut bytes = Vec::new();

@@ -181,7 +181,7 @@ impl Controller for BootController {
                 ready_since = if ready { Some(ready_since.unwrap_or_else(tokio::time::Instant::now)) } else { None };
                 if ready_since.is_some_and(|since| since.elapsed() >= settle) {
                     let blessed = esp.bless(running);
-                    let mut status = BootStatusSpec::read(esp, description, self.disk.running);
+                    let mut status = self.disk.status();
                     match blessed {
                         Ok(_) => {
                             status.health = "blessed".into();
@@ -207,9 +207,7 @@ impl Controller for BootController {
                     _ = &mut deadline => true,
                 };
                 if timed_out {
-                    let mut status = BootStatusSpec::read(esp, description, self.disk.running);
-                    status.health = "timed-out".into();
-                    self.writer.put(BOOT_ID, &status)?;
+                    self.publish("timed-out")?;
                     let unmet = store
                         .get_typed::<MachineStatusSpec>(MACHINE_ID)
                         .map(|(_, m)| m.unmet_conditions.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", "))

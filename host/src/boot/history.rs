@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 
 /// The record, on the ESP.
 pub const RECORD_FILE: &str = "loader/bronze-last-upgrade.json";
-/// More than a record can be; a larger file is not read.
-const MAX_RECORD_BYTES: u64 = 4096;
 
 /// What the last upgrade wrote, as the upgrade recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +30,7 @@ pub struct UpgradeRecord {
 
 /// The last upgrade and how it ended; in `BootStatus`, `MachineStatus`
 /// and `Version`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastUpgradeSpec {
     pub slot: String,
@@ -57,29 +55,22 @@ pub fn record(esp: &Esp, record: &UpgradeRecord) -> Result<(), bronze_boot::Boot
     bronze_boot::write_atomic(&esp.root.join(RECORD_FILE), &json)
 }
 
-/// The record on `esp`: none, or what it says, or why it cannot be read.
+/// The record on `esp` (bounded like an entry: 4 KiB of UTF-8): none, or
+/// what it says, or why it cannot be read.
 pub fn read(esp: &Esp) -> Option<Result<UpgradeRecord, String>> {
-    use std::io::Read;
     let path = esp.root.join(RECORD_FILE);
-    let file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(Err(format!("cannot read {}: {e}", path.display()))),
+    let text = match bronze_boot::read_bounded(&path) {
+        Ok(text) => text,
+        Err(bronze_boot::BootError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(e.to_string())),
     };
-    let mut bytes = Vec::new();
-    if let Err(e) = file.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes) {
-        return Some(Err(format!("cannot read {}: {e}", path.display())));
-    }
-    if bytes.len() as u64 > MAX_RECORD_BYTES {
-        return Some(Err(format!("{} is larger than {MAX_RECORD_BYTES} bytes", path.display())));
-    }
-    Some(serde_json::from_slice::<UpgradeRecord>(&bytes).map_err(|e| format!("{}: {e}", path.display())).and_then(
-        |r| match (Slot::parse(&r.slot), bronze_bundle::upgrade::check_release(&r.release)) {
+    Some(serde_json::from_str::<UpgradeRecord>(&text).map_err(|e| format!("{}: {e}", path.display())).and_then(|r| {
+        match (Slot::parse(&r.slot), bronze_bundle::upgrade::check_release(&r.release)) {
             (Some(_), Ok(())) => Ok(r),
             (None, _) => Err(format!("{}: slot {:?} is not a or b", path.display(), r.slot)),
             (_, Err(e)) => Err(format!("{}: release {e}", path.display())),
-        },
-    ))
+        }
+    }))
 }
 
 /// The last upgrade's outcome, given the slots now.
@@ -88,16 +79,8 @@ pub fn outcome(record: Result<UpgradeRecord, String>, status: &BootStatusSpec) -
     let record = match record {
         Ok(record) => record,
         Err(why) => {
-            return LastUpgradeSpec {
-                slot: String::new(),
-                release: String::new(),
-                generation: 0,
-                from_slot: String::new(),
-                from_release: String::new(),
-                time: String::new(),
-                outcome: "unreadable".into(),
-                message: bronze_bundle::text::escape_within(&why, 400).into_owned(),
-            };
+            let message = bronze_bundle::text::escape_within(&why, 400).into_owned();
+            return LastUpgradeSpec { outcome: "unreadable".into(), message, ..Default::default() };
         }
     };
     let slot = status.slots.iter().find(|s| s.slot == record.slot);

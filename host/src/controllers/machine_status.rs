@@ -87,19 +87,23 @@ fn service_unmet(service: &ServiceStatusSpec) -> Option<String> {
     let with = |what: &str| {
         if service.message.is_empty() { what.to_string() } else { format!("{what}: {}", service.message) }
     };
-    match service.state {
-        ServiceState::Running | ServiceState::Finished | ServiceState::Stopped => match service.health {
-            _ if service.state != ServiceState::Running => None,
-            HealthState::None | HealthState::Healthy => None,
-            HealthState::Unknown if service.health_checked.is_empty() => Some("running, not probed yet".into()),
-            HealthState::Unknown => Some(format!("running, its probe cannot tell: {}", service.health_message)),
-            HealthState::Unhealthy => Some(format!("running, unhealthy: {}", service.health_message)),
-        },
-        ServiceState::Waiting => Some(with("waiting")),
-        ServiceState::Starting => Some(with("starting")),
-        ServiceState::Stopping => Some(with("stopping")),
-        ServiceState::Failed => Some(with("failed")),
-        ServiceState::Backoff => Some(with("restarting")),
+    match (service.state, service.health) {
+        (ServiceState::Finished | ServiceState::Stopped, _) => None,
+        (ServiceState::Running, HealthState::None | HealthState::Healthy) => None,
+        (ServiceState::Running, HealthState::Unknown) if service.health_checked.is_empty() => {
+            Some("running, not probed yet".into())
+        }
+        (ServiceState::Running, HealthState::Unknown) => {
+            Some(format!("running, its probe cannot tell: {}", service.health_message))
+        }
+        (ServiceState::Running, HealthState::Unhealthy) => {
+            Some(format!("running, unhealthy: {}", service.health_message))
+        }
+        (ServiceState::Waiting, _) => Some(with("waiting")),
+        (ServiceState::Starting, _) => Some(with("starting")),
+        (ServiceState::Stopping, _) => Some(with("stopping")),
+        (ServiceState::Failed, _) => Some(with("failed")),
+        (ServiceState::Backoff, _) => Some(with("restarting")),
     }
 }
 
