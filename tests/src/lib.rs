@@ -70,6 +70,26 @@ pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
 }
 
+/// `config` (a whole machine config, its `machine:` section last, as the
+/// template and [`plugins::config_with_plugins`] make it) trusting `key` for
+/// upgrade bundles (`machine.upgrade.trustedKeys`).
+pub fn trusting_upgrades(config: &str, key: &bronze_bundle::SigningKey) -> String {
+    format!("{config}  upgrade:\n    trustedKeys:\n      - {}\n", key.public_key())
+}
+
+/// A directory standing in for an ESP (`bronzed --boot-dir`) with slot `a`
+/// holding `kernel` and `initrd`, good, generation 1, release `v0.1.0`.
+pub fn boot_dir(dir: &Path, kernel: &[u8], initrd: &[u8]) -> bronze_boot::Esp {
+    use bronze_boot::{Entry, Esp, INITRD_FILE, KERNEL_FILE, Slot};
+    let esp = Esp::new(dir);
+    std::fs::create_dir_all(esp.slot_dir(Slot::A)).expect("slot dir");
+    std::fs::write(esp.slot_dir(Slot::A).join(KERNEL_FILE), kernel).expect("kernel");
+    std::fs::write(esp.slot_dir(Slot::A).join(INITRD_FILE), initrd).expect("initrd");
+    let a = Entry { slot: Slot::A, generation: 1, release: "v0.1.0".into(), options: "console=ttyS0".into() };
+    esp.write_entry(&a, None).expect("entry");
+    esp
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")

@@ -5,24 +5,13 @@
 //! (`vm_disk.rs`) boot what is written; these check what is written.
 
 use bronze_api::v1 as pb;
-use bronze_boot::{Counter, Entry, Esp, Slot};
+use bronze_boot::{Counter, Esp, Slot};
 use bronze_bundle::SigningKey;
 use bronze_bundle::upgrade::UpgradeBundle;
 use bronze_tests::{Node, NodeOptions, Pki, bronzectl};
 use bronzectl::client::NodeClient;
 use serde_json::Value;
 use std::path::Path;
-
-/// A boot directory holding slot `a` (good, generation 1, `v0.1.0`).
-fn boot_dir(dir: &Path) -> Esp {
-    let esp = Esp::new(dir);
-    std::fs::create_dir_all(esp.slot_dir(Slot::A)).unwrap();
-    std::fs::write(esp.slot_dir(Slot::A).join("vmlinuz"), b"kernel a").unwrap();
-    std::fs::write(esp.slot_dir(Slot::A).join("initrd"), b"initrd a").unwrap();
-    let a = Entry { slot: Slot::A, generation: 1, release: "v0.1.0".into(), options: "console=ttyS0".into() };
-    esp.write_entry(&a, None).unwrap();
-    esp
-}
 
 fn entry_names(esp: &Esp) -> Vec<String> {
     esp.entries().unwrap().iter().map(|f| f.name.file_name()).collect()
@@ -37,10 +26,10 @@ async fn version(config: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_is_written_to_the_other_slot_of_a_boot_directory_and_recorded() {
     let tmp = tempfile::tempdir().unwrap();
-    let esp = boot_dir(&tmp.path().join("esp"));
+    let esp = bronze_tests::boot_dir(&tmp.path().join("esp"), b"kernel a", b"initrd a");
     let key = SigningKey::generate().unwrap();
     let pki = Pki::new();
-    let config = format!("{}  upgrade:\n    trustedKeys:\n      - {}\n", pki.node_config("upgrader"), key.public_key());
+    let config = bronze_tests::trusting_upgrades(&pki.node_config("upgrader"), &key);
     let boot_args = ["--boot-dir", esp.root.to_str().unwrap(), "--boot-slot", "a"];
     let node = Node::start_with(NodeOptions {
         config: Some(config),

@@ -14,14 +14,14 @@
 
 use bronze_api::v1 as pb;
 use bronze_boot::{Entry, Slot};
-use bronze_images::bootdisk::{DISK_OPTIONS, ESP_SIZE_MIB, EspImage};
+use bronze_images::bootdisk::{DISK_OPTIONS, EspImage};
 use bronze_images::layout::ImageLayout;
-use bronze_images::vm::{Disk, DiskFormat, Firmware, Vm, VmSpec, free_port, maintenance_fingerprint};
-use bronze_tests::vmnode::{BOOT, target_dir, wait_api};
+use bronze_images::vm::{Firmware, Vm, maintenance_fingerprint};
+use bronze_tests::vmnode::{BOOT, DiskVm, target_dir, wait_api};
 use bronze_tests::{Pki, bronzectl};
 use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Writes `entry` to the ESP under `file_name` (with its boot counter).
@@ -83,67 +83,6 @@ fn unavailable(test: &str) -> bool {
         );
     }
     missing
-}
-
-/// A copy of the disk image in a temp dir with its own firmware variables,
-/// booted through OVMF (as often as a test needs, on the same disk), its
-/// API forwarded to `node`.
-struct DiskVm {
-    tmp: tempfile::TempDir,
-    disk: PathBuf,
-    port: u16,
-    node: String,
-}
-
-impl DiskVm {
-    fn new(layout: &ImageLayout) -> DiskVm {
-        assert!(
-            layout.disk_image().is_file(),
-            "no disk image in {}: run `cargo xtask image` (cargo xtask test does)",
-            layout.disk_image().display()
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let disk = tmp.path().join("disk.img");
-        std::fs::copy(layout.disk_image(), &disk).unwrap();
-        Firmware::ovmf(tmp.path().join("efivars.fd")).unwrap();
-        let port = free_port().unwrap();
-        DiskVm { tmp, disk, port, node: format!("127.0.0.1:{port}") }
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    fn esp(&self) -> EspImage {
-        EspImage::open(&self.disk, ESP_SIZE_MIB)
-    }
-
-    /// qemu on the disk, its console in `console`.
-    fn start(&self, console: &str) -> Vm {
-        let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: self.dir().join("efivars.fd") };
-        let spec =
-            VmSpec::from_disk_image(Disk { path: self.disk.clone(), format: DiskFormat::Raw }, firmware, self.port);
-        Vm::spawn(&spec, &self.dir().join(console)).expect("qemu starts")
-    }
-
-    /// Applies `yaml` to the node in maintenance mode, pinning the
-    /// certificate its console shows; waits for mTLS. The fingerprint and an
-    /// admin client config.
-    async fn configure(&self, vm: &mut Vm, pki: &Pki, yaml: &str) -> (String, PathBuf) {
-        let line =
-            vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10)).expect("fingerprint logged");
-        let fingerprint = maintenance_fingerprint(&line).expect("fingerprint on the console");
-        let config = self.dir().join("node.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let node = self.node.as_str();
-        let args = ["-n", node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f"];
-        let run = bronzectl(None, &[&args[..], &[config.to_str().unwrap()]].concat()).await;
-        assert_eq!(run.code, 0, "{run:?}\n{}", vm.console().unwrap_or_default());
-        let admin = self.dir().join("bronzeconfig");
-        pki.write_bronzeconfig(&admin, std::slice::from_ref(&self.node), &["os:admin"]);
-        wait_api(vm, node, &pki.auth(&["os:admin"]), BOOT).await;
-        (fingerprint, admin)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +219,7 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     // A config that trusts one upgrade key.
     let key = SigningKey::generate().unwrap();
     let pki = Pki::new();
-    let yaml = format!("{}  upgrade:\n    trustedKeys:\n      - {}\n", pki.node_config("vm-upgrade"), key.public_key());
+    let yaml = bronze_tests::trusting_upgrades(&pki.node_config("vm-upgrade"), &key);
     let (_, admin) = d.configure(&mut vm, &pki, &yaml).await;
     let admin_auth = pki.auth(&["os:admin"]);
     let before = version(&node, &admin_auth).await;
@@ -446,10 +385,9 @@ async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
         "config: true, probe: [\"tcp://127.0.0.1:1\"]",
         Some("1s"),
     );
-    let yaml = format!(
-        "{}  upgrade:\n    trustedKeys:\n      - {}\n",
-        bronze_tests::plugins::config_with_plugins(&pki, "vm-unhealthy", &format!("instances:{check}")),
-        key.public_key(),
+    let yaml = bronze_tests::trusting_upgrades(
+        &bronze_tests::plugins::config_with_plugins(&pki, "vm-unhealthy", &format!("instances:{check}")),
+        &key,
     );
     let (_, admin) = d.configure(&mut vm, &pki, &yaml).await;
     let admin_auth = pki.auth(&["os:admin"]);

@@ -23,9 +23,9 @@ use bronze_api::v1 as pb;
 use bronze_bundle::SigningKey;
 use bronze_bundle::upgrade::UpgradeBundle;
 use bronze_images::layout::ImageLayout;
-use bronze_images::vm::{Disk, DiskFormat, Firmware, Vm, VmSpec, maintenance_fingerprint};
-use bronze_tests::vmnode::wait_api;
-use bronze_tests::{Node, NodeOptions, Pki, bin, bronzectl, free_port};
+use bronze_images::vm::Firmware;
+use bronze_tests::vmnode::{BOOT, DiskVm, wait_api};
+use bronze_tests::{Node, NodeOptions, Pki, bin, bronzectl, trusting_upgrades};
 use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
 use std::io::{Read, Write};
@@ -81,29 +81,15 @@ fn plain_copy(data: &[u8], into: &Path) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
-fn trusting(pki: &Pki, hostname: &str, key: &SigningKey) -> String {
-    format!("{}  upgrade:\n    trustedKeys:\n      - {}\n", pki.node_config(hostname), key.public_key())
-}
-
 async fn rate(layout: &ImageLayout, runs: usize) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let esp = bronze_boot::Esp::new(tmp.path().join("esp"));
-    std::fs::create_dir_all(esp.slot_dir(bronze_boot::Slot::A))?;
     let kernel = std::fs::read(layout.bzimage())?;
     let initrd = std::fs::read(layout.initrd())?;
-    std::fs::write(esp.slot_dir(bronze_boot::Slot::A).join("vmlinuz"), &kernel)?;
-    std::fs::write(esp.slot_dir(bronze_boot::Slot::A).join("initrd"), &initrd)?;
-    let a = bronze_boot::Entry {
-        slot: bronze_boot::Slot::A,
-        generation: 1,
-        release: "v0.1.0".into(),
-        options: "console=ttyS0".into(),
-    };
-    esp.write_entry(&a, None)?;
+    let esp = bronze_tests::boot_dir(&tmp.path().join("esp"), &kernel, &initrd);
     let key = SigningKey::generate()?;
     let pki = Pki::new();
     let node = Node::start_with(NodeOptions {
-        config: Some(trusting(&pki, "bench-upgrade", &key)),
+        config: Some(trusting_upgrades(&pki.node_config("bench-upgrade"), &key)),
         args: vec!["--boot-dir".into(), esp.root.display().to_string(), "--boot-slot".into(), "a".into()],
         ..Default::default()
     })
@@ -172,30 +158,15 @@ async fn machine_ready(admin: &Path) -> bool {
 }
 
 async fn end_to_end(layout: &ImageLayout) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let disk = tmp.path().join("disk.img");
-    std::fs::copy(layout.disk_image(), &disk)?;
-    Firmware::ovmf(tmp.path().join("efivars.fd"))?;
-    let port = free_port();
-    let node = format!("127.0.0.1:{port}");
-    let firmware = Firmware { code: bronze_images::vm::OVMF_CODE.into(), vars: tmp.path().join("efivars.fd") };
-    let spec = VmSpec::from_disk_image(Disk { path: disk.clone(), format: DiskFormat::Raw }, firmware, port);
-    let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log"))?;
+    let d = DiskVm::new(layout);
+    let node = d.node.clone();
+    let mut vm = d.start("console.log");
     let result = async {
-        wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, Duration::from_secs(180)).await;
-        let line = vm.wait_for_line("fingerprint=", Instant::now() + Duration::from_secs(10))?;
-        let fingerprint = maintenance_fingerprint(&line).ok_or_else(|| anyhow::anyhow!("no fingerprint"))?;
+        wait_api(&mut vm, &node, &Auth::Insecure { fingerprint: None }, BOOT).await;
         let key = SigningKey::generate()?;
         let pki = Pki::new();
-        let config = tmp.path().join("node.yaml");
-        std::fs::write(&config, trusting(&pki, "bench-upgrade-vm", &key))?;
-        let args = ["-n", &node, "--insecure", "--cert-fingerprint", &fingerprint, "apply-config", "-f"];
-        let run = bronzectl(None, &[&args[..], &[config.to_str().unwrap_or_default()]].concat()).await;
-        anyhow::ensure!(run.code == 0, "apply-config: {run:?}");
-        let admin = tmp.path().join("bronzeconfig");
-        pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
+        let (_, admin) = d.configure(&mut vm, &pki, &trusting_upgrades(&pki.node_config("bench-upgrade-vm"), &key)).await;
         let auth = pki.auth(&["os:admin"]);
-        wait_api(&mut vm, &node, &auth, Duration::from_secs(60)).await;
         let kernel = std::fs::read(layout.bzimage())?;
         let initrd = std::fs::read(layout.initrd())?;
         let bytes = kernel.len() + initrd.len();
