@@ -300,7 +300,8 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     let deadline = Instant::now() + BOOT;
     let after = loop {
         if let Ok(mut c) = NodeClient::connect(&node, &admin_auth).await
-            && let Ok(v) = c.machine.version(pb::VersionRequest {}).await
+            && let Ok(Ok(v)) =
+                tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await
         {
             let v = v.into_inner();
             if v.slot == "b" && v.slots.iter().any(|s| s.slot == "b" && s.state == "good") {
@@ -342,7 +343,8 @@ async fn an_upgrade_lands_in_the_other_slot_bad_bundles_change_nothing_and_rollb
     let deadline = Instant::now() + BOOT;
     loop {
         if let Ok(mut c) = NodeClient::connect(&node, &admin_auth).await
-            && let Ok(v) = c.machine.version(pb::VersionRequest {}).await
+            && let Ok(Ok(v)) =
+                tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await
             && v.get_ref().slot == "a"
             && v.get_ref().next_slot == "a"
             && v.get_ref().slots.iter().all(|s| s.state == "good")
@@ -415,7 +417,8 @@ async fn an_upgrade_that_never_gets_healthy_reboots_itself_and_falls_back() {
     let deadline = Instant::now() + BOOT;
     let v = loop {
         if let Ok(mut c) = NodeClient::connect(&node, &admin_auth).await
-            && let Ok(v) = c.machine.version(pb::VersionRequest {}).await
+            && let Ok(Ok(v)) =
+                tokio::time::timeout(Duration::from_secs(5), c.machine.version(pb::VersionRequest {})).await
             && v.get_ref().slot == "a"
             && v.get_ref().slots.iter().any(|s| s.slot == "b" && s.state == "bad")
         {
