@@ -233,6 +233,9 @@ async fn a_thousand_orphans_are_reaped() {
         }
         (children, zombies)
     };
+    // The API is up before the services controller has registered the
+    // configured services: wait until the spawner is known.
+    wait_service(&mut c, "spawner", Duration::from_secs(10), "registered", |_| true).await;
     // While spawning, orphans show up as bronzed's children (it is a subreaper).
     let mut most = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
