@@ -79,25 +79,44 @@ const EVENT_RING: u64 = 1000;
 const MAINTENANCE_CRT: &str = "maintenance.crt";
 const MAINTENANCE_KEY: &str = "maintenance.key";
 
-/// The maintenance certificate (kept in the state dir, made on first use)
-/// and the TLS config serving it, built once.
-fn maintenance_cert(dir: &StateDir, listen: SocketAddr) -> anyhow::Result<(CertAndKey, Arc<rustls::ServerConfig>)> {
+/// The maintenance certificate (kept in the state dir, made on first use),
+/// the TLS config serving it, built once, and whether it is new: a new one
+/// is saved with [`save_maintenance_cert`] once the API serves (four
+/// fsyncs a first boot does not wait for; lost only if the node loses
+/// power in the moment after, and then the next boot makes another).
+fn maintenance_cert(
+    dir: &StateDir,
+    listen: SocketAddr,
+) -> anyhow::Result<(CertAndKey, Arc<rustls::ServerConfig>, bool)> {
     if let (Some(crt), Some(key)) = (dir.read(MAINTENANCE_CRT)?, dir.read(MAINTENANCE_KEY)?) {
         let cert = CertAndKey {
             cert_pem: String::from_utf8_lossy(&crt).into(),
             key_pem: String::from_utf8_lossy(&key).into(),
         };
         match tls::maintenance_server_config(&cert) {
-            Ok(config) => return Ok((cert, config)),
+            Ok(config) => return Ok((cert, config, false)),
             Err(e) => tracing::warn!(error = %e, "stored maintenance certificate is unusable; making a new one"),
         }
     }
     let sans = tls::server_sans(&[], "bronze-maintenance", listen);
     let cert = bronze_pki::self_signed_server(&sans)?;
     let config = tls::maintenance_server_config(&cert)?;
-    dir.write_atomic(MAINTENANCE_KEY, cert.key_pem.as_bytes())?;
-    dir.write_atomic(MAINTENANCE_CRT, cert.cert_pem.as_bytes())?;
-    Ok((cert, config))
+    Ok((cert, config, true))
+}
+
+/// Keeps a new maintenance certificate, key first (a certificate without
+/// its key is never left behind). A failure is logged: the node serves on,
+/// and its next boot makes a new certificate.
+fn save_maintenance_cert(dir: &StateDir, cert: &CertAndKey) {
+    let saved = dir
+        .write_atomic(MAINTENANCE_KEY, cert.key_pem.as_bytes())
+        .and_then(|()| dir.write_atomic(MAINTENANCE_CRT, cert.cert_pem.as_bytes()));
+    match saved {
+        Ok(()) => tracing::debug!("maintenance certificate saved"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep the maintenance certificate: the next boot makes another, with another fingerprint")
+        }
+    }
 }
 
 /// Puts the API's TLS and gate in step with the live config.
@@ -195,6 +214,19 @@ fn boot_disk(opts: &NodeOptions) -> (Arc<crate::boot::BootDisk>, Duration) {
     (Arc::new(crate::boot::BootDisk::new(esp, running)), timeout)
 }
 
+/// The longest the plugins wait for the first network plan once the API
+/// serves (a node whose network cannot be configured still loads them).
+const PLUGINS_AFTER_NETWORK: Duration = Duration::from_secs(2);
+
+/// When the plugins start loading: once the API serves and the first
+/// network plan is applied (at most [`PLUGINS_AFTER_NETWORK`] after the API).
+/// Loading is CPU work, and a VM may have one CPU: the node is reachable
+/// first. The first network plan never waits for plugins.
+async fn plugins_start(mut serving: watch::Receiver<bool>, mut network_ready: watch::Receiver<bool>) {
+    let _ = serving.wait_for(|s| *s).await;
+    let _ = tokio::time::timeout(PLUGINS_AFTER_NETWORK, network_ready.wait_for(|r| *r)).await;
+}
+
 /// Runs a node until it is shut down.
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     // Where the start spends its time until the API serves, for the console.
@@ -202,7 +234,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let dir = Arc::new(StateDir::open(&opts.state_dir)?);
     let store = Store::new();
     let listen = opts.listen;
-    let (maintenance, maintenance_tls) = maintenance_cert(&dir, listen)?;
+    let (maintenance, maintenance_tls, maintenance_is_new) = maintenance_cert(&dir, listen)?;
     let fingerprint = bronze_pki::spki_fingerprint(&bronze_pki::certs_from_pem(&maintenance.cert_pem)?[0])?;
     laps.lap("maintenance certificate");
     let security = Arc::new(Security::new(maintenance_tls.clone(), Gate::Maintenance));
@@ -225,6 +257,9 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
     // Process mode has no network to bring up; pid1 sets this after its network.
     let (network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
+    // Set once the API serves: the plugins load after it.
+    let (serving_tx, serving) = watch::channel(false);
+    let plugins_ready = plugins_start(serving, network_ready.clone());
     let services = Arc::new(Supervisor::new(
         reaper.clone(),
         store.clone(),
@@ -288,7 +323,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Some(path) => format!("--config {}", path.display()),
         None => "stored config".into(),
     })?;
-    plugins.load_in_background();
+    plugins.load_after(plugins_ready).await;
     laps.lap("config");
     let observe_now = Arc::new(tokio::sync::Notify::new());
     let network_status = Arc::new(NetworkStatusController::new(
@@ -359,7 +394,12 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
 
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let mode = opts.mode.as_str();
+    let unsaved_maintenance = maintenance_is_new.then(|| (dir.clone(), maintenance.clone()));
     let on_serving = move || {
+        if let Some((dir, cert)) = unsaved_maintenance {
+            tokio::task::spawn_blocking(move || save_maintenance_cert(&dir, &cert));
+        }
+        serving_tx.send_replace(true);
         laps.lap("API");
         tracing::debug!("startup: {laps}");
         tracing::info!(listen = %bound, mode, startup_ms = laps.total().as_millis() as u64, "API listening");

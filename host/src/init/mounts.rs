@@ -299,8 +299,10 @@ pub fn read_ext4_label(path: &Path) -> io::Result<Option<String>> {
 
 /// The device node (under `root`) of the block device holding the ext4
 /// filesystem labelled [`STATE_LABEL`], looking at every entry of
-/// `<root>/sys/class/block` (disks and partitions) in name order. Devices
-/// that cannot be read are skipped. If several carry the label, the first
+/// `<root>/sys/class/block` (disks and partitions) in name order, except
+/// optical drives (a CD-ROM cannot hold a writable state disk, and opening
+/// an empty one costs a round of ATAPI commands). Devices that cannot be
+/// read are skipped. If several carry the label, the first
 /// wins and the others are logged: the image builder should make one.
 pub fn find_state_disk(root: &Path) -> Option<PathBuf> {
     let found = labelled_devices(root, STATE_LABEL);
@@ -318,7 +320,7 @@ pub fn labelled_devices(root: &Path, label: &str) -> Vec<PathBuf> {
     names.sort();
     names
         .into_iter()
-        .filter(|name| !is_empty_device(&class.join(name)))
+        .filter(|name| !is_empty_device(&class.join(name)) && !is_optical_drive(&class.join(name)))
         .map(|name| root.join("dev").join(device_node_name(&class.join(&name)).unwrap_or(name)))
         .filter(|node| match read_ext4_label(node) {
             Ok(l) => l.as_deref() == Some(label),
@@ -330,11 +332,27 @@ pub fn labelled_devices(root: &Path, label: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether `<root>/sys/class/block` lists any device with data (unattached
-/// loop devices have size 0): with none, no state disk is coming.
+/// Whether `<root>/sys/class/block` lists any device that could hold the
+/// state disk (unattached loop devices have size 0; an optical drive is
+/// read-only): with none, no state disk is coming. A diskless VM with a
+/// config drive does not wait for one.
 pub fn has_block_devices(root: &Path) -> bool {
     let class = root.join("sys/class/block");
-    std::fs::read_dir(&class).is_ok_and(|entries| entries.flatten().any(|e| !is_empty_device(&e.path())))
+    std::fs::read_dir(&class)
+        .is_ok_and(|entries| entries.flatten().any(|e| !is_empty_device(&e.path()) && !is_optical_drive(&e.path())))
+}
+
+/// The block major of SCSI CD-ROM drives (`srN`: ATAPI, SATA, USB and
+/// virtio-scsi optical drives alike), from the kernel's devices.txt.
+const SCSI_CDROM_MAJOR: u32 = 11;
+
+/// An optical drive: its `dev` attribute (`MAJOR:MINOR`) has the CD-ROM
+/// major. An empty drive reports a non-zero size (the kernel's guess).
+fn is_optical_drive(sys_dev: &Path) -> bool {
+    std::fs::read_to_string(sys_dev.join("dev"))
+        .ok()
+        .and_then(|s| s.trim().split_once(':').and_then(|(major, _)| major.parse::<u32>().ok()))
+        == Some(SCSI_CDROM_MAJOR)
 }
 
 /// `DEVNAME=` of the device's uevent (`vda1`, `mapper/x`), which can differ
@@ -512,6 +530,22 @@ mod tests {
         assert_eq!(labelled_devices(root, STATE_LABEL), [root.join("dev/disk/vdc"), root.join("dev/vdd")]);
         assert_eq!(find_state_disk(root), Some(root.join("dev/disk/vdc")));
         assert_eq!(labelled_devices(root, "NOPE"), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn optical_drives_are_never_state_disks_and_do_not_make_the_boot_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // An empty drive reports the kernel's guessed size; even a labelled
+        // image in one is not opened.
+        add_device(root, "sr0", Some("sr0"), Some(8388604), &image_with(&superblock(b"BRONZE_STATE", EXT_MAGIC)));
+        std::fs::write(root.join("sys/class/block/sr0/dev"), "11:0\n").unwrap();
+        assert_eq!(find_state_disk(root), None);
+        assert!(!has_block_devices(root), "a CD-ROM alone is no reason to wait for a state disk");
+        add_device(root, "vda", Some("vda"), Some(131072), &image_with(&superblock(b"BRONZE_STATE", EXT_MAGIC)));
+        std::fs::write(root.join("sys/class/block/vda/dev"), "254:0\n").unwrap();
+        assert!(has_block_devices(root));
+        assert_eq!(find_state_disk(root), Some(root.join("dev/vda")));
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub struct PluginManager {
     health: Arc<Writer<HealthCheckSpec>>,
     inner: Mutex<Inner>,
     /// One install/remove/reconcile at a time.
-    change: tokio::sync::Mutex<()>,
+    change: Arc<tokio::sync::Mutex<()>>,
     config: watch::Receiver<Option<LiveConfig>>,
     /// Bundles shipped with the image.
     image_plugins: Option<PathBuf>,
@@ -188,7 +188,7 @@ impl PluginManager {
             registry,
             health: Arc::new(store.writer()?),
             inner: Mutex::new(Inner { index, ..Default::default() }),
-            change: tokio::sync::Mutex::new(()),
+            change: Arc::new(tokio::sync::Mutex::new(())),
             config,
             image_plugins,
             changes: watch::channel(0).0,
@@ -202,7 +202,24 @@ impl PluginManager {
     /// its config: loading may compile, under that config's limits. After
     /// that, [`PluginConfigController`] follows the config.
     pub fn load_in_background(self: &Arc<Self>) {
-        tokio::spawn(self.clone().load());
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let change = manager.change.clone().lock_owned().await;
+            manager.load(change).await
+        });
+    }
+
+    /// [`Self::load_in_background`], once `ready` completes: PID 1 lets its
+    /// API and network start first (loading is CPU work, and a VM may have
+    /// one CPU). Changes asked for meanwhile (install, remove, a config's
+    /// instances) wait for the load, as they would for a running one.
+    pub async fn load_after(self: &Arc<Self>, ready: impl Future<Output = ()> + Send + 'static) {
+        let change = self.change.clone().lock_owned().await;
+        let manager = self.clone();
+        tokio::spawn(async move {
+            ready.await;
+            manager.load(change).await
+        });
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -214,8 +231,7 @@ impl PluginManager {
     }
 
     /// Loads the installed plugins and the image's, then arms instances.
-    async fn load(self: Arc<Self>) {
-        let _change = self.change.lock().await;
+    async fn load(self: Arc<Self>, _change: tokio::sync::OwnedMutexGuard<()>) {
         self.load_installed().await;
         if let Some(dir) = self.image_plugins.clone() {
             self.install_image_plugins(&dir).await;
