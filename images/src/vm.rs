@@ -359,6 +359,11 @@ impl VmSpec {
         .map(String::from)
         .into();
         args.push(self.memory_mib.to_string());
+        // Only the devices named below: without this, qemu adds an empty IDE
+        // CD-ROM drive (and a floppy, a parallel port, VGA), which the kernel
+        // probes at boot and a node never uses. A config drive is added
+        // explicitly ([`VmSpec::cdroms`]).
+        args.push("-nodefaults".into());
         // The console and qemu's monitor share stdio (Ctrl-A C switches, Ctrl-A X
         // quits). `signal=on`, unlike `-serial mon:stdio`, keeps Ctrl-C a signal to
         // qemu: a Bronze guest has no shell to send it to, so Ctrl-C stops the VM.
@@ -652,7 +657,7 @@ mod tests {
         spec.append.push("bronze.debug=1".into());
         assert_eq!(
             spec.args().join(" "),
-            "-accel tcg -m 512 -nographic -chardev stdio,id=console,mux=on,signal=on -serial chardev:console \
+            "-accel tcg -m 512 -nodefaults -nographic -chardev stdio,id=console,mux=on,signal=on -serial chardev:console \
              -mon chardev=console,mode=readline -no-reboot \
              -kernel /i/vmlinux -initrd /i/initrd.gz -append console=ttyS0 panic=-1 bronze.debug=1 \
              -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:50123-:50000 \
