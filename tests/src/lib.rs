@@ -95,6 +95,22 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// A loopback TCP port that refuses connections for as long as this value
+/// lives: a socket bound to it without listening holds it, so no other test
+/// can take it meanwhile (a port from [`free_port`] is free only until
+/// another test's node binds it).
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind a loopback port");
+    let port = socket.local_addr().expect("local address").port();
+    ClosedPort { port, _socket: socket }
+}
+
 /// A fresh CA for one test; keys never leave the temp dirs.
 pub struct Pki {
     pub ca: CertAndKey,

@@ -42,7 +42,8 @@ async fn health_plugins_report_healthy_unhealthy_and_unreachable() {
     let server = TestHttpServer::start().await;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_port = tcp.local_addr().unwrap().port();
-    let closed = bronze_tests::free_port();
+    let closed_port = bronze_tests::closed_port();
+    let closed = closed_port.port;
     let port = server.port;
     let plugins = format!(
         r#"trustedKeys: ["{key}"]

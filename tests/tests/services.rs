@@ -111,7 +111,8 @@ async fn dependencies_wait_for_services_health_and_time() {
     let pki = Pki::new();
     let healthy_port = free_port();
     let listener = std::net::TcpListener::bind(("127.0.0.1", healthy_port)).unwrap();
-    let closed_port = free_port();
+    let closed = bronze_tests::closed_port();
+    let closed_port = closed.port;
     let services = [
         sh(
             "db",
@@ -149,7 +150,7 @@ async fn dependencies_wait_for_services_health_and_time() {
     }
     wait_service(&mut c, "clocked", Duration::from_secs(10), "running after bootTimeout", |s| s.state == "running")
         .await;
-    drop(listener);
+    drop((listener, closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
