@@ -271,6 +271,9 @@ async fn the_guest_reaches_a_mock_imds_at_169_254_169_254() {
     let mut spec = plain_spec(&layout, tmp.path());
     spec.smbios = ec2_smbios();
     spec.metadata = Some(MetadataService::Relay(mock.addr.port()));
+    // An empty IDE CD drive, as many clouds' machines have (and qemu adds by
+    // default): the volumes source must ask it for a disc, not read it.
+    spec.extra_args.extend(["-drive".into(), "if=ide,media=cdrom".into()]);
     // The metadata network moves the guest: its first boot address too.
     spec.append[0] = spec.first_boot_ip().to_string();
     // The plugin with its real endpoint (no `endpoint` config).
@@ -290,8 +293,8 @@ async fn the_guest_reaches_a_mock_imds_at_169_254_169_254() {
     // Every GET carried the token the PUT handed out.
     let requests = mock.requests();
     assert!(requests.iter().filter(|r| r.method == "GET").all(|r| r.header("x-aws-ec2-metadata-token").is_some()));
-    // qemu's default machine has an empty IDE CD drive: the volumes source
-    // asked it for a disc instead of reading it (no I/O errors logged).
+    // The volumes source asked the empty drive for a disc instead of
+    // reading it (no I/O errors logged).
     let messages = dmesg(&b.admin).await;
     assert!(messages.iter().any(|m| m.contains("sr0")), "no CD drive in the kernel log: {messages:#?}");
     assert!(!messages.iter().any(|m| m.contains("Medium not present")), "the empty drive was read: {messages:#?}");
