@@ -323,7 +323,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Some(path) => format!("--config {}", path.display()),
         None => "stored config".into(),
     })?;
-    plugins.load_after(plugins_ready).await;
+    plugins.load_after(plugins_ready);
     laps.lap("config");
     let observe_now = Arc::new(tokio::sync::Notify::new());
     let network_status = Arc::new(NetworkStatusController::new(

@@ -320,7 +320,7 @@ pub fn labelled_devices(root: &Path, label: &str) -> Vec<PathBuf> {
     names.sort();
     names
         .into_iter()
-        .filter(|name| !is_empty_device(&class.join(name)) && !is_optical_drive(&class.join(name)))
+        .filter(|name| may_hold_state(&class.join(name)))
         .map(|name| root.join("dev").join(device_node_name(&class.join(&name)).unwrap_or(name)))
         .filter(|node| match read_ext4_label(node) {
             Ok(l) => l.as_deref() == Some(label),
@@ -338,8 +338,12 @@ pub fn labelled_devices(root: &Path, label: &str) -> Vec<PathBuf> {
 /// config drive does not wait for one.
 pub fn has_block_devices(root: &Path) -> bool {
     let class = root.join("sys/class/block");
-    std::fs::read_dir(&class)
-        .is_ok_and(|entries| entries.flatten().any(|e| !is_empty_device(&e.path()) && !is_optical_drive(&e.path())))
+    std::fs::read_dir(&class).is_ok_and(|entries| entries.flatten().any(|e| may_hold_state(&e.path())))
+}
+
+/// A device worth reading a superblock from: not empty, not an optical drive.
+fn may_hold_state(sys_dev: &Path) -> bool {
+    !is_empty_device(sys_dev) && !is_optical_drive(sys_dev)
 }
 
 /// The block major of SCSI CD-ROM drives (`srN`: ATAPI, SATA, USB and

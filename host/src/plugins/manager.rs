@@ -153,7 +153,7 @@ impl std::fmt::Debug for PluginManager {
 }
 
 impl PluginManager {
-    /// [`Self::open`], then [`Self::load_in_background`].
+    /// [`Self::open`], then [`Self::load_after`] with nothing to wait for.
     pub fn start(
         root: &Path,
         store: &Store,
@@ -164,7 +164,7 @@ impl PluginManager {
         compiler: Compiler,
     ) -> anyhow::Result<Arc<PluginManager>> {
         let manager = Self::open(root, store, paths, volumes, image_plugins, config, compiler)?;
-        manager.load_in_background();
+        manager.load_after(std::future::ready(()));
         Ok(manager)
     }
 
@@ -197,26 +197,25 @@ impl PluginManager {
         Ok(manager)
     }
 
-    /// Loads the installed and image plugins in the background and arms
-    /// the instances once; returns at once. Call it once the node has read
-    /// its config: loading may compile, under that config's limits. After
-    /// that, [`PluginConfigController`] follows the config.
-    pub fn load_in_background(self: &Arc<Self>) {
+    /// Loads the installed and image plugins in the background once `ready`
+    /// completes and arms the instances once; returns at once. Call it once,
+    /// after [`Self::open`] and once the node has read its config: loading
+    /// may compile, under that config's limits. PID 1 lets its API and
+    /// network start first (loading is CPU work, and a VM may have one
+    /// CPU). The change lock is taken here, so an install, a removal or a
+    /// config's instances asked for meanwhile wait for the load, as they
+    /// would for a running one. After that, [`PluginConfigController`]
+    /// follows the config.
+    pub fn load_after(self: &Arc<Self>, ready: impl Future<Output = ()> + Send + 'static) {
+        // Nothing holds the lock before the first load; should something,
+        // the load waits its turn.
+        let held = self.change.clone().try_lock_owned().ok();
         let manager = self.clone();
         tokio::spawn(async move {
-            let change = manager.change.clone().lock_owned().await;
-            manager.load(change).await
-        });
-    }
-
-    /// [`Self::load_in_background`], once `ready` completes: PID 1 lets its
-    /// API and network start first (loading is CPU work, and a VM may have
-    /// one CPU). Changes asked for meanwhile (install, remove, a config's
-    /// instances) wait for the load, as they would for a running one.
-    pub async fn load_after(self: &Arc<Self>, ready: impl Future<Output = ()> + Send + 'static) {
-        let change = self.change.clone().lock_owned().await;
-        let manager = self.clone();
-        tokio::spawn(async move {
+            let change = match held {
+                Some(change) => change,
+                None => manager.change.clone().lock_owned().await,
+            };
             ready.await;
             manager.load(change).await
         });
