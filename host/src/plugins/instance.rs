@@ -128,14 +128,20 @@ impl Instance {
 
     /// Installs what the instance runs from now on. Calls in flight finish
     /// with what they started with; the schedule is not interrupted.
-    pub fn arm(&self, armed: Armed, concurrency: u32) {
+    /// `fresh` (a reinstall) clears quarantine and backoff in the same step,
+    /// before the new plugin can run: cleared afterwards, a failure of its
+    /// first run would be lost.
+    pub fn arm(&self, armed: Armed, concurrency: u32, fresh: bool) {
         self.set_concurrency(concurrency);
-        self.armed.store(Some(Arc::new(armed)));
         {
             let mut record = self.record();
             record.refused = None;
             record.disabled = false;
+            if fresh {
+                record.backoff.clear();
+            }
         }
+        self.armed.store(Some(Arc::new(armed)));
         self.wake.notify_one();
     }
 

@@ -236,7 +236,7 @@ impl PluginManager {
             self.install_image_plugins(&dir).await;
         }
         let current = self.config.borrow().clone();
-        self.reconcile(current.as_ref().map(|c| c.config.as_ref()));
+        self.reconcile(current.as_ref().map(|c| c.config.as_ref()), &[]);
         self.loaded.send_replace(true);
     }
 
@@ -244,7 +244,7 @@ impl PluginManager {
     pub async fn reconcile_live(&self) {
         let _change = self.change.lock().await;
         let current = self.config.borrow().clone();
-        self.reconcile(current.as_ref().map(|c| c.config.as_ref()));
+        self.reconcile(current.as_ref().map(|c| c.config.as_ref()), &[]);
     }
 
     async fn load_installed(&self) {
@@ -470,7 +470,8 @@ impl PluginManager {
     /// provider shipped in the image ([`PROVIDER_PREFIX`]`<id>`), which runs
     /// with the grants its manifest's `[grants]` asks for, config or not:
     /// first-party providers are part of the image, trusted like bronzed.
-    fn reconcile(&self, config: Option<&MachineConfig>) {
+    /// The instances named in `fresh` start with no failures (a reinstall).
+    fn reconcile(&self, config: Option<&MachineConfig>, fresh: &[String]) {
         // (config path, instance, an image plugin's own instance)
         let mut wanted: Vec<(String, PluginInstance, bool)> = config
             .map(|c| {
@@ -543,7 +544,7 @@ impl PluginManager {
                 continue;
             }
             match arm(&self.arm_ctx, plugin, &wanted, &at, instance.log.clone(), image_instance) {
-                Ok((armed, concurrency)) => instance.arm(armed, concurrency),
+                Ok((armed, concurrency)) => instance.arm(armed, concurrency, fresh.contains(&id)),
                 Err(reason) => {
                     tracing::warn!(instance = %id, %reason, "plugin instance refused");
                     instance.disarm(Some(reason), false);
@@ -681,13 +682,9 @@ impl PluginManager {
             memory_minimum: fresh.report.memory_minimum,
         });
         let previous = previous.map(|e| e.version);
-        self.reconcile(Some(live.config.as_ref()));
+        // A reinstall clears its instances' failures as they are armed.
         let names: Vec<String> = instances.iter().map(|(_, i)| i.id.as_str().to_string()).collect();
-        for name in &names {
-            if let Some(slot) = self.inner().instances.get(name) {
-                slot.instance.clear_failures();
-            }
-        }
+        self.reconcile(Some(live.config.as_ref()), &names);
         tracing::info!(plugin = %id, version = %index.plugins[&id].version, previous = ?previous, "plugin installed");
         Ok(InstallReport {
             id: id.clone(),
@@ -764,7 +761,7 @@ impl PluginManager {
         }
         self.registry.collect_garbage(&index);
         let live = self.config.borrow().clone();
-        self.reconcile(live.as_ref().map(|c| c.config.as_ref()));
+        self.reconcile(live.as_ref().map(|c| c.config.as_ref()), &[]);
         tracing::info!(plugin = %id, version = %entry.version, "plugin removed");
         Ok(entry)
     }
