@@ -214,6 +214,19 @@ fn boot_disk(opts: &NodeOptions) -> (Arc<crate::boot::BootDisk>, Duration) {
     (Arc::new(crate::boot::BootDisk::new(esp, running)), timeout)
 }
 
+/// The longest the plugins wait for the first network plan once the API
+/// serves (a node whose network cannot be configured still loads them).
+const PLUGINS_AFTER_NETWORK: Duration = Duration::from_secs(2);
+
+/// When the plugins start loading: once the API serves and the first
+/// network plan is applied (at most [`PLUGINS_AFTER_NETWORK`] after the API).
+/// Loading is CPU work, and a VM may have one CPU: the node is reachable
+/// first. The first network plan never waits for plugins.
+async fn plugins_start(mut serving: watch::Receiver<bool>, mut network_ready: watch::Receiver<bool>) {
+    let _ = serving.wait_for(|s| *s).await;
+    let _ = tokio::time::timeout(PLUGINS_AFTER_NETWORK, network_ready.wait_for(|r| *r)).await;
+}
+
 /// Runs a node until it is shut down.
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     // Where the start spends its time until the API serves, for the console.
@@ -244,6 +257,9 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let reaper = Reaper::start(opts.mode == Mode::Process).context("starting the reaper")?;
     // Process mode has no network to bring up; pid1 sets this after its network.
     let (network_ready_tx, network_ready) = watch::channel(opts.mode == Mode::Process);
+    // Set once the API serves: the plugins load after it.
+    let (serving_tx, serving) = watch::channel(false);
+    let plugins_ready = plugins_start(serving, network_ready.clone());
     let services = Arc::new(Supervisor::new(
         reaper.clone(),
         store.clone(),
@@ -307,7 +323,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         Some(path) => format!("--config {}", path.display()),
         None => "stored config".into(),
     })?;
-    plugins.load_after(std::future::ready(()));
+    plugins.load_after(plugins_ready);
     laps.lap("config");
     let observe_now = Arc::new(tokio::sync::Notify::new());
     let network_status = Arc::new(NetworkStatusController::new(
@@ -383,6 +399,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         if let Some((dir, cert)) = unsaved_maintenance {
             tokio::task::spawn_blocking(move || save_maintenance_cert(&dir, &cert));
         }
+        serving_tx.send_replace(true);
         laps.lap("API");
         tracing::debug!("startup: {laps}");
         tracing::info!(listen = %bound, mode, startup_ms = laps.total().as_millis() as u64, "API listening");
