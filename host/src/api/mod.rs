@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod capture;
 pub mod context;
+pub mod deferred;
 pub mod files;
 pub mod machine;
 pub mod network;
@@ -45,19 +46,20 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(128);
     let acceptor = tokio::spawn(accept_loop(listener, node.security.clone(), tx));
-    // Decoding and indexing the descriptor sets is the API's one heavy
-    // start-up step (CPU only, slow under emulation): off the async workers, so
-    // the rest of the node (the network coming up) is not held up by it.
-    let reflection = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
-        let v1 = tonic_reflection::server::Builder::configure()
+    // Reflection is built on its first request (see [`deferred`]).
+    let reflection_v1 = deferred::Deferred::new(|| {
+        tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let v1alpha = tonic_reflection::server::Builder::configure()
+            .build_v1()
+            .map_err(|e| format!("building the reflection service: {e}"))
+    });
+    let reflection_v1alpha = deferred::Deferred::new(|| {
+        tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        Ok((v1, v1alpha))
+            .build_v1alpha()
+            .map_err(|e| format!("building the reflection service: {e}"))
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -66,8 +68,6 @@ pub async fn serve(
     health.set_serving::<TimeServiceServer<time::TimeApi>>().await;
     health.set_serving::<PluginServiceServer<plugin::PluginApi>>().await;
     health.set_serving::<NetworkServiceServer<network::NetworkApi>>().await;
-    let (reflection_v1, reflection_v1alpha) =
-        anyhow::Context::context(reflection.await, "building the reflection service")??;
 
     let machine = MachineServiceServer::new(machine::MachineApi { node: node.clone() })
         .max_decoding_message_size(machine::MAX_APPLY_MESSAGE);
