@@ -9,7 +9,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::{Config, Engine, OptLevel};
 
@@ -29,7 +29,10 @@ const ASYNC_STACK: usize = 2 * 1024 * 1024;
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
-    fingerprint: Arc<str>,
+    /// Computed when first asked (plugins load after the API serves, and
+    /// building the worker's engine settings is start-up work for nothing
+    /// until then).
+    fingerprint: Arc<OnceLock<String>>,
     ticker: Arc<Ticker>,
 }
 
@@ -46,12 +49,8 @@ impl PluginEngine {
         let mut config = shared_config();
         config.enable_compiler(false);
         let engine = Engine::new(&config)?;
-        // A compiler-less engine hashes no compiler settings and no CPU
-        // features: name artifacts after the engine that writes them. It
-        // only builds Cranelift's settings here, it compiles nothing.
-        let fingerprint = fingerprint(&compiling_engine()?).into();
         let ticker = Ticker::start(engine.clone());
-        Ok(PluginEngine { engine, fingerprint, ticker })
+        Ok(PluginEngine { engine, fingerprint: Arc::default(), ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -73,8 +72,21 @@ impl PluginEngine {
 
     /// Identifies what compiled artifacts this engine can load: the
     /// wasmtime version, its settings and the CPU features it targets.
+    ///
+    /// A compiler-less engine hashes no compiler settings and no CPU
+    /// features: artifacts are named after the engine that writes them,
+    /// the worker's ([`compiling_engine`]; building it only builds
+    /// Cranelift's settings, it compiles nothing). Should that engine be
+    /// impossible, no artifact matches the fingerprint and every compile
+    /// fails in the worker, saying why.
     pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        self.fingerprint.get_or_init(|| match compiling_engine() {
+            Ok(engine) => fingerprint(&engine),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot build the compile worker's engine");
+                "unavailable".to_string()
+            }
+        })
     }
 }
 
@@ -222,6 +234,17 @@ mod tests {
             std::thread::sleep(EPOCH_TICK);
         }
         ok()
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_workers_engines_computed_once_and_shared_by_clones() {
+        let engine = PluginEngine::new().unwrap();
+        let clone = engine.clone();
+        assert!(clone.fingerprint.get().is_none(), "computed before it was asked for");
+        let expected = fingerprint(&compiling_engine().unwrap());
+        assert!(expected.starts_with("wasmtime48-"), "{expected}");
+        assert_eq!(engine.fingerprint(), expected);
+        assert_eq!(clone.fingerprint.get().map(String::as_str), Some(expected.as_str()));
     }
 
     #[test]
