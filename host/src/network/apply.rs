@@ -218,8 +218,9 @@ impl Applier {
         }
     }
 
-    /// Wakes `notify` after each apply and `links_down` (pass the status
-    /// controller's trigger so `get links` shows the result at once).
+    /// Wakes `notify` when asked after an apply ([`Self::observe`]) and
+    /// after `links_down` (pass the status controller's trigger so `get
+    /// links` shows the result at once).
     pub fn notify_after_apply(mut self, notify: Arc<Notify>) -> Self {
         self.applied = Some(notify);
         self
@@ -228,12 +229,19 @@ impl Applier {
     /// Makes the kernel match `plan` (which must have passed validation:
     /// link names resolved, gateways reachable). Returns `Err` only when
     /// the kernel cannot even be read; per-item failures are in the report.
+    /// The caller wakes the observer with [`Self::observe`] once it has
+    /// published what the apply means: on one CPU the observer's snapshot
+    /// would otherwise run first (a woken idle thread preempts), holding
+    /// "network ready" back by a whole netlink dump.
     pub async fn apply(&self, plan: &NetworkPlan) -> Result<ApplyReport, NetError> {
-        let result = self.apply_locked(plan).await;
+        self.apply_locked(plan).await
+    }
+
+    /// Wakes the status controller (see [`Self::notify_after_apply`]).
+    pub fn observe(&self) {
         if let Some(notify) = &self.applied {
             notify.notify_one();
         }
-        result
     }
 
     async fn apply_locked(&self, plan: &NetworkPlan) -> Result<ApplyReport, NetError> {
@@ -613,9 +621,7 @@ impl Applier {
                 }
             }
         }
-        if let Some(notify) = &self.applied {
-            notify.notify_one();
-        }
+        self.observe();
         Ok(report)
     }
 }
@@ -1323,7 +1329,10 @@ mod tests {
         };
         let report = applier.apply(&plan).await.unwrap();
         assert!(report.resolv_conf_written && report.hosts_written, "{report:?}");
-        notify.notified().await;
+        // The caller wakes the observer, after publishing the result.
+        assert!(futures::FutureExt::now_or_never(notify.notified()).is_none(), "the apply woke the observer");
+        applier.observe();
+        assert!(futures::FutureExt::now_or_never(notify.notified()).is_some(), "observe() did not wake it");
         let text = std::fs::read_to_string(dir.path().join(RESOLV_CONF)).unwrap();
         assert_eq!(
             text,

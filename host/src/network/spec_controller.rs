@@ -406,6 +406,7 @@ impl NetworkSpecController {
                 }
                 Err(e) => tracing::error!(error = %e, "network apply failed"),
             }
+            applier.observe();
         }
     }
 }
