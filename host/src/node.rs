@@ -232,6 +232,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     // Where the start spends its time until the API serves, for the console.
     let mut laps = crate::laps::Laps::new();
     let dir = Arc::new(StateDir::open(&opts.state_dir)?);
+    laps.lap("state dir");
     let store = Store::new();
     let listen = opts.listen;
     let (maintenance, maintenance_tls, maintenance_is_new) = maintenance_cert(&dir, listen)?;
@@ -267,6 +268,7 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         network_ready,
         service_cgroups(opts.mode),
     ));
+    laps.lap("services");
 
     // Loads installed plugins in the background once the config is read;
     // never delays the API.
