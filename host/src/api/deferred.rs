@@ -33,8 +33,8 @@ impl<S> Deferred<S> {
         Deferred { built: Arc::new(OnceCell::new()), build: Arc::new(build) }
     }
 
-    /// Whether the service has been built (for tests).
-    pub fn is_built(&self) -> bool {
+    #[cfg(test)]
+    fn is_built(&self) -> bool {
         self.built.initialized()
     }
 }

@@ -47,20 +47,8 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel(128);
     let acceptor = tokio::spawn(accept_loop(listener, node.security.clone(), tx));
     // Reflection is built on its first request (see [`deferred`]).
-    let reflection_v1 = deferred::Deferred::new(|| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| format!("building the reflection service: {e}"))
-    });
-    let reflection_v1alpha = deferred::Deferred::new(|| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| format!("building the reflection service: {e}"))
-    });
+    let reflection_v1 = deferred::Deferred::new(|| reflection().build_v1().map_err(reflection_error));
+    let reflection_v1alpha = deferred::Deferred::new(|| reflection().build_v1alpha().map_err(reflection_error));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MachineServiceServer<machine::MachineApi>>().await;
@@ -97,6 +85,17 @@ pub async fn serve(
         .await;
     acceptor.abort();
     Ok(result?)
+}
+
+/// Server reflection over every descriptor set the API serves.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bronze_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+fn reflection_error(e: tonic_reflection::server::Error) -> String {
+    format!("building the reflection service: {e}")
 }
 
 /// Accepts TCP connections and hands each to its own handshake task, using
