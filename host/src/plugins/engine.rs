@@ -101,7 +101,16 @@ fn shared_config() -> Config {
         // Bronze world uses it.
         .concurrency_support(false)
         .max_wasm_stack(MAX_WASM_STACK)
-        .async_stack_size(ASYNC_STACK);
+        .async_stack_size(ASYNC_STACK)
+        // No `.eh_frame` for compiled plugins: it only lets the system's
+        // unwinder walk through wasm frames, which nothing here does (traps
+        // carry wasmtime's own backtraces, and a host function's panic never
+        // unwinds through guest frames). With it, every load registers and
+        // every drop unregisters each function's FDE, and the musl build's
+        // unwinder (LLVM libunwind) scans its whole cache per FDE: dropping
+        // the image's 16 plugins cost PID 1 261 M instructions, a second or
+        // more under emulation on every shutdown, reboot and reinstall.
+        .native_unwind_info(false);
     config
 }
 
