@@ -395,6 +395,10 @@ impl VmSpec {
             ]),
         }
         args.extend(["-nic".into(), self.nic()]);
+        // No option ROM on the NIC: the firmware would load and start iPXE
+        // (and print its Ctrl-B prompt) for a network boot no VM does: qemu
+        // loads the kernel, or the firmware boots the first disk.
+        args.extend(["-global".into(), "virtio-net-pci.romfile=".into()]);
         for (i, disk) in self.disks.iter().enumerate() {
             let (file, format) = (escape_option(&path_arg(&disk.path)), disk.format.as_str());
             if self.firmware.is_some() {
@@ -661,6 +665,7 @@ mod tests {
              -mon chardev=console,mode=readline -no-reboot \
              -kernel /i/vmlinux -initrd /i/initrd.gz -append console=ttyS0 panic=-1 bronze.debug=1 \
              -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:50123-:50000 \
+             -global virtio-net-pci.romfile= \
              -drive file=/i/state.img,if=virtio,format=raw \
              -device virtio-rng-pci -device pvpanic-pci -action panic=exit-failure"
         );
