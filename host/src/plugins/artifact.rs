@@ -81,6 +81,19 @@ pub fn load_artifact(engine: &PluginEngine, path: &Path, expected_sha256: &str) 
     loaded.map_err(|e| format!("wasmtime refuses it: {e:#}"))
 }
 
+/// Maps an artifact that ships in the image (`cargo xtask image` compiled
+/// it with bronzed's own compile worker): no sha256, the image is trusted
+/// like the bronzed binary beside it. The caller has checked the image's
+/// report (the wasm it was made from, the engine that made it).
+pub fn load_image_artifact(engine: &PluginEngine, path: &Path) -> Result<Component, String> {
+    // SAFETY: as in `load_artifact`; the file is part of the read-only
+    // image (the initramfs), which nothing on a node writes. wasmtime checks
+    // the header, version and engine compatibility.
+    #[allow(unsafe_code)]
+    let loaded = unsafe { Component::deserialize_file(engine.engine(), path) };
+    loaded.map_err(|e| format!("wasmtime refuses it: {e:#}"))
+}
+
 /// Loads a cached artifact; `None` (after logging why) when it is missing,
 /// does not match the sha256 recorded when it was written, or wasmtime
 /// refuses it, so the caller recompiles.

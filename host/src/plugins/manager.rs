@@ -7,7 +7,7 @@
 //! loads run on niced threads ([`super::background`]), and calls run in
 //! their own tasks. The node's own engine cannot compile.
 
-use super::artifact::{load_artifact, load_cached, sha256_file};
+use super::artifact::{load_artifact, load_cached, load_image_artifact, sha256_file};
 use super::background::run_niced;
 use super::capabilities::{Imports, check_manifest};
 use super::compile_worker::{WorkerArgs, WorkerReport};
@@ -421,13 +421,16 @@ impl PluginManager {
             return None;
         }
         let started = Instant::now();
+        // Mapped from the image itself, read-only and as trusted as bronzed:
+        // no hashing of megabytes of code on a first boot. The copy goes to
+        // the cache under the recorded sha256, which later boots check.
+        let source = dir.join(IMAGE_ARTIFACT);
         let artifact = self.registry.work_file("cwasm");
-        if let Err(e) = std::fs::copy(dir.join(IMAGE_ARTIFACT), artifact.path()) {
+        if let Err(e) = std::fs::copy(&source, artifact.path()) {
             tracing::warn!(plugin = id, error = %e, "cannot copy the image's precompiled artifact; compiling");
             return None;
         }
-        let (path, sha) = (artifact.path().to_path_buf(), report.worker.cwasm_sha256.clone());
-        match run_niced("loading the image's artifact", move || load_artifact(&engine, &path, &sha)).await {
+        match run_niced("loading the image's artifact", move || load_image_artifact(&engine, &source)).await {
             Ok(Ok(component)) => {
                 let took = started.elapsed();
                 tracing::info!(plugin = id, ms = took.as_millis() as u64, "image plugin loaded precompiled");
@@ -734,9 +737,11 @@ impl PluginManager {
         wasm: &[u8],
         artifact: &Path,
     ) -> std::io::Result<()> {
-        let mut files: Vec<(&str, &[u8])> = vec![(WASM_FILE, wasm), (MANIFEST_FILE, manifest)];
+        let (manifest_sha256, signature_sha256) = (sha256_hex(manifest), sha256_hex(signature));
+        let mut files: Vec<(&str, &[u8], &str)> =
+            vec![(WASM_FILE, wasm, &entry.sha256), (MANIFEST_FILE, manifest, &manifest_sha256)];
         if !signature.is_empty() {
-            files.push((SIGNATURE_FILE, signature));
+            files.push((SIGNATURE_FILE, signature, &signature_sha256));
         }
         entry.dir = self.registry.write_bundle(&entry.id, &files)?;
         self.registry.adopt_artifact(artifact, &entry.sha256, &entry.fingerprint)?;

@@ -133,14 +133,16 @@ impl Registry {
 
     /// Writes a bundle's files into their own directory, named by `id` and
     /// a hash of all the files, and returns its name. The directory appears
-    /// complete or not at all.
-    pub fn write_bundle(&self, id: &str, files: &[(&str, &[u8])]) -> io::Result<String> {
+    /// complete or not at all. Each file comes with its sha256 (hex), which
+    /// the caller has already (the wasm's is the plugin's identity): the
+    /// name hashes those, not megabytes of wasm a second time.
+    pub fn write_bundle(&self, id: &str, files: &[(&str, &[u8], &str)]) -> io::Result<String> {
         use sha2::Digest;
         let mut hasher = sha2::Sha256::new();
-        for (file, bytes) in files {
+        for (file, bytes, sha256) in files {
             hasher.update(file.as_bytes());
             hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
+            hasher.update(sha256.as_bytes());
         }
         let name = format!("{id}-{}", &hex::encode(hasher.finalize())[..16]);
         let bundles = self.root.join(BUNDLES);
@@ -153,7 +155,7 @@ impl Registry {
         let temp = bundles.join(format!(".tmp-{name}"));
         let _ = fs::remove_dir_all(&temp);
         fs::create_dir_all(&temp)?;
-        for (file, bytes) in files {
+        for (file, bytes, _) in files {
             write_file_atomic(&temp.join(file), bytes)?;
         }
         fs::rename(&temp, &target)?;
@@ -229,6 +231,7 @@ fn remove_unlisted(dir: &Path, keep: impl Fn(&str) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bronze_bundle::sha256_hex;
 
     fn entry(id: &str, sha: &str, dir: &str) -> Entry {
         Entry {
@@ -253,14 +256,19 @@ mod tests {
         let (registry, index) = Registry::open(tmp.path()).unwrap();
         assert!(index.plugins.is_empty());
         let sha = "a".repeat(64);
-        let dir = registry.write_bundle("p", &[("plugin.wasm", b"abc"), ("plugin.toml", b"id")]).unwrap();
+        let dir = registry
+            .write_bundle(
+                "p",
+                &[("plugin.wasm", b"abc", &sha256_hex(b"abc")), ("plugin.toml", b"id", &sha256_hex(b"id"))],
+            )
+            .unwrap();
         let compiled = registry.work_file("cwasm");
         fs::write(compiled.path(), b"compiled").unwrap();
         registry.adopt_artifact(compiled.path(), &sha, "fp").unwrap();
         drop(compiled);
         // Leftovers of an interrupted install of something else, and of a
         // compile in flight.
-        registry.write_bundle("q", &[("plugin.wasm", b"x")]).unwrap();
+        registry.write_bundle("q", &[("plugin.wasm", b"x", &sha256_hex(b"x"))]).unwrap();
         let other = registry.work_file("cwasm");
         fs::write(other.path(), b"x").unwrap();
         registry.adopt_artifact(other.path(), &"b".repeat(64), "fp").unwrap();
