@@ -767,11 +767,13 @@ async fn image_plugins_load_the_artifacts_the_image_build_compiled() {
         }
         std::fs::write(dir.join(IMAGE_ARTIFACT_REPORT), serde_json::to_vec(&report).unwrap()).unwrap();
     }
-    let node = Node::start_with(NodeOptions {
+    let state = tempfile::tempdir().unwrap();
+    let options = || NodeOptions {
         args: vec!["--image-plugins".into(), image.path().display().to_string()],
+        state_dir: Some(state.path().join("state")),
         ..Default::default()
-    })
-    .await;
+    };
+    let mut node = Node::start_with(options()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let loaded = |log: &str| {
         log.contains("plugin compiled in a worker plugin=\"aws\"")
@@ -785,4 +787,25 @@ async fn image_plugins_load_the_artifacts_the_image_build_compiled() {
     assert!(log.contains("image plugin loaded precompiled plugin=\"health-time\""), "{log}");
     assert!(!log.contains("plugin compiled in a worker plugin=\"health-time\""), "{log}");
     assert!(log.contains("precompiled artifact is for another wasm or engine; compiling"), "{log}");
+    while !node.log().contains("image plugin installed plugin=aws") {
+        assert!(Instant::now() < deadline, "{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+
+    // The next start maps the image's own artifact again (the image still
+    // ships what was installed); aws, which the node compiled, comes from
+    // its cache. Neither is installed again.
+    let node = Node::start_with(options()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = |log: &str| log.matches("plugin loaded plugin=").count() >= 2;
+    while !started(&node.log()) {
+        assert!(Instant::now() < deadline, "{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = node.log();
+    let line = |id: &str| log.lines().find(|l| l.contains(&format!("plugin loaded plugin={id} "))).unwrap_or_default();
+    assert!(line("health-time").contains("artifact=\"image\""), "{log}");
+    assert!(line("aws").contains("artifact=\"cache\""), "{log}");
+    assert!(!log.contains("image plugin installed"), "{log}");
 }

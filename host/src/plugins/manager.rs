@@ -279,15 +279,32 @@ impl PluginManager {
         let engine = self.arm_ctx.engine.clone();
         // Entries older than the recorded memory minimum compile again to learn it.
         let cached = match entry.memory_minimum {
-            Some(minimum) if entry.fingerprint == engine.fingerprint() => {
-                let path = self.registry.artifact_path(&entry.sha256, &entry.fingerprint);
-                let (engine, sha) = (engine.clone(), entry.cwasm_sha256.clone());
-                run_niced("loading the plugin", move || load_cached(&engine, &path, &sha)).await?.map(|c| (c, minimum))
-            }
+            Some(minimum) if entry.fingerprint == engine.fingerprint() => match self.shipped_artifact(&entry) {
+                // The image still ships what this entry was installed from:
+                // mapped from there, trusted and unhashed like on the first boot.
+                Some(path) => {
+                    let engine = engine.clone();
+                    match run_niced("loading the image's artifact", move || load_image_artifact(&engine, &path)).await?
+                    {
+                        Ok(component) => Some((component, minimum, ArtifactSource::Image)),
+                        Err(e) => {
+                            tracing::warn!(plugin = %entry.id, error = %e, "the image's artifact does not load; recompiling");
+                            None
+                        }
+                    }
+                }
+                None => {
+                    let path = self.registry.artifact_path(&entry.sha256, &entry.fingerprint);
+                    let (engine, sha) = (engine.clone(), entry.cwasm_sha256.clone());
+                    run_niced("loading the plugin", move || load_cached(&engine, &path, &sha))
+                        .await?
+                        .map(|c| (c, minimum, ArtifactSource::Cache))
+                }
+            },
             _ => None,
         };
-        let (component, memory_minimum, fresh) = match cached {
-            Some((component, minimum)) => (component, minimum, None),
+        let (component, memory_minimum, fresh, source) = match cached {
+            Some((component, minimum, source)) => (component, minimum, None, source),
             None => {
                 let wasm = dir.join(WASM_FILE);
                 let path = wasm.clone();
@@ -298,13 +315,13 @@ impl PluginManager {
                     return Err(format!("stored {WASM_FILE} does not match its recorded sha256 {}", entry.sha256));
                 }
                 let fresh = self.compile(&entry.id, &wasm).await.map_err(|e| e.to_string())?;
-                (fresh.component.clone(), fresh.report.memory_minimum, Some(fresh))
+                (fresh.component.clone(), fresh.report.memory_minimum, Some(fresh), ArtifactSource::Compiled)
             }
         };
         let imports = self.validate(&manifest, &component)?;
         let (entry, artifact) = match fresh {
             Some(fresh) => (self.record_artifact(entry, &fresh), ArtifactSource::Compiled),
-            None => (entry, ArtifactSource::Cache),
+            None => (entry, source),
         };
         Ok(LoadedPlugin { entry, manifest, component, imports, artifact, memory_minimum })
     }
@@ -355,12 +372,18 @@ impl PluginManager {
                 }
             };
             let id = bundle.manifest.id.as_str().to_string();
-            let sha256 = sha256_hex(&bundle.wasm);
             let current = self.inner().index.plugins.get(&id).cloned();
-            match current {
+            let loaded = |id: &str| self.inner().plugins.get(id).map(|p| p.artifact);
+            match &current {
                 Some(entry) if entry.source == SOURCE_API => continue,
-                Some(entry) if entry.sha256 == sha256 && self.inner().plugins.contains_key(&id) => continue,
+                // Loaded from this image's own artifact (checked against
+                // its report): the same wasm, no need to hash it again.
+                Some(_) if loaded(&id) == Some(ArtifactSource::Image) => continue,
                 _ => {}
+            }
+            let sha256 = sha256_hex(&bundle.wasm);
+            if current.is_some_and(|entry| entry.sha256 == sha256) && loaded(&id).is_some() {
+                continue;
             }
             match self.store_image_plugin(&bundle_dir, bundle, sha256).await {
                 Ok(entry) => tracing::info!(plugin = %id, version = %entry.version, "image plugin installed"),
@@ -398,6 +421,28 @@ impl PluginManager {
             memory_minimum: fresh.report.memory_minimum,
         });
         Ok(entry)
+    }
+
+    /// The report of the artifact the image ships for the bundle in `dir`,
+    /// if it has one.
+    fn shipped_report(dir: &Path) -> Option<ImageArtifact> {
+        let bytes = std::fs::read(dir.join(IMAGE_ARTIFACT_REPORT)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The image's own artifact for an image plugin, when the image still
+    /// ships exactly what `entry` was installed from: the same wasm, the
+    /// same artifact, made by an engine like this one.
+    fn shipped_artifact(&self, entry: &Entry) -> Option<PathBuf> {
+        if entry.source != SOURCE_IMAGE {
+            return None;
+        }
+        let dir = self.image_plugins.as_ref()?.join(&entry.id);
+        let report = Self::shipped_report(&dir)?;
+        let same = report.wasm_sha256 == entry.sha256
+            && report.worker.cwasm_sha256 == entry.cwasm_sha256
+            && report.worker.fingerprint == self.arm_ctx.engine.fingerprint();
+        same.then(|| dir.join(IMAGE_ARTIFACT))
     }
 
     /// The artifact the image build compiled for an image plugin
