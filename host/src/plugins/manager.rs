@@ -423,11 +423,17 @@ impl PluginManager {
         Ok(entry)
     }
 
-    /// The report of the artifact the image ships for the bundle in `dir`,
-    /// if it has one.
-    fn shipped_report(dir: &Path) -> Option<ImageArtifact> {
+    /// The report of the artifact the image ships for plugin `id`'s bundle
+    /// in `dir`, if it has a usable one.
+    fn shipped_report(id: &str, dir: &Path) -> Option<ImageArtifact> {
         let bytes = std::fs::read(dir.join(IMAGE_ARTIFACT_REPORT)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        match serde_json::from_slice(&bytes) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                tracing::warn!(plugin = id, error = %e, "unusable {IMAGE_ARTIFACT_REPORT}: the image's artifact is not used");
+                None
+            }
+        }
     }
 
     /// The image's own artifact for an image plugin, when the image still
@@ -438,7 +444,7 @@ impl PluginManager {
             return None;
         }
         let dir = self.image_plugins.as_ref()?.join(&entry.id);
-        let report = Self::shipped_report(&dir)?;
+        let report = Self::shipped_report(&entry.id, &dir)?;
         let same = report.wasm_sha256 == entry.sha256
             && report.worker.cwasm_sha256 == entry.cwasm_sha256
             && report.worker.fingerprint == self.arm_ctx.engine.fingerprint();
@@ -451,15 +457,7 @@ impl PluginManager {
     /// compiles nothing (under emulation a compile takes seconds). Part of
     /// the image, trusted like bronzed; anything off means a compile.
     async fn image_artifact(&self, id: &str, dir: &Path, wasm_sha256: &str) -> Option<Fresh> {
-        let report_path = dir.join(IMAGE_ARTIFACT_REPORT);
-        let bytes = std::fs::read(&report_path).ok()?;
-        let report: ImageArtifact = match serde_json::from_slice(&bytes) {
-            Ok(report) => report,
-            Err(e) => {
-                tracing::warn!(plugin = id, error = %e, "unusable {IMAGE_ARTIFACT_REPORT}; compiling");
-                return None;
-            }
-        };
+        let report = Self::shipped_report(id, dir)?;
         let engine = self.arm_ctx.engine.clone();
         if report.wasm_sha256 != wasm_sha256 || report.worker.fingerprint != engine.fingerprint() {
             tracing::info!(plugin = id, "the image's precompiled artifact is for another wasm or engine; compiling");
