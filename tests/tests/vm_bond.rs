@@ -194,13 +194,19 @@ async fn bond_and_vlan(kernel: KernelChoice) {
     let admin = tmp.path().join("bronzeconfig");
     pki.write_bronzeconfig(&admin, std::slice::from_ref(&node), &["os:admin"]);
 
-    let links = wait_specs(&vm, &admin, "links", "bond0 and eth0.100", |l| as_configured(l, true)).await;
+    wait_specs(&vm, &admin, "links", "bond0 and eth0.100", |l| as_configured(l, true)).await;
     let configured = applied.elapsed();
     let addresses = wait_specs(&vm, &admin, "addresses", "both addresses", |a| {
         has_address(a, "bond0", "10.99.0.5/24") && has_address(a, "eth0.100", "10.100.0.5/24")
     })
     .await;
     assert!(has_address(&addresses, "eth0", "10.0.2.15/24"), "{addresses:#?}");
+    // The links as they end up: the snapshot above can fall between
+    // enslaving the members and bringing the bond up, in the same apply.
+    let links = wait_specs(&vm, &admin, "links", "bond0 and eth0.100 up", |l| {
+        as_configured(l, true) && ["bond0", "eth0.100"].iter().all(|n| link(l, n).is_some_and(|x| x["up"] == true))
+    })
+    .await;
     assert_eq!(link(&links, "eth0.100").unwrap()["up"], true, "{links:#?}");
     assert_eq!(link(&links, "bond0").unwrap()["up"], true, "{links:#?}");
 
