@@ -70,15 +70,7 @@ pub fn load_artifact(engine: &PluginEngine, path: &Path, expected_sha256: &str) 
     if actual != expected_sha256 {
         return Err(format!("it is corrupted: its sha256 is {actual}, {expected_sha256} was recorded"));
     }
-    // SAFETY: wasmtime requires a file that `precompile_component` or
-    // `serialize` produced and that nobody changes while it is mapped. This
-    // is a file the host's own compile worker wrote into the host's state
-    // dir (checked above against the sha256 recorded when it was written);
-    // files there are replaced by rename, never rewritten in place. wasmtime
-    // also checks the header, version and engine compatibility.
-    #[allow(unsafe_code)]
-    let loaded = unsafe { Component::deserialize_file(engine.engine(), path) };
-    loaded.map_err(|e| format!("wasmtime refuses it: {e:#}"))
+    map_artifact(engine, path)
 }
 
 /// Maps an artifact that ships in the image (`cargo xtask image` compiled
@@ -86,9 +78,20 @@ pub fn load_artifact(engine: &PluginEngine, path: &Path, expected_sha256: &str) 
 /// like the bronzed binary beside it. The caller has checked the image's
 /// report (the wasm it was made from, the engine that made it).
 pub fn load_image_artifact(engine: &PluginEngine, path: &Path) -> Result<Component, String> {
-    // SAFETY: as in `load_artifact`; the file is part of the read-only
-    // image (the initramfs), which nothing on a node writes. wasmtime checks
-    // the header, version and engine compatibility.
+    map_artifact(engine, path)
+}
+
+/// Maps `path`, which must be a file the host's own compile worker wrote:
+/// one in the host's state dir, checked against the sha256 recorded when it
+/// was written ([`load_artifact`]), or one in the read-only image
+/// ([`load_image_artifact`]).
+fn map_artifact(engine: &PluginEngine, path: &Path) -> Result<Component, String> {
+    // SAFETY: wasmtime requires a file that `precompile_component` or
+    // `serialize` produced and that nobody changes while it is mapped. Both
+    // callers pass one bronzed's compile worker wrote: in the state dir,
+    // files are replaced by rename, never rewritten in place; the image is
+    // read-only. wasmtime also checks the header, version and engine
+    // compatibility.
     #[allow(unsafe_code)]
     let loaded = unsafe { Component::deserialize_file(engine.engine(), path) };
     loaded.map_err(|e| format!("wasmtime refuses it: {e:#}"))

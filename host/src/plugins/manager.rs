@@ -279,31 +279,12 @@ impl PluginManager {
         let engine = self.arm_ctx.engine.clone();
         // Entries older than the recorded memory minimum compile again to learn it.
         let cached = match entry.memory_minimum {
-            Some(minimum) if entry.fingerprint == engine.fingerprint() => match self.shipped_artifact(&entry) {
-                // The image still ships what this entry was installed from:
-                // mapped from there, trusted and unhashed like on the first boot.
-                Some(path) => {
-                    let engine = engine.clone();
-                    match run_niced("loading the image's artifact", move || load_image_artifact(&engine, &path)).await?
-                    {
-                        Ok(component) => Some((component, minimum, ArtifactSource::Image)),
-                        Err(e) => {
-                            tracing::warn!(plugin = %entry.id, error = %e, "the image's artifact does not load; recompiling");
-                            None
-                        }
-                    }
-                }
-                None => {
-                    let path = self.registry.artifact_path(&entry.sha256, &entry.fingerprint);
-                    let (engine, sha) = (engine.clone(), entry.cwasm_sha256.clone());
-                    run_niced("loading the plugin", move || load_cached(&engine, &path, &sha))
-                        .await?
-                        .map(|c| (c, minimum, ArtifactSource::Cache))
-                }
-            },
+            Some(minimum) if entry.fingerprint == engine.fingerprint() => {
+                self.load_compiled(&entry).await?.map(|(component, source)| (component, minimum, source))
+            }
             _ => None,
         };
-        let (component, memory_minimum, fresh, source) = match cached {
+        let (component, memory_minimum, fresh, artifact) = match cached {
             Some((component, minimum, source)) => (component, minimum, None, source),
             None => {
                 let wasm = dir.join(WASM_FILE);
@@ -319,11 +300,32 @@ impl PluginManager {
             }
         };
         let imports = self.validate(&manifest, &component)?;
-        let (entry, artifact) = match fresh {
-            Some(fresh) => (self.record_artifact(entry, &fresh), ArtifactSource::Compiled),
-            None => (entry, source),
+        let entry = match fresh {
+            Some(fresh) => self.record_artifact(entry, &fresh),
+            None => entry,
         };
         Ok(LoadedPlugin { entry, manifest, component, imports, artifact, memory_minimum })
+    }
+
+    /// An installed plugin's compiled code without compiling: the image's
+    /// own artifact when the image still ships what `entry` was installed
+    /// from (mapped unhashed, as on the first boot), else the cache's
+    /// (checked against its recorded sha256). `None` (logged) means compile.
+    async fn load_compiled(&self, entry: &Entry) -> Result<Option<(Component, ArtifactSource)>, String> {
+        let engine = self.arm_ctx.engine.clone();
+        if let Some(path) = self.shipped_artifact(entry) {
+            return match run_niced("loading the image's artifact", move || load_image_artifact(&engine, &path)).await? {
+                Ok(component) => Ok(Some((component, ArtifactSource::Image))),
+                Err(e) => {
+                    tracing::warn!(plugin = %entry.id, error = %e, "the image's artifact does not load; recompiling");
+                    Ok(None)
+                }
+            };
+        }
+        let path = self.registry.artifact_path(&entry.sha256, &entry.fingerprint);
+        let sha = entry.cwasm_sha256.clone();
+        let cached = run_niced("loading the plugin", move || load_cached(&engine, &path, &sha)).await?;
+        Ok(cached.map(|component| (component, ArtifactSource::Cache)))
     }
 
     /// Compiles `input` in a worker under the live config's limits and
