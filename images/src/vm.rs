@@ -453,10 +453,51 @@ fn escape_option(value: &str) -> String {
     value.replace(',', ",,")
 }
 
-/// A free TCP port on 127.0.0.1 for [`VmSpec::api_port`] (free when asked; another
-/// process may take it before qemu binds it).
+/// A TCP port on 127.0.0.1 nothing is bound to, for [`VmSpec::api_port`] or a
+/// test's server. See [`free_loopback_port`].
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    free_loopback_port(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map(drop))
+}
+
+/// A UDP port on 127.0.0.1 nothing is bound to. See [`free_loopback_port`].
+pub fn free_udp_port() -> std::io::Result<u16> {
+    free_loopback_port(|port| std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).map(drop))
+}
+
+/// A loopback port `bind` can take, for a caller that binds it later (qemu's
+/// host forwarding, a node's API, chronyd).
+///
+/// Asking the kernel for port 0 is not enough there: that port comes from the
+/// ephemeral range, and until the caller binds it, any outgoing connection on
+/// the machine may take it as its source port (CI saw qemu fail to forward a
+/// port that way). So ports come from below the ephemeral range, which the
+/// kernel never hands out by itself, each once per process (tests in one
+/// binary run in parallel), starting at a point that depends on the process id
+/// (so consecutive test binaries do not retry each other's ports), and only
+/// ports `bind` takes right now.
+fn free_loopback_port(bindable: impl Fn(u16) -> std::io::Result<()>) -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .min(65_536);
+    if ephemeral_low < LOW + 1_000 {
+        // No room below the ephemeral range: the kernel's choice, racy as it is.
+        return Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port());
+    }
+    let span = ephemeral_low - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + offset) % span) as u16;
+        if bindable(port).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free loopback port below the ephemeral range"))
 }
 
 /// `line` without ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`).
@@ -746,6 +787,34 @@ mod tests {
         // An empty type 1 is left out; type 3 alone is fine.
         let tag_only = Smbios { asset_tag: Some("OracleCloud.com".into()), ..Smbios::default() };
         assert_eq!(tag_only.args(), ["-smbios", "type=3,asset=OracleCloud.com"]);
+    }
+
+    #[test]
+    fn free_ports_are_bindable_distinct_and_below_the_ephemeral_range() {
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let tcp: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let udp: Vec<u16> = (0..50).map(|_| free_udp_port().unwrap()).collect();
+        let mut all: Vec<u16> = tcp.iter().chain(&udp).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 100, "a port handed out twice: {tcp:?} {udp:?}");
+        assert!(all.iter().all(|&p| (10_000..ephemeral_low).contains(&p)), "{all:?} vs {ephemeral_low}");
+        // Each is bindable when handed out (nothing here holds them).
+        for port in tcp {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        }
+        // A port bind refuses is skipped.
+        let busy_if_even =
+            |p: u16| if p.is_multiple_of(2) { Err(std::io::ErrorKind::AddrInUse.into()) } else { Ok(()) };
+        for _ in 0..4 {
+            assert_eq!(free_loopback_port(busy_if_even).unwrap() % 2, 1);
+        }
     }
 
     #[test]

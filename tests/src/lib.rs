@@ -22,7 +22,6 @@ use bronzectl::client::NodeClient;
 use bronzectl::clientconfig::{ClientConfig, Context};
 use bronzectl::connect::Auth;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -90,9 +89,11 @@ pub fn boot_dir(dir: &Path, kernel: &[u8], initrd: &[u8]) -> bronze_boot::Esp {
     esp
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback TCP port nothing is bound to, never handed out twice in one
+/// process and outside the range outgoing connections take their ports from
+/// ([`bronze_images::vm::free_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    bronze_images::vm::free_port().expect("free port")
 }
 
 /// A loopback TCP port that refuses connections for as long as this value

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,10 +242,10 @@ pub fn require_chrony() {
     );
 }
 
-/// A UDP port on 127.0.0.1 nothing is bound to right now (chronyd binds it a
-/// moment later; the race is harmless in practice).
+/// A UDP port on 127.0.0.1 nothing is bound to, for chronyd to bind a moment
+/// later ([`bronze_images::vm::free_udp_port`]).
 fn free_udp_port() -> u16 {
-    StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| s.local_addr()).map(|a| a.port()).expect("free UDP port")
+    bronze_images::vm::free_udp_port().expect("free UDP port")
 }
 
 /// One running chronyd and where its output goes.
