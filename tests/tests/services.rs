@@ -161,11 +161,29 @@ async fn logs_tail_cap_and_stop_with_grace_then_kill() {
         sh("flood", "i=0; while [ $i -lt 2000 ]; do echo 0123456789012345678901234567890123456789; i=$((i+1)); done; exec sleep 1000", "    logBufferSize: 4KiB\n"),
         sh("stubborn", "trap '' TERM; echo ready; while true; do sleep 0.1; done", "    stopGracePeriod: 700ms\n"),
         sh("polite", "exec sleep 1000", ""),
+        sh("limits", "echo nofile $(ulimit -Sn) $(ulimit -Hn); exec sleep 1000", ""),
     ]
     .concat();
+    // bronzed (a child of this test) gets a soft open-file limit as high as
+    // the hard one, as PID 1 has. A service still starts with 1024, and may
+    // raise it to the hard limit.
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let node = Node::start_configured(&config_with_services(&pki, &services, None)).await;
     let mut c = node.client(&pki.auth(&["os:operator"])).await;
     wait_service(&mut c, "chatty", Duration::from_secs(10), "running", |s| s.state == "running").await;
+    let hard_text = if hard == RLIM_INFINITY { "unlimited".to_string() } else { hard.to_string() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_lines(&mut c, "limits", -1).await;
+        if !lines.is_empty() {
+            assert_eq!(lines, [format!("nofile {} {hard_text}", 1024.min(hard))]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the limits service printed nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while log_lines(&mut c, "chatty", 1).await != ["line 99"] {
         assert!(Instant::now() < deadline, "output not captured");

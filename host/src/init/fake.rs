@@ -235,4 +235,8 @@ impl SystemControl for RecordingSystem {
     fn set_hostname(&self, name: &str) -> io::Result<()> {
         self.record("hostname", format!("hostname {name}"))
     }
+
+    fn set_fd_limit(&self, soft: u64, hard: u64) -> io::Result<()> {
+        self.record("nofile", format!("nofile {soft} {hard}"))
+    }
 }

@@ -132,6 +132,8 @@ pub enum EarlyProblem {
     Cad(io::Error),
     #[error("cannot bring lo up: {0}")]
     Loopback(io::Error),
+    #[error("cannot raise the open-file limit to {limit}: {error}")]
+    FdLimit { limit: u64, error: io::Error },
     #[error("cannot wipe the state disk as a reset asked: {0}")]
     Reset(io::Error),
 }
@@ -161,6 +163,8 @@ pub struct EarlyReport {
     pub reset: Option<usize>,
     /// `/proc/cmdline`, trimmed; empty if unreadable.
     pub cmdline: String,
+    /// PID 1's `RLIMIT_NOFILE` (soft and hard), once raised.
+    pub fd_limit: Option<u64>,
     pub problems: Vec<EarlyProblem>,
 }
 
@@ -248,6 +252,15 @@ pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOpti
     if let Err(e) = sys.system.loopback_up() {
         report.problems.push(EarlyProblem::Loopback(e));
     }
+    // The kernel starts init with 1024 open files (4096 at most): too few
+    // for an API server's connections, services' log pipes and plugins'
+    // sockets at once. PID 1 takes what the kernel allows any process
+    // (`fs.nr_open`); services start again from 1024 (services::runner).
+    let limit = fd_limit(root);
+    match sys.system.set_fd_limit(limit, limit) {
+        Ok(()) => report.fd_limit = Some(limit),
+        Err(error) => report.problems.push(EarlyProblem::FdLimit { limit, error }),
+    }
     report.phases.lap("mounts and settings");
 
     let modules = kmod::load_modules(sys.loader, root, &opts.boot_modules);
@@ -283,6 +296,17 @@ pub async fn early_boot_with(sys: EarlySystem<'_>, root: &Path, opts: &EarlyOpti
         report.phases.lap("esp");
     }
     report
+}
+
+/// The most open files the kernel allows a process, `fs.nr_open` (its
+/// default, 2^20, if unreadable or nonsense).
+fn fd_limit(root: &Path) -> u64 {
+    const DEFAULT_NR_OPEN: u64 = 1 << 20;
+    std::fs::read_to_string(root.join("proc/sys/fs/nr_open"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|&n| n >= 1024)
+        .unwrap_or(DEFAULT_NR_OPEN)
 }
 
 /// How often to look again for the state disk while waiting.
@@ -352,6 +376,8 @@ mod tests {
         std::fs::write(root.join("proc/cmdline"), "console=ttyS0 panic=0\n").unwrap();
         std::fs::write(root.join("proc/sys/kernel/osrelease"), "6.1.0\n").unwrap();
         std::fs::write(root.join("proc/sys/kernel/printk_devkmsg"), "ratelimit\n").unwrap();
+        std::fs::create_dir_all(root.join("proc/sys/fs")).unwrap();
+        std::fs::write(root.join("proc/sys/fs/nr_open"), "2097152\n").unwrap();
         let m = root.join("lib/modules/6.1.0");
         std::fs::create_dir_all(&m).unwrap();
         std::fs::write(m.join("modules.dep"), "kernel/a.ko: kernel/b.ko\nkernel/b.ko:\n").unwrap();
@@ -392,6 +418,7 @@ mod tests {
                 format!("mount {r}/sys/fs/cgroup"),
                 "cad off".into(),
                 "lo up".into(),
+                "nofile 2097152 2097152".into(),
                 "load b".into(),
                 "load a".into(),
                 format!("mount {r}/var/lib/bronze"),
@@ -401,6 +428,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("proc/sys/kernel/printk_devkmsg")).unwrap(), "on\n");
         assert!(report.halt_on_fatal());
         assert_eq!(report.modules_loaded, ["b", "a"]);
+        assert_eq!(report.fd_limit, Some(2_097_152));
         assert_eq!(report.state_disk, Some(root.join("dev/vda")));
         let Some(MountCall::Mount(state)) = mounter.calls().pop() else { panic!("no state mount") };
         assert_eq!(state.source, root.join("dev/vda").display().to_string());
@@ -419,6 +447,7 @@ mod tests {
         mounter.fail(&root.join("sys"), libc::ENODEV);
         system.fail("cad", libc::EPERM);
         system.fail("lo", libc::ENODEV);
+        system.fail("nofile", libc::EPERM);
         let sys = EarlySystem { mounter: &mounter, loader: &loader, system: &system };
         let started = tokio::time::Instant::now();
         let report = early_boot_with(sys, root, &EarlyOptions::default()).await;
@@ -434,6 +463,8 @@ mod tests {
                 ),
                 "cannot make Ctrl-Alt-Del a signal to init: Operation not permitted (os error 1)".into(),
                 "cannot bring lo up: No such device (os error 19)".into(),
+                // No fs.nr_open to read: the kernel's default.
+                "cannot raise the open-file limit to 1048576: Operation not permitted (os error 1)".into(),
                 format!(
                     "cannot read the kernel release from {r}/proc/sys/kernel/osrelease: No such file or directory (os error 2)"
                 ),

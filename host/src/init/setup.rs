@@ -20,6 +20,9 @@ pub trait SystemControl: Send + Sync {
     fn loopback_up(&self) -> io::Result<()>;
 
     fn set_hostname(&self, name: &str) -> io::Result<()>;
+
+    /// Sets `RLIMIT_NOFILE` of this process (and so of what it starts).
+    fn set_fd_limit(&self, soft: u64, hard: u64) -> io::Result<()>;
 }
 
 /// The real kernel.
@@ -37,6 +40,10 @@ impl SystemControl for KernelSystem {
 
     fn set_hostname(&self, name: &str) -> io::Result<()> {
         nix::unistd::sethostname(name).map_err(io::Error::from)
+    }
+
+    fn set_fd_limit(&self, soft: u64, hard: u64) -> io::Result<()> {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)
     }
 }
 

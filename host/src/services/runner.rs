@@ -366,6 +366,12 @@ impl Runner {
         if let Some(uid) = svc.user {
             cmd.uid(uid);
         }
+        // SAFETY: the hook runs in the forked child and makes two system
+        // calls (getrlimit, setrlimit) on stack values; it allocates nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(service_fd_limit)
+        };
         // As PID 1 the child joins the service's cgroup before it executes,
         // so everything it starts is counted and limited there.
         let cgroup = self.ctx.cgroups.prepare(self.name(), &svc.resources)?;
@@ -410,4 +416,19 @@ impl Runner {
         });
         Ok((pid, exit_rx, output))
     }
+}
+/// The soft open-file limit a service starts with, as under systemd: a
+/// program built on select(2) fails on descriptors above `FD_SETSIZE`
+/// (1024). The hard limit stays PID 1's (`fs.nr_open`, init::early_boot),
+/// so a service that needs more raises its own soft limit.
+pub const SERVICE_FD_SOFT_LIMIT: u64 = 1024;
+
+/// Sets the soft `RLIMIT_NOFILE` of a forked service to
+/// [`SERVICE_FD_SOFT_LIMIT`] (or the hard limit, if lower). Runs between
+/// fork and exec: system calls only.
+fn service_fd_limit() -> std::io::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, SERVICE_FD_SOFT_LIMIT.min(hard), hard)?;
+    Ok(())
 }
