@@ -308,10 +308,15 @@ impl Node {
     }
 
     /// SIGKILL and reap.
+    /// SIGKILLs bronzed and everything it started: its services run in
+    /// their own process groups and would outlive it (a real PID 1 takes
+    /// them down with the machine).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let descendants = descendants(child.id() as i32);
             let _ = child.kill();
             let _ = child.wait();
+            kill_all(&descendants);
         }
     }
 
@@ -358,6 +363,49 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Every process below `pid` (children, their children, ...) as (pid,
+/// process group), from /proc.
+pub fn descendants(pid: i32) -> Vec<(i32, i32)> {
+    let mut table = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // "pid (comm) state ppid pgrp ...": comm may hold anything, so split after its last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace().skip(1);
+        if let (Some(Ok(ppid)), Some(Ok(pgrp))) =
+            (fields.next().map(str::parse::<i32>), fields.next().map(str::parse::<i32>))
+        {
+            table.push((p, ppid, pgrp));
+        }
+    }
+    let mut found: Vec<(i32, i32)> = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for &(p, ppid, pgrp) in &table {
+            if ppid == parent && !found.iter().any(|&(f, _)| f == p) {
+                found.push((p, pgrp));
+                parents.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// SIGKILLs each of `processes` and its process group (except this
+/// process's own group).
+pub fn kill_all(processes: &[(i32, i32)]) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, getpgrp};
+    let own = getpgrp();
+    for &(pid, pgrp) in processes {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        if Pid::from_raw(pgrp) != own && pgrp > 1 {
+            let _ = killpg(Pid::from_raw(pgrp), Signal::SIGKILL);
+        }
     }
 }
 
