@@ -96,6 +96,12 @@ pub fn free_port() -> u16 {
     bronze_images::vm::free_port().expect("free port")
 }
 
+/// A loopback UDP port nothing is bound to, on the same terms as
+/// [`free_port`]: for a time server that is not there, or chronyd to bind.
+pub fn free_udp_port() -> u16 {
+    bronze_images::vm::free_udp_port().expect("free UDP port")
+}
+
 /// A loopback TCP port that refuses connections for as long as this value
 /// lives: a socket bound to it without listening holds it, so no other test
 /// can take it meanwhile (a port from [`free_port`] is free only until

@@ -242,12 +242,6 @@ pub fn require_chrony() {
     );
 }
 
-/// A UDP port on 127.0.0.1 nothing is bound to, for chronyd to bind a moment
-/// later ([`bronze_images::vm::free_udp_port`]).
-fn free_udp_port() -> u16 {
-    bronze_images::vm::free_udp_port().expect("free UDP port")
-}
-
 /// One running chronyd and where its output goes.
 struct Chronyd {
     name: &'static str,
@@ -334,7 +328,7 @@ impl ChronyServer {
         require_chrony();
         assert!(offset_secs.is_finite(), "offset must be finite, got {offset_secs}");
         let dir = chrony_dir();
-        let port = free_udp_port();
+        let port = crate::free_udp_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut server = ChronyServer { addr, offset: offset_secs, daemons: Vec::new(), dir };
         let deadline = Instant::now() + CHRONY_START_DEADLINE;
@@ -344,7 +338,7 @@ impl ChronyServer {
             server.wait_usable(addr, None, deadline).await;
         } else {
             let upstream_port = loop {
-                let p = free_udp_port();
+                let p = crate::free_udp_port();
                 if p != port {
                     break p;
                 }

@@ -5,7 +5,7 @@
 use bronze_api::v1 as pb;
 use bronze_host::time::exchange::{ExchangeError, exchange};
 use bronze_tests::ntp::{ChronyServer, Fault, FaultyServer, require_chrony};
-use bronze_tests::{Node, NodeOptions, Pki, free_port};
+use bronze_tests::{Node, NodeOptions, Pki, free_udp_port};
 use bronzectl::client::NodeClient;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -93,7 +93,7 @@ async fn offsets_match_chrony_serving_known_time() {
 async fn boot_without_reachable_server_then_config_syncs_within_a_second() {
     require_chrony();
     let pki = Pki::new();
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", free_udp_port());
     let started = Instant::now();
     let node =
         Node::start_with(NodeOptions { args: vec!["--time-servers".into(), closed.clone()], ..Default::default() })
@@ -115,7 +115,7 @@ async fn boot_without_reachable_server_then_config_syncs_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_boot_server_is_reported_not_synced() {
     let pki = Pki::new();
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", free_udp_port());
     let node = Node::start_with(NodeOptions {
         config: Some(pki.node_config("x")),
         args: vec!["--time-servers".into(), closed.clone()],
