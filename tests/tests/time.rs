@@ -178,7 +178,7 @@ async fn failover_and_boot_timeout() {
     let (_node, mut c) = node_with_time(&pki, &time_yaml(&servers, "")).await;
     let t = wait_for(&mut c, Duration::from_secs(10), "sync from the second", |t| t.synced).await;
     assert_eq!(t.address, good.addr().to_string());
-    assert!((t.offset_seconds - 0.02).abs() < 0.005, "{t:?}");
+    assert!(offset_near(t.offset_seconds, 0.02, t.rtt_seconds), "{t:?}");
     let first = server_status(&mut c, &servers[0]).await;
     assert!(first["lastError"].as_str().unwrap().contains("no valid reply"), "{first}");
 
@@ -217,7 +217,7 @@ async fn bad_replies_one_exchange_each() {
         (Fault::WrongOrigin, Box::new(|r| matches!(r, Err(ExchangeError::Timeout { strays: 1.., .. })))),
         (
             Fault::ForgedThenGenuine { offset: 0.1 },
-            Box::new(|r| matches!(r, Ok(m) if (m.sample.offset - 0.1).abs() < 0.005 && m.strays == 1)),
+            Box::new(|r| matches!(r, Ok(m) if offset_near(m.sample.offset, 0.1, m.sample.rtt) && m.strays == 1)),
         ),
         (Fault::Stratum(0), Box::new(|r| matches!(r, Err(ExchangeError::KissOfDeath(_))))),
         (Fault::Stratum(16), Box::new(|r| matches!(r, Err(ExchangeError::Rejected(m)) if m.contains("stratum")))),
@@ -231,11 +231,11 @@ async fn bad_replies_one_exchange_each() {
         ),
         (
             Fault::DuplicateGood { offset: -0.05 },
-            Box::new(|r| matches!(r, Ok(m) if (m.sample.offset + 0.05).abs() < 0.005)),
+            Box::new(|r| matches!(r, Ok(m) if offset_near(m.sample.offset, -0.05, m.sample.rtt))),
         ),
         (
             Fault::Good { offset: 1.5 },
-            Box::new(|r| matches!(r, Ok(m) if (m.sample.offset - 1.5).abs() < 0.005 && m.sample.rtt >= 0.0)),
+            Box::new(|r| matches!(r, Ok(m) if offset_near(m.sample.offset, 1.5, m.sample.rtt) && m.sample.rtt >= 0.0)),
         ),
     ];
     for (fault, expected) in cases {
@@ -313,7 +313,7 @@ async fn time_cli_and_check() {
     assert_eq!(run.code, 0, "{run:?}");
     let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(v["synced"], true);
-    assert!((v["offsetSeconds"].as_f64().unwrap() - 0.25).abs() < 0.005, "{v}");
+    assert!(offset_near(v["offsetSeconds"].as_f64().unwrap(), 0.25, v["rttSeconds"].as_f64().unwrap()), "{v}");
 
     let other = FaultyServer::start(Fault::Good { offset: -1.0 }).await;
     let asked = good.requests();
@@ -321,7 +321,7 @@ async fn time_cli_and_check() {
         bronze_tests::bronzectl(Some(&config), &["-o", "json", "time", "--check", &other.addr().to_string()]).await;
     assert_eq!(run.code, 0, "{run:?}");
     let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert!((v["offsetSeconds"].as_f64().unwrap() + 1.0).abs() < 0.005, "{v}");
+    assert!(offset_near(v["offsetSeconds"].as_f64().unwrap(), -1.0, v["rttSeconds"].as_f64().unwrap()), "{v}");
     assert_eq!(other.requests(), 1, "one query");
     // The check changed nothing: the node still follows its own server.
     let t = time_status(&mut c).await;
@@ -334,6 +334,14 @@ async fn time_cli_and_check() {
     pki.write_bronzeconfig(&reader, std::slice::from_ref(&node.addr), &["os:reader"]);
     let run = bronze_tests::bronzectl(Some(&reader), &["time", "--check", &other.addr().to_string()]).await;
     assert!(run.stderr.contains("os:reader may not call TimeCheck"), "{run:?}");
+}
+
+/// Whether a measured offset is the server's `want`: within 5 ms, or within
+/// half the round trip (and 1 ms) when that is longer. An NTP offset is only
+/// known to ±rtt/2, since the request and the reply may take unequal
+/// shares of the round trip, as they do on a loaded machine.
+fn offset_near(measured: f64, want: f64, rtt: f64) -> bool {
+    (measured - want).abs() <= 0.005f64.max(rtt / 2.0 + 0.001)
 }
 
 /// The node's machine events of kind "time", oldest first.
@@ -362,7 +370,7 @@ async fn rate_and_unknown_kiss_codes_fail_over_to_a_good_second_server() {
             t.synced && t.address == servers[1]
         })
         .await;
-        assert!((t.offset_seconds - 0.01).abs() < 0.005, "{code}: {t:?}");
+        assert!(offset_near(t.offset_seconds, 0.01, t.rtt_seconds), "{code}: {t:?}");
         let first = server_status(&mut c, &servers[0]).await;
         assert_eq!(first["kissCode"], code.as_str(), "{first}");
         let error = first["lastError"].as_str().unwrap();
@@ -541,7 +549,7 @@ async fn a_name_that_does_not_resolve_at_start_is_resolved_again() {
     std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.1 ntp-later.test\n").unwrap();
     let t = wait_for(&mut c, Duration::from_secs(15), "sync once the name resolves", |t| t.synced).await;
     assert_eq!((t.server.as_str(), t.address.as_str()), (name.as_str(), good.addr().to_string().as_str()), "{t:?}");
-    assert!((t.offset_seconds - 0.03).abs() < 0.005, "{t:?}");
+    assert!(offset_near(t.offset_seconds, 0.03, t.rtt_seconds), "{t:?}");
     // The status had said when the next try would be.
     assert!(status["lastError"].as_str().unwrap().contains("retrying in"), "{status}");
 }
