@@ -313,7 +313,6 @@ impl Node {
         std::fs::read(self.state_dir.join("config.yaml")).ok()
     }
 
-    /// SIGKILL and reap.
     /// SIGKILLs bronzed and everything it started: its services run in
     /// their own process groups and would outlive it (a real PID 1 takes
     /// them down with the machine).
@@ -373,28 +372,18 @@ impl Drop for Node {
 }
 
 /// Every process below `pid` (children, their children, ...) as (pid,
-/// process group), from /proc.
+/// process group), from the node's own /proc reader.
 pub fn descendants(pid: i32) -> Vec<(i32, i32)> {
-    let mut table = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // "pid (comm) state ppid pgrp ...": comm may hold anything, so split after its last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let mut fields = rest.split_whitespace().skip(1);
-        if let (Some(Ok(ppid)), Some(Ok(pgrp))) =
-            (fields.next().map(str::parse::<i32>), fields.next().map(str::parse::<i32>))
-        {
-            table.push((p, ppid, pgrp));
-        }
-    }
+    let table = bronze_host::procs::read(Path::new("/proc")).map(|s| s.processes).unwrap_or_default();
     let mut found: Vec<(i32, i32)> = Vec::new();
     let mut parents = vec![pid];
     while let Some(parent) = parents.pop() {
-        for &(p, ppid, pgrp) in &table {
-            if ppid == parent && !found.iter().any(|&(f, _)| f == p) {
-                found.push((p, pgrp));
-                parents.push(p);
+        for p in table.iter().map(|p| &p.stat).filter(|s| s.ppid == parent) {
+            if !found.iter().any(|&(f, _)| f == p.pid)
+                && let Ok(group) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(p.pid)))
+            {
+                found.push((p.pid, group.as_raw()));
+                parents.push(p.pid);
             }
         }
     }

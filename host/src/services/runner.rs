@@ -417,6 +417,7 @@ impl Runner {
         Ok((pid, exit_rx, output))
     }
 }
+
 /// The soft open-file limit a service starts with, as under systemd: a
 /// program built on select(2) fails on descriptors above `FD_SETSIZE`
 /// (1024). The hard limit stays PID 1's (`fs.nr_open`, init::early_boot),
