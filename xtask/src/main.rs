@@ -5,8 +5,8 @@
 //! - `test`: format and lint checks, build the binaries, run the whole test suite.
 //! - `bench`: build in release and run the API benchmarks.
 //! - `bench-time [SOAK_SECS]`: time sync accuracy and soak benchmarks.
-//! - `bench-vm [BOOTS] [kernels|compression|firmware]`: boot time split, RSS
-//!   as PID 1, image sizes, the disk image through UEFI beside the direct boot.
+//! - `bench-vm [BOOTS] [kernels|compression|firmware|floor]`: boot time split, RSS
+//!   as PID 1, image sizes, the disk image through UEFI beside the direct boot, the floor.
 //! - `bench-plugins [--minutes N]`: plugin instantiate/call costs, AOT cache
 //!   vs compile, RSS with 10 scheduled health plugins over N minutes.
 //! - `bench-upgrade [RUNS] [rate|vm]`: an upgrade's upload rate beside a
@@ -43,6 +43,8 @@ fn main() -> anyhow::Result<()> {
         }
         Some("bench-vm") => {
             build_image(&root, false, &KernelChoice::ALL)?;
+            // The floor's /init (section `floor`), static like bronzed.
+            run(cargo().args(["build", "--release", "--target", MUSL, "-p", "bronze-floor-init"]))?;
             bench("bench-vm", &args[1..])
         }
         Some("bench-upgrade") => {
@@ -63,7 +65,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  bench   run the API benchmarks (release build) and print figures");
             eprintln!("  bench-time [SOAK_SECS]   time sync accuracy vs chronyd -Q, CPU/RSS soak");
             eprintln!(
-                "  bench-vm [BOOTS] [kernels|compression|firmware]   boot time split, RSS as PID 1, image sizes, UEFI vs direct boot"
+                "  bench-vm [BOOTS] [kernels|compression|firmware|floor]   boot time split, RSS as PID 1, image sizes, UEFI vs direct boot, the floor"
             );
             eprintln!("  bench-plugins [--minutes N]   instantiate/call costs, AOT cache vs compile, RSS soak");
             eprintln!(

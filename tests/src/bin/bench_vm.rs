@@ -15,7 +15,13 @@
 //! 6. the disk image booted like a machine (OVMF, systemd-boot, the kernel's
 //!    EFI stub, DHCP from qemu), BOOTS boots alternating with the direct
 //!    kernel boot of the same build: host-side qemu start → firmware hands
-//!    over to the boot loader → kernel's first line → API answering.
+//!    over to the boot loader → kernel's first line → API answering;
+//! 7. the floor (section `floor`): Bronze's kernel booted BOOTS times each,
+//!    alternating, with three initramfs: one whose `/init` prints the two
+//!    lines and does nothing else (the kernel's own cost), one whose `/init`
+//!    is the least an API node can do (`tests/floor-init`: TLS 1.3 set up,
+//!    `eth0` up by ioctl, listening), and the image's. What the target leaves
+//!    for userspace, and what bronzed costs above the least, are printed.
 //!
 //! The guest reaches nothing (`restrict=on`); only its API is forwarded to 127.0.0.1.
 
@@ -27,6 +33,9 @@ use bronzectl::client::NodeClient;
 use bronzectl::connect::Auth;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The target for kernel start → API answering under TCG.
+const TARGET_S: f64 = 1.2;
 
 const APPEND: &str = "bronze.ip=eth0:10.0.2.15/24:10.0.2.2 bronze.ntp=127.0.0.1:1";
 
@@ -58,11 +67,13 @@ struct Boot {
 
 /// Boots `spec` once with a fresh state disk; with `measure_rss`, applies a
 /// config and returns bronzed's RSS once the image's plugins are loaded.
+/// With `rpc`, the host side waits for an RPC answer (bronzed's image).
 fn boot(
     rt: &tokio::runtime::Runtime,
     kernel: &Path,
     initrd: &Path,
     measure_rss: bool,
+    rpc: bool,
 ) -> anyhow::Result<(Boot, Option<u64>)> {
     let tmp = tempfile::tempdir()?;
     let disk = tmp.path().join("state.img");
@@ -80,8 +91,9 @@ fn boot(
     let mut vm = Vm::spawn(&spec, &tmp.path().join("console.log"))?;
     let deadline = started + Duration::from_secs(120);
     let init_line = vm.wait_for_line("Run /init as init process", deadline)?;
-    // The fingerprint is logged just before "API listening".
-    let fp_line = vm.wait_for_line("fingerprint=", deadline)?;
+    // bronzed logs the fingerprint just before "API listening"; the floor's
+    // /init has none.
+    let fp_line = if measure_rss { vm.wait_for_line("fingerprint=", deadline)? } else { String::new() };
     let (mut t_listen, mut t_network) = (None, None);
     while t_listen.is_none() || t_network.is_none() {
         let line = vm.wait_for("API listening and network ready", deadline, |l| {
@@ -94,9 +106,10 @@ fn boot(
         }
     }
     let node = format!("127.0.0.1:{port}");
+    // The floor's /init answers TLS, not RPCs: no host-side figure for it.
     let host_answer = rt.block_on(async {
         loop {
-            if answers(&node).await {
+            if !rpc || answers(&node).await {
                 return started.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,18 +241,62 @@ fn initrd_variants(layout: &ImageLayout, dir: &Path) -> anyhow::Result<Vec<(&'st
     Ok(variants)
 }
 
+/// The floor's two initramfs in `dir`, (name, file): `/init` is
+/// `tests/floor-init` (debug info stripped, as the image strips bronzed's),
+/// told by `/floor` to print its two lines and do nothing else (`empty`) or to
+/// do the least an API node does first (`api`, with a new self-signed
+/// certificate and the address the bench's command line gives `eth0`).
+fn floor_initrds(target: &Path, dir: &Path) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    use bronze_images::cpio::{Header, NewcWriter, S_IFDIR, S_IFREG};
+    use std::io::Write;
+    let built = target.join("x86_64-unknown-linux-musl/release/floor-init");
+    anyhow::ensure!(built.is_file(), "no {}: run `cargo xtask bench-vm`", built.display());
+    let stripped = dir.join("floor-init");
+    let status =
+        std::process::Command::new("strip").arg("--strip-debug").arg("-o").arg(&stripped).arg(&built).status()?;
+    anyhow::ensure!(status.success(), "strip --strip-debug {} failed", built.display());
+    let init = std::fs::read(&stripped)?;
+    let address = APPEND
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("bronze.ip=eth0:"))
+        .and_then(|rest| rest.split(':').next())
+        .ok_or_else(|| anyhow::anyhow!("no bronze.ip=eth0:ADDRESS/PREFIX in {APPEND:?}"))?;
+    let server = bronze_pki::self_signed_server(&["floor".to_string()])?;
+    let mut initrds = vec![];
+    for (name, mode) in [("empty", "empty".to_string()), ("api", format!("api {address}"))] {
+        let mut files: Vec<(&str, u32, &[u8])> = vec![
+            ("dev", S_IFDIR | 0o755, b""),
+            ("init", S_IFREG | 0o755, &init),
+            ("floor", S_IFREG | 0o644, mode.as_bytes()),
+        ];
+        if name == "api" {
+            files.push(("floor.crt", S_IFREG | 0o644, server.cert_pem.as_bytes()));
+            files.push(("floor.key", S_IFREG | 0o600, server.key_pem.as_bytes()));
+        }
+        let path = dir.join(format!("floor-{name}.cpio"));
+        let mut cpio = NewcWriter::new(std::io::BufWriter::new(std::fs::File::create(&path)?));
+        for (ino, (file, mode, mut data)) in (1..).zip(files) {
+            let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
+            cpio.append(file, &Header { ino, mode, nlink, ..Header::default() }, data.len() as u64, &mut data)?;
+        }
+        cpio.finish()?.flush()?;
+        initrds.push((name, path));
+    }
+    Ok(initrds)
+}
+
 fn layout_has_disk(layout: &ImageLayout) -> bool {
     layout.disk_image().is_file() && Firmware::is_installed()
 }
 
 fn main() -> anyhow::Result<()> {
     let boots: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    // `bench-vm BOOTS SECTION`: only `kernels`, `compression` or `firmware`.
+    // `bench-vm BOOTS SECTION`: only `kernels`, `compression`, `firmware` or `floor`.
     let only = std::env::args().nth(2);
     if let Some(section) = &only {
         anyhow::ensure!(
-            ["kernels", "compression", "firmware"].contains(&section.as_str()),
-            "unknown section {section:?}: expected kernels, compression or firmware"
+            ["kernels", "compression", "firmware", "floor"].contains(&section.as_str()),
+            "unknown section {section:?}: expected kernels, compression, firmware or floor"
         );
     }
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
@@ -261,7 +318,7 @@ fn main() -> anyhow::Result<()> {
             for (kernel, runs) in by_kernel.iter_mut() {
                 let layout = if *kernel == KernelChoice::Bronze { &bronze } else { &debian };
                 let measure = round == 0 && *kernel == KernelChoice::Bronze;
-                let (b, r) = boot(&rt, &layout.vmlinux(), &layout.initrd(), measure)?;
+                let (b, r) = boot(&rt, &layout.vmlinux(), &layout.initrd(), measure, true)?;
                 println!(
                     "boot {round} {:<6}: kernel → /init {:.3} s, /init → API listening {:.3} s, → network ready {:.3} s; kernel start → API answering {:.3} s; host: answered after {:.2} s",
                     kernel.name(),
@@ -297,7 +354,7 @@ fn main() -> anyhow::Result<()> {
         let mut by_format: Vec<Vec<Boot>> = variants.iter().map(|_| vec![]).collect();
         for round in 0..boots {
             for ((name, path, _), runs) in variants.iter().zip(by_format.iter_mut()) {
-                let (b, _) = boot(&rt, &bronze.vmlinux(), path, false)?;
+                let (b, _) = boot(&rt, &bronze.vmlinux(), path, false, true)?;
                 println!(
                     "boot {round} {name:<5}: kernel → /init {:.3} s; kernel start → API answering {:.3} s; host: answered after {:.2} s",
                     b.kernel, b.api, b.answered
@@ -331,7 +388,7 @@ fn main() -> anyhow::Result<()> {
                 "boot {round} firmware: boot loader started {loader:.2} s, kernel's first line {kernel:.2} s, API answered {answered:.2} s after qemu started"
             );
             firmware.push((loader, kernel, answered));
-            let (b, _) = boot(&rt, &bronze.vmlinux(), &bronze.initrd(), false)?;
+            let (b, _) = boot(&rt, &bronze.vmlinux(), &bronze.initrd(), false, true)?;
             println!("boot {round} direct  : API answered {:.2} s after qemu started", b.answered);
             direct.push(b.answered);
         }
@@ -347,6 +404,49 @@ fn main() -> anyhow::Result<()> {
         );
     } else if firmware_wanted {
         println!("== disk image: skipped (no {} or no OVMF)", bronze.disk_image().display());
+    }
+
+    // 4. The floor: the kernel with nothing after it, the least an API node
+    // does, and bronzed, on Bronze's kernel.
+    if wants("floor") {
+        let tmp = tempfile::tempdir()?;
+        let mut variants = floor_initrds(&target, tmp.path())?;
+        variants.push(("bronzed", bronze.initrd()));
+        println!(
+            "== the floor on Bronze's kernel ({boots} boots each, alternating): an /init that does nothing, the least API node (tests/floor-init), bronzed"
+        );
+        let mut by_variant: Vec<Vec<Boot>> = variants.iter().map(|_| vec![]).collect();
+        for round in 0..boots {
+            for ((name, path), runs) in variants.iter().zip(by_variant.iter_mut()) {
+                let (b, _) = boot(&rt, &bronze.vmlinux(), path, false, *name == "bronzed")?;
+                println!(
+                    "boot {round} {name:<7}: kernel → /init {:.3} s, /init → API listening {:.3} s, → network ready {:.3} s; kernel start → API answering {:.3} s",
+                    b.kernel, b.listening, b.networked, b.api
+                );
+                runs.push(b);
+            }
+        }
+        let mut answering = vec![];
+        for ((name, _), runs) in variants.iter().zip(&by_variant) {
+            let pick = |f: fn(&Boot) -> f64| median(runs.iter().map(f).collect());
+            let (k, api) = (pick(|b| b.kernel), pick(|b| b.api));
+            println!(
+                "median {name:<7} over {boots}: kernel → /init {k:.3} s, /init → API answering {:.3} s, kernel start → API answering {api:.3} s",
+                pick(|b| b.listening.max(b.networked))
+            );
+            answering.push(api);
+        }
+        let (empty, least, ours) = (answering[0], answering[1], answering[2]);
+        let room = if empty < TARGET_S {
+            format!("leaving {:.3} s for a node's userspace", TARGET_S - empty)
+        } else {
+            format!("{:.3} s over the target before any userspace work", empty - TARGET_S)
+        };
+        println!(
+            "target {TARGET_S:.1} s: the kernel and an /init that does nothing take {empty:.3} s, {room}; the least API node answers at {least:.3} s ({:+.3} s beside the empty /init); bronzed at {ours:.3} s ({:.3} s above the least)",
+            least - empty,
+            ours - least
+        );
     }
 
     if let Some(rss) = rss {
