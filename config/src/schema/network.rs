@@ -84,7 +84,8 @@ pub struct DhcpOptions {
     pub route_metric: Option<u32>,
 }
 
-/// The Linux bonding modes.
+/// The Linux bonding modes, named as the kernel names them (sysfs
+/// `bonding/mode`). The one definition: the network plan and the applier use it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BondMode {
     #[serde(rename = "balance-rr")]
@@ -101,6 +102,32 @@ pub enum BondMode {
     BalanceTlb,
     #[serde(rename = "balance-alb")]
     BalanceAlb,
+}
+
+impl BondMode {
+    /// Every mode, in the kernel's numbering (0–6).
+    pub const ALL: [BondMode; 7] = [
+        BondMode::BalanceRr,
+        BondMode::ActiveBackup,
+        BondMode::BalanceXor,
+        BondMode::Broadcast,
+        BondMode::Lacp,
+        BondMode::BalanceTlb,
+        BondMode::BalanceAlb,
+    ];
+
+    /// The kernel's name of the mode, which is also how a config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BondMode::BalanceRr => "balance-rr",
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::BalanceXor => "balance-xor",
+            BondMode::Broadcast => "broadcast",
+            BondMode::Lacp => "802.3ad",
+            BondMode::BalanceTlb => "balance-tlb",
+            BondMode::BalanceAlb => "balance-alb",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +149,33 @@ pub enum XmitHashPolicy {
     Encap23,
     #[serde(rename = "encap3+4")]
     Encap34,
+}
+
+impl XmitHashPolicy {
+    /// Every policy.
+    pub const ALL: [XmitHashPolicy; 5] = [
+        XmitHashPolicy::Layer2,
+        XmitHashPolicy::Layer23,
+        XmitHashPolicy::Layer34,
+        XmitHashPolicy::Encap23,
+        XmitHashPolicy::Encap34,
+    ];
+
+    /// The kernel's name of the policy, which is also how a config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XmitHashPolicy::Layer2 => "layer2",
+            XmitHashPolicy::Layer23 => "layer2+3",
+            XmitHashPolicy::Layer34 => "layer3+4",
+            XmitHashPolicy::Encap23 => "encap2+3",
+            XmitHashPolicy::Encap34 => "encap3+4",
+        }
+    }
+
+    /// The policy the kernel calls `name`.
+    pub fn from_name(name: &str) -> Option<XmitHashPolicy> {
+        XmitHashPolicy::ALL.into_iter().find(|p| p.as_str() == name)
+    }
 }
 
 /// A bond bronzed creates under the interface's `name`.
@@ -234,4 +288,32 @@ pub struct Route {
     /// The gateway is on the link though no address's subnet holds it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_link: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` is the serde name, both ways, for every variant `ALL` lists,
+    /// and `ALL` lists each variant once.
+    #[test]
+    fn kernel_names_are_the_config_names() {
+        fn check<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Copy>(
+            all: &[T],
+            name: fn(T) -> &'static str,
+        ) {
+            let mut names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+            for (value, expected) in all.iter().zip(&names) {
+                assert_eq!(serde_yaml::to_string(value).unwrap().trim(), *expected);
+                assert_eq!(serde_yaml::from_str::<T>(expected).unwrap(), *value);
+            }
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), all.len(), "a variant is listed twice");
+        }
+        check(&BondMode::ALL, BondMode::as_str);
+        check(&XmitHashPolicy::ALL, XmitHashPolicy::as_str);
+        assert_eq!(XmitHashPolicy::from_name("layer3+4"), Some(XmitHashPolicy::Layer34));
+        assert_eq!(XmitHashPolicy::from_name("layer3"), None);
+    }
 }

@@ -30,7 +30,7 @@
 use super::hosts::{self, RenderError};
 use super::netlink::Netlink;
 use super::observe::Snapshot;
-use super::plan::{AddressPlan, BondMode, LinkKind, LinkPlan, NetworkPlan, RoutePlan};
+use super::plan::{AddressPlan, LinkKind, LinkPlan, NetworkPlan, RoutePlan};
 use super::resources::LinkStatusSpec;
 use super::{NetError, NetlinkError};
 use crate::init::{NoModules, OnDemandModules};
@@ -631,24 +631,11 @@ impl Applier {
 /// attribute the kernel did not report counts as matching.
 fn is_as_planned(existing: &LinkStatusSpec, planned: &LinkKind) -> bool {
     match planned {
-        LinkKind::Bond(bond) => existing.bond_mode.is_empty() || existing.bond_mode == bond_mode_name(bond.mode),
+        LinkKind::Bond(bond) => existing.bond_mode.is_empty() || existing.bond_mode == bond.mode.as_str(),
         LinkKind::Vlan(vlan) => {
             existing.vlan_id.is_none_or(|id| id == vlan.id)
                 && (existing.parent.is_empty() || existing.parent == vlan.parent)
         }
-    }
-}
-
-/// A plan's bond mode as the kernel's sysfs (and [`LinkStatusSpec::bond_mode`]) names it.
-fn bond_mode_name(mode: BondMode) -> &'static str {
-    match mode {
-        BondMode::BalanceRr => "balance-rr",
-        BondMode::ActiveBackup => "active-backup",
-        BondMode::BalanceXor => "balance-xor",
-        BondMode::Broadcast => "broadcast",
-        BondMode::Lacp => "802.3ad",
-        BondMode::BalanceTlb => "balance-tlb",
-        BondMode::BalanceAlb => "balance-alb",
     }
 }
 
@@ -820,7 +807,7 @@ mod tests {
                 self.record(format!("create bond {name} {:?}", bond.mode))?;
                 let mut state = self.state.lock().unwrap();
                 let index = state.add_link(name, "bond");
-                state.links.get_mut(&index).unwrap().bond_mode = bond_mode_name(bond.mode).into();
+                state.links.get_mut(&index).unwrap().bond_mode = bond.mode.as_str().into();
                 Ok(())
             })
         }

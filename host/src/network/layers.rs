@@ -27,8 +27,8 @@
 
 use super::cmdline::CmdlineIp;
 use super::plan::{
-    AddressPlan, BondMode, BondPlan, DEFAULT_ROUTE_METRIC, LinkKind, LinkPlan, MAX_RESOLVERS, NetworkPlan, PlanError,
-    RoutePlan, VlanPlan, XmitHashPolicy,
+    AddressPlan, BondPlan, DEFAULT_ROUTE_METRIC, LinkKind, LinkPlan, MAX_RESOLVERS, NetworkPlan, PlanError, RoutePlan,
+    VlanPlan,
 };
 use super::resources::{LinkStatusSpec, NS_NETWORK};
 use crate::state::types::resource;
@@ -610,13 +610,13 @@ pub fn config_layer(
         };
         let kind = iface.bond.as_ref().map(|b| {
             LinkKind::Bond(BondPlan {
-                mode: bond_mode(b.mode),
+                mode: b.mode,
                 members: b.interfaces.iter().map(|m| m.as_str().to_string()).collect(),
                 miimon: b.miimon,
                 updelay: b.updelay,
                 downdelay: b.downdelay,
                 lacp_rate_fast: b.lacp_rate == Some(bronze_config::LacpRate::Fast),
-                xmit_hash_policy: b.xmit_hash_policy.map(xmit_hash_policy),
+                xmit_hash_policy: b.xmit_hash_policy,
             })
         });
         if let Some(bond) = &iface.bond {
@@ -668,30 +668,6 @@ fn config_route(r: &bronze_config::Route) -> RouteLayer {
     RouteLayer { destination: r.network, gateway: r.gateway.map(|g| g.addr()), metric: r.metric, on_link: r.on_link }
 }
 
-pub fn bond_mode(mode: bronze_config::BondMode) -> BondMode {
-    use bronze_config::BondMode as C;
-    match mode {
-        C::BalanceRr => BondMode::BalanceRr,
-        C::ActiveBackup => BondMode::ActiveBackup,
-        C::BalanceXor => BondMode::BalanceXor,
-        C::Broadcast => BondMode::Broadcast,
-        C::Lacp => BondMode::Lacp,
-        C::BalanceTlb => BondMode::BalanceTlb,
-        C::BalanceAlb => BondMode::BalanceAlb,
-    }
-}
-
-fn xmit_hash_policy(p: bronze_config::XmitHashPolicy) -> XmitHashPolicy {
-    use bronze_config::XmitHashPolicy as C;
-    match p {
-        C::Layer2 => XmitHashPolicy::Layer2,
-        C::Layer23 => XmitHashPolicy::Layer23,
-        C::Layer34 => XmitHashPolicy::Layer34,
-        C::Encap23 => XmitHashPolicy::Encap23,
-        C::Encap34 => XmitHashPolicy::Encap34,
-    }
-}
-
 /// Whether a link is physical: an Ethernet NIC (no virtual kind, not
 /// loopback).
 pub fn is_physical(link: &LinkStatusSpec) -> bool {
@@ -726,7 +702,7 @@ pub fn default_layer(links: &[LinkStatusSpec], others: &[&LayerSpec], dhcp: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bronze_config::{Interface, Route};
+    use bronze_config::{BondMode, Interface, Route, XmitHashPolicy};
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()

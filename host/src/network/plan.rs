@@ -118,40 +118,9 @@ pub struct BondPlan {
     pub xmit_hash_policy: Option<XmitHashPolicy>,
 }
 
-/// The Linux bonding modes, named as `/sys/class/net/<bond>/bonding/mode`
-/// names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BondMode {
-    #[serde(rename = "balance-rr")]
-    BalanceRr,
-    #[serde(rename = "active-backup")]
-    ActiveBackup,
-    #[serde(rename = "balance-xor")]
-    BalanceXor,
-    #[serde(rename = "broadcast")]
-    Broadcast,
-    #[serde(rename = "802.3ad")]
-    Lacp,
-    #[serde(rename = "balance-tlb")]
-    BalanceTlb,
-    #[serde(rename = "balance-alb")]
-    BalanceAlb,
-}
-
-/// Transmit hash policies, as the kernel names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum XmitHashPolicy {
-    #[serde(rename = "layer2")]
-    Layer2,
-    #[serde(rename = "layer2+3")]
-    Layer23,
-    #[serde(rename = "layer3+4")]
-    Layer34,
-    #[serde(rename = "encap2+3")]
-    Encap23,
-    #[serde(rename = "encap3+4")]
-    Encap34,
-}
+/// Bond modes and transmit hash policies are the config's own types, which
+/// carry the kernel's names.
+pub use bronze_config::{BondMode, XmitHashPolicy};
 
 /// An 802.1Q VLAN on a parent link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

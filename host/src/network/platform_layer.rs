@@ -9,7 +9,7 @@
 
 use super::layers::{Addressing, DhcpRequest, LayerSpec, LinkLayer, NetworkSpecSpec, RouteLayer};
 use super::links::LinkSelector;
-use super::plan::{BondMode, BondPlan, DEFAULT_ROUTE_METRIC, LinkKind, MTU_RANGE, VlanPlan, XmitHashPolicy};
+use super::plan::{BondPlan, DEFAULT_ROUTE_METRIC, LinkKind, MTU_RANGE, VlanPlan, XmitHashPolicy};
 use super::resources::LinkStatusSpec;
 use crate::platform::metadata::PlatformMetadata;
 use crate::plugins::worlds::network as wit;
@@ -197,34 +197,15 @@ fn addressing(field: &str, a: &wit::Addressing, total_routes: &mut usize) -> Res
     Ok(out)
 }
 
-fn bond_mode(mode: wit::BondMode) -> BondMode {
-    match mode {
-        wit::BondMode::BalanceRr => BondMode::BalanceRr,
-        wit::BondMode::ActiveBackup => BondMode::ActiveBackup,
-        wit::BondMode::BalanceXor => BondMode::BalanceXor,
-        wit::BondMode::Broadcast => BondMode::Broadcast,
-        wit::BondMode::Lacp => BondMode::Lacp,
-        wit::BondMode::BalanceTlb => BondMode::BalanceTlb,
-        wit::BondMode::BalanceAlb => BondMode::BalanceAlb,
-    }
-}
-
 fn hash_policy(field: &str, p: &str) -> Result<XmitHashPolicy, PlanRejection> {
-    Ok(match p {
-        "layer2" => XmitHashPolicy::Layer2,
-        "layer2+3" => XmitHashPolicy::Layer23,
-        "layer3+4" => XmitHashPolicy::Layer34,
-        "encap2+3" => XmitHashPolicy::Encap23,
-        "encap3+4" => XmitHashPolicy::Encap34,
-        other => {
-            return reject(
-                field,
-                format!(
-                    "{other:?} is not a transmit hash policy; expected layer2, layer2+3, layer3+4, encap2+3 or encap3+4"
-                ),
-            );
-        }
-    })
+    XmitHashPolicy::from_name(p).map_or_else(
+        || {
+            let names: Vec<&str> = XmitHashPolicy::ALL.iter().map(|p| p.as_str()).collect();
+            let (last, rest) = names.split_last().expect("policies");
+            reject(field, format!("{p:?} is not a transmit hash policy; expected {} or {last}", rest.join(", ")))
+        },
+        Ok,
+    )
 }
 
 /// A plugin's plan as the platform layer, checked field by field. Entries
@@ -312,7 +293,7 @@ pub fn plan_layer(plan: &wit::NetworkPlan, links: &[LinkStatusSpec]) -> Result<L
             name: b.name.clone(),
             mtu: b.addressing.mtu,
             kind: Some(LinkKind::Bond(BondPlan {
-                mode: bond_mode(b.mode),
+                mode: b.mode.into(),
                 members,
                 miimon: b.miimon,
                 updelay: b.updelay,
@@ -575,6 +556,30 @@ mod tests {
             let err = plan_layer(&p, &links()).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}\nwant: {want}");
         }
+        let mut p = plan(vec![]);
+        p.bonds.push(wit::Bond {
+            name: "bond0".into(),
+            members: vec![wit::LinkMatch::Name("eth1".into())],
+            mode: wit::BondMode::Lacp,
+            miimon: None,
+            updelay: None,
+            downdelay: None,
+            lacp_rate_fast: true,
+            transmit_hash_policy: Some("layer5".into()),
+            addressing: ok(),
+        });
+        assert_eq!(
+            plan_layer(&p, &links()).unwrap_err().to_string(),
+            "bonds[0].transmit-hash-policy: \"layer5\" is not a transmit hash policy; expected layer2, layer2+3, layer3+4, encap2+3 or encap3+4"
+        );
+        p.bonds[0].transmit_hash_policy = Some("layer3+4".into());
+        let layer = plan_layer(&p, &links()).unwrap();
+        let bond = layer.links.iter().find_map(|l| match &l.kind {
+            Some(LinkKind::Bond(b)) => Some(b.clone()),
+            _ => None,
+        });
+        let bond = bond.expect("a bond");
+        assert_eq!((bond.mode, bond.xmit_hash_policy), (bronze_config::BondMode::Lacp, Some(XmitHashPolicy::Layer34)));
     }
 
     #[test]

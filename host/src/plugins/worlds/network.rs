@@ -184,15 +184,19 @@ fn addressing_json(a: &Addressing) -> Value {
     })
 }
 
-pub fn bond_mode_name(mode: BondMode) -> &'static str {
-    match mode {
-        BondMode::BalanceRr => "balance-rr",
-        BondMode::ActiveBackup => "active-backup",
-        BondMode::BalanceXor => "balance-xor",
-        BondMode::Broadcast => "broadcast",
-        BondMode::Lacp => "802.3ad",
-        BondMode::BalanceTlb => "balance-tlb",
-        BondMode::BalanceAlb => "balance-alb",
+/// A plugin's bond mode as the config's (which carries the kernel's names).
+impl From<BondMode> for bronze_config::BondMode {
+    fn from(mode: BondMode) -> Self {
+        use bronze_config::BondMode as C;
+        match mode {
+            BondMode::BalanceRr => C::BalanceRr,
+            BondMode::ActiveBackup => C::ActiveBackup,
+            BondMode::BalanceXor => C::BalanceXor,
+            BondMode::Broadcast => C::Broadcast,
+            BondMode::Lacp => C::Lacp,
+            BondMode::BalanceTlb => C::BalanceTlb,
+            BondMode::BalanceAlb => C::BalanceAlb,
+        }
     }
 }
 
@@ -205,7 +209,7 @@ fn plan_json(plan: &NetworkPlan) -> Value {
         "bonds": plan.bonds.iter().map(|b| json!({
             "name": b.name,
             "members": b.members.iter().map(match_json).collect::<Vec<_>>(),
-            "mode": bond_mode_name(b.mode),
+            "mode": bronze_config::BondMode::from(b.mode).as_str(),
             "miimon": b.miimon,
             "updelay": b.updelay,
             "downdelay": b.downdelay,
