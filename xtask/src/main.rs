@@ -187,6 +187,16 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     count(&mut early_cmd)?;
     count(cargo().args(["test", "--workspace", "--doc"]))?;
+    // The plugins' own unit tests (parsers, the SDK's examples), natively:
+    // the logic is target-independent, and a wasm test binary would need a
+    // runner. Not linted again (clippy ran on them for wasm above).
+    let plugin_counts = run_counting(
+        cargo()
+            .args(["test", "--no-fail-fast", "--workspace", "--target", HOST_TRIPLE, "--manifest-path"])
+            .arg(&plugins)
+            .arg("--target-dir")
+            .arg(target_dir(root).join("plugin-native")),
+    )?;
     phases.lap("tests without the image");
     let background_laps = background.wait()?;
     phases.lap("waiting for the background builds");
@@ -202,7 +212,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     count(&mut late_cmd)?;
     phases.lap("VM and Afterburn tests");
-    let (passed, failed) = counts;
+    let (passed, failed) = (counts.0 + plugin_counts.0, counts.1 + plugin_counts.1);
     println!("background builds (beside the foreground until it waits for them): {background_laps}");
     println!("suite time: {phases}");
     // One closing line for the whole suite (cargo's last line is a doc-test
@@ -645,6 +655,9 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
 
 /// The target triple of the static PID 1 binary.
 const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// The build machine's own target triple (the plugins' unit tests run on it).
+const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 /// Options of `cargo xtask image` and `cargo xtask vm`.
 #[derive(Debug)]

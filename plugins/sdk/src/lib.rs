@@ -5,7 +5,7 @@
 //! `cargo build --release --target wasm32-wasip2` emits a component), with
 //! `bronze-plugin-sdk = { ..., features = ["health-check"] }`:
 //!
-//! ```ignore
+//! ```no_run
 //! use bronze_plugin_sdk::{HealthCheck, Report, config};
 //!
 //! struct Check;
