@@ -11,8 +11,6 @@
 //! and ranges as external IPs; the SLAAC address as public IPv6 (the
 //! kernel configures it). Provider id `linode://<id>`.
 
-mod base64;
-
 use bronze_plugin_sdk::http::Method;
 use bronze_plugin_sdk::{FetchError, InstanceMetadata, MetadataProvider, PlatformInterface, config};
 use bronze_provider_common::{Fetcher, dmi, status_error};
@@ -97,7 +95,7 @@ impl MetadataProvider for Akamai {
         let network: Network = fetcher.get_json(NETWORK, &[])?;
         let mut metadata = parse(instance, network)?;
         if let Some(encoded) = fetcher.get_optional(USER_DATA, &[])? {
-            let decoded = base64::decode(&encoded)
+            let decoded = bronze_provider_common::base64::decode(&encoded)
                 .map_err(|at| FetchError::Invalid(format!("{USER_DATA}: not base64 (byte {at})")))?;
             metadata.user_data = Some(decoded).filter(|d| !d.is_empty());
         }

@@ -138,9 +138,9 @@ impl Imds {
         if status != 200 || body.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        base64_decode(&body)
+        bronze_provider_common::base64::decode(&body)
             .map(Some)
-            .ok_or_else(|| FetchError::Invalid("/metadata/instance/compute/userData: not base64".into()))
+            .map_err(|at| FetchError::Invalid(format!("/metadata/instance/compute/userData: not base64 (byte {at})")))
     }
 }
 
@@ -290,30 +290,6 @@ fn parse(compute: &Value, interfaces: &Value, loadbalancer: Option<&Value>) -> R
         }
     }
     Ok(m)
-}
-
-/// Standard base64 (whitespace and padding ignored); None when not base64.
-fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in text.iter().filter(|c| !c.is_ascii_whitespace() && **c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 bronze_plugin_sdk::export_metadata_provider!(Azure);

@@ -5,10 +5,12 @@
 //!   (`unavailable` is retried by the host, `invalid` too).
 //! - [`dmi`]: detection from DMI the way cloud-init's `ds-identify` does it.
 //! - [`links`]: the host's link name for a MAC.
+//! - [`base64`]: user data as the services encode it.
 //!
 //! Everything here runs inside the sandbox: it can only reach what the
 //! plugin's grant allows, and the host validates whatever it returns.
 
+pub mod base64;
 pub mod cloudinit;
 
 use bronze_plugin_sdk::FetchError;

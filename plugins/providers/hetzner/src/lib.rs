@@ -12,7 +12,7 @@
 //! IPv6 addresses the network config sets.
 
 use bronze_plugin_sdk::{FetchError, InstanceMetadata, MetadataProvider, NetworkConfig, config};
-use bronze_provider_common::{Fetcher, cloudinit, dmi, text};
+use bronze_provider_common::{Fetcher, base64, cloudinit, dmi, text};
 use serde_yaml::Value;
 use std::net::IpAddr;
 
@@ -98,45 +98,11 @@ impl MetadataProvider for Hetzner {
     }
 }
 
-/// User data as served: base64 when the whole body is base64 (line breaks
-/// allowed) and decodes, else the bytes as they are (a plain config has
-/// `:` and spaces, which base64 never does).
+/// User data as served: base64 when the whole body is padded base64 (line
+/// breaks allowed) and decodes, else the bytes as they are (a plain config
+/// has `:` and spaces, which base64 never does).
 fn decode_user_data(body: Vec<u8>) -> Vec<u8> {
-    let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    base64(&compact).unwrap_or(body)
-}
-
-/// Standard base64 with padding; None when it is not.
-fn base64(input: &[u8]) -> Option<Vec<u8>> {
-    if input.is_empty() || !input.len().is_multiple_of(4) {
-        return None;
-    }
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let chunks = input.len() / 4;
-    for (i, chunk) in input.chunks(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != chunks) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    if base64::looks_padded(&body) { base64::decode(&body).unwrap_or(body) } else { body }
 }
 
 bronze_plugin_sdk::export_metadata_provider!(Hetzner);

@@ -11,8 +11,6 @@
 //! its IPv6 virtual router (metric 2048); 169.254.169.254 is the resolver
 //! and the time server. Provider id `oci://<instance OCID>`.
 
-mod base64;
-
 use bronze_plugin_sdk::{
     DhcpOperator, FetchError, InstanceMetadata, IpFamily, MetadataProvider, PlatformInterface, PlatformRoute, config,
 };
@@ -83,7 +81,7 @@ impl MetadataProvider for Oracle {
         let vnics: Vec<Vnic> = fetcher.get_json(VNICS, &[])?;
         let mut metadata = parse(instance, vnics)?;
         if let Some(encoded) = fetcher.get_optional(USER_DATA, &[])? {
-            let decoded = base64::decode(&encoded)
+            let decoded = bronze_provider_common::base64::decode(&encoded)
                 .map_err(|at| FetchError::Invalid(format!("{USER_DATA}: not base64 (byte {at})")))?;
             metadata.user_data = Some(decoded).filter(|d| !d.is_empty());
         }
