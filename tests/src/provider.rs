@@ -1,4 +1,5 @@
-//! What the provider tests share: a fake sysfs with DMI fields, a
+//! What the provider tests share: a fake sysfs with DMI fields, a node
+//! running a provider's instances against loopback mocks ([`MockedNode`]), a
 //! plugin's manifest `[grants]` as an instance's grants, a network namespace
 //! whose `lo` holds a cloud's metadata address, `mockcloud` serving there,
 //! and the whole "unchanged plugin against its real endpoint" run.
@@ -18,6 +19,55 @@ pub fn fake_sysfs(fields: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(dmi.join(field), format!("{value}\n")).expect("write dmi field");
     }
     dir
+}
+
+/// A node in process mode whose DMI (a fake sysfs) holds the given fields,
+/// running one instance of a provider plugin per `(instance id, mock)`, each
+/// configured with `endpoint: <the mock>` and granted `grants(<the mock's
+/// base URL>)`; the plugin's bundle installed over the API.
+pub struct MockedNode {
+    pub node: Node,
+    pub client: bronzectl::client::NodeClient,
+    _sysfs: tempfile::TempDir,
+}
+
+impl MockedNode {
+    pub async fn start(
+        plugin: &str,
+        hostname: &str,
+        dmi: &[(&str, &str)],
+        grants: impl Fn(&str) -> String,
+        mocks: &[(&str, &crate::mockcloud::MockServer)],
+    ) -> MockedNode {
+        let sysfs = fake_sysfs(dmi);
+        let instances: String = mocks
+            .iter()
+            .map(|(id, mock)| {
+                instance_yaml(id, plugin, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
+            })
+            .collect();
+        let pki = Pki::new();
+        let config = config_with_plugins(&pki, hostname, &format!("allowUnsigned: true\n    instances:{instances}"));
+        let node = Node::start_with(NodeOptions {
+            config: Some(config),
+            args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
+            ..Default::default()
+        })
+        .await;
+        let client = node.client(&pki.auth(&["os:admin"])).await;
+        install(client.channel.clone(), &bundle(plugin))
+            .await
+            .unwrap_or_else(|e| panic!("install {plugin}: {e}\n{}", node.log()));
+        MockedNode { node, client, _sysfs: sysfs }
+    }
+
+    /// Runs instance `id` now; its result document (the node's log if it is
+    /// not JSON).
+    pub async fn result(&self, id: &str) -> serde_json::Value {
+        let done = run(&self.client, id).await;
+        serde_json::from_str(&done.result_json)
+            .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, self.node.log()))
+    }
 }
 
 /// The plugin's manifest `[grants]` as the body of a YAML flow mapping:

@@ -5,19 +5,11 @@
 
 use bronze_tests::mockcloud::akamai::{Akamai, INSTANCE, NETWORK, USER_DATA};
 use bronze_tests::mockcloud::{Cloud, MockServer, Request, Response, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 const PLUGIN: &str = "akamai";
-
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(
@@ -27,53 +19,12 @@ fn grants(base: &str) -> String {
 
 /// A node with the given DMI fields, with one instance of the plugin per
 /// `(instance id, mock)`; the plugin installed.
-async fn setup(fields: &[(&str, &str)], mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    for (field, value) in fields {
-        std::fs::write(dmi.join(field), format!("{value}\n")).unwrap();
-    }
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "akamai", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(fields: &[(&str, &str)], mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "akamai", fields, grants, mocks).await
 }
 
 async fn mock(cloud: impl Cloud) -> MockServer {
     MockServer::loopback(Arc::new(cloud)).await
-}
-
-/// One raw HTTP/1.1 request to the mock: (status, body).
-async fn raw(server: &MockServer, method: &str, path: &str, headers: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
 }
 
 const LINODE: &[(&str, &str)] = &[("sys_vendor", "Linode"), ("product_name", "Compute Instance")];
@@ -81,24 +32,24 @@ const LINODE: &[(&str, &str)] = &[("sys_vendor", "Linode"), ("product_name", "Co
 #[tokio::test]
 async fn the_mock_speaks_the_token_protocol_with_its_error_codes() {
     let server = mock(Akamai::new()).await;
-    let (status, body) = raw(&server, "GET", "/v1/instance", "Accept: application/json\r\n").await;
+    let (status, body) = server.raw("GET", "/v1/instance", "Accept: application/json\r\n").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["errors"][0]["reason"], "Unauthorized");
-    let (status, _) = raw(&server, "PUT", "/v1/token", "").await;
+    let (status, _) = server.raw("PUT", "/v1/token", "").await;
     assert_eq!(status, 400, "no expiry");
     for bad in ["0", "86401", "soon"] {
-        let (status, _) = raw(&server, "PUT", "/v1/token", &format!("Metadata-Token-Expiry-Seconds: {bad}\r\n")).await;
+        let (status, _) = server.raw("PUT", "/v1/token", &format!("Metadata-Token-Expiry-Seconds: {bad}\r\n")).await;
         assert_eq!(status, 400, "expiry {bad}");
     }
-    let (status, token) = raw(&server, "PUT", "/v1/token", "Metadata-Token-Expiry-Seconds: 300\r\n").await;
+    let (status, token) = server.raw("PUT", "/v1/token", "Metadata-Token-Expiry-Seconds: 300\r\n").await;
     assert_eq!(status, 200);
-    let (status, _) = raw(&server, "GET", "/v1/instance", "Metadata-Token: 0123456789abcdef\r\n").await;
+    let (status, _) = server.raw("GET", "/v1/instance", "Metadata-Token: 0123456789abcdef\r\n").await;
     assert_eq!(status, 401, "an unknown token");
     let headers = format!("Metadata-Token: {token}\r\nAccept: application/json\r\n");
-    let (status, body) = raw(&server, "GET", "/v1/instance", &headers).await;
+    let (status, body) = server.raw("GET", "/v1/instance", &headers).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["id"], 51234567);
-    let (status, _) = raw(&server, "GET", "/v1/nothing", &headers).await;
+    let (status, _) = server.raw("GET", "/v1/nothing", &headers).await;
     assert_eq!(status, 404);
 }
 
@@ -107,7 +58,7 @@ async fn a_linode_reports_label_region_type_tags_addresses_and_user_data() {
     let cloud = Arc::new(Akamai::new());
     let server = MockServer::loopback(cloud.clone()).await;
     let s = setup(LINODE, &[("akamai", &server)]).await;
-    let got = result(&s, "akamai").await;
+    let got = s.result("akamai").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "akamai", "{got}");
@@ -162,11 +113,11 @@ async fn detection_and_hostile_answers() {
     for vendor in ["Linode", "Akamai"] {
         let server = mock(Akamai::new()).await;
         let s = setup(&[("sys_vendor", vendor)], &[("akamai", &server)]).await;
-        assert_eq!(result(&s, "akamai").await["detected"], true, "{vendor}");
+        assert_eq!(s.result("akamai").await["detected"], true, "{vendor}");
     }
     let other = mock(Akamai::new()).await;
     let s = setup(&[("sys_vendor", "Hetzner")], &[("akamai", &other)]).await;
-    assert_eq!(result(&s, "akamai").await["detected"], false);
+    assert_eq!(s.result("akamai").await["detected"], false);
     assert!(other.hits().is_empty(), "detect() must not send anything: {:?}", other.hits());
     drop(s);
 
@@ -202,7 +153,7 @@ async fn detection_and_hostile_answers() {
         // 10,000 addresses: the host's bound, naming the list.
         ("many", "10000 entries; at most 256"),
     ] {
-        let got = result(&s, id).await;
+        let got = s.result(id).await;
         assert_eq!(got["fetch"]["error"], "invalid", "{id}: {got}");
         assert!(got["fetch"]["message"].as_str().unwrap().contains(needle), "{id}: {got}");
     }
@@ -237,7 +188,7 @@ async fn conformance_with_talos() {
         let instance = std::fs::read_to_string(instance).unwrap();
         let server = mock(Akamai::with_documents(&instance, &network, None)).await;
         let s = setup(LINODE, &[("akamai", &server)]).await;
-        let got = result(&s, "akamai").await;
+        let got = s.result("akamai").await;
         let ours = &got["fetch"]["ok"];
         assert!(ours.is_object(), "{case}: {got}");
         let expected = bronze_tests::talos::expected(&expected).unwrap();

@@ -5,22 +5,12 @@
 
 use bronze_tests::mockcloud::digitalocean::{DROPLET, DigitalOcean, USER_DATA};
 use bronze_tests::mockcloud::{Cloud, MockServer, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const PLUGIN: &str = "digitalocean";
-
-/// A node whose DMI says `sys_vendor`, with one instance of the plugin per
-/// `(instance id, mock)`, each pointed at its mock; the plugin installed.
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(
@@ -28,35 +18,8 @@ fn grants(base: &str) -> String {
     )
 }
 
-async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), format!("{sys_vendor}\n")).unwrap();
-    std::fs::write(dmi.join("product_name"), "Droplet\n").unwrap();
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "do", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "do", &[("sys_vendor", sys_vendor), ("product_name", "Droplet")], grants, mocks).await
 }
 
 async fn mock(cloud: impl Cloud) -> MockServer {
@@ -67,7 +30,7 @@ async fn mock(cloud: impl Cloud) -> MockServer {
 async fn a_droplet_reports_its_names_addresses_routes_and_user_data() {
     let server = mock(DigitalOcean::new()).await;
     let s = setup("DigitalOcean", &[("digitalocean", &server)]).await;
-    let got = result(&s, "digitalocean").await;
+    let got = s.result("digitalocean").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "digitalocean", "{got}");
@@ -121,7 +84,7 @@ async fn a_droplet_reports_its_names_addresses_routes_and_user_data() {
 async fn other_vendors_are_not_detected_and_nothing_is_asked() {
     let server = mock(DigitalOcean::new()).await;
     let s = setup("QEMU", &[("digitalocean", &server)]).await;
-    let got = result(&s, "digitalocean").await;
+    let got = s.result("digitalocean").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(got["fetch"].is_null(), "{got}");
     assert!(server.hits().is_empty(), "detect() must not send anything: {:?}", server.hits());
@@ -154,38 +117,38 @@ async fn hostile_answers_are_refused_with_the_field_named_or_retried() {
     .await;
 
     let error = |v: &Value| (v["fetch"]["error"].as_str().unwrap_or("").to_string(), v["fetch"]["message"].to_string());
-    let (kind, message) = error(&result(&s, "bad-json").await);
+    let (kind, message) = error(&s.result("bad-json").await);
     assert_eq!(kind, "invalid", "{message}");
     assert!(message.contains("/metadata/v1.json") && message.contains("invalid JSON"), "{message}");
-    let (kind, message) = error(&result(&s, "wrong-type").await);
+    let (kind, message) = error(&s.result("wrong-type").await);
     assert_eq!(kind, "invalid", "{message}");
     assert!(message.contains("droplet_id") || message.contains("invalid type"), "{message}");
-    let (kind, message) = error(&result(&s, "bad-mask").await);
+    let (kind, message) = error(&s.result("bad-mask").await);
     assert_eq!(kind, "invalid", "{message}");
     assert!(message.contains("netmask") && message.contains("255.0.255.0"), "{message}");
-    let (kind, message) = error(&result(&s, "bad-ip").await);
+    let (kind, message) = error(&s.result("bad-ip").await);
     assert_eq!(kind, "invalid", "{message}");
     assert!(message.contains("ip_address"), "{message}");
     // The host refuses a 10 kB host name and names the field.
-    let (kind, message) = error(&result(&s, "long-name").await);
+    let (kind, message) = error(&s.result("long-name").await);
     assert_eq!(kind, "invalid", "{message}");
     assert!(message.contains("hostname"), "{message}");
 
     // 503 is "unavailable" (the host's controller retries); after five the
     // service answers again and the same plugin succeeds.
     for _ in 0..5 {
-        let (kind, message) = error(&result(&s, "flaky").await);
+        let (kind, message) = error(&s.result("flaky").await);
         assert_eq!(kind, "unavailable", "{message}");
         assert!(message.contains("503"), "{message}");
     }
-    let ok = result(&s, "flaky").await;
+    let ok = s.result("flaky").await;
     assert_eq!(ok["fetch"]["ok"]["instanceId"], "2756294", "{ok}");
 
     // A 100 MB body is cut off by the host's cap; the node stays up.
-    let (kind, message) = error(&result(&s, "huge").await);
+    let (kind, message) = error(&s.result("huge").await);
     assert!(kind == "unavailable" || kind == "invalid", "{kind}: {message}");
     assert!(message.contains("larger than") || message.contains("too large"), "{message}");
-    let again = result(&s, "bad-json").await;
+    let again = s.result("bad-json").await;
     assert_eq!(again["fetch"]["error"], "invalid", "the node still answers: {again}");
 }
 
@@ -212,7 +175,7 @@ async fn conformance_with_talos() {
     let document = std::fs::read_to_string(document).unwrap();
     let server = mock(DigitalOcean::with_document(&document, None)).await;
     let s = setup("DigitalOcean", &[("digitalocean", &server)]).await;
-    let got = result(&s, "digitalocean").await;
+    let got = s.result("digitalocean").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     let expected = bronze_tests::talos::expected(&expected).unwrap();

@@ -5,20 +5,12 @@
 
 use bronze_tests::mockcloud::exoscale::{Exoscale, USER_DATA, VALUES};
 use bronze_tests::mockcloud::{Cloud, MockServer, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const PLUGIN: &str = "exoscale";
-
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(r#"config: true, facts: [dmi], http: [{{ url: "{base}/1.0/" }}]"#)
@@ -26,36 +18,8 @@ fn grants(base: &str) -> String {
 
 /// A node with the given DMI fields, with one instance of the plugin per
 /// `(instance id, mock)`; the plugin installed.
-async fn setup(fields: &[(&str, &str)], mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    for (field, value) in fields {
-        std::fs::write(dmi.join(field), format!("{value}\n")).unwrap();
-    }
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "exo", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(fields: &[(&str, &str)], mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "exo", fields, grants, mocks).await
 }
 
 async fn mock(cloud: impl Cloud) -> MockServer {
@@ -79,7 +43,7 @@ fn values(replace: &[(&str, &str)], drop: &[&str]) -> Vec<(String, String)> {
 async fn an_instance_reports_its_values_and_user_data() {
     let server = mock(Exoscale::new()).await;
     let s = setup(EXOSCALE, &[("exoscale", &server)]).await;
-    let got = result(&s, "exoscale").await;
+    let got = s.result("exoscale").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "exoscale", "{got}");
@@ -104,7 +68,7 @@ async fn an_instance_reports_its_values_and_user_data() {
 async fn detection_by_vendor_or_product_and_nothing_sent_otherwise() {
     let by_vendor = mock(Exoscale::new()).await;
     let s = setup(&[("sys_vendor", "Exoscale")], &[("exoscale", &by_vendor)]).await;
-    assert_eq!(result(&s, "exoscale").await["detected"], true);
+    assert_eq!(s.result("exoscale").await["detected"], true);
     drop(s);
     let by_product = mock(Exoscale::new()).await;
     let s = setup(
@@ -112,11 +76,11 @@ async fn detection_by_vendor_or_product_and_nothing_sent_otherwise() {
         &[("exoscale", &by_product)],
     )
     .await;
-    assert_eq!(result(&s, "exoscale").await["detected"], true);
+    assert_eq!(s.result("exoscale").await["detected"], true);
     drop(s);
     let other = mock(Exoscale::new()).await;
     let s = setup(&[("sys_vendor", "QEMU"), ("product_name", "Standard PC")], &[("exoscale", &other)]).await;
-    let got = result(&s, "exoscale").await;
+    let got = s.result("exoscale").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(other.hits().is_empty(), "detect() must not send anything: {:?}", other.hits());
 }
@@ -135,22 +99,22 @@ async fn hostile_values_are_refused_and_a_trickle_times_out() {
         &[("bad-ip", &bad_ip), ("no-id", &no_id), ("binary", &binary), ("trickle", &trickle), ("down", &down)],
     )
     .await;
-    let got = result(&s, "bad-ip").await;
+    let got = s.result("bad-ip").await;
     assert_eq!(got["fetch"]["error"], "invalid", "{got}");
     assert!(got["fetch"]["message"].as_str().unwrap().contains("public-ipv4"), "{got}");
-    let got = result(&s, "no-id").await;
+    let got = s.result("no-id").await;
     assert_eq!(got["fetch"]["error"], "invalid", "{got}");
     assert!(got["fetch"]["message"].as_str().unwrap().contains("instance-id"), "{got}");
     // A control character in the host name: the host refuses the answer.
-    let got = result(&s, "binary").await;
+    let got = s.result("binary").await;
     assert_eq!(got["fetch"]["error"], "invalid", "{got}");
     assert!(got["fetch"]["message"].as_str().unwrap().contains("hostname"), "{got}");
     assert!(!got.to_string().contains('\u{1b}'), "escaped: {got}");
     let started = std::time::Instant::now();
-    let got = result(&s, "trickle").await;
+    let got = s.result("trickle").await;
     assert_eq!(got["fetch"]["error"], "unavailable", "{got}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "bounded: {:?}", started.elapsed());
-    let got = result(&s, "down").await;
+    let got = s.result("down").await;
     assert_eq!(got["fetch"]["error"], "unavailable", "{got}");
 }
 
@@ -169,7 +133,7 @@ async fn conformance_with_talos() {
     let values: Vec<(String, String)> = values.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_string())).collect();
     let server = mock(Exoscale::with_values(&values, None)).await;
     let s = setup(EXOSCALE, &[("exoscale", &server)]).await;
-    let got = result(&s, "exoscale").await;
+    let got = s.result("exoscale").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     let expected = bronze_tests::talos::expected(&expected).unwrap();

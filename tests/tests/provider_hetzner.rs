@@ -5,54 +5,19 @@
 
 use bronze_tests::mockcloud::hetzner::{Hetzner, Values};
 use bronze_tests::mockcloud::{MockServer, Response, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const PLUGIN: &str = "hetzner";
 
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
-
 fn grants(base: &str) -> String {
     format!(r#"config: true, facts: [dmi, links], http: [{{ url: "{base}/hetzner/v1/" }}]"#)
 }
 
-async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), format!("{sys_vendor}\n")).unwrap();
-    std::fs::write(dmi.join("product_name"), "vServer\n").unwrap();
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "hcloud", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "hcloud", &[("sys_vendor", sys_vendor), ("product_name", "vServer")], grants, mocks).await
 }
 
 async fn mock(cloud: Hetzner) -> MockServer {
@@ -63,7 +28,7 @@ async fn mock(cloud: Hetzner) -> MockServer {
 async fn a_server_reports_identity_zone_network_and_user_data() {
     let server = mock(Hetzner::new()).await;
     let s = setup("Hetzner", &[("hetzner", &server)]).await;
-    let got = result(&s, "hetzner").await;
+    let got = s.result("hetzner").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "hetzner", "{got}");
@@ -95,7 +60,7 @@ async fn a_server_reports_identity_zone_network_and_user_data() {
 async fn other_vendors_are_not_detected_and_nothing_is_asked() {
     let server = mock(Hetzner::new()).await;
     let s = setup("QEMU", &[("hetzner", &server)]).await;
-    let got = result(&s, "hetzner").await;
+    let got = s.result("hetzner").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(got["fetch"].is_null(), "{got}");
     assert!(server.hits().is_empty(), "{:?}", server.hits());
@@ -139,9 +104,9 @@ async fn user_data_plain_or_base64_and_hostile_answers() {
         ],
     )
     .await;
-    assert_eq!(result(&s, "own-b64").await["fetch"]["ok"]["userDataBytes"], plain.len());
-    assert_eq!(result(&s, "own-plain").await["fetch"]["ok"]["userDataBytes"], plain.len());
-    let got = result(&s, "none").await;
+    assert_eq!(s.result("own-b64").await["fetch"]["ok"]["userDataBytes"], plain.len());
+    assert_eq!(s.result("own-plain").await["fetch"]["ok"]["userDataBytes"], plain.len());
+    let got = s.result("none").await;
     assert!(got["fetch"]["ok"].is_object() && got["fetch"]["ok"]["userDataBytes"].is_null(), "{got}");
 
     let error = |v: &Value| (v["fetch"]["error"].as_str().unwrap_or("").to_string(), v["fetch"]["message"].to_string());
@@ -150,23 +115,23 @@ async fn user_data_plain_or_base64_and_hostile_answers() {
         ("bad-network", &["network-config", "config[0].mac_address"][..]),
         ("long-name", &["hostname"][..]),
     ] {
-        let (kind, message) = error(&result(&s, id).await);
+        let (kind, message) = error(&s.result(id).await);
         assert_eq!(kind, "invalid", "{id}: {message}");
         assert!(words.iter().all(|w| message.contains(w)), "{id}: {message}");
     }
     for _ in 0..5 {
-        let (kind, message) = error(&result(&s, "flaky").await);
+        let (kind, message) = error(&s.result("flaky").await);
         assert_eq!(kind, "unavailable", "{message}");
         assert!(message.contains("503"), "{message}");
     }
-    assert_eq!(result(&s, "flaky").await["fetch"]["ok"]["instanceId"], "41234567");
-    let (kind, message) = error(&result(&s, "huge").await);
+    assert_eq!(s.result("flaky").await["fetch"]["ok"]["instanceId"], "41234567");
+    let (kind, message) = error(&s.result("huge").await);
     assert!(kind == "unavailable" || kind == "invalid", "{kind}: {message}");
     assert!(message.contains("larger than") || message.contains("too large"), "{message}");
     // One byte a second: the request's timeout ends it, well inside the
     // plugin's 10 s deadline, and the host retries later.
     let started = std::time::Instant::now();
-    let (kind, message) = error(&result(&s, "trickle").await);
+    let (kind, message) = error(&s.result("trickle").await);
     assert_eq!(kind, "unavailable", "{message}");
     assert!(message.contains("timed out"), "{message}");
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
@@ -210,12 +175,12 @@ async fn conformance_with_talos() {
     let with_plain = mock(Hetzner::with(talos(plain.clone()))).await;
     let with_b64 = mock(Hetzner::with(talos(std::fs::read(b64).unwrap()))).await;
     let s = setup("Hetzner", &[("plain", &with_plain), ("b64", &with_b64)]).await;
-    let got = result(&s, "plain").await;
+    let got = s.result("plain").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     assert_eq!(ours["userDataBytes"], plain.len());
     // The base64 user data decodes to the same config.
-    assert_eq!(result(&s, "b64").await["fetch"]["ok"]["userDataBytes"], plain.len());
+    assert_eq!(s.result("b64").await["fetch"]["ok"]["userDataBytes"], plain.len());
     // The document's MAC 96:00:00:1:2:3 comes back padded.
     assert_eq!(ours["interfaces"][0]["mac"], "96:00:00:01:02:03");
     let expected = bronze_tests::talos::expected(&expected).unwrap();

@@ -5,19 +5,11 @@
 
 use bronze_tests::mockcloud::oracle::{INSTANCE, Oracle, USER_DATA, VNICS};
 use bronze_tests::mockcloud::{Cloud, MockServer, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 const PLUGIN: &str = "oracle";
-
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(r#"config: true, facts: [dmi, links], http: [{{ url: "{base}/opc/v2/" }}]"#)
@@ -25,66 +17,26 @@ fn grants(base: &str) -> String {
 
 /// A node whose DMI chassis asset tag is `asset_tag`, with one instance of
 /// the plugin per `(instance id, mock)`; the plugin installed.
-async fn setup(asset_tag: &str, mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("chassis_asset_tag"), format!("{asset_tag}\n")).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), "QEMU\n").unwrap();
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "oci", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(asset_tag: &str, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "oci", &[("chassis_asset_tag", asset_tag), ("sys_vendor", "QEMU")], grants, mocks).await
 }
 
 async fn mock(cloud: impl Cloud) -> MockServer {
     MockServer::loopback(Arc::new(cloud)).await
 }
 
-/// One raw HTTP/1.1 request to the mock: (status, body).
-async fn raw_get(server: &MockServer, path: &str, headers: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn the_mock_refuses_requests_without_the_bearer_header_like_oci() {
     let server = mock(Oracle::new()).await;
-    let (status, body) = raw_get(&server, "/opc/v2/instance/", "").await;
+    let (status, body) = server.raw("GET", "/opc/v2/instance/", "").await;
     assert_eq!(status, 401, "{body}");
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["code"], "NotAuthenticated");
-    let (status, _) = raw_get(&server, "/opc/v2/instance/", "Authorization: Bearer Other\r\n").await;
+    let (status, _) = server.raw("GET", "/opc/v2/instance/", "Authorization: Bearer Other\r\n").await;
     assert_eq!(status, 401);
-    let (status, body) = raw_get(&server, "/opc/v2/instance/", "Authorization: Bearer Oracle\r\n").await;
+    let (status, body) = server.raw("GET", "/opc/v2/instance/", "Authorization: Bearer Oracle\r\n").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = raw_get(&server, "/opc/v2/nothing", "Authorization: Bearer Oracle\r\n").await;
+    let (status, body) = server.raw("GET", "/opc/v2/nothing", "Authorization: Bearer Oracle\r\n").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], "NotFound");
 }
@@ -93,7 +45,7 @@ async fn the_mock_refuses_requests_without_the_bearer_header_like_oci() {
 async fn an_instance_reports_zone_shape_vnics_dhcp6_and_user_data() {
     let server = mock(Oracle::new()).await;
     let s = setup("OracleCloud.com", &[("oracle", &server)]).await;
-    let got = result(&s, "oracle").await;
+    let got = s.result("oracle").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "oracle", "{got}");
@@ -130,7 +82,7 @@ async fn an_instance_reports_zone_shape_vnics_dhcp6_and_user_data() {
 async fn other_asset_tags_are_not_detected_and_bad_documents_are_named() {
     let nothing = mock(Oracle::new()).await;
     let s = setup("Not-Oracle", &[("oracle", &nothing)]).await;
-    let got = result(&s, "oracle").await;
+    let got = s.result("oracle").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(nothing.hits().is_empty(), "detect() must not send anything: {:?}", nothing.hits());
     drop(s);
@@ -148,15 +100,15 @@ async fn other_asset_tags_are_not_detected_and_bad_documents_are_named() {
         &[("bad-vnics", &bad_vnics), ("bad-ip", &bad_ip), ("no-user-data", &no_user_data), ("bad-base64", &bad_base64)],
     )
     .await;
-    let got = result(&s, "bad-vnics").await;
+    let got = s.result("bad-vnics").await;
     assert_eq!(got["fetch"]["error"], "invalid", "{got}");
     assert!(got["fetch"]["message"].as_str().unwrap().contains("/opc/v2/vnics/: invalid JSON"), "{got}");
-    let got = result(&s, "bad-ip").await;
+    let got = s.result("bad-ip").await;
     assert_eq!(got["fetch"]["error"], "invalid", "{got}");
     assert!(got["fetch"]["message"].as_str().unwrap().contains("10.0.0.300"), "{got}");
-    let got = result(&s, "no-user-data").await;
+    let got = s.result("no-user-data").await;
     assert!(got["fetch"]["ok"]["userDataBytes"].is_null(), "a 404 is no user data: {got}");
-    let got = result(&s, "bad-base64").await;
+    let got = s.result("bad-base64").await;
     assert_eq!(got["fetch"]["error"], "invalid", "{got}");
     assert!(got["fetch"]["message"].as_str().unwrap().contains("not base64"), "{got}");
 }
@@ -187,7 +139,7 @@ async fn conformance_with_talos() {
     let vnics = std::fs::read_to_string(vnics).unwrap();
     let server = mock(Oracle::with_documents(&instance, &vnics, None)).await;
     let s = setup("OracleCloud.com", &[("oracle", &server)]).await;
-    let got = result(&s, "oracle").await;
+    let got = s.result("oracle").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     let expected = bronze_tests::talos::expected(&expected).unwrap();

@@ -5,20 +5,12 @@
 
 use bronze_tests::mockcloud::upcloud::{DEFAULT_DOCUMENT, UpCloud};
 use bronze_tests::mockcloud::{MockServer, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const PLUGIN: &str = "upcloud";
-
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(
@@ -26,35 +18,9 @@ fn grants(base: &str) -> String {
     )
 }
 
-async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), format!("{sys_vendor}\n")).unwrap();
-    std::fs::write(dmi.join("product_name"), "Cloud Server\n").unwrap();
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "upcloud", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "upcloud", &[("sys_vendor", sys_vendor), ("product_name", "Cloud Server")], grants, mocks)
+        .await
 }
 
 async fn mock(cloud: UpCloud) -> MockServer {
@@ -65,7 +31,7 @@ async fn mock(cloud: UpCloud) -> MockServer {
 async fn a_server_reports_identity_addresses_dhcp_and_user_data() {
     let server = mock(UpCloud::new()).await;
     let s = setup("UpCloud", &[("upcloud", &server)]).await;
-    let got = result(&s, "upcloud").await;
+    let got = s.result("upcloud").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "upcloud", "{got}");
@@ -96,7 +62,7 @@ async fn a_server_reports_identity_addresses_dhcp_and_user_data() {
 async fn other_vendors_are_not_detected_and_nothing_is_asked() {
     let server = mock(UpCloud::new()).await;
     let s = setup("QEMU", &[("upcloud", &server)]).await;
-    let got = result(&s, "upcloud").await;
+    let got = s.result("upcloud").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(got["fetch"].is_null(), "{got}");
     assert!(server.hits().is_empty(), "{:?}", server.hits());
@@ -143,17 +109,17 @@ async fn hostile_answers_are_refused_with_the_field_named_or_retried() {
         ("long-name", &["hostname"][..]),
         ("many", &["10000 interfaces"][..]),
     ] {
-        let (kind, message) = error(&result(&s, id).await);
+        let (kind, message) = error(&s.result(id).await);
         assert_eq!(kind, "invalid", "{id}: {message}");
         assert!(words.iter().all(|w| message.contains(w)), "{id}: {message}");
     }
     for _ in 0..5 {
-        let (kind, message) = error(&result(&s, "flaky").await);
+        let (kind, message) = error(&s.result("flaky").await);
         assert_eq!(kind, "unavailable", "{message}");
         assert!(message.contains("503"), "{message}");
     }
-    assert_eq!(result(&s, "flaky").await["fetch"]["ok"]["region"], "de-fra1");
-    let (kind, message) = error(&result(&s, "huge").await);
+    assert_eq!(s.result("flaky").await["fetch"]["ok"]["region"], "de-fra1");
+    let (kind, message) = error(&s.result("huge").await);
     assert!(kind == "unavailable" || kind == "invalid", "{kind}: {message}");
     assert!(message.contains("larger than") || message.contains("too large"), "{message}");
 }
@@ -185,7 +151,7 @@ async fn conformance_with_talos() {
     };
     let server = mock(UpCloud::from_document(&std::fs::read_to_string(document).unwrap())).await;
     let s = setup("UpCloud", &[("upcloud", &server)]).await;
-    let got = result(&s, "upcloud").await;
+    let got = s.result("upcloud").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     let expected = bronze_tests::talos::expected(&expected).unwrap();

@@ -5,20 +5,12 @@
 
 use bronze_tests::mockcloud::vultr::{DEFAULT_DOCUMENT, Vultr};
 use bronze_tests::mockcloud::{MockServer, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const PLUGIN: &str = "vultr";
-
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _sysfs: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(
@@ -26,35 +18,8 @@ fn grants(base: &str) -> String {
     )
 }
 
-async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> Setup {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), format!("{sys_vendor}\n")).unwrap();
-    std::fs::write(dmi.join("product_name"), "VC2\n").unwrap();
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "vultr", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions {
-        config: Some(config),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _sysfs: sysfs }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(sys_vendor: &str, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "vultr", &[("sys_vendor", sys_vendor), ("product_name", "VC2")], grants, mocks).await
 }
 
 async fn mock(cloud: Vultr) -> MockServer {
@@ -65,7 +30,7 @@ async fn mock(cloud: Vultr) -> MockServer {
 async fn an_instance_reports_identity_addresses_routes_and_user_data() {
     let server = mock(Vultr::new()).await;
     let s = setup("Vultr", &[("vultr", &server)]).await;
-    let got = result(&s, "vultr").await;
+    let got = s.result("vultr").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     assert_eq!(m["platform"], "vultr", "{got}");
@@ -96,7 +61,7 @@ async fn an_instance_reports_identity_addresses_routes_and_user_data() {
 async fn other_vendors_are_not_detected_and_nothing_is_asked() {
     let server = mock(Vultr::new()).await;
     let s = setup("QEMU", &[("vultr", &server)]).await;
-    let got = result(&s, "vultr").await;
+    let got = s.result("vultr").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(got["fetch"].is_null(), "{got}");
     assert!(server.hits().is_empty(), "{:?}", server.hits());
@@ -138,17 +103,17 @@ async fn hostile_answers_are_refused_with_the_field_named_or_retried() {
         ("long-name", &["hostname"][..]),
         ("no-id", &["instance-v2-id"][..]),
     ] {
-        let (kind, message) = error(&result(&s, id).await);
+        let (kind, message) = error(&s.result(id).await);
         assert_eq!(kind, "invalid", "{id}: {message}");
         assert!(words.iter().all(|w| message.contains(w)), "{id}: {message}");
     }
     for _ in 0..5 {
-        let (kind, message) = error(&result(&s, "flaky").await);
+        let (kind, message) = error(&s.result("flaky").await);
         assert_eq!(kind, "unavailable", "{message}");
         assert!(message.contains("503"), "{message}");
     }
-    assert_eq!(result(&s, "flaky").await["fetch"]["ok"]["region"], "FRA");
-    let (kind, message) = error(&result(&s, "huge").await);
+    assert_eq!(s.result("flaky").await["fetch"]["ok"]["region"], "FRA");
+    let (kind, message) = error(&s.result("huge").await);
     assert!(kind == "unavailable" || kind == "invalid", "{kind}: {message}");
     assert!(message.contains("larger than") || message.contains("too large"), "{message}");
 }
@@ -170,7 +135,7 @@ async fn conformance_with_talos() {
     };
     let server = mock(Vultr::from_document(&std::fs::read_to_string(document).unwrap())).await;
     let s = setup("Vultr", &[("vultr", &server)]).await;
-    let got = result(&s, "vultr").await;
+    let got = s.result("vultr").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     let expected = bronze_tests::talos::expected(&expected).unwrap();

@@ -160,6 +160,21 @@ impl MockServer {
         MockServer::start("127.0.0.1:0".parse().unwrap(), cloud).await.expect("bind the mock")
     }
 
+    /// One raw HTTP/1.1 request to the mock, as a metadata client on the
+    /// link-local address would send it: (status, body).
+    pub async fn raw(&self, method: &str, path: &str, headers: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect to the mock");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send to the mock");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read the mock's answer");
+        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
     /// `http://addr` without a trailing slash.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
