@@ -808,4 +808,42 @@ async fn image_plugins_load_the_artifacts_the_image_build_compiled() {
     assert!(line("health-time").contains("artifact=\"image\""), "{log}");
     assert!(line("aws").contains("artifact=\"cache\""), "{log}");
     assert!(!log.contains("image plugin installed"), "{log}");
+    drop(node);
+
+    // An upgrade: the state was written by an older bronzed (health-time's
+    // entry records another engine's artifact), and the new image now
+    // ships aws compiled by this engine too. Both load the image's artifact:
+    // nothing compiles, and the index records what the image ships.
+    let index_path = state.path().join("state/plugins/index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entry = &mut index["plugins"]["health-time"];
+    entry["fingerprint"] = "wasmtime47-0000000000000000".into();
+    entry["cwasmSha256"] = "0".repeat(64).into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let aws_report = image.path().join("aws").join(IMAGE_ARTIFACT_REPORT);
+    let mut report: ImageArtifact = serde_json::from_slice(&std::fs::read(&aws_report).unwrap()).unwrap();
+    let health_report: ImageArtifact =
+        serde_json::from_slice(&std::fs::read(image.path().join("health-time").join(IMAGE_ARTIFACT_REPORT)).unwrap())
+            .unwrap();
+    report.worker.fingerprint = health_report.worker.fingerprint.clone();
+    std::fs::write(&aws_report, serde_json::to_vec(&report).unwrap()).unwrap();
+    for round in ["after the upgrade", "the start after"] {
+        let node = Node::start_with(options()).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !started(&node.log()) {
+            assert!(Instant::now() < deadline, "{round}: {}", node.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = node.log();
+        let line =
+            |id: &str| log.lines().find(|l| l.contains(&format!("plugin loaded plugin={id} "))).unwrap_or_default();
+        assert!(line("health-time").contains("artifact=\"image\""), "{round}: {log}");
+        assert!(line("aws").contains("artifact=\"image\""), "{round}: {log}");
+        assert!(!log.contains("plugin compiled in a worker"), "{round}: {log}");
+        assert!(!log.contains("image plugin installed"), "{round}: {log}");
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+        let entry = &index["plugins"]["health-time"];
+        assert_eq!(entry["fingerprint"], health_report.worker.fingerprint.as_str(), "{round}: {index:#}");
+        assert_eq!(entry["cwasmSha256"], health_report.worker.cwasm_sha256.as_str(), "{round}: {index:#}");
+    }
 }

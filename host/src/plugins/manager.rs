@@ -74,6 +74,17 @@ struct Fresh {
     took: Duration,
 }
 
+/// What the image ships for an installed image plugin ([`PluginManager::shipped`]).
+enum Shipped {
+    /// No artifact for the entry's wasm from an engine like the node's.
+    Nothing,
+    /// The artifact the entry records: mapped from the image, unhashed.
+    Recorded(PathBuf),
+    /// An artifact for the entry's wasm from this engine, but not the one
+    /// the entry records (its bundle directory in the image).
+    Other(PathBuf),
+}
+
 /// What an install changed.
 #[derive(Debug, Clone)]
 pub struct InstallReport {
@@ -277,6 +288,26 @@ impl PluginManager {
             std::fs::read(&manifest_path).map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| format!("stored plugin.toml: {e}"))?;
         let engine = self.arm_ctx.engine.clone();
+        // The image ships this wasm compiled by this engine, but the entry
+        // records another artifact (an older bronzed's engine, or one the
+        // node compiled): the image's is adopted and recorded, so this start
+        // neither compiles nor checks a cached artifact, and the next maps
+        // the image's unhashed.
+        if let Shipped::Other(dir) = self.shipped(&entry)
+            && let Some(fresh) = self.image_artifact(&entry.id, &dir, &entry.sha256).await
+        {
+            let imports = self.validate(&manifest, &fresh.component)?;
+            let (component, memory_minimum) = (fresh.component.clone(), fresh.report.memory_minimum);
+            let entry = self.record_artifact(entry, &fresh);
+            return Ok(LoadedPlugin {
+                entry,
+                manifest,
+                component,
+                imports,
+                artifact: ArtifactSource::Image,
+                memory_minimum,
+            });
+        }
         // Entries older than the recorded memory minimum compile again to learn it.
         let cached = match entry.memory_minimum {
             Some(minimum) if entry.fingerprint == engine.fingerprint() => {
@@ -313,7 +344,7 @@ impl PluginManager {
     /// (checked against its recorded sha256). `None` (logged) means compile.
     async fn load_compiled(&self, entry: &Entry) -> Result<Option<(Component, ArtifactSource)>, String> {
         let engine = self.arm_ctx.engine.clone();
-        if let Some(path) = self.shipped_artifact(entry) {
+        if let Shipped::Recorded(path) = self.shipped(entry) {
             return match run_niced("loading the image's artifact", move || load_image_artifact(&engine, &path)).await? {
                 Ok(component) => Ok(Some((component, ArtifactSource::Image))),
                 Err(e) => {
@@ -438,19 +469,28 @@ impl PluginManager {
         }
     }
 
-    /// The image's own artifact for an image plugin, when the image still
-    /// ships exactly what `entry` was installed from: the same wasm, the
-    /// same artifact, made by an engine like this one.
-    fn shipped_artifact(&self, entry: &Entry) -> Option<PathBuf> {
+    /// What the image ships for image plugin `entry`: its own artifact for
+    /// the entry's wasm, made by an engine like this one, and whether that
+    /// is the artifact the entry records.
+    fn shipped(&self, entry: &Entry) -> Shipped {
         if entry.source != SOURCE_IMAGE {
-            return None;
+            return Shipped::Nothing;
         }
-        let dir = self.image_plugins.as_ref()?.join(&entry.id);
-        let report = Self::shipped_report(&entry.id, &dir)?;
-        let same = report.wasm_sha256 == entry.sha256
-            && report.worker.cwasm_sha256 == entry.cwasm_sha256
-            && report.worker.fingerprint == self.arm_ctx.engine.fingerprint();
-        same.then(|| dir.join(IMAGE_ARTIFACT))
+        let Some(dir) = self.image_plugins.as_ref().map(|root| root.join(&entry.id)) else {
+            return Shipped::Nothing;
+        };
+        let Some(report) = Self::shipped_report(&entry.id, &dir) else {
+            return Shipped::Nothing;
+        };
+        let fingerprint = self.arm_ctx.engine.fingerprint();
+        if report.wasm_sha256 != entry.sha256 || report.worker.fingerprint != fingerprint {
+            return Shipped::Nothing;
+        }
+        if report.worker.cwasm_sha256 == entry.cwasm_sha256 && entry.fingerprint == fingerprint {
+            Shipped::Recorded(dir.join(IMAGE_ARTIFACT))
+        } else {
+            Shipped::Other(dir)
+        }
     }
 
     /// The artifact the image build compiled for an image plugin
