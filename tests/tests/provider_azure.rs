@@ -6,44 +6,32 @@
 
 use bronze_tests::mockcloud::azure::Azure;
 use bronze_tests::mockcloud::{MockServer, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, run};
-use bronze_tests::{Node, NodeOptions, Pki, talos};
+use bronze_tests::provider::MockedNode;
+use bronze_tests::talos;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const ADMIN: &[&str] = &["os:admin"];
 const ASSET_TAG: &str = "7783-7084-3265-9085-8269-3286-77";
 
-fn mock_instance(id: &str, base: &str) -> String {
-    format!(
-        "\n      - id: {id}\n        plugin: azure\n        config: {{ endpoint: \"{base}\" }}\n        grants: {{ \
-         config: true, facts: [dmi, links], http: [{{ url: \"{base}/metadata/\", methods: [GET] }}] }}"
+const PLUGIN: &str = "azure";
+
+fn grants(base: &str) -> String {
+    format!(r#"config: true, facts: [dmi, links], http: [{{ url: "{base}/metadata/", methods: [GET] }}]"#)
+}
+
+async fn setup(mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(
+        PLUGIN,
+        "azure-node",
+        &[
+            ("sys_vendor", "Microsoft Corporation"),
+            ("product_name", "Virtual Machine"),
+            ("chassis_asset_tag", ASSET_TAG),
+        ],
+        grants,
+        mocks,
     )
-}
-
-async fn node_with(pki: &Pki, instances: &[String]) -> (Node, tempfile::TempDir) {
-    let sysfs = tempfile::tempdir().unwrap();
-    let dmi = sysfs.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), "Microsoft Corporation\n").unwrap();
-    std::fs::write(dmi.join("product_name"), "Virtual Machine\n").unwrap();
-    std::fs::write(dmi.join("chassis_asset_tag"), format!("{ASSET_TAG}\n")).unwrap();
-    let plugins = format!("allowUnsigned: true\n    instances:{}", instances.concat());
-    let node = Node::start_with(NodeOptions {
-        config: Some(config_with_plugins(pki, "azure-node", &plugins)),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let c = node.client(&pki.auth(ADMIN)).await;
-    install(c.channel.clone(), &bundle("azure")).await.unwrap_or_else(|e| panic!("install azure: {e}\n{}", node.log()));
-    (node, sysfs)
-}
-
-async fn fetch(node: &Node, pki: &Pki, id: &str) -> Value {
-    let c = node.client(&pki.auth(ADMIN)).await;
-    let r = run(&c, id).await;
-    serde_json::from_str(&r.result_json).unwrap_or_else(|e| panic!("{id}: {e}: {}", r.result_json))
+    .await
 }
 
 fn ok(result: &Value) -> &Value {
@@ -55,12 +43,10 @@ fn ok(result: &Value) -> &Value {
 
 #[tokio::test]
 async fn reads_the_repo_vm_and_falls_back_on_azure_stack_hub() {
-    let pki = Pki::new();
     let mock = MockServer::loopback(Arc::new(Azure::new())).await;
     let stack = MockServer::loopback(Arc::new(Azure::new().stack_hub())).await;
-    let (node, _sysfs) =
-        node_with(&pki, &[mock_instance("azure", &mock.base()), mock_instance("stack", &stack.base())]).await;
-    let result = fetch(&node, &pki, "azure").await;
+    let s = setup(&[("azure", &mock), ("stack", &stack)]).await;
+    let result = s.result("azure").await;
     let m = ok(&result);
     assert_eq!(m["platform"], "azure");
     assert_eq!(m["hostname"], "bronze-vm-1");
@@ -106,7 +92,7 @@ async fn reads_the_repo_vm_and_falls_back_on_azure_stack_hub() {
 
     // Azure Stack Hub: 400 to 2021-12-13, then the same documents with
     // 2019-06-01; no load balancer or user data in that version.
-    let result = fetch(&node, &pki, "stack").await;
+    let result = s.result("stack").await;
     let m = ok(&result);
     assert_eq!(m["attributes"]["api-version"], "2019-06-01");
     assert_eq!(m["instanceType"], "Standard_D2s_v5");
@@ -149,10 +135,9 @@ async fn conformance_with_talos() {
         skip_without_fixtures("provider_azure::conformance_with_talos");
         return;
     };
-    let pki = Pki::new();
     let mock = MockServer::loopback(Arc::new(Azure::from_talos(&compute, &interfaces, &lb).unwrap())).await;
-    let (node, _sysfs) = node_with(&pki, &[mock_instance("talos", &mock.base())]).await;
-    let result = fetch(&node, &pki, "talos").await;
+    let s = setup(&[("talos", &mock)]).await;
+    let result = s.result("talos").await;
     let expected = talos::expected(expected).unwrap();
     let differences = talos::compare(&expected, ok(&result), &[("eth0", "00:0d:3a:d6:31:ee")]);
     assert_eq!(differences, DOCUMENTED, "{:#}", result["fetch"]["ok"]);
@@ -160,7 +145,6 @@ async fn conformance_with_talos() {
 
 #[tokio::test]
 async fn hostile_documents_are_refused_naming_the_field() {
-    let pki = Pki::new();
     let mut bad_mac = Azure::new();
     bad_mac.interfaces[0]["macAddress"] = json!("60-45-BD-ZZ");
     let bad_mac = MockServer::loopback(Arc::new(bad_mac)).await;
@@ -175,16 +159,13 @@ async fn hostile_documents_are_refused_naming_the_field() {
     let bad_user_data = MockServer::loopback(Arc::new(bad_user_data)).await;
     let down = MockServer::loopback(Arc::new(Azure::new())).await;
     down.faults.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
-    let (node, _sysfs) = node_with(
-        &pki,
-        &[
-            mock_instance("bad-mac", &bad_mac.base()),
-            mock_instance("wrong-type", &wrong_type.base()),
-            mock_instance("not-list", &not_list.base()),
-            mock_instance("bad-user-data", &bad_user_data.base()),
-            mock_instance("down", &down.base()),
-        ],
-    )
+    let s = setup(&[
+        ("bad-mac", &bad_mac),
+        ("wrong-type", &wrong_type),
+        ("not-list", &not_list),
+        ("bad-user-data", &bad_user_data),
+        ("down", &down),
+    ])
     .await;
     let cases = [
         ("bad-mac", "invalid", "interface[0].macAddress: \"60-45-BD-ZZ\" is not a MAC"),
@@ -194,11 +175,11 @@ async fn hostile_documents_are_refused_naming_the_field() {
         ("down", "unavailable", "HTTP 503"),
     ];
     for (id, kind, says) in cases {
-        let result = fetch(&node, &pki, id).await;
+        let result = s.result(id).await;
         assert_eq!(result["fetch"]["error"], kind, "{id}: {result:#}");
         let message = result["fetch"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{id}: {message:?} does not say {says:?}");
     }
-    let again = fetch(&node, &pki, "down").await;
+    let again = s.result("down").await;
     assert_eq!(ok(&again)["instanceType"], "Standard_D2s_v5");
 }

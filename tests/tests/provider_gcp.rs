@@ -6,47 +6,20 @@
 
 use bronze_tests::mockcloud::gcp::Gcp;
 use bronze_tests::mockcloud::{Cloud, MockServer, Request, Response, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, run};
-use bronze_tests::{Node, NodeOptions, Pki, talos};
+use bronze_tests::provider::MockedNode;
+use bronze_tests::talos;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const ADMIN: &[&str] = &["os:admin"];
+const PLUGIN: &str = "gcp";
 
-fn gce_sysfs(product_name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dmi = dir.path().join("class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), "Google\n").unwrap();
-    std::fs::write(dmi.join("product_name"), format!("{product_name}\n")).unwrap();
-    dir
+fn grants(base: &str) -> String {
+    format!(r#"config: true, facts: [dmi, links], http: [{{ url: "{base}/computeMetadata/v1/", methods: [GET] }}]"#)
 }
 
-fn mock_instance(id: &str, base: &str) -> String {
-    format!(
-        "\n      - id: {id}\n        plugin: gcp\n        config: {{ endpoint: \"{base}\" }}\n        grants: {{ \
-         config: true, facts: [dmi, links], http: [{{ url: \"{base}/computeMetadata/v1/\", methods: [GET] }}] }}"
-    )
-}
-
-async fn node_with(pki: &Pki, product_name: &str, instances: &[String]) -> (Node, tempfile::TempDir) {
-    let sysfs = gce_sysfs(product_name);
-    let plugins = format!("allowUnsigned: true\n    instances:{}", instances.concat());
-    let node = Node::start_with(NodeOptions {
-        config: Some(config_with_plugins(pki, "gcp-node", &plugins)),
-        args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let c = node.client(&pki.auth(ADMIN)).await;
-    install(c.channel.clone(), &bundle("gcp")).await.unwrap_or_else(|e| panic!("install gcp: {e}\n{}", node.log()));
-    (node, sysfs)
-}
-
-async fn fetch(node: &Node, pki: &Pki, id: &str) -> Value {
-    let c = node.client(&pki.auth(ADMIN)).await;
-    let r = run(&c, id).await;
-    serde_json::from_str(&r.result_json).unwrap_or_else(|e| panic!("{id}: {e}: {}", r.result_json))
+async fn setup(product_name: &str, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    MockedNode::start(PLUGIN, "gcp-node", &[("sys_vendor", "Google"), ("product_name", product_name)], grants, mocks)
+        .await
 }
 
 fn ok(result: &Value) -> &Value {
@@ -71,16 +44,10 @@ impl Cloud for Impostor {
 
 #[tokio::test]
 async fn reads_the_repo_instance_with_the_flavor_header() {
-    let pki = Pki::new();
     let mock = MockServer::loopback(Arc::new(Gcp::new())).await;
     let impostor = MockServer::loopback(Arc::new(Impostor(Gcp::new()))).await;
-    let (node, _sysfs) = node_with(
-        &pki,
-        "Google Compute Engine",
-        &[mock_instance("gcp", &mock.base()), mock_instance("impostor", &impostor.base())],
-    )
-    .await;
-    let result = fetch(&node, &pki, "gcp").await;
+    let s = setup("Google Compute Engine", &[("gcp", &mock), ("impostor", &impostor)]).await;
+    let result = s.result("gcp").await;
     let m = ok(&result);
     assert_eq!(m["platform"], "gcp");
     assert_eq!(m["instanceId"], "4520031799277581759");
@@ -112,17 +79,16 @@ async fn reads_the_repo_instance_with_the_flavor_header() {
     assert!(mock.requests().iter().all(|r| r.header("metadata-flavor") == Some("Google")));
     assert_eq!(mock.requests()[0].query.as_deref(), Some("recursive=true&alt=json"));
 
-    let impostor = fetch(&node, &pki, "impostor").await;
+    let impostor = s.result("impostor").await;
     assert_eq!(impostor["fetch"]["error"], "invalid", "{impostor:#}");
     assert!(impostor["fetch"]["message"].as_str().unwrap().contains("Metadata-Flavor"), "{impostor:#}");
 }
 
 #[tokio::test]
 async fn not_detected_elsewhere() {
-    let pki = Pki::new();
     let mock = MockServer::loopback(Arc::new(Gcp::new())).await;
-    let (node, _sysfs) = node_with(&pki, "Standard PC (Q35 + ICH9, 2009)", &[mock_instance("gcp", &mock.base())]).await;
-    let result = fetch(&node, &pki, "gcp").await;
+    let s = setup("Standard PC (Q35 + ICH9, 2009)", &[("gcp", &mock)]).await;
+    let result = s.result("gcp").await;
     assert_eq!(result["detected"], false, "{result:#}");
     assert!(mock.hits().is_empty(), "detect() sent nothing: {:?}", mock.hits());
 }
@@ -140,10 +106,9 @@ async fn conformance_with_talos() {
         skip_without_fixtures("provider_gcp::conformance_with_talos");
         return;
     };
-    let pki = Pki::new();
     let mock = MockServer::loopback(Arc::new(Gcp::from_talos(&metadata, &interfaces).unwrap())).await;
-    let (node, _sysfs) = node_with(&pki, "Google Compute Engine", &[mock_instance("talos", &mock.base())]).await;
-    let result = fetch(&node, &pki, "talos").await;
+    let s = setup("Google Compute Engine", &[("talos", &mock)]).await;
+    let result = s.result("talos").await;
     let expected = talos::expected(expected).unwrap();
     let differences = talos::compare(&expected, ok(&result), &[("eth0", "42:01:ac:10:00:04")]);
     assert_eq!(differences, DOCUMENTED, "{:#}", result["fetch"]["ok"]);
@@ -151,7 +116,6 @@ async fn conformance_with_talos() {
 
 #[tokio::test]
 async fn hostile_trees_are_refused_naming_the_field() {
-    let pki = Pki::new();
     let mut wrong_type = Gcp::new();
     wrong_type.instance["networkInterfaces"][0]["mtu"] = json!("1460");
     let wrong_type = MockServer::loopback(Arc::new(wrong_type)).await;
@@ -163,15 +127,9 @@ async fn hostile_trees_are_refused_naming_the_field() {
     let many = MockServer::loopback(Arc::new(many)).await;
     let down = MockServer::loopback(Arc::new(Gcp::new())).await;
     down.faults.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
-    let (node, _sysfs) = node_with(
-        &pki,
+    let s = setup(
         "Google Compute Engine",
-        &[
-            mock_instance("wrong-type", &wrong_type.base()),
-            mock_instance("long-name", &long_name.base()),
-            mock_instance("many", &many.base()),
-            mock_instance("down", &down.base()),
-        ],
+        &[("wrong-type", &wrong_type), ("long-name", &long_name), ("many", &many), ("down", &down)],
     )
     .await;
     let cases = [
@@ -181,12 +139,12 @@ async fn hostile_trees_are_refused_naming_the_field() {
         ("down", "unavailable", "HTTP 503"),
     ];
     for (id, kind, says) in cases {
-        let result = fetch(&node, &pki, id).await;
+        let result = s.result(id).await;
         assert_eq!(result["fetch"]["error"], kind, "{id}: {result:#}");
         let message = result["fetch"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{id}: {message:?} does not say {says:?}");
     }
     // The fault is spent: the next call answers.
-    let again = fetch(&node, &pki, "down").await;
+    let again = s.result("down").await;
     assert_eq!(ok(&again)["instanceId"], "4520031799277581759");
 }
