@@ -241,6 +241,42 @@ fn observe_reads_the_current_namespace() {
     assert_eq!(lo.link_type, "loopback");
 }
 
+/// The snapshot's link dump leaves out the IPv6 statistics the kernel
+/// otherwise adds to every link (the counters in `IFLA_STATS64` it always
+/// sends); a plain dump of the same namespace carries them, so the check can
+/// fail.
+#[test]
+fn the_link_dump_skips_the_ipv6_statistics() {
+    in_new_netns(|| async {
+        use futures::TryStreamExt;
+        use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkMessage};
+        let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+        tokio::spawn(connection);
+        let ipv6_stats = |links: &[LinkMessage]| {
+            links
+                .iter()
+                .flat_map(|l| &l.attributes)
+                .filter_map(|a| match a {
+                    LinkAttribute::AfSpecUnspec(specs) => Some(specs),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|spec| match spec {
+                    AfSpecUnspec::Inet6(inet6) => Some(inet6),
+                    _ => None,
+                })
+                .flatten()
+                .filter(|a| matches!(a, AfSpecInet6::Stats(_) | AfSpecInet6::Icmp6Stats(_)))
+                .count()
+        };
+        let plain: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.unwrap();
+        assert!(ipv6_stats(&plain) > 0, "a plain dump carries IPv6 statistics: {plain:?}");
+        let ours: Vec<LinkMessage> = super::observe::link_dump(&handle).execute().try_collect().await.unwrap();
+        assert_eq!(ours.len(), plain.len());
+        assert_eq!(ipv6_stats(&ours), 0, "{ours:?}");
+    });
+}
+
 fn address(link: &str, a: &str) -> AddressPlan {
     AddressPlan { link: link.into(), address: cidr(a) }
 }
