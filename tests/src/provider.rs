@@ -29,6 +29,7 @@ pub struct MockedNode {
     pub node: Node,
     pub client: bronzectl::client::NodeClient,
     _sysfs: tempfile::TempDir,
+    _files: tempfile::TempDir,
 }
 
 impl MockedNode {
@@ -39,7 +40,24 @@ impl MockedNode {
         grants: impl Fn(&str) -> String,
         mocks: &[(&str, &crate::mockcloud::MockServer)],
     ) -> MockedNode {
+        Self::start_with(plugin, hostname, dmi, grants, mocks, |_| Vec::new()).await
+    }
+
+    /// [`MockedNode::start`], with more `bronzed` arguments from `extra`,
+    /// which may write what they name (a config drive, say) under the
+    /// directory it is given; that directory lives as long as the node.
+    pub async fn start_with(
+        plugin: &str,
+        hostname: &str,
+        dmi: &[(&str, &str)],
+        grants: impl Fn(&str) -> String,
+        mocks: &[(&str, &crate::mockcloud::MockServer)],
+        extra: impl FnOnce(&std::path::Path) -> Vec<String>,
+    ) -> MockedNode {
         let sysfs = fake_sysfs(dmi);
+        let files = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["--sysfs".to_string(), sysfs.path().display().to_string()];
+        args.extend(extra(files.path()));
         let instances: String = mocks
             .iter()
             .map(|(id, mock)| {
@@ -48,17 +66,12 @@ impl MockedNode {
             .collect();
         let pki = Pki::new();
         let config = config_with_plugins(&pki, hostname, &format!("allowUnsigned: true\n    instances:{instances}"));
-        let node = Node::start_with(NodeOptions {
-            config: Some(config),
-            args: vec!["--sysfs".into(), sysfs.path().display().to_string()],
-            ..Default::default()
-        })
-        .await;
+        let node = Node::start_with(NodeOptions { config: Some(config), args, ..Default::default() }).await;
         let client = node.client(&pki.auth(&["os:admin"])).await;
         install(client.channel.clone(), &bundle(plugin))
             .await
             .unwrap_or_else(|e| panic!("install {plugin}: {e}\n{}", node.log()));
-        MockedNode { node, client, _sysfs: sysfs }
+        MockedNode { node, client, _sysfs: sysfs, _files: files }
     }
 
     /// Runs instance `id` now; its result document (the node's log if it is

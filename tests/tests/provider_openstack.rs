@@ -5,20 +5,12 @@
 
 use bronze_tests::mockcloud::openstack::{DEFAULT_META_DATA, DEFAULT_NETWORK_DATA, OpenStack};
 use bronze_tests::mockcloud::{MockServer, Response, shared_fixture, skip_without_fixtures};
-use bronze_tests::plugins::{bundle, config_with_plugins, install, instance_yaml, run};
-use bronze_tests::{Node, NodeOptions, Pki};
-use bronzectl::client::NodeClient;
+use bronze_tests::provider::MockedNode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const PLUGIN: &str = "openstack";
-
-struct Setup {
-    node: Node,
-    client: NodeClient,
-    _dir: tempfile::TempDir,
-}
 
 fn grants(base: &str) -> String {
     format!(
@@ -28,39 +20,18 @@ fn grants(base: &str) -> String {
 
 /// A node whose DMI product name is `product`, with a `config-2` drive
 /// holding `drive`'s files when given, and one instance per `(id, mock)`.
-async fn setup(product: &str, drive: Option<&OpenStack>, mocks: &[(&str, &MockServer)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let dmi = dir.path().join("sys/class/dmi/id");
-    std::fs::create_dir_all(&dmi).unwrap();
-    std::fs::write(dmi.join("sys_vendor"), "OpenStack Foundation\n").unwrap();
-    std::fs::write(dmi.join("product_name"), format!("{product}\n")).unwrap();
-    let mut args = vec!["--sysfs".to_string(), dir.path().join("sys").display().to_string()];
-    if product != "OpenStack Nova" {
-        std::fs::write(dmi.join("sys_vendor"), "QEMU\n").unwrap();
-    }
-    if let Some(drive) = drive {
-        let path = dir.path().join("config-2");
-        drive.write_config_drive(&path).unwrap();
-        args.extend(["--volume".to_string(), format!("config-2={}", path.display())]);
-    }
-    let instances: String = mocks
-        .iter()
-        .map(|(id, mock)| {
-            instance_yaml(id, PLUGIN, &format!("endpoint: \"{}\"", mock.base()), &grants(&mock.base()), None)
-        })
-        .collect();
-    let pki = Pki::new();
-    let config = config_with_plugins(&pki, "os", &format!("allowUnsigned: true\n    instances:{instances}"));
-    let node = Node::start_with(NodeOptions { config: Some(config), args, ..Default::default() }).await;
-    let client = node.client(&pki.auth(&["os:admin"])).await;
-    install(client.channel.clone(), &bundle(PLUGIN)).await.unwrap_or_else(|e| panic!("install {PLUGIN}: {e}"));
-    Setup { node, client, _dir: dir }
-}
-
-async fn result(s: &Setup, id: &str) -> Value {
-    let done = run(&s.client, id).await;
-    serde_json::from_str(&done.result_json)
-        .unwrap_or_else(|e| panic!("{id}: result {:?}: {e}\n{}", done.result_json, s.node.log()))
+async fn setup(product: &str, drive: Option<&OpenStack>, mocks: &[(&str, &MockServer)]) -> MockedNode {
+    let vendor = if product == "OpenStack Nova" { "OpenStack Foundation" } else { "QEMU" };
+    let dmi = [("sys_vendor", vendor), ("product_name", product)];
+    MockedNode::start_with(PLUGIN, "os", &dmi, grants, mocks, |dir| match drive {
+        Some(drive) => {
+            let path = dir.join("config-2");
+            drive.write_config_drive(&path).unwrap();
+            vec!["--volume".to_string(), format!("config-2={}", path.display())]
+        }
+        None => Vec::new(),
+    })
+    .await
 }
 
 async fn mock(cloud: OpenStack) -> MockServer {
@@ -101,7 +72,7 @@ fn check_default_instance(m: &Value) {
 async fn the_metadata_service_gives_identity_network_and_user_data() {
     let server = mock(OpenStack::new()).await;
     let s = setup("OpenStack Nova", None, &[("openstack", &server)]).await;
-    let got = result(&s, "openstack").await;
+    let got = s.result("openstack").await;
     assert_eq!(got["detected"], true, "{got}");
     let m = &got["fetch"]["ok"];
     check_default_instance(m);
@@ -124,7 +95,7 @@ async fn the_metadata_service_gives_identity_network_and_user_data() {
 async fn a_config_drive_is_detected_and_read_without_any_request() {
     let server = mock(OpenStack::new()).await;
     let s = setup("Standard PC (Q35 + ICH9, 2009)", Some(&OpenStack::new()), &[("openstack", &server)]).await;
-    let got = result(&s, "openstack").await;
+    let got = s.result("openstack").await;
     assert_eq!(got["detected"], true, "the config-2 drive alone says OpenStack: {got}");
     let m = &got["fetch"]["ok"];
     check_default_instance(m);
@@ -136,7 +107,7 @@ async fn a_config_drive_is_detected_and_read_without_any_request() {
 async fn other_platforms_are_not_detected_and_nothing_is_asked() {
     let server = mock(OpenStack::new()).await;
     let s = setup("Standard PC (Q35 + ICH9, 2009)", None, &[("openstack", &server)]).await;
-    let got = result(&s, "openstack").await;
+    let got = s.result("openstack").await;
     assert_eq!(got["detected"], false, "{got}");
     assert!(got["fetch"].is_null(), "{got}");
     assert!(server.hits().is_empty(), "{:?}", server.hits());
@@ -185,21 +156,21 @@ async fn hostile_answers_are_refused_with_the_field_named_or_retried() {
         ("bad-type", &["network_data.json", "ipx"][..]),
         ("long-name", &["hostname"][..]),
     ] {
-        let (kind, message) = error(&result(&s, id).await);
+        let (kind, message) = error(&s.result(id).await);
         assert_eq!(kind, "invalid", "{id}: {message}");
         assert!(words.iter().all(|w| message.contains(w)), "{id}: {message}");
     }
     for _ in 0..5 {
-        let (kind, message) = error(&result(&s, "flaky").await);
+        let (kind, message) = error(&s.result("flaky").await);
         assert_eq!(kind, "unavailable", "{message}");
         assert!(message.contains("503"), "{message}");
     }
-    assert_eq!(result(&s, "flaky").await["fetch"]["ok"]["hostname"], "bronze-os-1.novalocal");
-    let (kind, message) = error(&result(&s, "huge").await);
+    assert_eq!(s.result("flaky").await["fetch"]["ok"]["hostname"], "bronze-os-1.novalocal");
+    let (kind, message) = error(&s.result("huge").await);
     assert!(kind == "unavailable" || kind == "invalid", "{kind}: {message}");
     assert!(message.contains("larger than") || message.contains("too large"), "{message}");
     // network_data.json is optional (old clouds): identity still comes.
-    let got = result(&s, "no-network").await;
+    let got = s.result("no-network").await;
     assert_eq!(got["fetch"]["ok"]["interfaces"], json!([]), "{got}");
     assert!(got["fetch"]["ok"]["networkConfig"].is_null(), "{got}");
 }
@@ -250,7 +221,7 @@ async fn conformance_with_talos() {
     cloud.docs.insert("/latest/meta-data/public-ipv4", Response::text("1.2.3.4"));
     let server = mock(cloud).await;
     let s = setup("OpenStack Nova", None, &[("openstack", &server)]).await;
-    let got = result(&s, "openstack").await;
+    let got = s.result("openstack").await;
     let ours = &got["fetch"]["ok"];
     assert!(ours.is_object(), "{got}");
     assert_eq!(unescaped(&ours["networkConfig"]["body"]), network, "the raw document is passed on");
