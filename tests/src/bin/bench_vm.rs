@@ -252,9 +252,7 @@ fn floor_initrds(target: &Path, dir: &Path) -> anyhow::Result<Vec<(&'static str,
     let built = target.join("x86_64-unknown-linux-musl/release/floor-init");
     anyhow::ensure!(built.is_file(), "no {}: run `cargo xtask bench-vm`", built.display());
     let stripped = dir.join("floor-init");
-    let status =
-        std::process::Command::new("strip").arg("--strip-debug").arg("-o").arg(&stripped).arg(&built).status()?;
-    anyhow::ensure!(status.success(), "strip --strip-debug {} failed", built.display());
+    bronze_images::layout::strip(&built, &stripped, bronze_images::layout::Strip::Debug)?;
     let init = std::fs::read(&stripped)?;
     let address = APPEND
         .split_whitespace()
