@@ -29,12 +29,16 @@ pub fn decode(text: &[u8]) -> Result<Vec<u8>, usize> {
     })
 }
 
-/// Whether `text` is padded base64 through and through (its symbols a
-/// multiple of four, at least one): for a service that serves user data
-/// either as it is or encoded, and says not which.
-pub fn looks_padded(text: &[u8]) -> bool {
+/// The bytes `text` encodes when it is padded base64 through and through
+/// (its symbols a multiple of four, at least one), else `None`: for a
+/// service that serves user data either as it is or encoded, and says not
+/// which.
+pub fn decode_padded(text: &[u8]) -> Option<Vec<u8>> {
     let symbols = text.iter().filter(|b| !b.is_ascii_whitespace()).count();
-    symbols > 0 && symbols.is_multiple_of(4) && decode(text).is_ok()
+    if symbols == 0 || !symbols.is_multiple_of(4) {
+        return None;
+    }
+    decode(text).ok()
 }
 
 #[cfg(test)]
@@ -74,9 +78,10 @@ mod tests {
 
     #[test]
     fn padded_base64_is_told_from_plain_text() {
-        assert!(looks_padded(b"I2Nsb3VkLWNvbmZpZwo=\n"));
-        assert!(!looks_padded(b"#cloud-config\nhostname: x\n"));
-        assert!(!looks_padded(b"Zm9vY"), "not a multiple of four");
-        assert!(!looks_padded(b"\n"));
+        assert_eq!(decode_padded(b"I2Nsb3VkLWNvbmZpZwo=\n").unwrap(), b"#cloud-config\n");
+        assert_eq!(decode_padded(b"#cloud-config\nhostname: x\n"), None);
+        assert_eq!(decode_padded(b"Zm9v"), Some(b"foo".to_vec()));
+        assert_eq!(decode_padded(b"Zm9vY"), None, "not a multiple of four");
+        assert_eq!(decode_padded(b"\n"), None);
     }
 }

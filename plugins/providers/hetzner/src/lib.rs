@@ -102,7 +102,7 @@ impl MetadataProvider for Hetzner {
 /// breaks allowed) and decodes, else the bytes as they are (a plain config
 /// has `:` and spaces, which base64 never does).
 fn decode_user_data(body: Vec<u8>) -> Vec<u8> {
-    if base64::looks_padded(&body) { base64::decode(&body).unwrap_or(body) } else { body }
+    base64::decode_padded(&body).unwrap_or(body)
 }
 
 bronze_plugin_sdk::export_metadata_provider!(Hetzner);
