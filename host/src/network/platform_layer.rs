@@ -198,14 +198,12 @@ fn addressing(field: &str, a: &wit::Addressing, total_routes: &mut usize) -> Res
 }
 
 fn hash_policy(field: &str, p: &str) -> Result<XmitHashPolicy, PlanRejection> {
-    XmitHashPolicy::from_name(p).map_or_else(
-        || {
-            let names: Vec<&str> = XmitHashPolicy::ALL.iter().map(|p| p.as_str()).collect();
-            let (last, rest) = names.split_last().expect("policies");
-            reject(field, format!("{p:?} is not a transmit hash policy; expected {} or {last}", rest.join(", ")))
-        },
-        Ok,
-    )
+    if let Some(policy) = XmitHashPolicy::from_name(p) {
+        return Ok(policy);
+    }
+    let names: Vec<&str> = XmitHashPolicy::ALL.iter().map(|p| p.as_str()).collect();
+    let (last, rest) = names.split_last().expect("policies");
+    reject(field, format!("{p:?} is not a transmit hash policy; expected {} or {last}", rest.join(", ")))
 }
 
 /// A plugin's plan as the platform layer, checked field by field. Entries
