@@ -39,8 +39,22 @@ async fn reboot_restarts_subsystems_in_process() {
     loop {
         let log = node.log();
         saw_rebooting |= log.contains("reboot: restarting subsystems in-process");
-        let spec = bronze_tests::resource_spec(&mut c, "machinestatus", "machine").await;
-        if saw_rebooting && spec["stage"] == "running" {
+        // While the subsystems restart, the status is briefly not there:
+        // not found is "not yet", like any other stage.
+        let got = c
+            .resources
+            .get(pb::GetRequest { namespace: String::new(), r#type: "machinestatus".into(), id: "machine".into() })
+            .await;
+        let stage = match got {
+            Ok(got) => {
+                let spec: serde_json::Value =
+                    serde_json::from_str(&got.into_inner().resource.expect("resource").spec_json).expect("spec json");
+                spec["stage"].as_str().unwrap_or_default().to_string()
+            }
+            Err(e) if e.code() == tonic::Code::NotFound => String::new(),
+            Err(e) => panic!("get machinestatus machine: {e}"),
+        };
+        if saw_rebooting && stage == "running" {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no reboot seen:\n{log}");
